@@ -1,0 +1,190 @@
+"""Carrying out a plan: issue and renew, then push and delete per destination.
+
+One failure does not stop the run: every other action still happens, and the report says what
+failed and where (certbot's "carry on, then fail at the end"). Destinations run in parallel
+lanes; inside a lane actions run in order. Only the main thread touches the store.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable
+
+from providers.base import ownership_labels
+from sync import enroll, render
+from sync.config import Config
+from sync.errors import CertsyncError
+from sync.plan import Action, Plan
+from sync.state import ProviderFactory, render_options
+from sync.store import Store
+
+
+@dataclass
+class Result:
+    action: Action
+    status: str            # done | failed | skipped | unchanged
+    error: str | None = None
+    detail: str = ""       # e.g. the new serial or the provider version id
+    job: "Job | None" = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        a = self.action
+        return {"action": a.kind, "certificate": a.cert, "destination": a.destination,
+                "remote_name": a.remote_name, "reason": a.reason, "status": self.status,
+                "error": self.error, "detail": self.detail}
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for r in self.results:
+            key = r.status if r.status in ("failed", "skipped", "unchanged") else r.action.kind
+            counts[key] += 1
+        return dict(counts)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CertsyncError):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}".rstrip(": ")
+
+
+def execute(config: Config, store: Store, plan: Plan, providers: ProviderFactory, *,
+            retired: Iterable[str] = (), now: datetime | None = None) -> Report:
+    started = time.monotonic()
+    report = Report()
+    report.results.extend(Result(a, "unchanged") for a in plan.of_kind("unchanged"))
+    report.results.extend(Result(a, "failed", a.reason) for a in plan.of_kind("error"))
+    failed_certs = _issue_all(config, store, plan.of_kind("issue", "renew"), report, now)
+    lanes: dict[str, list[Action]] = defaultdict(list)
+    for action in plan.of_kind("push", "delete"):
+        if action.cert in failed_certs:
+            report.results.append(Result(action, "skipped", "issuance failed"))
+        else:
+            lanes[action.destination].append(action)
+    jobs = _prepare(config, store, lanes, report)
+    for result in _run_lanes(jobs, providers):
+        report.results.append(result)
+    _record(store, report, retired)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _issue_all(config: Config, store: Store, actions: Iterable[Action], report: Report,
+               now: datetime | None) -> set[str]:
+    failed: set[str] = set()
+    for action in actions:
+        try:
+            with store.session() as session:
+                row = enroll.issue(config, store, session, action.cert,
+                                   previous=store.current(session, action.cert), now=now)
+                detail = f"version {row.version}, serial {row.serial}, not after {row.not_after:%Y-%m-%d}"
+            report.results.append(Result(action, "done", detail=detail))
+        except CertsyncError as exc:
+            failed.add(action.cert)
+            report.results.append(Result(action, "failed", _one_line(exc)))
+    return failed
+
+
+@dataclass
+class Job:
+    action: Action
+    payload: render.Payload | None = None
+    certificate_id: int | None = None
+    purge: bool = False
+
+
+def _prepare(config: Config, store: Store, lanes: dict[str, list[Action]], report: Report) -> dict[str, list[Job]]:
+    """Render every payload up front, in the main thread (store access stays single-threaded)."""
+    jobs: dict[str, list[Job]] = defaultdict(list)
+    with store.session() as session:
+        bundles = {}
+        for destination, actions in lanes.items():
+            for action in actions:
+                if action.kind == "delete":
+                    jobs[destination].append(Job(action))
+                    continue
+                try:
+                    row = store.current(session, action.cert)
+                    if row is None:
+                        raise CertsyncError(f"certificate {action.cert!r} has no active version")
+                    if row.id not in bundles:
+                        bundles[row.id] = store.bundle(row)
+                    payload = render.render(bundles[row.id], render_options(config, destination))
+                    jobs[destination].append(Job(action, payload, row.id))
+                except CertsyncError as exc:
+                    report.results.append(Result(action, "failed", _one_line(exc)))
+    return jobs
+
+
+def _run_lanes(jobs: dict[str, list[Job]], providers: ProviderFactory) -> list[Result]:
+    def lane(destination: str) -> list[Result]:
+        try:
+            provider = providers(destination)
+        except Exception as exc:
+            return [Result(j.action, "failed", f"cannot reach destination: {_one_line(exc)}") for j in jobs[destination]]
+        return [_run_job(provider, job) for job in jobs[destination]]
+
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        return [r for results in pool.map(lane, list(jobs)) for r in results]
+
+
+def _run_job(provider, job: Job) -> Result:
+    action = job.action
+    try:
+        if action.kind == "delete":
+            provider.delete(action.remote_name, purge=job.purge)
+            return Result(action, "done")
+        remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,
+                              labels=ownership_labels(action.cert, job.payload.fingerprint))
+        return Result(action, "done", detail=remote.version or "", job=job)
+    except Exception as exc:  # one line per failure; the run goes on
+        return Result(action, "failed", _one_line(exc))
+
+
+def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
+    """Store what was pushed and deleted; certificates gone from config and from every
+    destination are marked retired (their history stays)."""
+    retired_done: dict[str, bool] = {name: True for name in retired}
+    with store.session() as session:
+        for result in report.results:
+            action = result.action
+            if action.kind == "push" and result.status == "done":
+                job = result.job
+                store.record_push(session, cert_name=action.cert, destination=action.destination,
+                                  remote_name=action.remote_name, certificate_id=job.certificate_id,
+                                  fingerprint=job.payload.fingerprint, remote_version=result.detail or None)
+            elif action.kind == "delete":
+                if result.status == "done":
+                    store.record_delete(session, destination=action.destination, remote_name=action.remote_name)
+                if action.cert in retired_done and result.status != "done":
+                    retired_done[action.cert] = False
+            elif action.cert in retired_done and result.status == "failed":
+                retired_done[action.cert] = False
+        for name, all_deleted in retired_done.items():
+            if all_deleted:
+                row = store.current(session, name)
+                if row is not None:
+                    row.state = "retired"
+
+
+def push_actions(config: Config, cert: str, destinations: list[str] | None) -> list[Action]:
+    """A forced push of `cert` to its destinations, or to the named ones (even ones not listed for it)."""
+    targets = dict((ref.to, ref.name) for ref in config.certificate[cert].targets(cert))
+    chosen = destinations or list(targets)
+    return [Action("push", cert, d, targets.get(d, cert), "one-off push") for d in chosen]
+

@@ -1,0 +1,171 @@
+"""The built-in CA: keys, CA certificates and leaf issuance with pyca/cryptography.
+
+Profiles follow RFC 5280 and the CA/Browser Forum baseline profile where it applies to private TLS:
+critical basicConstraints and keyUsage, SKI/AKI, SAN (critical when the subject is empty),
+EKU from the profile, random 159-bit serials, CRL distribution point and OCSP when configured.
+`now` is a parameter everywhere so tests control the clock instead of sleeping.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+# Certificates are backdated slightly so that a relying party with a slow clock accepts them.
+BACKDATE = timedelta(minutes=1)
+EKU_OIDS = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    if key_type.startswith("rsa-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {key_type!r}")
+
+
+def key_type_of(key: PrivateKey | PublicKey) -> str:
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return f"rsa-{key.key_size}"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(key.curve.name, f"ec-{key.curve.name}")
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "ed25519"
+    raise ValueError(f"unsupported key {type(key).__name__}")
+
+
+def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    """The hash that goes with the signing key (None for Ed25519, which hashes internally)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A CA that can sign: its certificate, key and the URLs it stamps on what it signs."""
+    certificate: x509.Certificate
+    key: PrivateKey
+    crl_url: str | None = None
+    ocsp_url: str | None = None
+
+
+def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
+              path_length: int | None = None, now: datetime | None = None) -> x509.Certificate:
+    """A root (parent None, self-signed) or an intermediate signed by `parent`."""
+    now = now or utcnow()
+    name = x509.Name.from_rfc4514_string(subject)
+    if parent is None:
+        issuer_name, signer, issuer_public = name, key, key.public_key()
+    else:
+        issuer_name, signer = parent.certificate.subject, parent.key
+        issuer_public = parent.certificate.public_key()
+        # An intermediate may not outlive its parent.
+        validity = min(validity, parent.certificate.not_valid_after_utc - now)
+        if path_length is None:
+            path_length = 0
+    builder = (_base_builder(name, issuer_name, key.public_key(), now, validity, issuer_public)
+               .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False,
+                                            key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                            encipher_only=False, decipher_only=False), critical=True))
+    if parent is not None:
+        builder = _add_revocation_pointers(builder, parent)
+    return builder.sign(signer, signature_hash(signer))
+
+
+def issue_leaf(issuer: Issuer, public_key: PublicKey, *, common_name: str | None,
+               dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = (),
+               usages: Sequence[str] = ("serverAuth",), validity: timedelta,
+               now: datetime | None = None) -> x509.Certificate:
+    """An end-entity certificate for `public_key`, signed by `issuer`.
+
+    The validity is clipped so that the leaf never outlives its issuer.
+    """
+    now = now or utcnow()
+    validity = min(validity, issuer.certificate.not_valid_after_utc - now)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+    sans = subject_alt_names(common_name, dns_names, ip_addresses)
+    builder = (_base_builder(subject, issuer.certificate.subject, public_key, now, validity,
+                             issuer.certificate.public_key())
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(_leaf_key_usage(public_key), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[u] for u in usages]), critical=False)
+               # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
+               .add_extension(x509.SubjectAlternativeName(sans), critical=not common_name))
+    builder = _add_revocation_pointers(builder, issuer)
+    return builder.sign(issuer.key, signature_hash(issuer.key))
+
+
+def subject_alt_names(common_name: str | None, dns_names: Sequence[str],
+                      ip_addresses: Sequence[str]) -> list[x509.GeneralName]:
+    """SANs in a stable order; the CN is always among them (CA/B BR 7.1.4.3)."""
+    names: list[x509.GeneralName] = []
+    ips = [ipaddress.ip_address(ip) for ip in ip_addresses]
+    dns = list(dns_names)
+    if common_name:
+        try:
+            cn_ip = ipaddress.ip_address(common_name)
+            if cn_ip not in ips:
+                ips.insert(0, cn_ip)
+        except ValueError:
+            if common_name.lower() not in (d.lower() for d in dns):
+                dns.insert(0, common_name)
+    names.extend(x509.DNSName(d) for d in dns)
+    names.extend(x509.IPAddress(ip) for ip in ips)
+    return names
+
+
+def _base_builder(subject: x509.Name, issuer: x509.Name, public_key: PublicKey, now: datetime,
+                  validity: timedelta, issuer_public: PublicKey) -> x509.CertificateBuilder:
+    not_before = now - BACKDATE
+    return (x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(now + validity)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),
+                           critical=False))
+
+
+def _leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
+    # RSA keys may also encipher keys (TLS 1.2 RSA key exchange); EC and EdDSA keys only sign.
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                         crl_sign=False, encipher_only=False, decipher_only=False)
+
+
+def _add_revocation_pointers(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+    if issuer.crl_url:
+        point = x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(issuer.crl_url)],
+                                       relative_name=None, reasons=None, crl_issuer=None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    if issuer.ocsp_url:
+        access = x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
+                                        x509.UniformResourceIdentifier(issuer.ocsp_url))
+        builder = builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+    return builder

@@ -1,0 +1,110 @@
+"""The library behind each CLI command: takes a Config, returns data. Nothing here prints."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from sync import enroll, render
+from sync.apply import Report, execute, push_actions
+from sync.ca import utcnow
+from sync.config import Config
+from sync.errors import NotFound, UsageError
+from sync.plan import Action, Plan
+from sync.state import Providers, snapshot
+from sync.store import Store
+
+
+def open_store(config: Config, *, create: bool = False) -> Store:
+    store = Store(config.store_url(), create=create)
+    key_file = config.resolve(config.store.key_file) if config.store.key_file else None
+    store.unlock(key_file, create=create)
+    return store
+
+
+def init(config: Config, *, now: datetime | None = None) -> list[enroll.CAStatus]:
+    store = open_store(config, create=True)
+    return enroll.init_cas(config, store, now=now)
+
+
+def plan(config: Config, *, providers: Callable | None = None, now: datetime | None = None) -> Plan:
+    store = open_store(config)
+    snap = snapshot(config, store, providers or Providers(config))
+    return snap.plan(now or utcnow())
+
+
+def apply(config: Config, *, providers: Callable | None = None, now: datetime | None = None) -> Report:
+    store = open_store(config)
+    providers = providers or Providers(config)
+    with store.lock():
+        snap = snapshot(config, store, providers)
+        the_plan = snap.plan(now or utcnow())
+        return execute(config, store, the_plan, providers, retired=snap.retired, now=now)
+
+
+def push(config: Config, cert: str, destinations: list[str] | None = None, *,
+         providers: Callable | None = None) -> Report:
+    """Push one certificate now, even if unchanged; issues it first if it was never issued."""
+    _check_cert(config, cert)
+    for dest in destinations or []:
+        if dest not in config.destination:
+            raise UsageError(f"--to: unknown destination {dest!r} (defined: {', '.join(sorted(config.destination))})")
+    store = open_store(config)
+    providers = providers or Providers(config)
+    with store.lock():
+        with store.session() as session:
+            needs_issue = store.current(session, cert) is None
+        actions = push_actions(config, cert, destinations)
+        if needs_issue:
+            actions.insert(0, Action("issue", cert, reason="not issued yet"))
+        return execute(config, store, Plan(actions), providers)
+
+
+@dataclass(frozen=True)
+class InventoryRow:
+    name: str
+    state: str
+    version: int
+    serial: str
+    not_after: datetime
+    days_left: float
+    in_sync: int
+    destinations: int
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "version": self.version, "serial": self.serial,
+                "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "days_left": round(self.days_left, 1), "destinations_in_sync": self.in_sync,
+                "destinations": self.destinations}
+
+
+def inventory(config: Config, *, now: datetime | None = None) -> list[InventoryRow]:
+    """What the store knows, without calling any cloud: in sync = last push carried this version."""
+    now = now or utcnow()
+    store = open_store(config)
+    rows = []
+    with store.session() as session:
+        deployed = {(d.destination, d.remote_name): d for d in store.deployments(session) if d.state == "present"}
+        for cert in store.latest_versions(session):
+            spec = config.certificate.get(cert.name)
+            targets = spec.targets(cert.name) if spec else []
+            in_sync = sum(1 for t in targets if (d := deployed.get((t.to, t.name))) and d.certificate_id == cert.id)
+            rows.append(InventoryRow(cert.name, cert.state, cert.version, cert.serial, cert.not_after,
+                                     (cert.not_after - now).total_seconds() / 86400, in_sync, len(targets)))
+    return rows
+
+
+def export(config: Config, cert: str, options: render.RenderOptions) -> render.Payload:
+    """The payload for `cert` in the given format, rendered from the store."""
+    _check_cert(config, cert)
+    store = open_store(config)
+    with store.session() as session:
+        row = store.current(session, cert)
+        if row is None:
+            raise NotFound(f"certificate {cert!r} has no active version in the store (run `certsync apply`)")
+        return render.render(store.bundle(row), options)
+
+
+def _check_cert(config: Config, cert: str) -> None:
+    if cert not in config.certificate:
+        raise UsageError(f"unknown certificate {cert!r} (defined: {', '.join(sorted(config.certificate)) or 'none'})")

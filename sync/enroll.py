@@ -1,0 +1,105 @@
+"""Creating the configured CAs and issuing certificates for configured names, into the store."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from sync import ca, policy
+from sync.config import CertificateConfig, Config
+from sync.errors import StoreError
+from sync.store import Authority, Certificate, Store
+
+
+@dataclass(frozen=True)
+class CAStatus:
+    name: str
+    created: bool
+    subject: str
+    not_after: datetime
+
+
+def init_cas(config: Config, store: Store, *, now: datetime | None = None) -> list[CAStatus]:
+    """Create every configured CA that the store does not have yet, parents first (idempotent)."""
+    statuses: list[CAStatus] = []
+    with store.session() as session:
+        for name in _parents_first(config):
+            existing = store.authority(session, name)
+            if existing is not None:
+                statuses.append(CAStatus(name, False, existing.subject, existing.not_after))
+                continue
+            row = _create_authority(config, store, session, name, now)
+            statuses.append(CAStatus(name, True, row.subject, row.not_after))
+    return statuses
+
+
+def _parents_first(config: Config) -> list[str]:
+    ordered: list[str] = []
+    for name in config.ca:
+        for ancestor in reversed(config.chain_of(name)):
+            if ancestor not in ordered:
+                ordered.append(ancestor)
+    return ordered
+
+
+def _create_authority(config: Config, store: Store, session: Session, name: str,
+                      now: datetime | None) -> Authority:
+    spec = config.ca[name]
+    parent_row = store.authority(session, spec.parent) if spec.parent else None
+    parent = None
+    if parent_row is not None:
+        parent_spec = config.ca[spec.parent]
+        parent = store.issuer(parent_row, parent_spec.crl_url, parent_spec.ocsp_url)
+    key = ca.generate_key(spec.key)
+    cert = ca.create_ca(spec.subject, key, spec.validity, parent=parent, path_length=spec.path_length, now=now)
+    return store.add_authority(session, name, cert, key, spec.key, parent_row)
+
+
+def issuer_for(config: Config, store: Store, session: Session, ca_name: str) -> tuple[Authority, ca.Issuer]:
+    row = store.authority(session, ca_name)
+    if row is None:
+        raise StoreError(f"CA {ca_name!r} is not in the store: run `certsync init`")
+    spec = config.ca[ca_name]
+    return row, store.issuer(row, spec.crl_url, spec.ocsp_url)
+
+
+def requested_names(spec: CertificateConfig) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) as they will appear in the SAN, the CN included."""
+    sans = ca.subject_alt_names(spec.common_name, spec.dns_names, spec.ip_addresses)
+    dns = [n.value for n in sans if n.__class__.__name__ == "DNSName"]
+    ips = [str(n.value) for n in sans if n.__class__.__name__ == "IPAddress"]
+    return dns, ips
+
+
+def san_list(spec: CertificateConfig) -> list[str]:
+    dns, ips = requested_names(spec)
+    return [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+
+
+def issue(config: Config, store: Store, session: Session, name: str, *, previous: Certificate | None = None,
+          reuse_key: bool | None = None, now: datetime | None = None) -> Certificate:
+    """Issue a new version of certificate `name` as configured, and record it.
+
+    With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept;
+    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked).
+    """
+    spec = config.certificate[name]
+    profile = config.profile[spec.profile]
+    key_type = spec.key or profile.key
+    validity = spec.validity or profile.validity
+    dns, ips = requested_names(spec)
+    policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type,
+                         validity=validity)
+    authority, issuer = issuer_for(config, store, session, profile.ca)
+    if reuse_key is None:
+        reuse_key = profile.key_rotation == "reuse"
+    key = None
+    if reuse_key and previous is not None and previous.key_enc is not None and previous.key_type == key_type:
+        key = store.bundle(previous).private_key
+    if key is None:
+        key = ca.generate_key(key_type)
+    cert = ca.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
+                         ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now)
+    return store.add_certificate(session, name=name, profile=spec.profile, authority=authority, cert=cert,
+                                 key=key, key_type=key_type, sans=san_list(spec))

@@ -1,0 +1,108 @@
+"""Private keys at rest: AES-256-GCM under a master key.
+
+The master key comes from CERTSYNC_MASTER_KEY (base64 of 32 bytes) or from a key file that
+`init` creates with mode 0600. A missing or wrong key is an error, never a silent new key: the
+store keeps a verifier (a known text encrypted under the key) that every open checks.
+Each ciphertext is bound to the row it belongs to via associated data, so a key blob copied
+into another row does not decrypt.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sync.errors import MasterKeyError
+
+ENV_VAR = "CERTSYNC_MASTER_KEY"
+_VERSION = b"\x01"
+_NONCE = 12
+_VERIFIER = b"certsync master key verifier v1"
+
+
+class MasterKey:
+    def __init__(self, key: bytes, source: str) -> None:
+        if len(key) != 32:
+            raise MasterKeyError(f"master key from {source} must be 32 bytes (base64-encoded), got {len(key)}")
+        self._aead = AESGCM(key)
+        self.source = source
+
+    def __repr__(self) -> str:  # never show the key
+        return f"MasterKey(source={self.source!r})"
+
+    def encrypt(self, plaintext: bytes, context: str) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode())
+
+    def decrypt(self, blob: bytes, context: str) -> bytes:
+        if blob[:1] != _VERSION:
+            raise MasterKeyError(f"encrypted value for {context} has an unknown format")
+        try:
+            return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], context.encode())
+        except InvalidTag:
+            raise MasterKeyError(f"cannot decrypt {context}: the master key from {self.source} "
+                                 "does not match the store") from None
+
+    def verifier(self) -> bytes:
+        return self.encrypt(_VERIFIER, "verifier")
+
+    def check(self, verifier: bytes) -> None:
+        try:
+            self.decrypt(verifier, "verifier")
+        except MasterKeyError:
+            raise MasterKeyError(f"the master key from {self.source} does not match this store "
+                                 "(wrong key, or a store created with another key)") from None
+
+    # -- private keys ------------------------------------------------------------------------------
+    def seal_private_key(self, key, context: str) -> bytes:
+        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        return self.encrypt(der, context)
+
+    def open_private_key(self, blob: bytes, context: str):
+        return serialization.load_der_private_key(self.decrypt(blob, context), password=None)
+
+
+def _decode(text: str, source: str) -> bytes:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(text.strip())
+        except (binascii.Error, ValueError):
+            raise MasterKeyError(f"master key from {source} is not valid base64") from None
+
+
+def load(key_file: Path | None) -> MasterKey:
+    """The master key from the environment, else from the key file; error when neither exists."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return MasterKey(_decode(env, ENV_VAR), ENV_VAR)
+    if key_file is None:
+        raise MasterKeyError(f"no master key: set {ENV_VAR} or store.key_file")
+    try:
+        text = key_file.read_text()
+    except FileNotFoundError:
+        raise MasterKeyError(f"no master key: {key_file} does not exist and {ENV_VAR} is not set "
+                             "(run `certsync init` once to create a new store and its key)") from None
+    except OSError as exc:
+        raise MasterKeyError(f"cannot read master key file {key_file}: {exc.strerror}") from None
+    return MasterKey(_decode(text, str(key_file)), str(key_file))
+
+
+def create_key_file(key_file: Path) -> MasterKey:
+    """A new random key in a file only its owner can read; refuses to overwrite."""
+    key = AESGCM.generate_key(bit_length=256)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise MasterKeyError(f"{key_file} already exists; refusing to overwrite a master key") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+    return MasterKey(key, str(key_file))

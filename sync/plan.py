@@ -1,0 +1,140 @@
+"""Pure planning: desired state + store facts + remote listings -> actions. No I/O here.
+
+A target whose remote secret carries the fingerprint we expect, at the version we last wrote,
+needs nothing: that is decided from listings alone, without reading any secret value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping
+
+from providers.base import RemoteSecret
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A certificate as the config wants it."""
+    name: str
+    ca: str
+    sans: tuple[str, ...]
+    key_type: str
+    renew_window: timedelta | None  # None: computed from the current lifetime
+    renew_fraction: float | None
+    targets: tuple[tuple[str, str], ...]  # (destination, remote name)
+
+
+@dataclass(frozen=True)
+class Current:
+    """The version in force in the store."""
+    name: str
+    version: int
+    ca: str
+    sans: tuple[str, ...]
+    key_type: str
+    not_before: datetime
+    not_after: datetime
+    fingerprints: Mapping[str, str]  # destination -> fingerprint of this version's payload there
+
+
+@dataclass(frozen=True)
+class Deployed:
+    cert_name: str
+    destination: str
+    remote_name: str
+    fingerprint: str
+    remote_version: str | None
+    present: bool
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str          # issue | renew | push | delete | unchanged | error
+    cert: str
+    destination: str | None = None
+    remote_name: str | None = None
+    reason: str = ""
+
+    @property
+    def changes(self) -> bool:
+        return self.kind not in ("unchanged", "error")
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Action]:
+        return [a for a in self.actions if a.changes]
+
+    def of_kind(self, *kinds: str) -> list[Action]:
+        return [a for a in self.actions if a.kind in kinds]
+
+
+Listing = Mapping[str, RemoteSecret]
+
+
+def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deployed: Iterable[Deployed],
+              listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = ()) -> Plan:
+    """`listings` maps a destination to its managed secrets by name, or to an error message."""
+    plan = Plan()
+    deployed_by_target = {(d.destination, d.remote_name): d for d in deployed}
+    wanted: set[tuple[str, str]] = set()
+    for want in desired:
+        lifecycle = _lifecycle(want, current.get(want.name), now)
+        if lifecycle:
+            plan.actions.append(lifecycle)
+        for destination, remote_name in want.targets:
+            wanted.add((destination, remote_name))
+            plan.actions.append(_target_action(want, current.get(want.name), lifecycle, destination, remote_name,
+                                               deployed_by_target.get((destination, remote_name)),
+                                               listings.get(destination, {})))
+    for (destination, remote_name), record in sorted(deployed_by_target.items()):
+        if (destination, remote_name) in wanted or not record.present:
+            continue
+        reason = ("certificate removed from config" if record.cert_name in set(retired)
+                  else "no longer a destination of this certificate")
+        listing = listings.get(destination)
+        if isinstance(listing, str):
+            plan.actions.append(Action("error", record.cert_name, destination, remote_name, listing))
+        else:
+            plan.actions.append(Action("delete", record.cert_name, destination, remote_name, reason))
+    return plan
+
+
+def _lifecycle(want: Desired, cur: Current | None, now: datetime) -> Action | None:
+    if cur is None:
+        return Action("issue", want.name, reason="not issued yet")
+    if cur.sans != want.sans or cur.key_type != want.key_type:
+        return Action("issue", want.name, reason="names or key type changed in config")
+    if cur.ca != want.ca:
+        return Action("issue", want.name, reason=f"profile now issues from CA {want.ca!r}")
+    lifetime = cur.not_after - cur.not_before
+    window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or 1 / 3)
+    if now >= cur.not_after - window:
+        days = (cur.not_after - now).total_seconds() / 86400
+        return Action("renew", want.name, reason=f"expires in {days:.1f} days")
+    return None
+
+
+def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None, destination: str,
+                   remote_name: str, record: Deployed | None, listing: Listing | str) -> Action:
+    def act(kind: str, reason: str) -> Action:
+        return Action(kind, want.name, destination, remote_name, reason)
+
+    if isinstance(listing, str):
+        return act("error", listing)
+    if lifecycle is not None or cur is None:
+        return act("push", "new certificate version")
+    remote = listing.get(remote_name)
+    expected = cur.fingerprints[destination]
+    if remote is None:
+        return act("push", "drift: deleted outside certsync" if record and record.present else "not in the destination")
+    if remote.fingerprint != expected:
+        if record is not None and record.fingerprint == expected:
+            return act("push", "drift: changed outside certsync")
+        return act("push", "out of date")
+    if record is not None and record.remote_version and remote.version and record.remote_version != remote.version:
+        return act("push", "drift: value replaced outside certsync")
+    return act("unchanged", "")

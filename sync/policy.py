@@ -1,0 +1,50 @@
+"""Profile rules: which names, keys and lifetimes a profile allows. Every violation names its rule."""
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Sequence
+
+from sync.config import ProfileConfig
+from sync.errors import PolicyError
+
+
+def domain_allowed(name: str, patterns: Sequence[str]) -> bool:
+    """`*.example.internal` matches exactly one label under example.internal (RFC 6125 style);
+    a plain pattern matches itself. An empty pattern list allows any name."""
+    if not patterns:
+        return True
+    name = name.lower().rstrip(".")
+    for pattern in (p.lower().rstrip(".") for p in patterns):
+        if pattern.startswith("*."):
+            head, _, rest = name.partition(".")
+            if rest == pattern[2:] and head and head != "*":
+                return True
+            if name == pattern:  # a wildcard SAN requested under a wildcard pattern
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def ip_allowed(address: str, networks: Sequence[str]) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def check_request(profile_name: str, profile: ProfileConfig, *, dns_names: Sequence[str],
+                  ip_addresses: Sequence[str], key_type: str, validity: timedelta) -> None:
+    where = f"profile {profile_name!r}"
+    for name in dns_names:
+        if not domain_allowed(name, profile.allowed_domains):
+            raise PolicyError(f"{where}: DNS name {name!r} is not within allowed_domains "
+                              f"({', '.join(profile.allowed_domains)})")
+    for address in ip_addresses:
+        if not ip_allowed(address, profile.allowed_ips):
+            raise PolicyError(f"{where}: IP address {address} is not within allowed_ips "
+                              f"({', '.join(profile.allowed_ips) or 'none allowed'})")
+    allowed = profile.allowed_keys if profile.allowed_keys is not None else [profile.key]
+    if key_type not in allowed:
+        raise PolicyError(f"{where}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})")
+    if profile.max_validity is not None and validity > profile.max_validity:
+        raise PolicyError(f"{where}: validity {validity.days}d exceeds max_validity {profile.max_validity.days}d")

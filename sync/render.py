@@ -1,0 +1,121 @@
+"""Certificate bundle -> payload for a destination: json | pem | pkcs12.
+
+The fingerprint that goes into the `certsync-fp` label must be stable across renders, or every
+run would look like a change. PKCS#12 (random salts) and nothing else here is randomised, so the
+fingerprint is taken over the deterministic PEM rendering plus the format and its options: it
+changes exactly when the certificate, key, chain, format or PFX cipher changes.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from sync.errors import ConfigError
+from sync.store import Bundle
+
+CONTENT_TYPES = {"json": "application/json", "pem": "application/x-pem-file", "pkcs12": "application/x-pkcs12"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    format: str = "json"
+    pkcs12_password_env: str | None = None
+    pkcs12_encryption: str = "aes256"   # or "legacy" (3DES/SHA-1) for old Windows stacks
+
+
+@dataclass(frozen=True)
+class Payload:
+    body: str
+    content_type: str
+    fingerprint: str     # first 32 hex of a SHA-256, see module docstring
+
+
+def _pem(cert) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def pem_bundle(bundle: Bundle) -> str:
+    """Leaf, intermediates (leaf side first, no root), then the PKCS#8 key when there is one."""
+    parts = [_pem(bundle.certificate), *(_pem(c) for c in bundle.intermediates)]
+    if bundle.private_key is not None:
+        parts.append(_key_pem(bundle.private_key))
+    return "".join(parts)
+
+
+def fingerprint(certificates: list, has_key: bool, options: RenderOptions) -> str:
+    """Over leaf, intermediates and root (DER) and the format; the key is bound to the leaf.
+
+    Cheap on purpose: a no-change plan computes it for every target without decrypting keys.
+    """
+    digest = hashlib.sha256()
+    cipher = options.pkcs12_encryption if options.format == "pkcs12" else ""
+    digest.update(f"{options.format}|{cipher}|{int(has_key)}|".encode())
+    for cert in certificates:
+        digest.update(cert.public_bytes(serialization.Encoding.DER))
+    return digest.hexdigest()[:32]
+
+
+def bundle_fingerprint(bundle: Bundle, options: RenderOptions) -> str:
+    certs = [bundle.certificate, *bundle.intermediates, bundle.root]
+    return fingerprint(certs, bundle.private_key is not None, options)
+
+
+def render(bundle: Bundle, options: RenderOptions) -> Payload:
+    body = {"json": _json, "pem": pem_bundle, "pkcs12": lambda b: _pkcs12(b, options)}[options.format](bundle)
+    return Payload(body, CONTENT_TYPES[options.format], bundle_fingerprint(bundle, options))
+
+
+def _json(bundle: Bundle) -> str:
+    cert = bundle.certificate
+    document = {
+        "certificate": _pem(cert),
+        "private_key": _key_pem(bundle.private_key) if bundle.private_key is not None else None,
+        "certificate_chain": "".join(_pem(c) for c in bundle.intermediates),
+        "ca_certificate": _pem(bundle.root),
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fingerprint_sha256": cert.fingerprint(hashes.SHA256()).hex(),
+    }
+    return json.dumps(document, indent=None, separators=(",", ":"))
+
+
+def _pkcs12(bundle: Bundle, options: RenderOptions) -> str:
+    if bundle.private_key is None:
+        raise ConfigError(f"certificate {bundle.name!r} has no private key in the store "
+                          "(CSR enrollment); format pkcs12 needs one")
+    password = _password(options)
+    if password is None:
+        encryption = serialization.NoEncryption()   # what Azure services expect
+    elif options.pkcs12_encryption == "legacy":
+        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
+                      .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                      .hmac_hash(hashes.SHA1()).build(password))
+    else:
+        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
+                      .kdf_rounds(50000)
+                      .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+                      .hmac_hash(hashes.SHA256()).build(password))
+    der = pkcs12.serialize_key_and_certificates(bundle.name.encode(), bundle.private_key,
+                                                bundle.certificate, bundle.intermediates or None, encryption)
+    return base64.b64encode(der).decode()
+
+
+def _password(options: RenderOptions) -> bytes | None:
+    if not options.pkcs12_password_env:
+        return None
+    value = os.environ.get(options.pkcs12_password_env)
+    if not value:
+        raise ConfigError(f"pkcs12_password_env: environment variable {options.pkcs12_password_env} "
+                          "is not set or empty")
+    return value.encode()

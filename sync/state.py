@@ -1,0 +1,126 @@
+"""Gathering the inputs of a plan: desired state from config, facts from the store, remote listings.
+
+Providers are built lazily per destination (so a run that touches only AWS imports only boto3),
+and listings of different destinations run in parallel.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from providers.base import Provider, load_provider_factory
+from sync import enroll, plan, render
+from sync.config import Config
+from sync.errors import CertsyncError
+from sync.store import Store
+
+ProviderFactory = Callable[[str], Provider]
+
+
+def render_options(config: Config, destination: str) -> render.RenderOptions:
+    dest = config.destination[destination]
+    return render.RenderOptions(dest.format, dest.pkcs12_password_env, dest.pkcs12_encryption)
+
+
+class Providers:
+    """One provider per destination, built on first use; a failure to build is remembered."""
+
+    def __init__(self, config: Config, factory: Callable | None = None) -> None:
+        self.config = config
+        self._factory = factory
+        self._built: dict[str, Provider] = {}
+
+    def __call__(self, destination: str) -> Provider:
+        if destination not in self._built:
+            dest = self.config.destination[destination]
+            factory = self._factory or load_provider_factory(dest.provider)
+            self._built[destination] = factory(dest)
+        return self._built[destination]
+
+
+def desired_state(config: Config) -> list[plan.Desired]:
+    wanted = []
+    for name, spec in config.certificate.items():
+        profile = config.profile[spec.profile]
+        renew = profile.renew_before
+        wanted.append(plan.Desired(
+            name=name, ca=profile.ca, sans=tuple(enroll.san_list(spec)), key_type=spec.key or profile.key,
+            renew_window=renew.duration if renew else None,
+            renew_fraction=(renew.fraction if renew and renew.fraction is not None else 1 / 3),
+            targets=tuple((ref.to, ref.name) for ref in spec.targets(name))))
+    return wanted
+
+
+def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan.Current], list[str]]:
+    """The active version of every configured certificate, and active ones no longer configured."""
+    current: dict[str, plan.Current] = {}
+    retired: list[str] = []
+    chains: dict[int, list] = {}
+    for row in store.latest_versions(session):
+        if row.state != "active":
+            continue
+        if row.name not in config.certificate:
+            retired.append(row.name)
+            continue
+        chain = chains.get(row.authority_id)
+        if chain is None:
+            intermediates, root = store.chain(row.authority)
+            chain = chains[row.authority_id] = [*intermediates, root]
+        fps = {ref.to: render.fingerprint([row.certificate, *chain], row.key_enc is not None,
+                                          render_options(config, ref.to))
+               for ref in config.certificate[row.name].targets(row.name)}
+        current[row.name] = plan.Current(row.name, row.version, row.authority.name, tuple(row.sans), row.key_type,
+                                         row.not_before, row.not_after, fps)
+    return current, retired
+
+
+def deployed_state(store: Store, session) -> list[plan.Deployed]:
+    return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
+                          d.state == "present") for d in store.deployments(session)]
+
+
+def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:
+    """Managed secrets per destination, or the error message when a listing failed."""
+    def one(destination: str):
+        try:
+            return {s.name: s for s in providers(destination).list_managed()}
+        except CertsyncError as exc:
+            return f"listing failed: {exc}"
+        except Exception as exc:  # an SDK error that escaped an adapter: still one line
+            return f"listing failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    if not destinations:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(destinations))) as pool:
+        return dict(zip(destinations, pool.map(one, destinations)))
+
+
+@dataclass
+class Snapshot:
+    desired: list[plan.Desired]
+    current: dict[str, plan.Current]
+    deployed: list[plan.Deployed]
+    retired: list[str]
+    listings: dict[str, plan.Listing | str] = field(default_factory=dict)
+
+    def plan(self, now: datetime) -> plan.Plan:
+        return plan.make_plan(self.desired, self.current, self.deployed, self.listings, now, retired=self.retired)
+
+
+def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
+    with store.session() as session:
+        current, retired = current_state(config, store, session)
+        deployed = deployed_state(store, session)
+    desired = desired_state(config)
+    used = sorted({dest for want in desired for dest, _ in want.targets}
+                  | {d.destination for d in deployed if d.present and d.destination in config.destination})
+    snap = Snapshot(desired, current, deployed, retired)
+    snap.listings = list_destinations(used, providers)
+    for record in deployed:  # deployments to destinations dropped from the config cannot be reached
+        if record.present and record.destination not in config.destination:
+            snap.listings.setdefault(record.destination, f"destination {record.destination!r} is no longer "
+                                                         "in the config; delete the remote secret by hand")
+    return snap
+
