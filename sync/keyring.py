@@ -45,8 +45,8 @@ class MasterKey:
         try:
             return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], context.encode())
         except InvalidTag:
-            raise MasterKeyError(f"cannot decrypt {context}: the master key from {self.source} "
-                                 "does not match the store") from None
+            raise MasterKeyError(f"cannot decrypt {context}: wrong master key ({self.source}) "
+                                 "or the stored value was altered") from None
 
     def verifier(self) -> bytes:
         return self.encrypt(_VERIFIER, "verifier")

@@ -1,0 +1,76 @@
+"""The CLI as a user runs it, offline (no destinations): exit codes, help, JSON output."""
+import json
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+
+from sync.cli import cli
+
+
+def run(*args, cwd, check=True):
+    result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, cwd=cwd)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_command_has_help(name):
+    assert cli.commands[name].help, f"command {name} has no help text"
+
+
+def test_init_plan_apply_list_export(workdir):
+    assert "created  CA root" in run("init", cwd=workdir).stdout
+    plan = run("--output", "json", "plan", cwd=workdir)
+    assert json.loads(plan.stdout)["actions"][0]["action"] == "issue"
+    assert run("plan", "--detailed-exitcode", cwd=workdir, check=False).returncode == 2
+    report = json.loads(run("--output", "json", "apply", cwd=workdir).stdout)
+    assert report["ok"] and report["summary"] == {"issue": 1}
+    assert run("plan", "--detailed-exitcode", cwd=workdir, check=False).returncode == 0
+    listing = json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"]
+    assert [(c["name"], c["state"], c["version"]) for c in listing] == [("api", "active", 1)]
+    assert 89 < listing[0]["days_left"] <= 90
+    pem = run("export", "api", "--format", "pem", cwd=workdir).stdout
+    certs = x509.load_pem_x509_certificates(pem.encode())
+    assert len(certs) == 2  # leaf + intermediate, never the root
+    assert "BEGIN PRIVATE KEY" in pem
+    run("export", "api", "--format", "pkcs12", "--out", "api.pfx", cwd=workdir)
+    assert (workdir / "api.pfx").stat().st_mode & 0o777 == 0o600
+
+
+def test_quiet_apply_prints_nothing(workdir):
+    run("init", cwd=workdir)
+    result = run("-q", "apply", cwd=workdir)
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_errors_are_one_line_with_exit_codes(workdir):
+    result = run("list", cwd=workdir, check=False)
+    assert result.returncode == 1
+    assert result.stderr == "error: the store is not initialised: run `certsync init` first\n" or \
+        "certsync init" in result.stderr and result.stderr.count("\n") == 1
+    result = run("--config", "missing.toml", "plan", cwd=workdir, check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: missing.toml: config file not found")
+    run("init", cwd=workdir)
+    result = run("export", "nope", cwd=workdir, check=False)
+    assert result.returncode == 2 and result.stderr == "error: unknown certificate 'nope' (defined: api)\n"
+    result = run("plan", "--bogus", cwd=workdir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_debug_shows_traceback(workdir):
+    result = run("--debug", "list", cwd=workdir, check=False)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_policy_violation_fails_that_certificate_only(workdir):
+    with open(workdir / "sync.toml", "a") as f:
+        f.write('\n[certificate.evil]\nprofile = "tls-server"\ncommon_name = "evil.example.com"\n')
+    run("init", cwd=workdir)
+    result = run("apply", cwd=workdir, check=False)
+    assert result.returncode == 1
+    assert "issue      api" in result.stdout
+    assert result.stderr == ("error: issue evil -> evil: profile 'tls-server': DNS name 'evil.example.com' "
+                             "is not within allowed_domains (*.example.internal, example.internal)\n")
