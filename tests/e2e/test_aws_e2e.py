@@ -1,0 +1,157 @@
+"""certsync against AWS Secrets Manager on LocalStack, checked with boto3, openssl and pkilint."""
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+WRITES = {"CreateSecret", "PutSecretValue", "UpdateSecret", "TagResource", "UntagResource", "DeleteSecret",
+          "RestoreSecret"}
+
+
+def config(name_prefix, proxy, fmt="json", extra=""):
+    return f"""
+[destination.aws]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{proxy.url}"
+format = "{fmt}"
+
+[certificate.{name_prefix}-api]
+profile = "tls-server"
+common_name = "api.example.internal"
+dns_names = ["api.example.internal", "www.example.internal"]
+destinations = ["aws", {{ to = "aws", name = "{name_prefix}/web-tls" }}]
+{extra}"""
+
+
+def openssl_verify(tmp: Path, document: dict) -> str:
+    (tmp / "root.pem").write_text(document["ca_certificate"])
+    (tmp / "chain.pem").write_text(document["certificate_chain"])
+    (tmp / "leaf.pem").write_text(document["certificate"])
+    result = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(tmp / "root.pem"),
+                             "-untrusted", str(tmp / "chain.pem"), str(tmp / "leaf.pem")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_apply_pushes_readable_certificates_then_makes_no_writes(project, aws_proxy, secretsmanager, name_prefix, tmp_path):
+    project.write(config(name_prefix, aws_proxy))
+    project.run("init")
+    report = project.json("apply")
+    assert report["ok"] and report["summary"] == {"issue": 1, "push": 2}
+
+    value = secretsmanager.get_secret_value(SecretId=f"{name_prefix}-api")
+    document = json.loads(value["SecretString"])
+    assert set(document) == {"certificate", "private_key", "certificate_chain", "ca_certificate", "serial",
+                             "not_after", "fingerprint_sha256"}
+    assert openssl_verify(tmp_path, document).strip().endswith("leaf.pem: OK")
+    leaf = x509.load_pem_x509_certificate(document["certificate"].encode())
+    key = serialization.load_pem_private_key(document["private_key"].encode(), None)
+    assert key.public_key() == leaf.public_key()
+    assert document["serial"] == format(leaf.serial_number, "x")
+    assert len(x509.load_pem_x509_certificates(document["certificate_chain"].encode())) == 1
+    lint = subprocess.run([str(Path(sys.executable).parent / "lint_pkix_cert"), "lint", "-s", "WARNING",
+                           str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    tags = {t["Key"]: t["Value"] for t in secretsmanager.describe_secret(SecretId=f"{name_prefix}/web-tls")["Tags"]}
+    assert tags["managed-by"] == "certsync" and tags["certsync-cert"] == f"{name_prefix}-api"
+    assert len(tags["certsync-fp"]) == 32
+
+    aws_proxy.reset()
+    again = project.json("apply")
+    assert again["ok"] and again["summary"] == {"unchanged": 2}
+    assert not WRITES & set(aws_proxy.calls), aws_proxy.calls
+    assert "GetSecretValue" not in aws_proxy.calls  # decided from the listing (tags), not the values
+    assert set(aws_proxy.calls) == {"ListSecrets"}
+
+
+def test_drift_is_shown_and_repaired(project, aws_proxy, secretsmanager, name_prefix):
+    project.write(config(name_prefix, aws_proxy))
+    project.run("init")
+    project.run("apply")
+    secretsmanager.delete_secret(SecretId=f"{name_prefix}-api", ForceDeleteWithoutRecovery=True)
+    secretsmanager.put_secret_value(SecretId=f"{name_prefix}/web-tls", SecretString="tampered")
+    plan = project.run("plan", "--detailed-exitcode", expect=2).stdout
+    assert "drift: deleted outside certsync" in plan
+    assert "drift: value replaced outside certsync" in plan
+    project.run("apply")
+    for name in (f"{name_prefix}-api", f"{name_prefix}/web-tls"):
+        assert json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"])["certificate"]
+    project.run("plan", "--detailed-exitcode")
+
+
+def test_foreign_secret_is_refused_and_others_proceed(project, aws_proxy, secretsmanager, name_prefix):
+    secretsmanager.create_secret(Name=f"{name_prefix}/web-tls", SecretString="not ours")
+    project.write(config(name_prefix, aws_proxy))
+    project.run("init")
+    result = project.run("apply", expect=1)
+    assert result.stderr.strip() == (
+        f"error: push {name_prefix}-api -> aws/{name_prefix}/web-tls: secret '{name_prefix}/web-tls' exists and "
+        "is not managed by certsync (no tag managed-by=certsync); set adopt = true to take it over")
+    assert secretsmanager.get_secret_value(SecretId=f"{name_prefix}/web-tls")["SecretString"] == "not ours"
+    assert secretsmanager.get_secret_value(SecretId=f"{name_prefix}-api")["SecretString"].startswith("{")
+
+
+def test_adopt_takes_over_a_foreign_secret(project, aws_proxy, secretsmanager, name_prefix):
+    secretsmanager.create_secret(Name=f"{name_prefix}/web-tls", SecretString="not ours")
+    project.write(config(name_prefix, aws_proxy).replace('format = "json"', 'format = "json"\nadopt = true'))
+    project.run("init")
+    project.run("apply")
+    assert secretsmanager.get_secret_value(SecretId=f"{name_prefix}/web-tls")["SecretString"].startswith("{")
+
+
+def test_pem_and_pkcs12_formats(project, aws_proxy, secretsmanager, name_prefix, monkeypatch):
+    body = config(name_prefix, aws_proxy, fmt="pem") + f"""
+[destination.aws-pfx]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{aws_proxy.url}"
+format = "pkcs12"
+pkcs12_password_env = "PFX_PASSWORD"
+
+[certificate.{name_prefix}-pfx]
+profile = "tls-server"
+common_name = "pfx.example.internal"
+destinations = ["aws-pfx"]
+"""
+    project.write(body)
+    project.env["PFX_PASSWORD"] = "s3cret-pass"
+    project.run("init")
+    out = project.run("apply")
+    assert "s3cret-pass" not in out.stdout + out.stderr
+    pem = secretsmanager.get_secret_value(SecretId=f"{name_prefix}-api")["SecretString"]
+    certs = x509.load_pem_x509_certificates(pem.encode())
+    assert [c.subject.rfc4514_string() for c in certs] == ["CN=api.example.internal",
+                                                            "CN=E2E Issuing CA,O=certsync tests"]
+    assert pem.rstrip().endswith("-----END PRIVATE KEY-----")
+    pfx = base64.b64decode(secretsmanager.get_secret_value(SecretId=f"{name_prefix}-pfx")["SecretString"])
+    key, cert, extra = pkcs12.load_key_and_certificates(pfx, b"s3cret-pass")
+    assert key.public_key() == cert.public_key() and len(extra) == 1
+    aws_proxy.reset()
+    assert project.json("apply")["summary"] == {"unchanged": 3}  # PFX salts do not count as changes
+
+
+def test_removed_certificate_is_deleted_from_aws(project, aws_proxy, secretsmanager, name_prefix):
+    second = f"""
+[certificate.{name_prefix}-old]
+profile = "tls-server"
+common_name = "old.example.internal"
+destinations = ["aws"]
+"""
+    project.write(config(name_prefix, aws_proxy, extra=second))
+    project.run("init")
+    project.run("apply")
+    project.write(config(name_prefix, aws_proxy))
+    plan = project.run("plan").stdout
+    assert f"delete     {name_prefix}-old -> aws/{name_prefix}-old (certificate removed from config)" in plan
+    project.run("apply")
+    names = [s["Name"] for s in secretsmanager.list_secrets(Filters=[{"Key": "name", "Values": [name_prefix]}])["SecretList"]]
+    assert f"{name_prefix}-old" not in names and f"{name_prefix}-api" in names
+    states = {c["name"]: c["state"] for c in project.json("list")["certificates"]}
+    assert states[f"{name_prefix}-old"] == "retired"
