@@ -1,0 +1,284 @@
+"""One contract for every provider adapter, run against real emulators (tests/contract/conftest.py).
+
+Every test is parametrized by provider kind through the `provider_factory` fixture; names are
+unique per test (`name_prefix`), so the suite runs in parallel on shared, never-reset emulators.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from providers.base import MANAGED_BY, MANAGED_BY_VALUE, ownership_labels
+from sync.errors import NameError_, NotOwned, PayloadTooLarge
+
+
+def labels_for(payload: str | bytes, cert: str = "api") -> dict[str, str]:
+    data = payload.encode() if isinstance(payload, str) else payload
+    return ownership_labels(cert, hashlib.sha256(data).hexdigest()[:32])
+
+
+def pem_chain(size: int) -> str:
+    """Certificate-chain-shaped text of exactly `size` bytes."""
+    body = "MIIB" + "A" * (size - 60)
+    text = f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+    return text[:size]
+
+
+def push(provider, name: str, payload: str | bytes, **labels: str):
+    return provider.put(name, payload, content_type="application/json",
+                        labels={**labels_for(payload), **labels})
+
+
+# --- get / put ----------------------------------------------------------------------------------
+
+def test_get_absent_returns_none(provider, name_prefix):
+    assert provider.get(f"{name_prefix}-absent") is None
+
+
+def test_create_then_get_returns_value_and_labels(provider, name_prefix):
+    name = f"{name_prefix}-create"
+    written = push(provider, name, '{"certificate": "v1"}')
+    assert written.name == name and written.version
+
+    got = provider.get(name)
+    assert got.value == '{"certificate": "v1"}'
+    assert got.version == written.version
+    assert got.managed and got.labels == labels_for('{"certificate": "v1"}')
+
+
+def test_update_makes_a_new_version(provider, name_prefix):
+    name = f"{name_prefix}-update"
+    first = push(provider, name, "v1")
+    second = push(provider, name, "v2")
+    assert second.version and second.version != first.version
+
+    got = provider.get(name)
+    assert got.value == "v2" and got.version == second.version
+    assert got.fingerprint == labels_for("v2")["certsync-fp"]
+
+
+def test_unchanged_push_still_works(provider, name_prefix):
+    name = f"{name_prefix}-same"
+    push(provider, name, "same")
+    again = push(provider, name, "same")
+    got = provider.get(name)
+    assert got.value == "same" and got.version == again.version
+
+
+def test_labels_round_trip_and_follow_updates(provider, name_prefix):
+    name = f"{name_prefix}-labels"
+    push(provider, name, "v1", **{"certsync-cert": "web"})
+    assert provider.get(name).labels == {**labels_for("v1", "web")}
+
+    push(provider, name, "v2", **{"certsync-cert": "web-2"})
+    assert provider.get(name).labels == {**labels_for("v2", "web-2")}
+
+
+def test_binary_payload_round_trips(provider_factory, name_prefix):
+    if not provider_factory.binary:
+        pytest.skip(f"{provider_factory.kind} stores text only")
+    provider = provider_factory()
+    payload = bytes(range(256)) * 4
+    push(provider, f"{name_prefix}-bin", payload)
+    assert provider.get(f"{name_prefix}-bin").value == payload
+
+
+def test_certificate_chain_sized_payload_round_trips(provider, name_prefix):
+    payload = pem_chain(20 * 1024)
+    push(provider, f"{name_prefix}-chain", payload)
+    assert provider.get(f"{name_prefix}-chain").value == payload
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix):
+    provider = provider_factory(page_size=2)
+    written = {f"{name_prefix}-list-{i}": push(provider, f"{name_prefix}-list-{i}", f"v{i}")
+               for i in range(5)}
+    provider_factory.create_foreign(f"{name_prefix}-list-foreign", "not ours")
+
+    listed = {s.name: s for s in provider.list_managed() if s.name.startswith(name_prefix)}
+
+    assert set(listed) == set(written)      # 5 with a page size of 2: every page was followed
+    for name, secret in listed.items():
+        assert secret.labels == labels_for(f"v{name[-1]}")
+        assert secret.version == written[name].version
+        assert secret.updated is not None
+        assert secret.value is None
+
+
+# --- delete -------------------------------------------------------------------------------------
+
+def test_delete_then_get_none_and_delete_again_is_fine(provider, name_prefix):
+    name = f"{name_prefix}-delete"
+    push(provider, name, "v1")
+    provider.delete(name)
+    assert provider.get(name) is None
+    provider.delete(name)
+    provider.delete(f"{name_prefix}-never-existed")
+
+
+def test_delete_then_recreate_same_name(provider, name_prefix):
+    name = f"{name_prefix}-recreate"
+    push(provider, name, "v1")
+    provider.delete(name)
+    push(provider, name, "v2")
+    assert provider.get(name).value == "v2"
+
+
+def test_soft_delete_then_recreate_and_purge(provider_factory, name_prefix):
+    """With a recovery window the name lingers as deleted; a push brings it back."""
+    provider = provider_factory(soft_delete=True)
+    name = f"{name_prefix}-soft"
+    push(provider, name, "v1")
+    provider.delete(name)
+    assert provider.get(name) is None
+    assert provider_factory.raw_value(name) is None
+    provider.delete(name)                                   # already deleted: no error
+
+    push(provider, name, "v2")
+    assert provider.get(name).value == "v2"
+
+    provider.delete(name, purge=True)
+    assert provider.get(name) is None
+    push(provider, name, "v3")                              # purged: the name is free again
+    assert provider.get(name).value == "v3"
+
+
+# --- checks before any call ---------------------------------------------------------------------
+
+def test_payload_over_the_limit_is_refused_before_any_call(provider_factory, name_prefix):
+    offline = provider_factory.offline()
+    with pytest.raises(PayloadTooLarge):
+        push(offline, f"{name_prefix}-big", "x" * (provider_factory.max_payload + 1))
+    with pytest.raises(PayloadTooLarge):
+        push(offline, f"{name_prefix}-big", b"x" * (provider_factory.max_payload + 1))
+
+
+@pytest.mark.parametrize("bad_name", ["", "has space", "semi;colon", "hash#", "ünïcode",
+                                      "tab\tname", "x" * 600])
+def test_invalid_names_are_rejected_before_any_call(provider_factory, bad_name):
+    offline = provider_factory.offline()
+    with pytest.raises(NameError_, match="invalid .* secret name"):
+        push(offline, bad_name, "v1")
+    with pytest.raises(NameError_):
+        offline.delete(bad_name)
+    with pytest.raises(NameError_):
+        offline.get(bad_name)
+
+
+# --- ownership ----------------------------------------------------------------------------------
+
+def test_foreign_secret_is_never_overwritten_nor_deleted(provider, provider_factory, name_prefix):
+    name = f"{name_prefix}-foreign"
+    provider_factory.create_foreign(name, "theirs")
+
+    with pytest.raises(NotOwned, match=name):
+        push(provider, name, "ours")
+    with pytest.raises(NotOwned, match=name):
+        provider.delete(name)
+    with pytest.raises(NotOwned):
+        provider.delete(name, purge=True)
+
+    assert provider_factory.raw_value(name) == "theirs"
+    assert not provider.get(name).managed
+    assert name not in {s.name for s in provider.list_managed()}
+
+
+def test_foreign_secret_is_adopted_when_adopt_is_on(provider_factory, name_prefix):
+    name = f"{name_prefix}-adopt"
+    provider_factory.create_foreign(name, "theirs")
+    adopting = provider_factory(adopt=True)
+
+    push(adopting, name, "ours")
+    got = adopting.get(name)
+    assert got.value == "ours" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
+    assert name in {s.name for s in adopting.list_managed()}
+
+    adopting.delete(name)
+    assert provider_factory.raw_value(name) is None
+
+
+# --- AWS adapter specifics: fewest calls, settings it must not touch, error messages ------------
+
+aws_only = pytest.mark.parametrize("provider_factory", ["aws"], indirect=True)
+
+
+def record_calls(provider) -> list[str]:
+    """Names of the API operations the adapter's (real) boto3 client sends from now on."""
+    calls: list[str] = []
+    provider.client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+@aws_only
+def test_aws_put_makes_the_fewest_calls(provider_factory, name_prefix):
+    provider = provider_factory(soft_delete=True)
+    calls = record_calls(provider)
+    name = f"{name_prefix}-calls"
+
+    push(provider, name, "v1")
+    assert calls == ["DescribeSecret", "CreateSecret"]
+    calls.clear()
+    provider.put(name, "v1b", content_type="application/json", labels=labels_for("v1"))
+    assert calls == ["DescribeSecret", "PutSecretValue"]          # same tags: no TagResource
+    calls.clear()
+    push(provider, name, "v2")
+    assert calls == ["DescribeSecret", "PutSecretValue", "TagResource"]
+    calls.clear()
+    list(provider.list_managed())
+    assert set(calls) == {"ListSecrets"}                          # listing reads no values
+    calls.clear()
+
+    provider.delete(name)                                         # recovery window of 7 days
+    push(provider, name, "v3")
+    assert calls == ["DescribeSecret", "DeleteSecret",
+                     "DescribeSecret", "RestoreSecret", "PutSecretValue", "TagResource"]
+
+
+@aws_only
+def test_aws_put_keeps_description_and_foreign_tags(provider_factory, name_prefix):
+    provider = provider_factory()
+    name = f"{name_prefix}-keep"
+    push(provider, name, "v1")
+    provider.client.update_secret(SecretId=name, Description="set by the platform team")
+    provider.client.tag_resource(SecretId=name, Tags=[{"Key": "team", "Value": "payments"}])
+
+    written = push(provider, name, "v2")
+
+    described = provider.client.describe_secret(SecretId=name)
+    assert described["Description"] == "set by the platform team"
+    tags = {t["Key"]: t["Value"] for t in described["Tags"]}
+    assert tags == {**labels_for("v2"), "team": "payments"} == dict(written.labels)
+
+
+@aws_only
+def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, name_prefix):
+    import boto3
+    from botocore.config import Config
+
+    from providers.aws import AwsProvider, _one_line
+    from sync.errors import ProviderError
+
+    offline = AwsProvider(boto3.session.Session().client(
+        "secretsmanager", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        config=Config(retries={"mode": "standard", "max_attempts": 1})))
+    with pytest.raises(ProviderError, match=rf"DescribeSecret on '{name_prefix}-x' failed"):
+        offline.get(f"{name_prefix}-x")
+
+    provider = provider_factory(soft_delete=True)
+    name = f"{name_prefix}-err"
+    push(provider, name, "v1")
+    provider.delete(name)
+    with pytest.raises(ProviderError) as caught:
+        with provider._errors("GetSecretValue", name):
+            provider.client.get_secret_value(SecretId=name)      # pending deletion: refused
+    message = str(caught.value)
+    assert message.startswith(f"AWS Secrets Manager GetSecretValue on {name!r} failed: "
+                              f"InvalidRequestException: ")
+    assert "\n" not in message
+
+    key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
+    assert _one_line(f"Value '{key}' at 'secretString'\nfailed", key) == \
+        "Value '<payload>' at 'secretString' failed"
