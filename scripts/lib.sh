@@ -13,8 +13,12 @@ ensure_venv() {
   fi
   if [ "$(cat "$marker" 2>/dev/null)" != "$want" ]; then
     echo "==> installing certsync[$extras] into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[$extras]"
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[$extras]"; } \
+        > .venv/pip.log 2>&1; then
+      tail -n 30 .venv/pip.log >&2
+      echo "error: installing certsync[$extras] failed; full log in .venv/pip.log" >&2
+      return 1
+    fi
     echo "$want" > "$marker"
   fi
 }

@@ -183,8 +183,9 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
 
 
 def push_actions(config: Config, cert: str, destinations: list[str] | None) -> list[Action]:
-    """A forced push of `cert` to its destinations, or to the named ones (even ones not listed for it)."""
-    targets = dict((ref.to, ref.name) for ref in config.certificate[cert].targets(cert))
-    chosen = destinations or list(targets)
-    return [Action("push", cert, d, targets.get(d, cert), "one-off push") for d in chosen]
-
+    """A forced push of `cert` to its targets, or to the named destinations (any of them: one
+    not listed for the certificate gets a secret named after it)."""
+    targets = [(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)]
+    if destinations:
+        targets = [t for d in destinations for t in ([t for t in targets if t[0] == d] or [(d, cert)])]
+    return [Action("push", cert, dest, name, "one-off push") for dest, name in targets]

@@ -172,7 +172,7 @@ def _finish(ctx: Context, report) -> None:
                 label = r.action.kind if r.status == "done" else r.status
                 ctx.say(_action_line(label, r.action, f": {r.detail}" if r.detail else ""))
         summary = ", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do"
-        ctx.say(f"\n{summary} in {report.seconds:.1f}s")
+        ctx.say(f"\n{summary} in {report.seconds:.2f}s")
     for r in report.failed:
         where = f"{r.action.destination}/{r.action.remote_name}" if r.action.destination else r.action.cert
         click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {r.error}", err=True)

@@ -155,3 +155,24 @@ destinations = ["aws"]
     assert f"{name_prefix}-old" not in names and f"{name_prefix}-api" in names
     states = {c["name"]: c["state"] for c in project.json("list")["certificates"]}
     assert states[f"{name_prefix}-old"] == "retired"
+
+
+def test_one_off_push_even_when_unchanged(project, aws_proxy, secretsmanager, name_prefix):
+    body = config(name_prefix, aws_proxy) + f"""
+[destination.aws-other]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{aws_proxy.url}"
+format = "pem"
+"""
+    project.write(body)
+    project.run("init")
+    first = project.json("push", f"{name_prefix}-api")  # never issued: issues, then pushes
+    assert first["summary"] == {"issue": 1, "push": 2}
+    aws_proxy.reset()
+    again = project.json("push", f"{name_prefix}-api", "--to", "aws")
+    assert again["summary"] == {"push": 2} and aws_proxy.calls["PutSecretValue"] == 2
+    other = project.json("push", f"{name_prefix}-api", "--to", "aws-other")  # not in its list
+    assert [r["remote_name"] for r in other["results"]] == [f"{name_prefix}-api"]
+    result = project.run("push", f"{name_prefix}-api", "--to", "nowhere", expect=2)
+    assert result.stderr.startswith("error: --to: unknown destination 'nowhere'")
