@@ -88,8 +88,8 @@ def _issue_all(config: Config, store: Store, actions: Iterable[Action], report: 
     for action in actions:
         try:
             with store.session() as session:
-                row = enroll.issue(config, store, session, action.cert,
-                                   previous=store.current(session, action.cert), now=now)
+                row = enroll.issue(config, store, session, action.cert, previous=store.current(session, action.cert),
+                                   reuse_key=action.reuse_key, now=now)
                 detail = f"version {row.version}, serial {row.serial}, not after {row.not_after:%Y-%m-%d}"
             report.results.append(Result(action, "done", detail=detail))
         except CertsyncError as exc:
@@ -182,10 +182,11 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
                     row.state = "retired"
 
 
-def push_actions(config: Config, cert: str, destinations: list[str] | None) -> list[Action]:
+def push_actions(config: Config, cert: str, destinations: list[str] | None,
+                 reason: str = "one-off push") -> list[Action]:
     """A forced push of `cert` to its targets, or to the named destinations (any of them: one
     not listed for the certificate gets a secret named after it)."""
     targets = [(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)]
     if destinations:
         targets = [t for d in destinations for t in ([t for t in targets if t[0] == d] or [(d, cert)])]
-    return [Action("push", cert, dest, name, "one-off push") for dest, name in targets]
+    return [Action("push", cert, dest, name, reason) for dest, name in targets]

@@ -111,6 +111,24 @@ def push(ctx: Context, cert: str, destinations: tuple[str, ...]) -> None:
     _finish(ctx, commands.push(ctx.config, cert, list(destinations) or None))
 
 
+@cli.command()
+@click.argument("cert")
+@click.option("--rekey/--reuse-key", default=None,
+              help="Make a new key, or keep the current one (default: the profile's key_rotation).")
+@pass_ctx
+def renew(ctx: Context, cert: str, rekey: bool | None) -> None:
+    """Renew a certificate now and push the successor everywhere."""
+    _finish(ctx, commands.renew(ctx.config, cert, reuse_key=None if rekey is None else not rekey))
+
+
+@cli.command()
+@click.argument("cert")
+@pass_ctx
+def retire(ctx: Context, cert: str) -> None:
+    """Delete a certificate from every destination and mark it retired (history is kept)."""
+    _finish(ctx, commands.retire(ctx.config, cert))
+
+
 @cli.command("list")
 @pass_ctx
 def list_(ctx: Context) -> None:

@@ -60,6 +60,36 @@ def push(config: Config, cert: str, destinations: list[str] | None = None, *,
         return execute(config, store, Plan(actions), providers)
 
 
+def renew(config: Config, cert: str, *, reuse_key: bool | None = None,
+          providers: Callable | None = None) -> Report:
+    """Renew now (client-driven) and push the successor to every destination of the certificate.
+    reuse_key None follows the profile's key_rotation; True keeps the key, False makes a new one."""
+    _check_cert(config, cert)
+    store = open_store(config)
+    with store.lock():
+        actions = [Action("renew", cert, reason="renewal requested", reuse_key=reuse_key),
+                   *push_actions(config, cert, None, reason="new certificate version")]
+        return execute(config, store, Plan(actions), providers or Providers(config))
+
+
+def retire(config: Config, cert: str, *, providers: Callable | None = None) -> Report:
+    """Delete the certificate from every destination it was pushed to, then mark it retired.
+    Its history stays in the store; a secret certsync does not own is never deleted."""
+    store = open_store(config)
+    with store.lock():
+        with store.session() as session:
+            if not store.latest_versions_of(session, cert):
+                raise NotFound(f"certificate {cert!r} is not in the store")
+            deployed = [(d.destination, d.remote_name) for d in store.deployments(session)
+                        if d.cert_name == cert and d.state == "present"]
+        unreachable = [d for d, _ in deployed if d not in config.destination]
+        actions = [Action("delete", cert, dest, name, "retired") for dest, name in deployed
+                   if dest not in unreachable]
+        actions += [Action("error", cert, dest, name, f"destination {dest!r} is no longer in the config; "
+                           "delete the remote secret by hand") for dest, name in deployed if dest in unreachable]
+        return execute(config, store, Plan(actions), providers or Providers(config), retired=[cert])
+
+
 @dataclass(frozen=True)
 class InventoryRow:
     name: str

@@ -49,15 +49,16 @@ class Deployed:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str          # issue | renew | push | delete | unchanged | error
+    kind: str          # issue | renew | push | delete | unchanged | skip | error
     cert: str
     destination: str | None = None
     remote_name: str | None = None
     reason: str = ""
+    reuse_key: bool | None = None   # issue/renew: None = as the profile's key_rotation says
 
     @property
     def changes(self) -> bool:
-        return self.kind not in ("unchanged", "error")
+        return self.kind not in ("unchanged", "skip", "error")
 
 
 @dataclass
@@ -76,15 +77,21 @@ Listing = Mapping[str, RemoteSecret]
 
 
 def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deployed: Iterable[Deployed],
-              listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = ()) -> Plan:
-    """`listings` maps a destination to its managed secrets by name, or to an error message."""
+              listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = (),
+              latest_states: Mapping[str, str] | None = None) -> Plan:
+    """`listings` maps a destination to its managed secrets by name, or to an error message.
+    `retired` are stored certificates gone from the config; `latest_states` the state of each
+    certificate's newest version (to tell a revoked or retired one from one never issued)."""
     plan = Plan()
     deployed_by_target = {(d.destination, d.remote_name): d for d in deployed}
     wanted: set[tuple[str, str]] = set()
+    latest_states = latest_states or {}
     for want in desired:
-        lifecycle = _lifecycle(want, current.get(want.name), now)
+        lifecycle = _lifecycle(want, current.get(want.name), latest_states.get(want.name), now)
         if lifecycle:
             plan.actions.append(lifecycle)
+            if lifecycle.kind == "skip":
+                continue
         for destination, remote_name in want.targets:
             wanted.add((destination, remote_name))
             plan.actions.append(_target_action(want, current.get(want.name), lifecycle, destination, remote_name,
@@ -103,8 +110,13 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     return plan
 
 
-def _lifecycle(want: Desired, cur: Current | None, now: datetime) -> Action | None:
+def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:
     if cur is None:
+        if latest_state == "retired":
+            return Action("skip", want.name, reason="retired by `certsync retire`; remove it from the config, "
+                                                    "or `certsync push` it to enroll it again")
+        if latest_state == "revoked":
+            return Action("issue", want.name, reason="previous version revoked")
         return Action("issue", want.name, reason="not issued yet")
     if cur.sans != want.sans or cur.key_type != want.key_type:
         return Action("issue", want.name, reason="names or key type changed in config")

@@ -53,12 +53,15 @@ def desired_state(config: Config) -> list[plan.Desired]:
     return wanted
 
 
-def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan.Current], list[str]]:
-    """The active version of every configured certificate, and active ones no longer configured."""
+def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
+    """The active version of every configured certificate, active ones no longer configured,
+    and the state of every certificate's newest version."""
     current: dict[str, plan.Current] = {}
     retired: list[str] = []
+    latest_states: dict[str, str] = {}
     chains: dict[int, list] = {}
     for row in store.latest_versions(session):
+        latest_states[row.name] = row.state
         if row.state != "active":
             continue
         if row.name not in config.certificate:
@@ -73,7 +76,7 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
                for ref in config.certificate[row.name].targets(row.name)}
         current[row.name] = plan.Current(row.name, row.version, row.authority.name, tuple(row.sans), row.key_type,
                                          row.not_before, row.not_after, fps)
-    return current, retired
+    return current, retired, latest_states
 
 
 def deployed_state(store: Store, session) -> list[plan.Deployed]:
@@ -103,20 +106,22 @@ class Snapshot:
     current: dict[str, plan.Current]
     deployed: list[plan.Deployed]
     retired: list[str]
+    latest_states: dict[str, str]
     listings: dict[str, plan.Listing | str] = field(default_factory=dict)
 
     def plan(self, now: datetime) -> plan.Plan:
-        return plan.make_plan(self.desired, self.current, self.deployed, self.listings, now, retired=self.retired)
+        return plan.make_plan(self.desired, self.current, self.deployed, self.listings, now, retired=self.retired,
+                              latest_states=self.latest_states)
 
 
 def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
     with store.session() as session:
-        current, retired = current_state(config, store, session)
+        current, retired, latest_states = current_state(config, store, session)
         deployed = deployed_state(store, session)
     desired = desired_state(config)
     used = sorted({dest for want in desired for dest, _ in want.targets}
                   | {d.destination for d in deployed if d.present and d.destination in config.destination})
-    snap = Snapshot(desired, current, deployed, retired)
+    snap = Snapshot(desired, current, deployed, retired, latest_states)
     snap.listings = list_destinations(used, providers)
     for record in deployed:  # deployments to destinations dropped from the config cannot be reached
         if record.present and record.destination not in config.destination:

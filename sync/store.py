@@ -255,6 +255,11 @@ class Store:
             seen.setdefault(row.name, row)
         return list(seen.values())
 
+    def latest_versions_of(self, session: Session, name: str) -> list[Certificate]:
+        """Every version of one certificate, newest first."""
+        return list(session.scalars(select(Certificate).where(Certificate.name == name)
+                                    .order_by(Certificate.version.desc())))
+
     def add_certificate(self, session: Session, *, name: str, profile: str, authority: Authority,
                         cert: x509.Certificate, key, key_type: str, sans: list[str]) -> Certificate:
         """Record a new version; the previous active version becomes superseded (still valid)."""

@@ -1,0 +1,339 @@
+"""providers/gcp.py against two independent Google Secret Manager emulators, over the network:
+our gRPC emulator (localstack/gcp_emulator.py) and drongo (PyPI) over REST.
+
+Reusable pieces for the contract suite: `start_gcp_emulator`, `start_drongo`,
+`make_gcp_provider(endpoint, transport, project, **kw)` and the `gcp_provider_factory` fixture.
+"""
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+from providers.base import FP_LABEL, MANAGED_BY, RemoteSecret, ownership_labels
+from providers.gcp import GcpProvider, build_client, default_retry, from_destination
+from sync.errors import NameError_, NotOwned, PayloadTooLarge, Throttled, UsageError
+
+ROOT = Path(__file__).resolve().parents[2]
+EMULATOR = ROOT / "localstack" / "gcp_emulator.py"
+
+# drongo 0.8's standalone server, with Nagle's algorithm off on its handler (otherwise each
+# call waits ~44 ms for delayed ACKs). Its CLI cannot set that, so start it like this:
+DRONGO_CODE = ("import sys, drongo.server as s; "
+               "s.DrongoHTTPRequestHandler.disable_nagle_algorithm = True; "
+               "s.run(host='127.0.0.1', port=int(sys.argv[1]))")
+
+
+def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 0.2)[0]:
+            line = proc.stdout.readline()
+            if line.startswith(prefix):
+                return line.strip()
+    proc.kill()
+    raise RuntimeError(f"{proc.args!r} did not print {prefix!r} within {timeout}s")
+
+
+def start_gcp_emulator(*args: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
+    """Our emulator on a free port: (process, "127.0.0.1:port"), ready to serve."""
+    proc = subprocess.Popen([sys.executable, str(EMULATOR), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+    line = _wait_line(proc, "READY port=", timeout)
+    return proc, f"127.0.0.1:{int(line.split('=')[1])}"
+
+
+def start_drongo(timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
+    """drongo on a free port; ready once GET /drongo/health answers 200."""
+    proc = subprocess.Popen([sys.executable, "-u", "-c", DRONGO_CODE, "0"],
+                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+    line = _wait_line(proc, "drongo server listening on http://", timeout)
+    endpoint = line.rsplit("http://", 1)[1]
+    with urllib.request.urlopen(f"http://{endpoint}/drongo/health", timeout=5) as resp:
+        assert resp.status == 200 and "secretmanager" in json.load(resp)["services"]
+    return proc, endpoint
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def make_gcp_provider(endpoint: str, transport: str, project: str, **kw) -> GcpProvider:
+    """The adapter on a plaintext emulator endpoint; kw: adopt, keep_versions, retry, ..."""
+    return GcpProvider(build_client(endpoint, transport, insecure=True), project, **kw)
+
+
+def emulator_stats(endpoint: str) -> dict:
+    with grpc.insecure_channel(endpoint) as channel:
+        return json.loads(channel.unary_unary("/certsync.emulator.v1.Admin/GetStats")(b""))
+
+
+@pytest.fixture(scope="module")
+def gcp_emulator():
+    # A small default page size so list_managed has to follow page tokens.
+    proc, endpoint = start_gcp_emulator("--default-page-size", "2")
+    yield endpoint
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def drongo():
+    proc, endpoint = start_drongo()
+    yield endpoint
+    stop(proc)
+
+
+@pytest.fixture(params=["emulator-grpc", "drongo-rest"])
+def backend(request):
+    if request.param == "emulator-grpc":
+        return SimpleNamespace(kind=request.param, transport="grpc",
+                               endpoint=request.getfixturevalue("gcp_emulator"))
+    return SimpleNamespace(kind=request.param, transport="rest",
+                           endpoint=request.getfixturevalue("drongo"))
+
+
+@pytest.fixture
+def project():
+    return f"proj-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def gcp_provider_factory(backend, project):
+    def factory(**kw) -> GcpProvider:
+        return make_gcp_provider(backend.endpoint, backend.transport, project, **kw)
+    return factory
+
+
+@pytest.fixture
+def raw(backend):
+    """The official client on the same backend, to look behind the provider's back."""
+    return build_client(backend.endpoint, backend.transport, insecure=True)
+
+
+def uname(prefix: str = "cert") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def labels_for(name: str, payload: str | bytes) -> dict[str, str]:
+    import hashlib
+    data = payload.encode() if isinstance(payload, str) else payload
+    return ownership_labels(name, hashlib.sha256(data).hexdigest()[:32])
+
+
+def versions(raw, project: str, name: str) -> dict[int, str]:
+    return {int(v.name.rsplit("/", 1)[-1]): v.state.name
+            for v in raw.list_secret_versions(parent=f"projects/{project}/secrets/{name}")}
+
+
+# --- the protocol --------------------------------------------------------------------------------
+
+def test_create_then_get(gcp_provider_factory):
+    p = gcp_provider_factory()
+    name, pem = uname(), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    put = p.put(name, pem, content_type="application/x-pem-file", labels=labels_for(name, pem))
+    assert isinstance(put, RemoteSecret) and put.version == "1" and put.managed
+    assert put.fingerprint == labels_for(name, pem)[FP_LABEL]
+    got = p.get(name)
+    assert got.value == pem and got.version == "1" and got.managed
+    assert got.labels == labels_for(name, pem)
+    assert p.get(uname("absent")) is None
+
+
+def test_update_adds_a_version_and_relabels(gcp_provider_factory, backend):
+    p = gcp_provider_factory()
+    name = uname()
+    p.put(name, "one", content_type="application/json", labels=labels_for(name, "one"))
+    second = p.put(name, "two", content_type="application/json", labels=labels_for(name, "two"))
+    assert second.version == "2" and second.fingerprint == labels_for(name, "two")[FP_LABEL]
+    got = p.get(name)
+    assert got.value == "two" and got.version == "2"
+    assert got.fingerprint == labels_for(name, "two")[FP_LABEL]
+    if backend.kind == "emulator-grpc":          # drongo drops annotations
+        assert got.content_type == "application/json"
+
+
+def test_binary_payload_round_trips(gcp_provider_factory):
+    p = gcp_provider_factory()
+    name, blob = uname(), bytes(range(256)) * 4
+    p.put(name, blob, content_type="application/x-pkcs12", labels=labels_for(name, blob))
+    assert p.get(name).value == blob
+
+
+def test_list_managed_pages_and_skips_foreign(gcp_provider_factory, raw, project, backend):
+    p = gcp_provider_factory()
+    names = sorted(uname() for _ in range(5))
+    for n in names:
+        p.put(n, n, content_type="text/plain", labels=labels_for(n, n))
+    raw.create_secret(request={"parent": f"projects/{project}", "secret_id": uname("foreign"),
+                               "secret": {"replication": {"automatic": {}},
+                                          "labels": {"team": "payments"}}})
+    listed = list(p.list_managed())
+    assert sorted(s.name for s in listed) == names           # 5 over pages of 2 (emulator)
+    assert all(s.managed and s.value is None and s.updated is not None for s in listed)
+    by_name = {s.name: s for s in listed}
+    assert by_name[names[0]].fingerprint == labels_for(names[0], names[0])[FP_LABEL]
+    if backend.kind == "emulator-grpc":
+        calls = emulator_stats(backend.endpoint)["by_project"][project]
+        assert calls["ListSecrets"] == 3                       # pages 2+2+1, no version reads
+
+
+def test_keep_versions_destroys_older_enabled_versions(gcp_provider_factory, raw, project):
+    p = gcp_provider_factory(keep_versions=2)
+    name = uname()
+    for i in range(4):
+        p.put(name, f"v{i}", content_type="text/plain", labels=labels_for(name, f"v{i}"))
+    assert versions(raw, project, name) == {4: "ENABLED", 3: "ENABLED",
+                                            2: "DESTROYED", 1: "DESTROYED"}
+    assert p.get(name).value == "v3"
+
+
+def test_keep_versions_zero_keeps_everything(gcp_provider_factory, raw, project):
+    p = gcp_provider_factory(keep_versions=0)
+    name = uname()
+    for i in range(3):
+        p.put(name, f"v{i}", content_type="text/plain", labels=labels_for(name, f"v{i}"))
+    assert set(versions(raw, project, name).values()) == {"ENABLED"}
+
+
+def test_pruning_leaves_disabled_versions_alone(gcp_provider_factory, raw, project):
+    p = gcp_provider_factory(keep_versions=1)
+    name = uname()
+    p.put(name, "a", content_type="text/plain", labels=labels_for(name, "a"))
+    raw.disable_secret_version(name=f"projects/{project}/secrets/{name}/versions/1")
+    p.put(name, "b", content_type="text/plain", labels=labels_for(name, "b"))
+    p.put(name, "c", content_type="text/plain", labels=labels_for(name, "c"))
+    assert versions(raw, project, name) == {3: "ENABLED", 2: "DESTROYED", 1: "DISABLED"}
+
+
+def test_delete_is_idempotent(gcp_provider_factory):
+    p = gcp_provider_factory()
+    name = uname()
+    p.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
+    p.delete(name)
+    assert p.get(name) is None
+    p.delete(name)                                # absent: not an error
+    p.delete(name, purge=True)
+
+
+def test_foreign_secret_is_refused_unless_adopt(gcp_provider_factory, raw, project):
+    name = uname("foreign")
+    raw.create_secret(request={"parent": f"projects/{project}", "secret_id": name,
+                               "secret": {"replication": {"automatic": {}},
+                                          "labels": {"team": "payments"}}})
+    p = gcp_provider_factory()
+    with pytest.raises(NotOwned, match=name):
+        p.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
+    with pytest.raises(NotOwned):
+        p.delete(name)
+    assert versions(raw, project, name) == {}         # nothing was written
+    adopting = gcp_provider_factory(adopt=True)
+    put = adopting.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
+    assert put.managed and put.labels["team"] == "payments"    # other labels are kept
+    assert p.get(name).labels[MANAGED_BY] == "certsync"
+    p.delete(name)                                     # now it is certsync's
+    assert p.get(name) is None
+
+
+def test_rules_are_checked_before_any_call(gcp_provider_factory, backend, project):
+    p = gcp_provider_factory()
+    with pytest.raises(NameError_, match="invalid gcp secret name"):
+        p.put("bad.name", "x", content_type="text/plain", labels={})
+    with pytest.raises(NameError_):
+        p.get("x" * 256)
+    with pytest.raises(PayloadTooLarge, match="65536"):
+        p.put(uname(), "x" * 65537, content_type="text/plain", labels={})
+    with pytest.raises(UsageError, match="label value"):
+        p.put(uname(), "x", content_type="text/plain", labels={"certsync-cert": "Upper"})
+    with pytest.raises(UsageError, match="label key"):
+        p.put(uname(), "x", content_type="text/plain", labels={"9key": "v"})
+    if backend.kind == "emulator-grpc":
+        assert project not in emulator_stats(backend.endpoint)["by_project"]
+
+
+# --- Google specifics, on our emulator only (drongo does not implement them) -------------------
+
+@pytest.fixture
+def emu_provider(gcp_emulator, project):
+    return lambda **kw: make_gcp_provider(gcp_emulator, "grpc", project, **kw)
+
+
+def test_call_counts_per_put(emu_provider, gcp_emulator, project):
+    p = emu_provider(keep_versions=2)
+    name = uname()
+
+    def calls():
+        return emulator_stats(gcp_emulator)["by_project"].get(project, {})
+
+    p.put(name, "1", content_type="text/plain", labels=labels_for(name, "1"))
+    # get (absent), create without the fingerprint, add the version, then set the labels.
+    assert calls() == {"GetSecret": 1, "CreateSecret": 1, "AddSecretVersion": 1,
+                       "UpdateSecret": 1}
+    p.put(name, "2", content_type="text/plain", labels=labels_for(name, "2"))
+    assert calls()["UpdateSecret"] == 2 and "ListSecretVersions" not in calls()
+    same = labels_for(name, "2")
+    p.put(name, "2", content_type="text/plain", labels=same)     # labels unchanged: no update
+    # Three enabled versions > keep_versions: list them (two pages of 2 on this emulator) and
+    # destroy the oldest.
+    assert calls()["UpdateSecret"] == 2 and calls()["ListSecretVersions"] == 2
+    assert calls()["DestroySecretVersion"] == 1 and calls()["GetSecret"] == 3
+
+
+def test_get_when_latest_is_disabled_has_no_value(emu_provider, project):
+    p = emu_provider()
+    name = uname()
+    p.put(name, "a", content_type="text/plain", labels=labels_for(name, "a"))
+    p.put(name, "b", content_type="text/plain", labels=labels_for(name, "b"))
+    p._client.disable_secret_version(name=f"projects/{project}/secrets/{name}/versions/2")
+    got = p.get(name)
+    assert got is not None and got.value is None and got.managed
+    p.put(name, "c", content_type="text/plain", labels=labels_for(name, "c"))  # repairs it
+    assert p.get(name).value == "c"
+
+
+def test_quota_exhaustion_is_throttled_after_client_retries(project):
+    proc, endpoint = start_gcp_emulator("--write-quota-per-minute", "2")
+    try:
+        p = make_gcp_provider(endpoint, "grpc", project, retry=default_retry(timeout=1.5))
+        name, payload = uname(), "PAYLOAD-SENTINEL"
+        with pytest.raises(Throttled, match=rf"{name}.*RESOURCE_EXHAUSTED.*gave up") as info:
+            p.put(name, payload, content_type="text/plain", labels=labels_for(name, payload))
+        assert payload not in str(info.value) and "\n" not in str(info.value)
+        stats = emulator_stats(endpoint)
+        assert sum(e.get("RESOURCE_EXHAUSTED", 0) for e in stats["errors"].values()) >= 2
+    finally:
+        stop(proc)
+
+
+def test_from_destination_builds_both_transports(gcp_emulator, drongo, project):
+    for endpoint, transport in ((gcp_emulator, "grpc"), (drongo, "rest")):
+        dest = SimpleNamespace(name="gcp-dev", provider="gcp", project=project,
+                               endpoint=endpoint, transport=transport, insecure=True,
+                               adopt=True, keep_versions=3)
+        p = from_destination(dest)
+        assert (p.kind, p.adopt, p.keep_versions, p.destination) == ("gcp", True, 3, "gcp-dev")
+        name = uname()
+        p.put(name, "v", content_type="text/plain", labels=labels_for(name, "v"))
+        assert p.get(name).value == "v"
+    minimal = SimpleNamespace(project=project, endpoint=gcp_emulator, insecure=True)
+    assert from_destination(minimal).keep_versions == 2          # defaults via getattr
+
+
+def test_unreachable_endpoint_is_a_provider_error(project):
+    from sync.errors import ProviderError
+    p = make_gcp_provider("127.0.0.1:1", "rest", project)
+    with pytest.raises(ProviderError, match="cannot read secret 'abc'"):
+        p.get("abc")
