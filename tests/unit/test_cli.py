@@ -74,3 +74,33 @@ def test_policy_violation_fails_that_certificate_only(workdir):
     assert "issue      api" in result.stdout
     assert result.stderr == ("error: issue evil -> evil: profile 'tls-server': DNS name 'evil.example.com' "
                              "is not within allowed_domains (*.example.internal, example.internal)\n")
+
+
+def _public_key(workdir):
+    pem = run("export", "api", "--format", "pem", cwd=workdir).stdout
+    return x509.load_pem_x509_certificates(pem.encode())[0].public_key()
+
+
+def test_renew_rotates_or_reuses_the_key(workdir):
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    first = _public_key(workdir)
+    run("renew", "api", "--reuse-key", cwd=workdir)
+    assert _public_key(workdir) == first
+    run("renew", "api", cwd=workdir)  # the profile says rotate (the default)
+    assert _public_key(workdir) != first
+    listing = json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"]
+    assert [(c["name"], c["version"], c["state"]) for c in listing] == [("api", 3, "active")]
+
+
+def test_retire_marks_retired_and_apply_does_not_reissue(workdir):
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    run("retire", "api", cwd=workdir)
+    listing = json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"]
+    assert listing[0]["state"] == "retired"
+    plan = json.loads(run("--output", "json", "plan", cwd=workdir).stdout)
+    assert plan["changes"] == 0 and plan["actions"][0]["action"] == "skip"
+    run("push", "api", cwd=workdir)  # enrolls it again on purpose
+    listing = json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"]
+    assert [(c["version"], c["state"]) for c in listing] == [(2, "active")]
