@@ -133,17 +133,20 @@ def retire(ctx: Context, cert: str) -> None:
 @pass_ctx
 def list_(ctx: Context) -> None:
     """Inventory: name, state, serial, not-after, days left, destinations in sync."""
-    rows = commands.inventory(ctx.config)
+    inv = commands.inventory(ctx.config)
     if ctx.json:
-        ctx.emit({"certificates": [r.as_dict() for r in rows]})
+        ctx.emit({"certificates": [r.as_dict() for r in inv.certificates], "cas": inv.authorities,
+                  "warnings": inv.warnings})
         return
     from rich.console import Console
     from rich.table import Table
     table = Table("name", "state", "ver", "serial", "not after", "days left", "in sync", box=None)
-    for r in rows:
+    for r in inv.certificates:
         table.add_row(r.name, r.state, str(r.version), r.serial[:16] + "…", f"{r.not_after:%Y-%m-%d %H:%M}",
                       f"{r.days_left:.1f}", f"{r.in_sync}/{r.destinations}")
     Console(soft_wrap=True).print(table)
+    for warning in inv.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()

@@ -108,7 +108,14 @@ class InventoryRow:
                 "destinations": self.destinations}
 
 
-def inventory(config: Config, *, now: datetime | None = None) -> list[InventoryRow]:
+@dataclass(frozen=True)
+class Inventory:
+    certificates: list[InventoryRow]
+    authorities: list[dict]
+    warnings: list[str]
+
+
+def inventory(config: Config, *, now: datetime | None = None) -> Inventory:
     """What the store knows, without calling any cloud: in sync = last push carried this version."""
     now = now or utcnow()
     store = open_store(config)
@@ -121,7 +128,27 @@ def inventory(config: Config, *, now: datetime | None = None) -> list[InventoryR
             in_sync = sum(1 for t in targets if (d := deployed.get((t.to, t.name))) and d.certificate_id == cert.id)
             rows.append(InventoryRow(cert.name, cert.state, cert.version, cert.serial, cert.not_after,
                                      (cert.not_after - now).total_seconds() / 86400, in_sync, len(targets)))
-    return rows
+        authorities = {name: store.authority(session, name) for name in config.ca}
+    cas = [{"name": name, "subject": row.subject, "generation": row.generation,
+            "not_after": row.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "days_left": round((row.not_after - now).total_seconds() / 86400, 1)}
+           for name, row in authorities.items() if row is not None]
+    return Inventory(rows, cas, list(_ca_warnings(config, authorities, now)))
+
+
+def _ca_warnings(config: Config, authorities: dict, now: datetime):
+    """A CA that expires before what it would sign now: leaves get cut short (or it is expired)."""
+    for name, row in authorities.items():
+        if row is None:
+            yield f"CA {name!r} is in the config but not in the store: run `certsync init`"
+        elif row.not_after <= now:
+            yield f"CA {name!r} expired on {row.not_after:%Y-%m-%d}: nothing it signs is valid"
+    for profile_name, profile in config.profile.items():
+        row = authorities.get(profile.ca)
+        if row is not None and now < row.not_after < now + profile.validity:
+            yield (f"CA {profile.ca!r} expires on {row.not_after:%Y-%m-%d}, before certificates issued now from "
+                   f"profile {profile_name!r} would ({profile.validity.days}d): they will be cut short; "
+                   "add a new issuing CA and move the profile to it")
 
 
 def export(config: Config, cert: str, options: render.RenderOptions) -> render.Payload:

@@ -104,3 +104,36 @@ def test_retire_marks_retired_and_apply_does_not_reissue(workdir):
     run("push", "api", cwd=workdir)  # enrolls it again on purpose
     listing = json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"]
     assert [(c["version"], c["state"]) for c in listing] == [(2, "active")]
+
+
+def test_list_warns_when_a_ca_expires_before_what_it_signs(workdir):
+    text = (workdir / "sync.toml").read_text().replace('validity = "1825d"', 'validity = "60d"')
+    (workdir / "sync.toml").write_text(text)
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    result = run("list", cwd=workdir)
+    assert "warning: CA 'issuing' expires on" in result.stderr
+    assert "before certificates issued now from profile 'tls-server' would (90d)" in result.stderr
+    document = json.loads(run("--output", "json", "list", cwd=workdir).stdout)
+    assert [c["name"] for c in document["cas"]] == ["root", "issuing"]
+    assert len(document["warnings"]) == 1
+    assert document["certificates"][0]["days_left"] <= 60  # the leaf was cut to the CA's end
+
+
+def test_new_issuing_ca_moves_the_chain(workdir):
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    text = (workdir / "sync.toml").read_text().replace('[profile.tls-server]\nca = "issuing"',
+                                                       '[profile.tls-server]\nca = "issuing2"')
+    text += '\n[ca.issuing2]\nparent = "root"\nsubject = "CN=Test Issuing CA 2,O=certsync tests"\nkey = "ec-p256"\n'
+    (workdir / "sync.toml").write_text(text)
+    plan = run("plan", cwd=workdir, check=False)  # CA not created yet: apply says to run init
+    run("init", cwd=workdir)
+    plan = json.loads(run("--output", "json", "plan", cwd=workdir).stdout)
+    assert plan["actions"][0]["reason"] == "profile now issues from CA 'issuing2'"
+    run("apply", cwd=workdir)
+    pem = run("export", "api", "--format", "pem", cwd=workdir).stdout
+    chain = x509.load_pem_x509_certificates(pem.encode())
+    assert chain[1].subject.rfc4514_string() == "O=certsync tests,CN=Test Issuing CA 2" or \
+        "Test Issuing CA 2" in chain[1].subject.rfc4514_string()
+    assert chain[0].issuer == chain[1].subject

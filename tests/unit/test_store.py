@@ -65,7 +65,7 @@ def test_master_key_from_environment(workdir, master_key_env):
     commands.init(cfg)
     assert not (workdir / "certsync.key").exists()
     commands.apply(cfg)
-    assert commands.inventory(cfg)[0].name == "api"
+    assert commands.inventory(cfg).certificates[0].name == "api"
 
 
 def test_commands_before_init_say_so(workdir):
