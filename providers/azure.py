@@ -1,0 +1,209 @@
+"""Azure Key Vault adapter (secrets).
+
+The SecretClient is injected (or built on first use by `from_destination` with
+DefaultAzureCredential); no Azure module is imported until a call is made. Throttling (429 with
+Retry-After) is handled by the SDK's own retry policy; what is left after its retries becomes
+`Throttled`. Key Vault has no server-side filter, so `list_managed` filters tags client side.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+from providers.base import RemoteSecret, check_payload_size, refuse_foreign, validate_name
+from sync.errors import ConfigError, ProviderError, Throttled
+
+MAX_VALUE_BYTES = 25_600            # 25 KiB; the service counts characters, certsync payloads are ASCII
+ON_SOFT_DELETED = ("recover", "purge")
+
+
+class AzureProvider:
+    kind = "azure"
+
+    def __init__(self, client: Any, *, adopt: bool = False, purge_on_delete: bool = False,
+                 on_soft_deleted: str = "recover", page_size: int | None = None,
+                 name_free_timeout: float = 60.0) -> None:
+        """`client` is a SecretClient, or a zero-argument callable that builds one on first use.
+
+        page_size: listing page size (1..25; None = the service default, 25).
+        name_free_timeout: how long a write waits while the name is still being deleted/purged.
+        """
+        if on_soft_deleted not in ON_SOFT_DELETED:
+            raise ConfigError(f"azure on_soft_deleted must be one of {', '.join(ON_SOFT_DELETED)}, "
+                              f"not {on_soft_deleted!r}")
+        self._client, self._factory = (None, client) if callable(client) else (client, None)
+        self.adopt, self.purge_on_delete, self.on_soft_deleted = adopt, purge_on_delete, on_soft_deleted
+        self.page_size, self.name_free_timeout = page_size, name_free_timeout
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    # --- protocol -------------------------------------------------------------------------------
+
+    def list_managed(self) -> Iterator[RemoteSecret]:
+        """Managed secrets, paged by the SDK. Key Vault list items carry no version: version=None."""
+        with _errors("list secrets in", "the vault"):
+            for props in self.client.list_properties_of_secrets(max_page_size=self.page_size):
+                secret = _remote(props)
+                if secret.managed:
+                    yield secret
+
+    def get(self, name: str) -> RemoteSecret | None:
+        validate_name("azure", name)
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _errors("read", name):
+            try:
+                secret = self.client.get_secret(name)
+            except ResourceNotFoundError:
+                return None
+        return _remote(secret.properties, value=secret.value)
+
+    def put(self, name: str, payload: str | bytes, *, content_type: str,
+            labels: Mapping[str, str]) -> RemoteSecret:
+        validate_name("azure", name)
+        value = _text(name, payload)
+        check_payload_size(name, value, MAX_VALUE_BYTES, "Azure Key Vault")
+        refuse_foreign(self.get(name), name, self.adopt)
+        from azure.core.exceptions import ResourceExistsError
+
+        with _errors("write", name):
+            try:
+                secret = self._set(name, value, content_type, labels)
+            except ResourceExistsError as exc:
+                if _inner_code(exc) != "ObjectIsDeletedButRecoverable":
+                    raise
+                self._free_soft_deleted(name)
+                secret = self._set(name, value, content_type, labels)
+        return _remote(secret.properties)
+
+    def delete(self, name: str, *, purge: bool = False) -> None:
+        validate_name("azure", name)
+        from azure.core.exceptions import ResourceNotFoundError
+
+        existing = self.get(name)
+        refuse_foreign(existing, name, self.adopt)
+        with _errors("delete", name):
+            if existing is not None:
+                try:
+                    self.client.begin_delete_secret(name).wait()
+                except ResourceNotFoundError:      # deleted by someone else meanwhile
+                    pass
+            if purge or self.purge_on_delete:
+                deleted = self._deleted(name)
+                if deleted is not None:
+                    refuse_foreign(deleted, name, self.adopt)
+                    self._purge(name)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _set(self, name: str, value: str, content_type: str, labels: Mapping[str, str]) -> Any:
+        """set_secret, waiting while the name is still being deleted/recovered (409, transient)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        deadline, pause = time.monotonic() + self.name_free_timeout, 0.25
+        while True:
+            try:
+                return self.client.set_secret(name, value, content_type=content_type, tags=dict(labels))
+            except ResourceExistsError as exc:
+                if _inner_code(exc) == "ObjectIsDeletedButRecoverable" or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
+
+    def _deleted(self, name: str) -> RemoteSecret | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return _remote(self.client.get_deleted_secret(name).properties)
+        except ResourceNotFoundError:
+            return None
+
+    def _purge(self, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.client.purge_deleted_secret(name)
+        except ResourceNotFoundError:
+            pass
+
+    def _free_soft_deleted(self, name: str) -> None:
+        """The name is held by a soft-deleted secret: recover or purge it (only if it is ours)."""
+        deleted = self._deleted(name)
+        if deleted is not None:
+            refuse_foreign(deleted, name, self.adopt)
+        if self.on_soft_deleted == "recover":
+            self.client.begin_recover_deleted_secret(name).wait()
+        else:
+            self._purge(name)          # _set then waits until the purge has finished
+
+
+def from_destination(dest: Any) -> AzureProvider:
+    vault_url = getattr(dest, "vault_url", None)
+    if not vault_url:
+        raise ConfigError("azure destination needs vault_url (https://<vault>.vault.azure.net)")
+    ca_bundle = getattr(dest, "ca_bundle", None)
+    verify_challenge = getattr(dest, "verify_challenge_resource", True)
+
+    def build() -> Any:
+        from azure.identity import DefaultAzureCredential
+        from azure.keyvault.secrets import SecretClient
+
+        # ca_bundle is trusted by the credential's own HTTPS calls too (the emulator's token
+        # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
+        tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
+        return SecretClient(str(vault_url), DefaultAzureCredential(**tls),
+                            verify_challenge_resource=verify_challenge, **tls)
+
+    return AzureProvider(build, adopt=getattr(dest, "adopt", False),
+                         purge_on_delete=getattr(dest, "purge_on_delete", False),
+                         on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"))
+
+
+# --- module helpers ------------------------------------------------------------------------------
+
+def _remote(props: Any, value: str | None = None) -> RemoteSecret:
+    return RemoteSecret(name=props.name, labels=dict(props.tags or {}), version=props.version,
+                        updated=props.updated_on, value=value, content_type=props.content_type)
+
+
+def _text(name: str, payload: str | bytes) -> str:
+    if isinstance(payload, str):
+        return payload
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProviderError(f"azure: payload for {name!r} is binary; Key Vault secrets hold text "
+                            "(render pkcs12 as base64)") from None
+
+
+def _inner_code(exc: Any) -> str | None:
+    error = getattr(exc, "error", None)
+    inner = getattr(error, "innererror", None) or {}
+    return inner.get("code") if isinstance(inner, Mapping) else None
+
+
+@contextmanager
+def _errors(what: str, name: str) -> Iterator[None]:
+    """Map azure.core exceptions to one-line certsync errors (status and code only, never bodies)."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+
+    try:
+        yield
+    except AzureError as exc:
+        target = name if name == "the vault" else repr(name)
+        status = getattr(exc, "status_code", None)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        if isinstance(exc, ClientAuthenticationError) and status is None:
+            raise ProviderError(f"azure: cannot {what} {target}: no credential ({first})") from exc
+        if isinstance(exc, HttpResponseError) and status is not None:
+            code = getattr(getattr(exc, "error", None), "code", None) or getattr(exc, "reason", "")
+            inner = _inner_code(exc)
+            detail = f"HTTP {status} {code}" + (f"/{inner}" if inner else "")
+            cls: Callable[[str], ProviderError] = Throttled if status == 429 else ProviderError
+            raise cls(f"azure: cannot {what} {target}: {detail}") from exc
+        raise ProviderError(f"azure: cannot {what} {target}: {type(exc).__name__} ({first})") from exc
