@@ -129,6 +129,75 @@ def retire(ctx: Context, cert: str) -> None:
     _finish(ctx, commands.retire(ctx.config, cert))
 
 
+@cli.command()
+@click.option("--csr", "csr_file", required=True, type=click.File("rb"), help="CSR file, PEM or DER ('-' for stdin).")
+@click.option("--profile", required=True, help="Profile whose rules the request must meet.")
+@click.option("--name", help="Name in the store (default: from the CSR's first name).")
+@click.option("--to", "destinations", multiple=True, metavar="DEST", help="Also push the chain here (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the chain PEM here.")
+@pass_ctx
+def sign(ctx: Context, csr_file, profile: str, name: str | None, destinations: tuple[str, ...],
+         out: Path | None) -> None:
+    """Enroll a CSR: check it against the profile, issue, print the chain PEM."""
+    name, chain, report = commands.sign(ctx.config, csr_file.read(), profile, name=name,
+                                        destinations=list(destinations) or None)
+    if out is not None:
+        out.write_text(chain)
+    if ctx.json:
+        ctx.emit({"name": name, "chain_pem": chain,
+                  "push": [r.as_dict() for r in report.results] if report else []})
+    elif out is None:
+        click.echo(chain, nl=False)
+    else:
+        ctx.say(f"issued {name}; chain written to {out}")
+    if report is not None and not ctx.json:
+        _finish(ctx, report)
+    elif report is not None and report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("cert")
+@click.option("--reason", required=True, metavar="REASON",
+              help="RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, "
+                   "cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.")
+@click.option("--serial", help="Revoke this version (hex serial) instead of the active one.")
+@click.option("--replace", is_flag=True, help="Issue a successor with a new key and push it right away.")
+@pass_ctx
+def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bool) -> None:
+    """Revoke a certificate and regenerate its CA's CRL."""
+    summary, report = commands.revoke(ctx.config, cert, reason, serial=serial, replace=replace)
+    if ctx.json:
+        ctx.emit({"revoked": summary, "replacement": [r.as_dict() for r in report.results] if report else []})
+        if report is not None and report.failed:
+            sys.exit(1)
+        return
+    ctx.say(f"revoked    {cert} serial {summary['serial']} ({summary['reason']}); "
+            f"CRL {summary['ca']} #{summary['crl_number']}")
+    if report is not None:
+        _finish(ctx, report)
+
+
+@cli.command()
+@click.argument("ca_name", metavar="CA")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--pem", is_flag=True, help="PEM instead of DER.")
+@pass_ctx
+def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
+    """Write the CA's current CRL (DER, or PEM with --pem)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    data = commands.crl(ctx.config, ca_name).public_bytes(Encoding.PEM if pem else Encoding.DER)
+    if out is not None:
+        out.write_bytes(data)
+        ctx.say(f"wrote {out}")
+    elif pem:
+        click.echo(data.decode(), nl=False)
+    elif sys.stdout.isatty():
+        raise click.UsageError("the DER CRL is binary: use --out FILE or --pem")
+    else:
+        sys.stdout.buffer.write(data)
+
+
 @cli.command("list")
 @pass_ctx
 def list_(ctx: Context) -> None:

@@ -44,16 +44,22 @@ def apply(config: Config, *, providers: Callable | None = None, now: datetime | 
 
 def push(config: Config, cert: str, destinations: list[str] | None = None, *,
          providers: Callable | None = None) -> Report:
-    """Push one certificate now, even if unchanged; issues it first if it was never issued."""
-    _check_cert(config, cert)
-    for dest in destinations or []:
-        if dest not in config.destination:
-            raise UsageError(f"--to: unknown destination {dest!r} (defined: {', '.join(sorted(config.destination))})")
+    """Push one certificate now, even if unchanged; issues it first if it was never issued.
+    A CSR enrollment (not in the config) is pushed chain-only, to the destinations named."""
+    _check_destinations(config, destinations)
     store = open_store(config)
     providers = providers or Providers(config)
     with store.lock():
         with store.session() as session:
-            needs_issue = store.current(session, cert) is None
+            row = store.current(session, cert)
+            from_csr = row is not None and row.source == "csr"
+        if from_csr:
+            if not destinations:
+                raise UsageError(f"certificate {cert!r} was enrolled from a CSR: name its destinations with --to")
+            actions = [Action("push", cert, d, cert, "one-off push") for d in destinations]
+            return execute(config, store, Plan(actions), providers)
+        _check_cert(config, cert)
+        needs_issue = row is None
         actions = push_actions(config, cert, destinations)
         if needs_issue:
             actions.insert(0, Action("issue", cert, reason="not issued yet"))
@@ -160,6 +166,67 @@ def export(config: Config, cert: str, options: render.RenderOptions) -> render.P
         if row is None:
             raise NotFound(f"certificate {cert!r} has no active version in the store (run `certsync apply`)")
         return render.render(store.bundle(row), options)
+
+
+def sign(config: Config, csr_data: bytes, profile: str, *, name: str | None = None,
+         destinations: list[str] | None = None, providers: Callable | None = None,
+         now: datetime | None = None) -> tuple[str, str, Report | None]:
+    """CSR enrollment: (store name, chain PEM, push report when destinations were named)."""
+    _check_destinations(config, destinations)
+    store = open_store(config)
+    with store.lock():
+        with store.session() as session:
+            row = enroll.issue_from_csr(config, store, session, name, profile, csr_data, now=now)
+            name, chain = row.name, render.pem_bundle(store.bundle(row))
+        report = None
+        if destinations:
+            actions = [Action("push", name, d, name, "CSR enrollment") for d in destinations]
+            report = execute(config, store, Plan(actions), providers or Providers(config))
+    return name, chain, report
+
+
+def revoke(config: Config, cert: str, reason: str, *, serial: str | None = None, replace: bool = False,
+           providers: Callable | None = None, now: datetime | None = None) -> tuple[dict, Report | None]:
+    """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
+    from sync import revoke as revoke_mod
+    now = now or utcnow()
+    store = open_store(config)
+    with store.lock():
+        with store.session() as session:
+            row = revoke_mod.revoke(config, store, session, cert, reason, now=now, serial=serial)
+            summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
+                       "revoked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "ca": row.authority.name,
+                       "crl_number": row.authority.crl_number}
+            from_csr = row.source == "csr"
+        if not replace:
+            return summary, None
+        if from_csr or cert not in config.certificate:
+            raise UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
+        actions = [Action("issue", cert, reason="replaces a revoked certificate", reuse_key=False),
+                   *push_actions(config, cert, None, reason="replaces a revoked certificate")]
+        return summary, execute(config, store, Plan(actions), providers or Providers(config), now=now)
+
+
+def crl(config: Config, ca_name: str, *, now: datetime | None = None):
+    """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""
+    from sync import revoke as revoke_mod
+    store = open_store(config)
+    with store.session() as session:
+        return revoke_mod.current_crl(config, store, session, ca_name, now=now or utcnow())
+
+
+def ocsp_response(config: Config, ca_name: str, request_der: bytes, *, now: datetime | None = None):
+    """Answer one OCSP request for `ca_name` (the library call behind a future OCSP endpoint)."""
+    from sync import revoke as revoke_mod
+    store = open_store(config)
+    with store.session() as session:
+        return revoke_mod.ocsp_respond(config, store, session, ca_name, request_der, now=now or utcnow())
+
+
+def _check_destinations(config: Config, destinations: list[str] | None) -> None:
+    for dest in destinations or []:
+        if dest not in config.destination:
+            raise UsageError(f"--to: unknown destination {dest!r} (defined: {', '.join(sorted(config.destination))})")
 
 
 def _check_cert(config: Config, cert: str) -> None:

@@ -87,6 +87,7 @@ class CAConfig(Strict):
     parent: str | None = None
     crl_url: str | None = None
     ocsp_url: str | None = None
+    crl_lifetime: Duration = timedelta(days=7)     # nextUpdate - thisUpdate of its CRLs
     path_length: int | None = Field(default=None, ge=0)
 
     @field_validator("subject")

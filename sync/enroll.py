@@ -1,6 +1,7 @@
 """Creating the configured CAs and issuing certificates for configured names, into the store."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -8,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from sync import ca, policy
 from sync.config import CertificateConfig, Config
-from sync.errors import StoreError
+from sync.errors import PolicyError, StoreError
 from sync.store import Authority, Certificate, Store
 
 
@@ -103,3 +104,39 @@ def issue(config: Config, store: Store, session: Session, name: str, *, previous
                          ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now)
     return store.add_certificate(session, name=name, profile=spec.profile, authority=authority, cert=cert,
                                  key=key, key_type=key_type, sans=san_list(spec))
+
+
+def issue_from_csr(config: Config, store: Store, session: Session, name: str | None, profile_name: str,
+                   csr_data: bytes, *, validity=None, now: datetime | None = None) -> Certificate:
+    """Enroll a client's CSR under `profile_name`: the signature, key and names are checked by
+    the profile, the subject and SANs come from policy, and no private key is stored.
+    Without a name, the certificate is stored under its first name (api.example.internal ->
+    api-example-internal); enrolling the same name again makes a new version (client renewal)."""
+    from sync import csr as csr_mod
+    profile = config.profile.get(profile_name)
+    if profile is None:
+        raise PolicyError(f"--profile: unknown profile {profile_name!r} (defined: {', '.join(sorted(config.profile))})")
+    request = csr_mod.check_csr(csr_mod.load_csr(csr_data), profile_name, profile)
+    name = name or csr_name(request.common_name, request.dns_names)
+    if name in config.certificate:
+        raise PolicyError(f"--name: {name!r} is a configured certificate (certsync makes its key); "
+                          "choose another name for a CSR enrollment")
+    existing = store.latest_versions_of(session, name)
+    if existing and existing[0].source != "csr":
+        raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
+    validity = validity or profile.validity
+    policy.check_request(profile_name, profile, dns_names=request.dns_names, ip_addresses=request.ip_addresses,
+                         key_type=request.key_type, validity=validity)
+    authority, issuer = issuer_for(config, store, session, profile.ca)
+    cert = ca.issue_leaf(issuer, request.public_key, common_name=request.common_name,
+                         dns_names=request.dns_names, ip_addresses=request.ip_addresses,
+                         usages=profile.usages, validity=validity, now=now)
+    sans = [f"DNS:{d}" for d in request.dns_names] + [f"IP:{i}" for i in request.ip_addresses]
+    return store.add_certificate(session, name=name, profile=profile_name, authority=authority, cert=cert,
+                                 key=None, key_type=request.key_type, sans=sans, source="csr")
+
+
+def csr_name(common_name: str | None, dns_names) -> str:
+    """A store name for a CSR enrollment when none is given: the first name, as a label."""
+    base = (common_name or (dns_names[0] if dns_names else "csr")).lower().lstrip("*.")
+    return (re.sub(r"[^a-z0-9-]+", "-", base).strip("-") or "csr")[:63].strip("-")

@@ -78,9 +78,10 @@ def render(bundle: Bundle, options: RenderOptions) -> Payload:
 
 def _json(bundle: Bundle) -> str:
     cert = bundle.certificate
-    document = {
-        "certificate": _pem(cert),
-        "private_key": _key_pem(bundle.private_key) if bundle.private_key is not None else None,
+    document = {"certificate": _pem(cert)}
+    if bundle.private_key is not None:  # CSR enrollments are chain-only: the client has the key
+        document["private_key"] = _key_pem(bundle.private_key)
+    document |= {
         "certificate_chain": "".join(_pem(c) for c in bundle.intermediates),
         "ca_certificate": _pem(bundle.root),
         "serial": format(cert.serial_number, "x"),

@@ -61,6 +61,8 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
     latest_states: dict[str, str] = {}
     chains: dict[int, list] = {}
     for row in store.latest_versions(session):
+        if row.source == "csr":  # CSR enrollments are pushed by hand, never planned
+            continue
         latest_states[row.name] = row.state
         if row.state != "active":
             continue
@@ -80,8 +82,10 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
 
 
 def deployed_state(store: Store, session) -> list[plan.Deployed]:
+    """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
+    csr_names = {row.name for row in store.latest_versions(session) if row.source == "csr"}
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
-                          d.state == "present") for d in store.deployments(session)]
+                          d.state == "present") for d in store.deployments(session) if d.cert_name not in csr_names]
 
 
 def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:

@@ -68,6 +68,8 @@ class Authority(Base):
     key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    crl_number: Mapped[int] = mapped_column(Integer, default=0)     # of the last CRL issued
+    crl_der: Mapped[bytes | None] = mapped_column(LargeBinary)      # the last CRL issued
     parent: Mapped["Authority | None"] = relationship(remote_side="Authority.id")
 
     @property
@@ -92,6 +94,7 @@ class Certificate(Base):
     state: Mapped[str] = mapped_column(String(16), default="active")  # active|superseded|revoked|retired
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
     key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # None for CSR enrollments
+    source: Mapped[str] = mapped_column(String(8), default="config")  # config | csr
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
@@ -261,7 +264,8 @@ class Store:
                                     .order_by(Certificate.version.desc())))
 
     def add_certificate(self, session: Session, *, name: str, profile: str, authority: Authority,
-                        cert: x509.Certificate, key, key_type: str, sans: list[str]) -> Certificate:
+                        cert: x509.Certificate, key, key_type: str, sans: list[str],
+                        source: str = "config") -> Certificate:
         """Record a new version; the previous active version becomes superseded (still valid)."""
         previous = session.scalars(select(Certificate).where(Certificate.name == name)
                                    .order_by(Certificate.version.desc())).first()
@@ -276,10 +280,22 @@ class Store:
                           not_after=cert.not_valid_after_utc, state="active",
                           cert_der=cert.public_bytes(serialization.Encoding.DER),
                           key_enc=self._key().seal_private_key(key, f"certificate:{name}:{version}") if key else None,
-                          created_at=utcnow())
+                          source=source, created_at=utcnow())
         session.add(row)
         session.flush()
         return row
+
+    def by_serial(self, session: Session, serial: int) -> Certificate | None:
+        return session.scalars(select(Certificate).where(Certificate.serial == format(serial, "x"))).first()
+
+    def revoke(self, row: Certificate, reason: str, at: datetime) -> None:
+        row.state, row.revoked_at, row.revocation_reason = "revoked", at, reason
+
+    def revoked_by(self, session: Session, authority: Authority, now: datetime) -> list[Certificate]:
+        """Revoked certificates of one CA that have not expired yet (expired ones leave the CRL)."""
+        return list(session.scalars(select(Certificate).where(
+            Certificate.authority_id == authority.id, Certificate.state == "revoked",
+            Certificate.not_after > now).order_by(Certificate.id)))
 
     def bundle(self, row: Certificate) -> Bundle:
         key = None
