@@ -28,6 +28,7 @@ from sync.errors import ConfigError, ProviderError, Throttled, UsageError
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 65536
+MAX_PAGE_SIZE = 25000               # ListSecrets caps page_size here; 0 lets the server decide
 CONTENT_TYPE_ANNOTATION = "certsync-content-type"
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
@@ -58,9 +59,13 @@ class GcpProvider:
 
     def __init__(self, client: Any, project: str, *, adopt: bool = False,
                  keep_versions: int = 2, retry: Any = None, timeout: float | None = 60.0,
-                 destination: str | None = None) -> None:
+                 destination: str | None = None, page_size: int = MAX_PAGE_SIZE) -> None:
+        """page_size: secrets per ListSecrets page (1..25000; default the service maximum)."""
         if keep_versions is None or keep_versions < 0:
             raise ConfigError(f"keep_versions must be 0 (no pruning) or more, got {keep_versions}")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ConfigError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
+        self.page_size = page_size
         self._client = client
         self.project = project
         self.adopt = adopt
@@ -124,7 +129,8 @@ class GcpProvider:
         """All secrets labelled managed-by=certsync (server-side filter, re-checked here)."""
         with self._guard("list", None):
             pager = self._call("list_secrets", parent=f"projects/{self.project}",
-                               filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}")
+                               filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}",
+                               page_size=self.page_size)
             for secret in pager:            # the pager fetches further pages with the retry
                 if secret.labels.get(MANAGED_BY) == MANAGED_BY_VALUE:
                     yield self._remote(secret.name.rsplit("/", 1)[-1], secret)

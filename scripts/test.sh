@@ -9,6 +9,6 @@ ensure_venv test
 state_dir="$(mktemp -d -t certsync-emulators-XXXXXX)"
 cleanup() { .venv/bin/python localstack/emulators.py --state-dir "$state_dir" stop || true; rm -rf "$state_dir"; }
 trap cleanup EXIT
-.venv/bin/python localstack/emulators.py --state-dir "$state_dir" start
+.venv/bin/python localstack/emulators.py --state-dir "$state_dir" start aws gcp azure drongo
 export CERTSYNC_EMULATORS_STATE="$state_dir/state.json"
 .venv/bin/python -m pytest -n 2 "$@"

@@ -1,21 +1,41 @@
-"""Provider kits for the contract suite: one per provider kind, built from the emulator state.
+"""Provider kits for the contract suite: one per provider backend, built from the emulator state.
 
-A kit builds the adapter under test the way certsync does (through `from_destination`), plus
-the few raw SDK operations the contract needs behind the adapter's back: make a foreign secret,
-read a value directly, clean up. To add a provider, write `_<kind>_kit(entry)` and list it in
-KITS; every contract test then runs against it too.
+A kit builds the adapter under test the way certsync does (through `from_destination` with a
+destination carrying the config fields), plus the few raw SDK operations the contract needs
+behind the adapter's back: make a foreign secret, read a value directly, clean up, count calls
+at the emulator. To add a provider, write `_<kind>_kit(entry)` and list it in KITS; every
+contract test then runs against it too.
+
+Kits (see KITS): aws (LocalStack), gcp (our gRPC emulator), gcp-rest (drongo, a third-party REST
+emulator) and azure (our HTTPS Key Vault emulator). Where a provider legitimately differs, the
+kit says so with a capability flag and the contract case asserts the flagged behaviour instead;
+no case is skipped for a whole kit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import ssl
+import urllib.request
+import uuid
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import pytest
 
 from providers.base import Provider
 
 UNREACHABLE = "127.0.0.1:9"     # nothing listens there: any call would fail with a ProviderError
+
+
+@dataclass
+class ThrottleRig:
+    """An adapter whose service throttles, and a count of the throttling answers it got."""
+    make: Callable[[], Provider]             # the adapter, built as certsync builds it
+    throttled: Callable[[], int]             # throttling answers so far, counted at the server/proxy
+    env: Mapping[str, str] = field(default_factory=dict)   # env the credential chain needs meanwhile
 
 
 @dataclass
@@ -27,7 +47,21 @@ class Kit:
     raw_value: Callable[[str], str | bytes | None]   # read with the SDK; None if absent/deleted
     cleanup: Callable[[str], None]           # remove every secret whose name starts with prefix
     max_payload: int
-    binary: bool = True                      # bytes payloads are stored as bytes
+    # --- capabilities: how this provider legitimately differs ---------------------------------
+    binary: bool = True                      # bytes payloads are stored as bytes (else refused)
+    lists_versions: bool = True              # list_managed entries carry the current version id
+    soft_delete: bool = False                # make(soft_delete=True) deletes recoverably
+    pending_deletion: Callable[[str], bool] = lambda name: False   # name held by a soft delete?
+    server_side_paging: bool = True          # the service pages listings (and honours filters)
+    list_calls: Callable[[Provider], Callable[[], int]] | None = None
+    """list_calls(provider)() -> listing requests the provider has made so far, counted outside
+    the adapter (emulator stats or an SDK event hook). Required when server_side_paging."""
+    quotas: bool = True                      # the service throttles; throttling() builds a rig
+    throttling: Callable[[ExitStack, Path], ThrottleRig] | None = None
+
+    def __post_init__(self) -> None:
+        assert not self.server_side_paging or self.list_calls, f"{self.kind}: list_calls needed"
+        assert not self.quotas or self.throttling, f"{self.kind}: throttling rig needed"
 
     def __call__(self, *, adopt: bool = False, page_size: int | None = None,
                  soft_delete: bool = False) -> Provider:
@@ -40,6 +74,7 @@ def _aws_kit(entry: dict) -> Kit:
     import boto3
 
     from providers import aws
+    from tests.support.throttling_proxy import ThrottlingProxy
 
     def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
              endpoint: str = entry["endpoint"]) -> Provider:
@@ -63,6 +98,12 @@ def _aws_kit(entry: dict) -> Kit:
             return None
         return value.get("SecretString", value.get("SecretBinary"))
 
+    def pending_deletion(name: str) -> bool:
+        try:
+            return bool(raw.describe_secret(SecretId=name).get("DeletedDate"))
+        except raw.exceptions.ResourceNotFoundException:
+            return False
+
     def cleanup(prefix: str) -> None:
         pages = raw.get_paginator("list_secrets").paginate(
             Filters=[{"Key": "name", "Values": [prefix]}], IncludePlannedDeletion=True)
@@ -70,6 +111,24 @@ def _aws_kit(entry: dict) -> Kit:
             for secret in page["SecretList"]:
                 if secret["Name"].startswith(prefix):
                     raw.delete_secret(SecretId=secret["Name"], ForceDeleteWithoutRecovery=True)
+
+    def list_calls(provider: Provider) -> Callable[[], int]:
+        """ListSecrets requests sent by this adapter's (real) botocore client from now on."""
+        calls = [0]
+
+        def count(model, **_) -> None:
+            if model.name == "ListSecrets":
+                calls[0] += 1
+        provider.client.meta.events.register("before-call", count)
+        return lambda: calls[0]
+
+    def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
+        # LocalStack never throttles: a proxy answers the first two writes with
+        # ThrottlingException, which botocore's standard retry mode retries.
+        proxy = stack.enter_context(ThrottlingProxy(entry["endpoint"], throttle_first=2))
+        return ThrottleRig(
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url),
+            throttled=lambda: proxy.throttled)
 
     return Kit(
         kind="aws",
@@ -81,16 +140,186 @@ def _aws_kit(entry: dict) -> Kit:
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=aws.MAX_PAYLOAD,
+        soft_delete=True,                    # recovery window; RestoreSecret on the next put
+        pending_deletion=pending_deletion,
+        list_calls=list_calls,
+        throttling=throttling,
     )
 
 
-KITS: dict[str, Callable[[dict], Kit]] = {
-    "aws": _aws_kit,
+# --- Google Secret Manager: our gRPC emulator, and drongo over REST -----------------------------
+
+def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit:
+    """stats: the backend is our emulator (Admin/GetStats call counts, quotas, real paging)."""
+    from google.api_core import exceptions as gexc
+
+    from providers import gcp
+    from tests.support.gcp_harness import (emulator_stats, make_gcp_provider,
+                                           start_gcp_emulator, stop)
+
+    project = f"contract-{uuid.uuid4().hex[:10]}"       # one per kit and process: xdist-safe
+
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
+             endpoint: str = endpoint, project: str = project) -> Provider:
+        # Google has no soft delete: deleting a secret removes it and all its versions.
+        dest = SimpleNamespace(name="contract", provider="gcp", project=project,
+                               endpoint=endpoint, transport=transport, insecure=True,
+                               adopt=adopt, keep_versions=2)
+        provider = gcp.from_destination(dest)
+        if page_size:
+            provider.page_size = page_size
+        return provider
+
+    raw = gcp.build_client(endpoint, transport, insecure=True)
+    parent = f"projects/{project}"
+
+    def create_foreign(name: str, value: str) -> None:
+        raw.create_secret(request={"parent": parent, "secret_id": name, "secret": {
+            "replication": {"automatic": {}}, "labels": {"owner": "someone-else"}}})
+        raw.add_secret_version(request={"parent": f"{parent}/secrets/{name}",
+                                        "payload": {"data": value.encode()}})
+
+    def raw_value(name: str) -> str | bytes | None:
+        try:
+            data = raw.access_secret_version(
+                request={"name": f"{parent}/secrets/{name}/versions/latest"}).payload.data
+        except gexc.NotFound:
+            return None
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return data
+
+    def cleanup(prefix: str) -> None:
+        for secret in raw.list_secrets(request={"parent": parent}):
+            if secret.name.rsplit("/", 1)[-1].startswith(prefix):
+                with suppress(gexc.NotFound):
+                    raw.delete_secret(request={"name": secret.name})
+
+    def list_calls(provider: Provider) -> Callable[[], int]:
+        return lambda: emulator_stats(endpoint)["by_project"].get(
+            provider.project, {}).get("ListSecrets", 0)
+
+    def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
+        # A dedicated emulator: 2 writes per 0.5 s window. A first put makes 3 writes (create,
+        # add version, set labels) at once, so its third is refused with RESOURCE_EXHAUSTED
+        # until the window has moved on (google.api_core's backoff starts at up to 1 s).
+        proc, throttled_at = start_gcp_emulator("--write-quota-per-minute", "2",
+                                                "--quota-window-seconds", "0.5")
+        stack.callback(stop, proc)
+        return ThrottleRig(
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False,
+                              endpoint=throttled_at, project=f"throttle-{uuid.uuid4().hex[:10]}"),
+            throttled=lambda: sum(errors.get("RESOURCE_EXHAUSTED", 0)
+                                  for errors in emulator_stats(throttled_at)["errors"].values()))
+
+    return Kit(
+        kind=kind,
+        make=make,
+        # A call would fail fast (1 s of retries) rather than hang in the default 120 s retry.
+        offline=lambda: make_gcp_provider(UNREACHABLE, transport, project,
+                                          retry=gcp.default_retry(timeout=1.0), timeout=2.0),
+        create_foreign=create_foreign,
+        raw_value=raw_value,
+        cleanup=cleanup,
+        max_payload=gcp.MAX_PAYLOAD,
+        lists_versions=False,                # ListSecrets returns secrets, not versions
+        # drongo returns every secret in one page and ignores filters (the adapter re-checks
+        # the labels itself); it has no quotas either.
+        server_side_paging=stats,
+        list_calls=list_calls if stats else None,
+        quotas=stats,
+        throttling=throttling if stats else None,
+    )
+
+
+def _gcp_kit(entry: dict) -> Kit:
+    return _google_kit("gcp", entry["endpoint"], "grpc", stats=True)
+
+
+def _gcp_rest_kit(entry: dict) -> Kit:
+    return _google_kit("gcp-rest", entry["endpoint"].removeprefix("http://"), "rest", stats=False)
+
+
+# --- Azure Key Vault (our HTTPS emulator) -------------------------------------------------------
+
+def _azure_stats(url: str, ca: str | Path) -> dict:
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(f"{url}/_emulator/stats", context=context, timeout=10) as resp:
+        return json.load(resp)
+
+
+def _azure_kit(entry: dict) -> Kit:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from providers import azure
+    from tests.emulators.azure_harness import (azure_contract_parts, make_secret_client,
+                                               running_azure_emulator)
+
+    url, ca = entry["endpoint"], entry["ca_bundle"]
+
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
+             url: str = url, ca: str = ca) -> Provider:
+        # Key Vault always soft-deletes; without soft_delete the adapter purges on delete.
+        dest = SimpleNamespace(name="contract", provider="azure", vault_url=url, ca_bundle=ca,
+                               verify_challenge_resource=False, adopt=adopt,
+                               purge_on_delete=not soft_delete, on_soft_deleted="recover")
+        provider = azure.from_destination(dest)
+        if page_size:
+            provider.page_size = page_size
+        return provider
+
+    raw = make_secret_client(url, ca)
+
+    def pending_deletion(name: str) -> bool:
+        try:
+            raw.get_deleted_secret(name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def list_calls(provider: Provider) -> Callable[[], int]:
+        # Vault-wide count (the emulator is shared by xdist workers): only grows, never shrinks.
+        return lambda: _azure_stats(url, ca)["operations"].get(
+            "GetSecrets", {"by_status": {}})["by_status"].get("200", 0)
+
+    def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
+        # A dedicated emulator: 1 request per 1 s window, then 429 + Retry-After: 1. A put
+        # (read, then write) therefore meets at least one 429, which the SDK's retry waits out.
+        emu = stack.enter_context(running_azure_emulator(
+            tmp, "--throttle-per-10s", "1", "--throttle-window", "1"))
+        return ThrottleRig(
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False,
+                              url=emu.url, ca=str(emu.ca)),
+            throttled=lambda: sum(op["by_status"].get("429", 0)
+                                  for op in emu.stats()["operations"].values()),
+            env=emu.env())
+
+    parts = azure_contract_parts(url, ca)
+    parts.update(make=make, lists_versions=False, soft_delete=True,
+                 pending_deletion=pending_deletion, list_calls=list_calls, throttling=throttling)
+    return Kit(kind="azure", **parts)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KitSpec:
+    build: Callable[[dict], Kit]             # build(state entry of `emulator`)
+    emulator: str                            # launcher kind (tests/conftest.py emulators.entry)
+    credentials: str | None = None           # session fixture putting the SDK's creds in env
+
+
+KITS: dict[str, KitSpec] = {
+    "aws": KitSpec(_aws_kit, "aws", "aws_test_credentials"),
+    "gcp": KitSpec(_gcp_kit, "gcp"),
+    "gcp-rest": KitSpec(_gcp_rest_kit, "drongo"),
+    "azure": KitSpec(_azure_kit, "azure", "azure_test_credentials"),
 }
 
 
 @pytest.fixture(scope="session")
-def _kits(emulators, aws_test_credentials) -> dict[str, Kit]:
+def _kits() -> dict[str, Kit]:
     return {}
 
 
@@ -98,8 +327,11 @@ def _kits(emulators, aws_test_credentials) -> dict[str, Kit]:
 def provider_factory(request, emulators, _kits, name_prefix) -> Iterator[Kit]:
     """Builds adapters of one kind against its emulator; removes the test's secrets afterwards."""
     kind = request.param
+    spec = KITS[kind]
+    if spec.credentials:
+        request.getfixturevalue(spec.credentials)
     if kind not in _kits:
-        _kits[kind] = KITS[kind](emulators.entry(kind))
+        _kits[kind] = spec.build(emulators.entry(spec.emulator))
     kit = _kits[kind]
     yield kit
     kit.cleanup(name_prefix)
@@ -108,6 +340,20 @@ def provider_factory(request, emulators, _kits, name_prefix) -> Iterator[Kit]:
 @pytest.fixture
 def provider(provider_factory) -> Provider:
     return provider_factory()
+
+
+@pytest.fixture(scope="module")
+def throttle_rig(tmp_path_factory) -> Iterator[Callable[[Kit], ThrottleRig]]:
+    """throttle_rig(kit): the kit's throttling service, started on first use in this module (on
+    free ports, per xdist worker) and stopped when the module is done."""
+    with ExitStack() as stack:
+        rigs: dict[str, ThrottleRig] = {}
+
+        def get(kit: Kit) -> ThrottleRig:
+            if kit.kind not in rigs:
+                rigs[kit.kind] = kit.throttling(stack, tmp_path_factory.mktemp(f"throttle-{kit.kind}"))
+            return rigs[kit.kind]
+        yield get
 
 
 @pytest.fixture(scope="session")
@@ -122,4 +368,21 @@ def aws_test_credentials() -> Iterator[None]:
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         patch.setenv("AWS_CONFIG_FILE", "/dev/null")
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        yield
+
+
+@pytest.fixture(scope="session")
+def azure_test_credentials(emulators) -> Iterator[None]:
+    """DefaultAzureCredential gets its tokens from the emulator's managed-identity route (App
+    Service style), never from a developer's real Azure login. The emulator's CA is passed to
+    each client (ca_bundle -> connection_verify), so REQUESTS_CA_BUNDLE is left alone."""
+    entry = emulators.entry("azure")
+    with pytest.MonkeyPatch.context() as patch:
+        for var in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
+                    "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME", "AZURE_PASSWORD",
+                    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_TOKEN_CREDENTIALS", "IMDS_ENDPOINT",
+                    "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET"):
+            patch.delenv(var, raising=False)
+        patch.setenv("IDENTITY_ENDPOINT", f"{entry['endpoint']}/msi/token")
+        patch.setenv("IDENTITY_HEADER", "certsync-contract")
         yield

@@ -1,86 +1,21 @@
 """providers/gcp.py against two independent Google Secret Manager emulators, over the network:
 our gRPC emulator (localstack/gcp_emulator.py) and drongo (PyPI) over REST.
 
-Reusable pieces for the contract suite: `start_gcp_emulator`, `start_drongo`,
-`make_gcp_provider(endpoint, transport, project, **kw)` and the `gcp_provider_factory` fixture.
+The reusable pieces (`start_gcp_emulator`, `start_drongo`, `make_gcp_provider`, `emulator_stats`,
+`stop`) live in tests/support/gcp_harness.py, shared with the contract suite.
 """
 from __future__ import annotations
 
-import json
-import select
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
-import grpc
 import pytest
 
 from providers.base import FP_LABEL, MANAGED_BY, RemoteSecret, ownership_labels
 from providers.gcp import GcpProvider, build_client, default_retry, from_destination
 from sync.errors import NameError_, NotOwned, PayloadTooLarge, Throttled, UsageError
-
-ROOT = Path(__file__).resolve().parents[2]
-EMULATOR = ROOT / "localstack" / "gcp_emulator.py"
-
-# drongo 0.8's standalone server, with Nagle's algorithm off on its handler (otherwise each
-# call waits ~44 ms for delayed ACKs). Its CLI cannot set that, so start it like this:
-DRONGO_CODE = ("import sys, drongo.server as s; "
-               "s.DrongoHTTPRequestHandler.disable_nagle_algorithm = True; "
-               "s.run(host='127.0.0.1', port=int(sys.argv[1]))")
-
-
-def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            line = proc.stdout.readline()
-            if line.startswith(prefix):
-                return line.strip()
-    proc.kill()
-    raise RuntimeError(f"{proc.args!r} did not print {prefix!r} within {timeout}s")
-
-
-def start_gcp_emulator(*args: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
-    """Our emulator on a free port: (process, "127.0.0.1:port"), ready to serve."""
-    proc = subprocess.Popen([sys.executable, str(EMULATOR), "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
-    line = _wait_line(proc, "READY port=", timeout)
-    return proc, f"127.0.0.1:{int(line.split('=')[1])}"
-
-
-def start_drongo(timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
-    """drongo on a free port; ready once GET /drongo/health answers 200."""
-    proc = subprocess.Popen([sys.executable, "-u", "-c", DRONGO_CODE, "0"],
-                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
-    line = _wait_line(proc, "drongo server listening on http://", timeout)
-    endpoint = line.rsplit("http://", 1)[1]
-    with urllib.request.urlopen(f"http://{endpoint}/drongo/health", timeout=5) as resp:
-        assert resp.status == 200 and "secretmanager" in json.load(resp)["services"]
-    return proc, endpoint
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def make_gcp_provider(endpoint: str, transport: str, project: str, **kw) -> GcpProvider:
-    """The adapter on a plaintext emulator endpoint; kw: adopt, keep_versions, retry, ..."""
-    return GcpProvider(build_client(endpoint, transport, insecure=True), project, **kw)
-
-
-def emulator_stats(endpoint: str) -> dict:
-    with grpc.insecure_channel(endpoint) as channel:
-        return json.loads(channel.unary_unary("/certsync.emulator.v1.Admin/GetStats")(b""))
-
+from tests.support.gcp_harness import (emulator_stats, make_gcp_provider, start_drongo,
+                                       start_gcp_emulator, stop)
 
 @pytest.fixture(scope="module")
 def gcp_emulator():
@@ -174,7 +109,7 @@ def test_binary_payload_round_trips(gcp_provider_factory):
 
 
 def test_list_managed_pages_and_skips_foreign(gcp_provider_factory, raw, project, backend):
-    p = gcp_provider_factory()
+    p = gcp_provider_factory(page_size=2)
     names = sorted(uname() for _ in range(5))
     for n in names:
         p.put(n, n, content_type="text/plain", labels=labels_for(n, n))

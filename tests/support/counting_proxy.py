@@ -2,7 +2,7 @@
 
 It sits between certsync and the emulator, so the counts are independent of certsync's own
 bookkeeping. AWS JSON calls are named by their X-Amz-Target header, anything else by method
-and path.
+and path. Subclasses may answer some calls themselves (`answer`), e.g. ThrottlingProxy.
 """
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ class CountingProxy:
         with self._lock:
             self.calls[name] += 1
 
+    def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
+        """Hook for subclasses: (status, headers, body) to answer the call `name` here instead
+        of forwarding it; None forwards. The call is counted either way."""
+        return None
+
     def _handler(self):
         proxy = self
 
@@ -59,7 +64,13 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 target = self.headers.get("X-Amz-Target")
-                proxy.count(target.split(".")[-1] if target else f"{self.command} {self.path.split('?')[0]}")
+                name = target.split(".")[-1] if target else f"{self.command} {self.path.split('?')[0]}"
+                proxy.count(name)
+                canned = proxy.answer(name)
+                if canned is not None:
+                    status, canned_headers, data = canned
+                    self._reply(status, list(canned_headers.items()), data)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 try:
@@ -68,8 +79,12 @@ class CountingProxy:
                     data = response.read()
                 finally:
                     conn.close()
-                self.send_response(response.status, response.reason)
-                for key, value in response.getheaders():
+                self._reply(response.status, response.getheaders(), data, response.reason)
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes,
+                       reason: str | None = None) -> None:
+                self.send_response(status, reason)
+                for key, value in headers:
                     if key.lower() not in _HOP and key.lower() != "content-length":
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
