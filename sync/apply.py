@@ -14,12 +14,14 @@ from datetime import datetime
 from typing import Iterable
 
 from providers.base import ownership_labels
-from sync import enroll, render
+from sync import cron, enroll, logs, pacing, render, verify
 from sync.config import Config
 from sync.errors import CertsyncError
 from sync.plan import Action, Plan
 from sync.state import ProviderFactory, render_options
 from sync.store import Store
+
+log = logs.get("apply")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Result:
 class Report:
     results: list[Result] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None   # set when --max-duration left actions unstarted (the run fails)
 
     @property
     def failed(self) -> list[Result]:
@@ -53,6 +56,22 @@ class Report:
             counts[key] += 1
         return dict(counts)
 
+    def by_destination(self) -> dict[str, dict[str, int]]:
+        """created, updated, pushed (forced, state unknown), unchanged, deleted, failed, skipped."""
+        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in self.results:
+            a = r.action
+            if a.destination is None:
+                continue
+            if r.status in ("failed", "skipped", "unchanged"):
+                key = r.status
+            elif a.kind == "delete":
+                key = "deleted"
+            else:
+                key = {True: "updated", False: "created", None: "pushed"}[a.exists]
+            table[a.destination][key] += 1
+        return {dest: dict(counts) for dest, counts in sorted(table.items())}
+
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, CertsyncError):
@@ -62,21 +81,32 @@ def _one_line(exc: BaseException) -> str:
 
 
 def execute(config: Config, store: Store, plan: Plan, providers: ProviderFactory, *,
-            retired: Iterable[str] = (), now: datetime | None = None) -> Report:
+            retired: Iterable[str] = (), now: datetime | None = None, progress=None,
+            deadline: cron.Deadline | None = None) -> Report:
     started = time.monotonic()
     report = Report()
     report.results.extend(Result(a, "unchanged") for a in plan.of_kind("unchanged"))
     report.results.extend(Result(a, "failed", a.reason) for a in plan.of_kind("error"))
-    failed_certs = _issue_all(config, store, plan.of_kind("issue", "renew"), report, now)
+    to_issue, not_started = plan.of_kind("issue", "renew"), set()
+    if to_issue and deadline is not None and deadline.expired():   # --max-duration: start nothing new
+        not_started = {a.cert for a in to_issue}
+        report.results.extend(Result(a, "skipped", cron.MAX_DURATION_REACHED) for a in to_issue)
+        to_issue = []
+    failed_certs = _issue_all(config, store, to_issue, report, now) | not_started
     lanes: dict[str, list[Action]] = defaultdict(list)
     for action in plan.of_kind("push", "delete"):
         if action.cert in failed_certs:
-            report.results.append(Result(action, "skipped", "issuance failed"))
+            report.results.append(Result(action, "skipped", cron.MAX_DURATION_REACHED if action.cert in not_started
+                                         else "issuance failed"))
         else:
             lanes[action.destination].append(action)
     jobs = _prepare(config, store, lanes, report)
-    for result in _run_lanes(jobs, providers):
+    for result in report.results:   # what the lanes do is logged as it happens
+        logs.log_result(log, result)
+    for result in _run_lanes(config, jobs, providers, progress, deadline):
         report.results.append(result)
+    if deadline is not None and deadline.reached:
+        report.stopped = f"max duration {deadline} reached"
     _record(store, report, retired)
     report.seconds = time.monotonic() - started
     return report
@@ -84,17 +114,18 @@ def execute(config: Config, store: Store, plan: Plan, providers: ProviderFactory
 
 def _issue_all(config: Config, store: Store, actions: Iterable[Action], report: Report,
                now: datetime | None) -> set[str]:
+    """Batched (enroll.issue_many: one transaction per batch, CA keys decrypted once per run);
+    a certificate that fails (policy, store) fails alone."""
     failed: set[str] = set()
-    for action in actions:
-        try:
-            with store.session() as session:
-                row = enroll.issue(config, store, session, action.cert, previous=store.current(session, action.cert),
-                                   reuse_key=action.reuse_key, now=now)
-                detail = f"version {row.version}, serial {row.serial}, not after {row.not_after:%Y-%m-%d}"
-            report.results.append(Result(action, "done", detail=detail))
-        except CertsyncError as exc:
+    actions = list(actions)
+    requests = [enroll.IssueRequest(a.cert, a.reuse_key) for a in actions]
+    for action, (_, outcome) in zip(actions, enroll.issue_many(config, store, requests, now=now)):
+        if isinstance(outcome, CertsyncError):
             failed.add(action.cert)
-            report.results.append(Result(action, "failed", _one_line(exc)))
+            report.results.append(Result(action, "failed", _one_line(outcome)))
+        else:
+            detail = f"version {outcome.version}, serial {outcome.serial}, not after {outcome.not_after:%Y-%m-%d}"
+            report.results.append(Result(action, "done", detail=detail))
     return failed
 
 
@@ -122,6 +153,7 @@ def _prepare(config: Config, store: Store, lanes: dict[str, list[Action]], repor
                         raise CertsyncError(f"certificate {action.cert!r} has no active version")
                     if row.id not in bundles:
                         bundles[row.id] = store.bundle(row)
+                        verify.check_bundle(bundles[row.id])  # key pairs with leaf, chain in order
                     payload = render.render(bundles[row.id], render_options(config, destination))
                     jobs[destination].append(Job(action, payload, row.id))
                 except CertsyncError as exc:
@@ -129,21 +161,53 @@ def _prepare(config: Config, store: Store, lanes: dict[str, list[Action]], repor
     return jobs
 
 
-def _run_lanes(jobs: dict[str, list[Job]], providers: ProviderFactory) -> list[Result]:
-    def lane(destination: str) -> list[Result]:
-        try:
-            provider = providers(destination)
-        except Exception as exc:
-            return [Result(j.action, "failed", f"cannot reach destination: {_one_line(exc)}") for j in jobs[destination]]
-        return [_run_job(provider, job) for job in jobs[destination]]
+def _run_lanes(config: Config, jobs: dict[str, list[Job]], providers: ProviderFactory,
+               progress=None, deadline: cron.Deadline | None = None) -> list[Result]:
+    """Quota domains in parallel; inside one, up to `concurrency` calls in flight, paced by a
+    token bucket set from the cloud's quota (or the destination's max_calls_per_second)."""
+    domains: dict[str, list[tuple[str, Job]]] = defaultdict(list)
+    quotas: dict[str, pacing.Quota] = {}
+    for destination, items in jobs.items():
+        quota = pacing.quota_of(config.destination[destination])
+        quotas.setdefault(quota.domain, quota)
+        domains[quota.domain].extend((destination, job) for job in items)
 
-    if not jobs:
+    def run_domain(domain: str) -> list[Result]:
+        quota = quotas[domain]
+        bucket = pacing.TokenBucket(quota.calls_per_second)
+        items = domains[domain]
+        workers = min(len(items), max(config.destination[d].concurrency for d, _ in items))
+        if progress is not None:
+            progress.start(domain, len(items))
+
+        def one(item: tuple[str, Job]) -> Result:
+            destination, job = item
+            if deadline is not None and deadline.expired():
+                result = Result(job.action, "skipped", cron.MAX_DURATION_REACHED)
+                logs.log_result(log, result)
+                return result
+            try:
+                provider = providers(destination)
+            except Exception as exc:
+                result = Result(job.action, "failed", f"cannot reach destination: {_one_line(exc)}")
+            else:
+                bucket.take(quota.calls_per_push if job.action.kind == "push" else 1.0)
+                result = _run_job(provider, job, config.destination[destination].verify_after_write)
+            if progress is not None:
+                progress.advance(domain)
+            logs.log_result(log, result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, items))
+
+    if not domains:
         return []
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
-        return [r for results in pool.map(lane, list(jobs)) for r in results]
+    with ThreadPoolExecutor(max_workers=len(domains)) as pool:
+        return [r for results in pool.map(run_domain, list(domains)) for r in results]
 
 
-def _run_job(provider, job: Job) -> Result:
+def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
     action = job.action
     try:
         if action.kind == "delete":
@@ -151,6 +215,13 @@ def _run_job(provider, job: Job) -> Result:
             return Result(action, "done")
         remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,
                               labels=ownership_labels(action.cert, job.payload.fingerprint))
+        if verify_mode == "response":
+            verify.check_written(remote, job.payload.fingerprint)
+        elif verify_mode == "read":
+            read = provider.get(action.remote_name)
+            if read is None:
+                raise verify.VerifyError(f"verify after write: {action.remote_name!r} is not there")
+            verify.check_written(read, job.payload.fingerprint, job.payload.body)
         return Result(action, "done", detail=remote.version or "", job=job)
     except Exception as exc:  # one line per failure; the run goes on
         return Result(action, "failed", _one_line(exc))

@@ -7,6 +7,7 @@ EKU from the profile, random 159-bit serials, CRL distribution point and OCSP wh
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,23 @@ class Issuer:
     crl_url: str | None = None
     ocsp_url: str | None = None
 
+    @functools.cached_property
+    def leaf_parts(self) -> "_IssuerParts":
+        """What every leaf it signs takes from it, computed once per Issuer (batch issuance)."""
+        cert = self.certificate
+        return _IssuerParts(cert.subject, cert.not_valid_after_utc,
+                            x509.AuthorityKeyIdentifier.from_issuer_public_key(cert.public_key()),
+                            tuple(_revocation_pointers(self)), signature_hash(self.key))
+
+
+@dataclass(frozen=True)
+class _IssuerParts:
+    subject: x509.Name
+    not_after: datetime
+    authority_key_id: x509.AuthorityKeyIdentifier
+    pointers: tuple            # (extension, critical) pairs: CRL distribution point, OCSP URL
+    hash: hashes.HashAlgorithm | None
+
 
 def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
               path_length: int | None = None, now: datetime | None = None) -> x509.Certificate:
@@ -103,18 +121,20 @@ def issue_leaf(issuer: Issuer, public_key: PublicKey, *, common_name: str | None
     The validity is clipped so that the leaf never outlives its issuer.
     """
     now = now or utcnow()
-    validity = min(validity, issuer.certificate.not_valid_after_utc - now)
+    parts = issuer.leaf_parts
+    validity = min(validity, parts.not_after - now)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
     sans = subject_alt_names(common_name, dns_names, ip_addresses)
-    builder = (_base_builder(subject, issuer.certificate.subject, public_key, now, validity,
-                             issuer.certificate.public_key())
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    builder = (_base_builder(subject, parts.subject, public_key, now, validity, None,
+                             authority_key_id=parts.authority_key_id)
+               .add_extension(_LEAF_CONSTRAINTS, critical=True)
                .add_extension(_leaf_key_usage(public_key), critical=True)
                .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[u] for u in usages]), critical=False)
                # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
                .add_extension(x509.SubjectAlternativeName(sans), critical=not common_name))
-    builder = _add_revocation_pointers(builder, issuer)
-    return builder.sign(issuer.key, signature_hash(issuer.key))
+    for extension, critical in parts.pointers:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer.key, parts.hash)
 
 
 def subject_alt_names(common_name: str | None, dns_names: Sequence[str],
@@ -125,6 +145,8 @@ def subject_alt_names(common_name: str | None, dns_names: Sequence[str],
     dns = list(dns_names)
     if common_name:
         try:
+            if not _may_be_ip(common_name):     # skip the costly ValueError for the usual DNS name
+                raise ValueError(common_name)
             cn_ip = ipaddress.ip_address(common_name)
             if cn_ip not in ips:
                 ips.insert(0, cn_ip)
@@ -136,8 +158,17 @@ def subject_alt_names(common_name: str | None, dns_names: Sequence[str],
     return names
 
 
+def _may_be_ip(text: str) -> bool:
+    """False only for text that ipaddress.ip_address would refuse: IPv6 has ':', IPv4 is digits and dots."""
+    return ":" in text or text.replace(".", "").isdigit()
+
+
+_LEAF_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+
+
 def _base_builder(subject: x509.Name, issuer: x509.Name, public_key: PublicKey, now: datetime,
-                  validity: timedelta, issuer_public: PublicKey) -> x509.CertificateBuilder:
+                  validity: timedelta, issuer_public: PublicKey | None, *,
+                  authority_key_id: x509.AuthorityKeyIdentifier | None = None) -> x509.CertificateBuilder:
     not_before = now - BACKDATE
     return (x509.CertificateBuilder()
             .subject_name(subject)
@@ -147,25 +178,34 @@ def _base_builder(subject: x509.Name, issuer: x509.Name, public_key: PublicKey, 
             .not_valid_before(not_before)
             .not_valid_after(now + validity)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),
+            .add_extension(authority_key_id or x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),
                            critical=False))
 
 
 def _leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
     # RSA keys may also encipher keys (TLS 1.2 RSA key exchange); EC and EdDSA keys only sign.
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                         crl_sign=False, encipher_only=False, decipher_only=False)
+    return _KEY_USAGES[isinstance(public_key, rsa.RSAPublicKey)]
 
 
-def _add_revocation_pointers(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+_KEY_USAGES = {is_rsa: x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False)
+               for is_rsa in (False, True)}
+
+
+def _revocation_pointers(issuer: Issuer):
+    """(extension, critical) for the CRL distribution point and OCSP URL the issuer stamps."""
     if issuer.crl_url:
         point = x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(issuer.crl_url)],
                                        relative_name=None, reasons=None, crl_issuer=None)
-        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        yield x509.CRLDistributionPoints([point]), False
     if issuer.ocsp_url:
         access = x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
                                         x509.UniformResourceIdentifier(issuer.ocsp_url))
-        builder = builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+        yield x509.AuthorityInformationAccess([access]), False
+
+
+def _add_revocation_pointers(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+    for extension, critical in _revocation_pointers(issuer):
+        builder = builder.add_extension(extension, critical=critical)
     return builder

@@ -6,6 +6,7 @@ With --output json, stdout carries exactly one JSON document.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import click
 
-from sync import commands, config as config_mod, render
+from sync import commands, config as config_mod, logs, render
 from sync.errors import CertsyncError
 
 
 class Context:
-    def __init__(self, config_path: str, output: str, quiet: bool, debug: bool) -> None:
+    def __init__(self, config_path: str, output: str, quiet: bool, debug: bool, github: bool = False) -> None:
         self.config_path, self.output, self.quiet, self.debug = config_path, output, quiet, debug
+        self.github = github
         self._config = None
 
     @property
@@ -39,6 +41,25 @@ class Context:
         if not self.quiet:
             click.echo(text)
 
+    def publish(self, document: dict) -> None:
+        """--github: append the Markdown summary to $GITHUB_STEP_SUMMARY, the step outputs to
+        $GITHUB_OUTPUT, and print one annotation per failure: on stdout, or on stderr with
+        --output json (stdout keeps its one document; the runner reads commands from both)."""
+        if not self.github:
+            return
+        from sync import github
+        command = click.get_current_context().info_name
+        certificates = document.get("certificates")
+        if certificates is None:
+            try:  # expiry dates, from the store only (no cloud call)
+                certificates = [r.as_dict() for r in commands.inventory(self.config).certificates]
+            except CertsyncError:
+                certificates = None
+        _append_env_file("GITHUB_STEP_SUMMARY", github.markdown(command, document, certificates))
+        _append_env_file("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in github.outputs(document).items()))
+        for line in github.annotations(document):
+            click.echo(line, err=self.json)
+
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -50,11 +71,20 @@ pass_ctx = click.make_pass_decorator(Context)
               help="Output format; json prints one document on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (for cron).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="CERTSYNC_LOG_FORMAT",
+              help="stderr: text lines, or one JSON object per line (time, level, event, certificate, "
+                   "destination, message) for log collectors (env CERTSYNC_LOG_FORMAT).")
+@click.option("--github", is_flag=True, envvar="CERTSYNC_GITHUB",
+              help="In GitHub Actions: write a Markdown step summary, step outputs and ::error annotations "
+                   "(env CERTSYNC_GITHUB=true).")
 @click.version_option(package_name="certsync")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: bool, github: bool,
+        log_format: str = "text") -> None:
     """certsync: a private CA and certificate store that keeps cloud secret stores in sync."""
-    ctx.obj = Context(config_path, output, quiet, debug)
+    logs.setup(log_format, quiet=quiet, debug=debug)
+    ctx.obj = Context(config_path, output, quiet, debug, github)
 
 
 @cli.command()
@@ -77,9 +107,10 @@ def plan(ctx: Context, detailed_exitcode: bool) -> None:
     """Show what `apply` would do, per certificate and destination."""
     the_plan = commands.plan(ctx.config)
     errors = the_plan.of_kind("error")
+    document = {"actions": [_action_dict(a) for a in the_plan.actions],
+                "changes": len(the_plan.changes), "errors": len(errors)}
     if ctx.json:
-        ctx.emit({"actions": [_action_dict(a) for a in the_plan.actions],
-                  "changes": len(the_plan.changes), "errors": len(errors)})
+        ctx.emit(document)
     else:
         for a in the_plan.actions:
             if a.kind != "unchanged" or not ctx.quiet:
@@ -87,7 +118,8 @@ def plan(ctx: Context, detailed_exitcode: bool) -> None:
         ctx.say(f"\n{len(the_plan.changes)} change(s), "
                 f"{len(the_plan.of_kind('unchanged'))} unchanged, {len(errors)} error(s)")
         for a in errors:
-            click.echo(f"error: {a.destination}: {a.reason}", err=True)
+            _diagnostic(logging.ERROR, f"{a.destination}: {a.reason}", "plan.error")
+    ctx.publish(document)
     if errors:
         sys.exit(1)
     if detailed_exitcode and the_plan.changes:
@@ -95,10 +127,21 @@ def plan(ctx: Context, detailed_exitcode: bool) -> None:
 
 
 @cli.command()
+@click.option("--max-duration", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
+              help="Start no new action after DURATION (e.g. 30m); the rest is reported skipped and the "
+                   "run exits 1.")
 @pass_ctx
-def apply(ctx: Context) -> None:
+def apply(ctx: Context, max_duration=None) -> None:
     """Issue missing, renew due, push changed, repair drift, delete retired."""
-    _finish(ctx, commands.apply(ctx.config))
+    from sync import cron, progress
+    deadline = cron.Deadline(max_duration) if max_duration else None
+    if progress.wanted(ctx.quiet, ctx.json) and not logs.json_enabled():   # bars would break JSON lines
+        with progress.DomainProgress() as bars:
+            report = commands.apply(ctx.config, progress=bars, deadline=deadline)
+    else:
+        report = commands.apply(ctx.config, deadline=deadline)
+    _notify(ctx, "apply", report)
+    _finish(ctx, report)
 
 
 @cli.command()
@@ -108,7 +151,9 @@ def apply(ctx: Context) -> None:
 @pass_ctx
 def push(ctx: Context, cert: str, destinations: tuple[str, ...]) -> None:
     """Push one certificate now, even if unchanged."""
-    _finish(ctx, commands.push(ctx.config, cert, list(destinations) or None))
+    report = commands.push(ctx.config, cert, list(destinations) or None)
+    _notify(ctx, "push", report)
+    _finish(ctx, report)
 
 
 @cli.command()
@@ -118,7 +163,9 @@ def push(ctx: Context, cert: str, destinations: tuple[str, ...]) -> None:
 @pass_ctx
 def renew(ctx: Context, cert: str, rekey: bool | None) -> None:
     """Renew a certificate now and push the successor everywhere."""
-    _finish(ctx, commands.renew(ctx.config, cert, reuse_key=None if rekey is None else not rekey))
+    report = commands.renew(ctx.config, cert, reuse_key=None if rekey is None else not rekey)
+    _notify(ctx, "renew", report)
+    _finish(ctx, report)
 
 
 @cli.command()
@@ -167,6 +214,7 @@ def sign(ctx: Context, csr_file, profile: str, name: str | None, destinations: t
 def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bool) -> None:
     """Revoke a certificate and regenerate its CA's CRL."""
     summary, report = commands.revoke(ctx.config, cert, reason, serial=serial, replace=replace)
+    _notify(ctx, "revoke", report, revocations=[summary])
     if ctx.json:
         ctx.emit({"revoked": summary, "replacement": [r.as_dict() for r in report.results] if report else []})
         if report is not None and report.failed:
@@ -199,13 +247,22 @@ def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
 
 
 @cli.command("list")
+@click.option("--expiring", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
+              help="Only active certificates (and CAs) whose not-after is within DURATION, e.g. 30d "
+                   "(expired ones included).")
 @pass_ctx
-def list_(ctx: Context) -> None:
+def list_(ctx: Context, expiring=None) -> None:
     """Inventory: name, state, serial, not-after, days left, destinations in sync."""
     inv = commands.inventory(ctx.config)
+    if expiring is not None:
+        from sync import facts
+        from sync.ca import utcnow
+        inv = facts.expiring(inv, expiring, utcnow())
+    document = {"certificates": [r.as_dict() for r in inv.certificates], "cas": inv.authorities,
+                "warnings": inv.warnings}
+    ctx.publish(document)
     if ctx.json:
-        ctx.emit({"certificates": [r.as_dict() for r in inv.certificates], "cas": inv.authorities,
-                  "warnings": inv.warnings})
+        ctx.emit(document)
         return
     from rich.console import Console
     from rich.table import Table
@@ -215,7 +272,27 @@ def list_(ctx: Context) -> None:
                       f"{r.days_left:.1f}", f"{r.in_sync}/{r.destinations}")
     Console(soft_wrap=True).print(table)
     for warning in inv.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        _diagnostic(logging.WARNING, warning, "inventory.warning")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file atomically (for node_exporter's textfile collector) instead of stdout.")
+@pass_ctx
+def metrics(ctx: Context, out: Path | None) -> None:
+    """Prometheus metrics from the store: expiry of certificates and CAs, last pushes, copies in sync."""
+    from sync import metrics as metrics_mod
+    text = metrics_mod.collect(ctx.config)
+    if out is not None:
+        metrics_mod.write_atomic(out, text)
+        if ctx.json:
+            ctx.emit({"out": str(out)})
+        else:
+            ctx.say(f"wrote {out}")
+    elif ctx.json:
+        ctx.emit({"metrics": text})
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.command()
@@ -251,9 +328,11 @@ def _action_line(label: str, a, extra: str = "") -> str:
 
 
 def _finish(ctx: Context, report) -> None:
+    document = {"results": [r.as_dict() for r in report.results], "summary": report.summary(),
+                "destinations": report.by_destination(), "seconds": round(report.seconds, 3),
+                "ok": not report.failed and not report.stopped}
     if ctx.json:
-        ctx.emit({"results": [r.as_dict() for r in report.results], "summary": report.summary(),
-                  "seconds": round(report.seconds, 3), "ok": not report.failed})
+        ctx.emit(document)
     else:
         for r in report.results:
             if r.status == "failed":
@@ -263,15 +342,74 @@ def _finish(ctx: Context, report) -> None:
                 ctx.say(_action_line(label, r.action, f": {r.detail}" if r.detail else ""))
         summary = ", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do"
         ctx.say(f"\n{summary} in {report.seconds:.2f}s")
-    for r in report.failed:
+        for destination, counts in document["destinations"].items():
+            ctx.say(f"  {destination}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for r in report.failed if not logs.json_enabled() else ():   # json logs: apply logged each one
         where = f"{r.action.destination}/{r.action.remote_name}" if r.action.destination else r.action.cert
         click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {r.error}", err=True)
-    if report.failed:
+    if report.stopped:
+        from sync.cron import MAX_DURATION_REACHED
+        skipped = sum(1 for r in report.results if r.status == "skipped" and r.error == MAX_DURATION_REACHED)
+        _diagnostic(logging.ERROR, f"run stopped: {report.stopped}; {skipped} action(s) not started", "run.stopped")
+    logs.get("run").info(", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do",
+                         extra={"event": "run.finished", "command": click.get_current_context().info_name})
+    ctx.publish(document)
+    if report.failed or report.stopped:
         sys.exit(1)
 
 
+def _diagnostic(level: int, message: str, event: str) -> None:
+    """A warning or error line on stderr: `error: ...` text, or a JSON record with --log-format json."""
+    if logs.json_enabled():
+        logs.get("cli").log(level, message, extra={"event": event})
+    else:
+        click.echo(f"{logging.getLevelName(level).lower()}: {logs.redact(message)}", err=True)
+
+
+def _duration(value: str | None, param):
+    """A --max-duration / --expiring value (90d, 12h, 30m, 45s) as a timedelta."""
+    if value is None:
+        return None
+    try:
+        return config_mod.parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def _notify(ctx: Context, command: str, report, revocations=()) -> None:
+    """[notify]: one webhook POST when the run has something to say; a failed one is a warning only."""
+    from sync import notify
+    outcome = notify.after_run(ctx.config, command, report, revocations=revocations)
+    if outcome is not None and outcome.warning:
+        _diagnostic(logging.WARNING, outcome.warning, "notify.failed")
+    elif outcome is not None and outcome.sent:
+        logs.get("notify").info(f"alert sent: {len(outcome.events)} event(s)", extra={"event": "notify.sent"})
+
+
+def _append_env_file(variable: str, text: str) -> None:
+    """Append to the file a GitHub Actions variable names ($GITHUB_STEP_SUMMARY, $GITHUB_OUTPUT)."""
+    path = os.environ.get(variable)
+    if path and text:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text if text.endswith("\n") else text + "\n")
+
+
+TRUTHY = ("1", "true", "t", "yes", "y", "on")   # what click accepts for a flag's env var
+
+
+def _publish_error(args: list[str], message: str) -> None:
+    """--github, for a run stopped before it had a document: one annotation and a summary line."""
+    if "--github" not in args and os.environ.get("CERTSYNC_GITHUB", "").lower() not in TRUTHY:
+        return
+    from sync import github
+    command = next((a for a in args if a in cli.commands), "run")
+    _append_env_file("GITHUB_STEP_SUMMARY", github.error_markdown(command, message))
+    click.echo(github.workflow_command("error", message, title=f"certsync {command} failed"), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
         cli.main(args=argv, prog_name="certsync", standalone_mode=False)
     except click.exceptions.Abort:
@@ -284,14 +422,16 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         for line in str(exc).splitlines():
-            click.echo(f"error: {line}", err=True)
+            _diagnostic(logging.ERROR, line, "error")
+        _publish_error(args, str(exc))
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
     except Exception as exc:  # a bug: one line, the traceback only with --debug
         if debug:
             traceback.print_exc()
-        click.echo(f"error: internal error: {exc.__class__.__name__}: {exc} (run with --debug for details)", err=True)
+        _diagnostic(logging.ERROR, f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for details)",
+                    "internal_error")
         sys.exit(1)
 
 

@@ -16,15 +16,16 @@ from sync.store import Store
 
 
 def open_store(config: Config, *, create: bool = False) -> Store:
-    store = Store(config.store_url(), create=create)
+    store = Store(config.store_url(), create=create, lock_timeout=config.store.lock_timeout)
     key_file = config.resolve(config.store.key_file) if config.store.key_file else None
     store.unlock(key_file, create=create)
     return store
 
 
 def init(config: Config, *, now: datetime | None = None) -> list[enroll.CAStatus]:
-    store = open_store(config, create=True)
-    return enroll.init_cas(config, store, now=now)
+    store = open_store(config, create=True)     # creates the store or upgrades its schema
+    with store.lock():                          # two first runs at once must not make two CAs
+        return enroll.init_cas(config, store, now=now)
 
 
 def plan(config: Config, *, providers: Callable | None = None, now: datetime | None = None) -> Plan:
@@ -33,13 +34,16 @@ def plan(config: Config, *, providers: Callable | None = None, now: datetime | N
     return snap.plan(now or utcnow())
 
 
-def apply(config: Config, *, providers: Callable | None = None, now: datetime | None = None) -> Report:
+def apply(config: Config, *, providers: Callable | None = None, now: datetime | None = None,
+          progress=None, deadline=None) -> Report:
+    """deadline: a cron.Deadline (--max-duration); once it has passed no new action starts."""
     store = open_store(config)
     providers = providers or Providers(config)
     with store.lock():
         snap = snapshot(config, store, providers)
         the_plan = snap.plan(now or utcnow())
-        return execute(config, store, the_plan, providers, retired=snap.retired, now=now)
+        return execute(config, store, the_plan, providers, retired=snap.retired, now=now, progress=progress,
+                       deadline=deadline)
 
 
 def push(config: Config, cert: str, destinations: list[str] | None = None, *,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+                      WithJsonSchema, field_validator, model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from providers.base import NAME_RULES
@@ -41,7 +41,34 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The config's spelling of a duration: the largest unit that divides it (90d, 12h, 30m, 45s)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# WithJsonSchema: editors see durations as the config spells them, not as ISO 8601 (docs/certsync.schema.json)
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(
+    {"type": "string", "pattern": r"^\s*[0-9]*[1-9][0-9]*[dhms]\s*$", "examples": ["90d", "12h", "30m", "45s"]})]
+
+
+def parse_wait(value: Any) -> timedelta:
+    """A duration that may also be zero ("0", "0s", 0): how long to wait, 0 = not at all."""
+    if isinstance(value, timedelta):
+        return value
+    if value == 0 or (isinstance(value, str) and re.fullmatch(r"0+[dhms]?", value.strip())):
+        return timedelta(0)
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError("must be a duration like 30s or 5m, or 0 to fail at once") from None
+
+
+Wait = Annotated[timedelta, BeforeValidator(parse_wait), WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": r"^\s*(0+[dhms]?|[0-9]*[1-9][0-9]*[dhms])\s*$"}, {"const": 0}]})]
 
 
 class RenewBefore(BaseModel):
@@ -75,20 +102,31 @@ class Strict(BaseModel):
 
 
 class StoreConfig(Strict):
-    url: str = "sqlite:///certsync.db"
-    key_file: str | None = "certsync.key"
-    lock_timeout: Duration = timedelta(seconds=0)
+    url: str = Field("sqlite:///certsync.db", description=(
+        "SQLAlchemy URL of the store: sqlite:///FILE (relative to the config file's folder) or "
+        "postgresql+psycopg://USER@HOST/DB. Keep a password out of the file: set CERTSYNC_STORE__URL instead."))
+    key_file: str | None = Field("certsync.key", description=(
+        "File holding the master key that encrypts private keys at rest (init creates it, mode 0600). "
+        "CERTSYNC_MASTER_KEY (base64 of 32 random bytes), when set, is used instead. Back it up."))
+    lock_timeout: Wait = Field(timedelta(seconds=0), description=(
+        "How long a run waits for another run's store lock before failing; 0 fails at once."))
 
 
 class CAConfig(Strict):
-    subject: str
-    key: KeyType = "ec-p384"
-    validity: Duration = timedelta(days=3650)
-    parent: str | None = None
-    crl_url: str | None = None
-    ocsp_url: str | None = None
-    crl_lifetime: Duration = timedelta(days=7)     # nextUpdate - thisUpdate of its CRLs
-    path_length: int | None = Field(default=None, ge=0)
+    subject: str = Field(description=(
+        "Distinguished name (RFC 4514) with a CN, e.g. \"CN=Example Root CA,O=Example\"."))
+    key: KeyType = Field("ec-p384", description="Key type of the CA.")
+    validity: Duration = Field(timedelta(days=3650), description="Lifetime of the CA certificate.")
+    parent: str | None = Field(None, description=(
+        "Name of the CA that signs this one; unset makes a self-signed root."))
+    crl_url: str | None = Field(None, description=(
+        "CRL distribution point written into the certificates this CA issues."))
+    ocsp_url: str | None = Field(None, description=(
+        "OCSP responder URL written (Authority Information Access) into the certificates this CA issues."))
+    crl_lifetime: Duration = Field(timedelta(days=7), description=(
+        "Validity of each CRL this CA issues (nextUpdate - thisUpdate)."))
+    path_length: int | None = Field(default=None, ge=0, description=(
+        "pathLenConstraint of the CA certificate; unset leaves the path length unconstrained."))
 
     @field_validator("subject")
     @classmethod
@@ -104,16 +142,28 @@ class CAConfig(Strict):
 
 
 class ProfileConfig(Strict):
-    ca: str
-    key: KeyType = "ec-p256"
-    allowed_keys: list[KeyType] | None = None
-    validity: Duration = timedelta(days=90)
-    max_validity: Duration | None = None
-    renew_before: Annotated[RenewBefore, BeforeValidator(parse_renew_before)] | None = None
-    key_rotation: Literal["rotate", "reuse"] = "rotate"
-    allowed_domains: list[str] = Field(default_factory=list)
-    allowed_ips: list[str] = Field(default_factory=list)
-    usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1)
+    ca: str = Field(description="CA that issues the certificates of this profile.")
+    key: KeyType = Field("ec-p256", description=(
+        "Key type of its certificates (a certificate may choose another from allowed_keys)."))
+    allowed_keys: list[KeyType] | None = Field(None, description=(
+        "Key types a certificate or CSR may use; unset allows only `key`."))
+    validity: Duration = Field(timedelta(days=90), description="Lifetime of the certificates issued.")
+    max_validity: Duration | None = Field(None, description=(
+        "Upper bound for a certificate's own validity; unset: no bound beyond `validity`."))
+    renew_before: Annotated[RenewBefore, BeforeValidator(parse_renew_before), WithJsonSchema(
+        {"type": "string", "pattern": r"^\s*([0-9]*[1-9][0-9]*[dhms]|[0-9]+(\.[0-9]+)?%)\s*$",
+         "examples": ["30d", "33%"]})] | None = Field(None, description=(
+        "Renew this long before expiry (\"30d\") or at this share of the lifetime left (\"33%\"); unset: the last "
+        "third of the lifetime."))
+    key_rotation: Literal["rotate", "reuse"] = Field("rotate", description=(
+        "On renewal, make a new key (\"rotate\") or keep the current one (\"reuse\")."))
+    allowed_domains: list[str] = Field(default_factory=list, description=(
+        "DNS names allowed in certificates: exact names, or \"*.example.internal\" for one label under it; empty "
+        "allows any name."))
+    allowed_ips: list[str] = Field(default_factory=list, description=(
+        "IP networks (CIDR) that IP addresses in certificates must fall within; empty allows none."))
+    usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
+        "Extended key usages of the certificates."))
 
     @model_validator(mode="after")
     def _windows(self) -> "ProfileConfig":
@@ -140,35 +190,57 @@ class ProfileConfig(Strict):
 
 
 class DestinationBase(Strict):
-    format: Format = "json"
-    adopt: bool = False
-    pkcs12_password_env: str | None = None
-    pkcs12_encryption: Literal["aes256", "legacy"] = "aes256"
+    format: Format = Field("json", description=(
+        "Payload written to the secret: json (fields certificate, private_key, certificate_chain, ca_certificate, "
+        "serial, not_after, fingerprint_sha256), pem (leaf, intermediates, PKCS#8 key) or pkcs12 (base64 PFX)."))
+    adopt: bool = Field(False, description=(
+        "Take over (overwrite, delete) secrets that exist without the managed-by=certsync tag."))
+    pkcs12_password_env: str | None = Field(None, description=(
+        "For pkcs12: name of the environment variable holding the PFX password; unset makes a password-less PFX "
+        "(what Azure services expect)."))
+    pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
+        "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
+    max_calls_per_second: float | None = Field(default=None, gt=0, description=(
+        "Pace calls to this cloud at this rate; unset: 95% of the cloud's documented quota."))
+    concurrency: int = Field(default=8, ge=1, le=64, description=(
+        "Calls in flight at once per quota domain (account and region, project, or vault)."))
+    verify_after_write: Literal["response", "read", "off"] = Field("response", description=(
+        "Check each write: from the write's response (\"response\"), by reading the secret back (\"read\"), or not "
+        "at all (\"off\")."))
 
 
 class AwsDestination(DestinationBase):
-    provider: Literal["aws"]
-    region: str | None = None
-    endpoint_url: str | None = None
-    recovery_window_days: int | None = Field(default=None, ge=7, le=30)
+    provider: Literal["aws"] = Field(description="The cloud: aws (Secrets Manager).")
+    region: str | None = Field(None, description="AWS region; unset: the default chain's (AWS_REGION, profile).")
+    endpoint_url: str | None = Field(None, description=(
+        "Secrets Manager endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS."))
+    recovery_window_days: int | None = Field(default=None, ge=7, le=30, description=(
+        "Days a deleted secret can be restored (7-30); unset: AWS's default (30)."))
 
 
 class GcpDestination(DestinationBase):
-    provider: Literal["gcp"]
-    project: str
-    endpoint: str | None = None
-    transport: Literal["grpc", "rest"] = "grpc"
-    insecure: bool = False
-    keep_versions: int = Field(default=2, ge=1)
+    provider: Literal["gcp"] = Field(description="The cloud: gcp (Google Secret Manager).")
+    project: str = Field(description="Google Cloud project ID that holds the secrets.")
+    endpoint: str | None = Field(None, description=(
+        "host:port of the Secret Manager API, e.g. an emulator; unset: Google's."))
+    transport: Literal["grpc", "rest"] = Field("grpc", description="API transport: grpc or rest.")
+    insecure: bool = Field(False, description="Plaintext channel, for an emulator only.")
+    keep_versions: int = Field(default=2, ge=1, description=(
+        "Enabled versions kept per secret after a push; older enabled ones are destroyed."))
 
 
 class AzureDestination(DestinationBase):
-    provider: Literal["azure"]
-    vault_url: str
-    ca_bundle: str | None = None
-    verify_challenge_resource: bool = True
-    purge_on_delete: bool = False
-    on_soft_deleted: Literal["recover", "purge"] = "recover"
+    provider: Literal["azure"] = Field(description="The cloud: azure (Key Vault).")
+    vault_url: str = Field(description="Key Vault URL, e.g. https://my-vault.vault.azure.net.")
+    ca_bundle: str | None = Field(None, description=(
+        "PEM file of CA certificates to trust for the vault's TLS (e.g. an emulator's)."))
+    verify_challenge_resource: bool = Field(True, description=(
+        "Check that the authentication challenge's resource matches the vault's domain; false for a vault on "
+        "localhost."))
+    purge_on_delete: bool = Field(False, description=(
+        "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
+    on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
+        "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
 
 
 Destination = Annotated[Union[AwsDestination, GcpDestination, AzureDestination],
@@ -176,18 +248,23 @@ Destination = Annotated[Union[AwsDestination, GcpDestination, AzureDestination],
 
 
 class DestinationRef(Strict):
-    to: str
-    name: str | None = None
+    to: str = Field(description="Destination name (a [destination.NAME] section).")
+    name: str | None = Field(None, description="Secret name there; unset: the certificate's name.")
 
 
 class CertificateConfig(Strict):
-    profile: str
-    common_name: str | None = None
-    dns_names: list[str] = Field(default_factory=list)
-    ip_addresses: list[str] = Field(default_factory=list)
-    key: KeyType | None = None
-    validity: Duration | None = None
-    destinations: list[Union[str, DestinationRef]] = Field(default_factory=list)
+    profile: str = Field(description="Profile whose CA and rules issue this certificate.")
+    common_name: str | None = Field(None, description=(
+        "Subject CN; optional when dns_names or ip_addresses are given."))
+    dns_names: list[str] = Field(default_factory=list, description="DNS subject alternative names.")
+    ip_addresses: list[str] = Field(default_factory=list, description="IP address subject alternative names.")
+    key: KeyType | None = Field(None, description=(
+        "Key type, overriding the profile's `key` (must be in its allowed_keys)."))
+    validity: Duration | None = Field(None, description=(
+        "Lifetime, overriding the profile's `validity` (at most its max_validity)."))
+    destinations: list[Union[str, DestinationRef]] = Field(default_factory=list, description=(
+        "Where copies go: destination names, or tables { to = \"DEST\", name = \"SECRET\" } to choose the secret's "
+        "name."))
 
     @field_validator("ip_addresses")
     @classmethod
@@ -212,21 +289,37 @@ class CertificateConfig(Strict):
 
 
 class NotifyConfig(Strict):
-    webhook_url: str | None = None
-    format: Literal["json", "slack"] = "json"
-    expiring_within: Duration = timedelta(days=30)
+    webhook_url: str | None = Field(None, description=(
+        "Webhook that receives alerts (POST, JSON body). It may embed a token (Slack): prefer setting "
+        "CERTSYNC_NOTIFY__WEBHOOK_URL in the environment; it is never printed or logged."))
+    format: Literal["json", "slack"] = Field("json", description=(
+        "Body: json (generic document with an events list) or slack (Slack-compatible text and blocks)."))
+    expiring_within: Duration = Field(timedelta(days=30), description=(
+        "Alert on certificates and CAs whose notAfter is within this duration."))
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")   # never echo it: it may hold a token
+        return value
 
 
 class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CERTSYNC_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True)
 
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    ca: dict[str, CAConfig] = Field(default_factory=dict)
-    profile: dict[str, ProfileConfig] = Field(default_factory=dict)
-    destination: dict[str, Destination] = Field(default_factory=dict)
-    certificate: dict[str, CertificateConfig] = Field(default_factory=dict)
-    notify: NotifyConfig | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig, description=(
+        "Where certificates, keys and push records are kept."))
+    ca: dict[str, CAConfig] = Field(default_factory=dict, description="Certificate authorities, by name: [ca.NAME].")
+    profile: dict[str, ProfileConfig] = Field(default_factory=dict, description=(
+        "Issuance rules, by name: [profile.NAME]."))
+    destination: dict[str, Destination] = Field(default_factory=dict, description=(
+        "Cloud secret stores, by name: [destination.NAME]."))
+    certificate: dict[str, CertificateConfig] = Field(default_factory=dict, description=(
+        "Certificates to issue, renew and push, by name: [certificate.NAME]."))
+    notify: NotifyConfig | None = Field(None, description=(
+        "Webhook alerts after apply, push, renew and revoke; no [notify] table (or no webhook_url): none."))
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod

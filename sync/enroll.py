@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from sync import ca, policy
 from sync.config import CertificateConfig, Config
-from sync.errors import PolicyError, StoreError
+from sync.errors import CertsyncError, PolicyError, StoreError
 from sync.store import Authority, Certificate, Store
 
 
@@ -104,6 +104,126 @@ def issue(config: Config, store: Store, session: Session, name: str, *, previous
                          ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now)
     return store.add_certificate(session, name=name, profile=spec.profile, authority=authority, cert=cert,
                                  key=key, key_type=key_type, sans=san_list(spec))
+
+
+BATCH_SIZE = 500          # rows per transaction: amortises the commit (an fsync) over many certificates
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    name: str
+    reuse_key: bool | None = None      # None: as the profile's key_rotation says
+
+
+@dataclass(frozen=True)
+class Issued:
+    name: str
+    version: int
+    serial: str
+    not_after: datetime
+
+
+def issue_many(config: Config, store: Store, requests, *, now: datetime | None = None,
+               batch_size: int = BATCH_SIZE):
+    """`issue` for many certificates: yields (request, Issued or the CertsyncError that failed
+    it), in request order, batch by batch. One transaction per batch (one query for the version
+    numbers, one UPDATE, one multi-row INSERT); each CA key is decrypted once per call; keys
+    are sealed in bulk. A policy (or other CertsyncError) failure fails only its certificate:
+    everything is checked and signed before the batch is written. Should the write itself fail,
+    the batch is retried one certificate per transaction, so a store error too stays with the
+    certificate it belongs to."""
+    issuers: dict[str, tuple[int, ca.Issuer] | CertsyncError] = {}
+    batch: list[IssueRequest] = []
+    names: set[str] = set()                  # a name at most once per batch (versions are per batch)
+    for request in requests:
+        if len(batch) >= batch_size or request.name in names:
+            yield from _issue_isolated(config, store, batch, issuers, now)
+            batch, names = [], set()
+        batch.append(request)
+        names.add(request.name)
+    if batch:
+        yield from _issue_isolated(config, store, batch, issuers, now)
+
+
+def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime | None):
+    try:
+        outcomes = _issue_batch(config, store, batch, issuers, now)
+    except StoreError as exc:
+        if len(batch) == 1:
+            yield batch[0], exc
+            return
+        for request in batch:                     # isolate the certificate the store refused
+            yield from _issue_isolated(config, store, [request], issuers, now)
+        return
+    yield from zip(batch, outcomes)
+
+
+def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuers: dict,
+                 now: datetime | None) -> list[Issued | CertsyncError]:
+    """One transaction; raises StoreError (nothing written) when the store refuses the batch."""
+    outcomes: list = [None] * len(batch)
+    with store.session() as session:
+        versions = store.version_numbers(session, [r.name for r in batch])
+        reusing = [r.name for r in batch if _reuses_key(config, r)]
+        previous = store.current_many(session, reusing) if reusing else {}
+        pending: list[tuple[int, dict, object]] = []          # (index, column values, key)
+        for i, request in enumerate(batch):
+            try:
+                values, key = _sign_one(config, store, session, request, previous.get(request.name),
+                                        versions.get(request.name, 0) + 1, issuers, now)
+                pending.append((i, values, key))
+            except CertsyncError as exc:
+                outcomes[i] = exc
+        sealed = store._key().seal_private_keys(
+            (key, f"certificate:{values['name']}:{values['version']}") for _, values, key in pending)
+        for (i, values, _), key_enc in zip(pending, sealed):
+            values["key_enc"] = key_enc
+            outcomes[i] = Issued(values["name"], values["version"], values["serial"], values["not_after"])
+        store.add_certificates(session, [values for _, values, _ in pending])
+    return outcomes
+
+
+def _reuses_key(config: Config, request: IssueRequest) -> bool:
+    spec = config.certificate.get(request.name)
+    if spec is None or spec.profile not in config.profile:
+        return False
+    reuse = request.reuse_key
+    return config.profile[spec.profile].key_rotation == "reuse" if reuse is None else reuse
+
+
+def _sign_one(config: Config, store: Store, session: Session, request: IssueRequest, previous: Certificate | None,
+              version: int, issuers: dict, now: datetime | None) -> tuple[dict, object]:
+    """What `issue` does up to the store write: policy, issuer, key, signature."""
+    spec = config.certificate[request.name]
+    profile = config.profile[spec.profile]
+    key_type = spec.key or profile.key
+    validity = spec.validity or profile.validity
+    dns, ips = requested_names(spec)
+    policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type,
+                         validity=validity)
+    found = issuers.get(profile.ca)
+    if found is None:
+        try:                        # plain values: ORM rows would expire if a batch rolls back
+            authority, issuer = issuer_for(config, store, session, profile.ca)
+            found = issuers[profile.ca] = (authority.id, issuer)
+        except CertsyncError as exc:
+            found = issuers[profile.ca] = exc
+    if isinstance(found, CertsyncError):
+        raise found.__class__(found.message)
+    authority_id, issuer = found
+    key = None
+    if _reuses_key(config, request) and previous is not None and previous.key_enc is not None \
+            and previous.key_type == key_type:
+        key = store._key().open_private_key(previous.key_enc, f"certificate:{previous.name}:{previous.version}")
+    if key is None:
+        key = ca.generate_key(key_type)
+    cert = ca.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
+                         ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now)
+    sans = [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+    values = store.certificate_values(name=request.name, version=version, profile=spec.profile,
+                                      authority_id=authority_id, cert=cert, key_enc=None, key_type=key_type,
+                                      sans=sans, common_name=spec.common_name or None)
+    return values, key
 
 
 def issue_from_csr(config: Config, store: Store, session: Session, name: str | None, profile_name: str,

@@ -55,6 +55,7 @@ class Action:
     remote_name: str | None = None
     reason: str = ""
     reuse_key: bool | None = None   # issue/renew: None = as the profile's key_rotation says
+    exists: bool | None = None      # push: whether the listing showed the secret (None: not looked)
 
     @property
     def changes(self) -> bool:
@@ -132,14 +133,15 @@ def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now
 
 def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None, destination: str,
                    remote_name: str, record: Deployed | None, listing: Listing | str) -> Action:
-    def act(kind: str, reason: str) -> Action:
-        return Action(kind, want.name, destination, remote_name, reason)
-
     if isinstance(listing, str):
-        return act("error", listing)
+        return Action("error", want.name, destination, remote_name, listing)
+    remote = listing.get(remote_name)
+
+    def act(kind: str, reason: str) -> Action:
+        return Action(kind, want.name, destination, remote_name, reason, exists=remote is not None)
+
     if lifecycle is not None or cur is None:
         return act("push", "new certificate version")
-    remote = listing.get(remote_name)
     expected = cur.fingerprints[destination]
     if remote is None:
         return act("push", "drift: deleted outside certsync" if record and record.present else "not in the destination")

@@ -5,6 +5,7 @@ and listings of different destinations run in parallel.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,13 +32,15 @@ class Providers:
         self.config = config
         self._factory = factory
         self._built: dict[str, Provider] = {}
+        self._lock = threading.Lock()  # lanes ask from several threads
 
     def __call__(self, destination: str) -> Provider:
-        if destination not in self._built:
-            dest = self.config.destination[destination]
-            factory = self._factory or load_provider_factory(dest.provider)
-            self._built[destination] = factory(dest)
-        return self._built[destination]
+        with self._lock:
+            if destination not in self._built:
+                dest = self.config.destination[destination]
+                factory = self._factory or load_provider_factory(dest.provider)
+                self._built[destination] = factory(dest)
+            return self._built[destination]
 
 
 def desired_state(config: Config) -> list[plan.Desired]:

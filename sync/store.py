@@ -8,7 +8,9 @@ used (no SQLite- or PostgreSQL-only features), so the same schema serves both.
 from __future__ import annotations
 
 import os
+import re
 import socket
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +21,12 @@ from typing import Iterator
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator,
-                        UniqueConstraint, create_engine, delete, event, select)
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+                        UniqueConstraint, create_engine, delete, event, func, insert, select, update)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from sync import keyring
+from sync import keyring, migrations
 from sync.ca import Issuer, utcnow
 from sync.errors import LockError, MasterKeyError, StoreError
 
@@ -43,6 +46,10 @@ class UTCDateTime(TypeDecorator):
 
 
 class Base(DeclarativeBase):
+    # Schema changes go through sync/migrations (a new revision; tests/store checks it matches).
+    # No constraint naming convention: stores made before migrations have the backends' default
+    # names, and the initial revision keeps them (a later revision dropping an unnamed SQLite
+    # constraint passes naming_convention to batch_alter_table).
     pass
 
 
@@ -125,6 +132,7 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)   # revision 0002
 
 
 @dataclass(frozen=True)
@@ -147,9 +155,34 @@ def _private_sqlite_file(url: str) -> None:
         os.close(fd)
 
 
+def redact_url(url: str) -> str:
+    """The store URL as messages may show it: the password masked (SQLAlchemy's own rendering;
+    a URL it cannot parse, or with an unencoded '@' in the password, is masked by pattern)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None and url.count("@") <= 1:
+        return parsed.render_as_string(hide_password=True)
+    return re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url)
+
+
+def _scrubbed(exc: BaseException, url: str) -> str:
+    """First line of a driver error, with the URL's password masked should the driver repeat it."""
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    secret = re.match(r"^[^:/]+://[^:/@]*:(.*)@", url)
+    if secret and len(secret.group(1)) >= 4:
+        text = text.replace(secret.group(1), "***")
+    return text
+
+
 class Store:
-    def __init__(self, url: str, *, create: bool = False) -> None:
+    def __init__(self, url: str, *, create: bool = False, lock_timeout: timedelta = timedelta(0)) -> None:
+        """Open a store; with create (`certsync init`), create it or upgrade its schema to head.
+        Without, a store whose schema is not at head is refused (run `certsync init`)."""
         self.url = url
+        self.display_url = redact_url(url)
+        self.lock_timeout = lock_timeout
         if url.startswith("sqlite:///") and not create:
             path = url.removeprefix("sqlite:///")
             if path != ":memory:" and not Path(path).exists():
@@ -157,15 +190,29 @@ class Store:
         if create:
             _private_sqlite_file(url)
         try:
-            self.engine = create_engine(url)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open store {url.split('@')[-1]}: {exc}") from None
+            self.engine = create_engine(make_url(url))
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open store {self.display_url}: {_scrubbed(exc, url)}") from None
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.master_key: keyring.MasterKey | None = None
-        if create:
-            Base.metadata.create_all(self.engine)
+        try:
+            if create:
+                migrations.upgrade(self.engine)
+            else:
+                with self.engine.connect() as connection:
+                    migrations.check(connection)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StoreError(f"cannot open store {self.display_url}: {_scrubbed(exc, url)}") from None
+        except StoreError:
+            self.engine.dispose()
+            raise
+
+    def close(self) -> None:
+        """Close pooled connections (a CLI run just exits; long-lived callers should close)."""
+        self.engine.dispose()
 
     # -- sessions and the master key ---------------------------------------------------------------
     @contextmanager
@@ -252,11 +299,69 @@ class Store:
                                .order_by(Certificate.version.desc())).first()
 
     def latest_versions(self, session: Session) -> list[Certificate]:
-        rows = session.scalars(select(Certificate).order_by(Certificate.name, Certificate.version.desc()))
-        seen: dict[str, Certificate] = {}
-        for row in rows:
-            seen.setdefault(row.name, row)
-        return list(seen.values())
+        """The newest version of every certificate, by name: one query, older versions not loaded."""
+        newest = (select(Certificate.name, func.max(Certificate.version).label("version"))
+                  .group_by(Certificate.name).subquery())
+        return list(session.scalars(select(Certificate).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .order_by(Certificate.name)))
+
+    def csr_names(self, session: Session) -> set[str]:
+        """Certificates whose newest version is a CSR enrollment (one query)."""
+        newest = (select(Certificate.name, func.max(Certificate.version).label("version"))
+                  .group_by(Certificate.name).subquery())
+        return set(session.scalars(select(Certificate.name).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.source == "csr")))
+
+    def current_many(self, session: Session, names) -> dict[str, Certificate]:
+        """`current` for many names in one query per 500 names: name -> newest active version."""
+        found: dict[str, Certificate] = {}
+        names = list(dict.fromkeys(names))
+        for i in range(0, len(names), 500):
+            for row in session.scalars(select(Certificate).where(
+                    Certificate.name.in_(names[i:i + 500]), Certificate.state == "active")
+                    .order_by(Certificate.name, Certificate.version.desc())):
+                found.setdefault(row.name, row)
+        return found
+
+    def version_numbers(self, session: Session, names) -> dict[str, int]:
+        """Highest version number (any state) per name, for the names that have one."""
+        found: dict[str, int] = {}
+        names = list(dict.fromkeys(names))
+        for i in range(0, len(names), 500):
+            found.update(session.execute(select(Certificate.name, func.max(Certificate.version))
+                                         .where(Certificate.name.in_(names[i:i + 500]))
+                                         .group_by(Certificate.name)).all())
+        return found
+
+    @staticmethod
+    def certificate_values(*, name: str, version: int, profile: str, authority_id: int,
+                           cert: x509.Certificate, key_enc: bytes | None, key_type: str, sans: list[str],
+                           source: str = "config", created_at: datetime | None = None,
+                           common_name: str | None | bool = True) -> dict:
+        """The column values of a new active version (what add_certificate stores).
+        common_name True: read it from the certificate; else the CN the caller put in it."""
+        if common_name is True:
+            cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            common_name = cn[0].value if cn else None
+        return dict(name=name, version=version, profile=profile, authority_id=authority_id,
+                    serial=format(cert.serial_number, "x"), common_name=common_name,
+                    sans=sans, key_type=key_type, not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc, state="active",
+                    cert_der=cert.public_bytes(serialization.Encoding.DER), key_enc=key_enc,
+                    source=source, created_at=created_at or utcnow(), revoked_at=None, revocation_reason=None)
+
+    def add_certificates(self, session: Session, values: list[dict]) -> None:
+        """Record many new versions (from certificate_values, distinct names) in the session's
+        transaction: their active versions become superseded, then one multi-row INSERT."""
+        names = [v["name"] for v in values]
+        for i in range(0, len(names), 500):
+            session.execute(update(Certificate).where(Certificate.name.in_(names[i:i + 500]),
+                                                      Certificate.state == "active")
+                            .values(state="superseded").execution_options(synchronize_session=False))
+        if values:
+            session.execute(insert(Certificate.__table__), values)
 
     def latest_versions_of(self, session: Session, name: str) -> list[Certificate]:
         """Every version of one certificate, newest first."""
@@ -326,25 +431,49 @@ class Store:
 
     # -- the run lock ------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, name: str = "apply", *, ttl: timedelta = timedelta(hours=2)) -> Iterator[None]:
-        """One writer at a time, on any backend: a row that only one transaction can insert."""
+    def lock(self, name: str = "apply", *, ttl: timedelta = timedelta(hours=2),
+             timeout: timedelta | None = None) -> Iterator[None]:
+        """One writer at a time, on any backend: a row that only one transaction can insert.
+
+        While another run holds it, wait up to `timeout` (default the store's lock_timeout; 0 fails
+        at once), polling, then raise LockError naming the holder. A lock past its TTL (a crashed
+        run) is taken over. Same mechanism on SQLite and PostgreSQL: no advisory locks."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        now = utcnow()
-        try:
-            with self.session() as s:
-                s.execute(delete(Lock).where(Lock.name == name, Lock.expires_at < now))
-                s.add(Lock(name=name, owner=owner, expires_at=now + ttl))
-        except StoreError as exc:
-            if isinstance(exc.__cause__, IntegrityError):
-                with self.session() as s:
-                    holder = s.get(Lock, name)
-                raise LockError(f"another run holds the store lock ({holder.owner if holder else 'unknown'})") from None
-            raise
+        wait = (self.lock_timeout if timeout is None else timeout).total_seconds()
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        while (holder := self._take_lock(name, owner, ttl)) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                since = holder.acquired_at.strftime("%Y-%m-%dT%H:%M:%SZ") if holder.acquired_at else "an unknown time"
+                hint = (f"; gave up after waiting {wait:g}s (store.lock_timeout)" if wait > 0
+                        else "; set store.lock_timeout to wait for it")
+                raise LockError(f"another run holds the store lock ({holder.owner}, since {since}){hint}")
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
         try:
             yield
         finally:
             with self.session() as s:
                 s.execute(delete(Lock).where(Lock.name == name, Lock.owner == owner))
+
+    def _take_lock(self, name: str, owner: str, ttl: timedelta) -> Lock | None:
+        """Insert our lock row (dropping an expired one first): None when taken, else the holder."""
+        while True:
+            now = utcnow()
+            try:
+                with self.session() as s:
+                    s.execute(delete(Lock).where(Lock.name == name, Lock.expires_at < now))
+                    s.add(Lock(name=name, owner=owner, expires_at=now + ttl, acquired_at=now))
+                return None
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+            with self.session() as s:
+                holder = s.get(Lock, name)
+            if holder is not None:
+                return holder
+            # released between our insert and the look-up: try again at once
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Sync at scale: is issuance the bottleneck? certsync's issue-and-store rate against a bare loop
+of `cryptography` calls, side by side in one run.
+
+    .venv/bin/python bench/issue.py [--n 500] [--rsa-n 40] [--repeat 5]
+
+For each key type (ec-p256 with --n certificates, rsa-2048 with --rsa-n: an RSA key takes ~40 ms
+to generate, so fewer of them keep the run short):
+
+  * bare loop: generate the key, build the leaf with the extensions certsync puts on it
+    (basicConstraints, keyUsage, extendedKeyUsage, SAN, SKI, AKI, CRL distribution point, OCSP
+    URL), sign it with the issuing CA's key (ec-p256). Pure cryptography calls, nothing stored,
+    nothing serialised;
+  * certsync: the library call path `certsync apply` uses (`sync.commands.apply`) on a config
+    with N certificates and no destination, into a fresh SQLite store (init not timed): plan,
+    policy checks, key generation, signing, keys encrypted (AES-256-GCM), rows written;
+  * certsync, one transaction per certificate: what `apply` did before batching (enroll.issue,
+    one session each), for reference.
+
+Bare loop and certsync take turns (--repeat times, a fresh store each time) and the medians are
+compared, so load from other processes hits both alike; a short warm-up goes first. Rates are certificates per second. The last line gives certsync / bare for
+each key type; the target is >= 0.50 for ec-p256. Nothing leaves the machine; temp dirs removed.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+from sync import commands, config as config_mod, enroll  # noqa: E402
+
+CRL_URL = "http://pki.example.internal/crl/issuing.crl"
+OCSP_URL = "http://pki.example.internal/ocsp"
+TARGET = 0.50
+
+
+# --- the bare loop -----------------------------------------------------------------------------
+
+def _keygen(key_type: str):
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+
+
+def bare_loop(n: int, key_type: str) -> float:
+    """Seconds for n x (key generation + leaf build + signature) with cryptography alone."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench Issuing CA")])
+    now = datetime.now(timezone.utc)
+    ku = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=key_type.startswith("rsa"),
+                       data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                       encipher_only=False, decipher_only=False)
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    crl = x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(CRL_URL)], relative_name=None, reasons=None, crl_issuer=None)])
+    aia = x509.AuthorityInformationAccess([x509.AccessDescription(
+        AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(OCSP_URL))])
+    started = time.perf_counter()
+    for i in range(n):
+        key = _keygen(key_type)
+        public = key.public_key()
+        cn = f"c{i}.example.internal"
+        (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+         .issuer_name(ca_name).public_key(public).serial_number(x509.random_serial_number())
+         .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=90))
+         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+         .add_extension(aki, critical=False)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(ku, critical=True)
+         .add_extension(eku, critical=False)
+         .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
+         .add_extension(crl, critical=False)
+         .add_extension(aia, critical=False)
+         .sign(ca_key, hashes.SHA256()))
+    return time.perf_counter() - started
+
+
+# --- certsync ----------------------------------------------------------------------------------
+
+def make_config(folder: Path, n: int, key_type: str) -> config_mod.Config:
+    data = {
+        "store": {"url": f"sqlite:///{folder / 'certsync.db'}"},
+        "ca": {"root": {"subject": "CN=Bench Root CA,O=certsync bench", "key": "ec-p384"},
+               "issuing": {"parent": "root", "subject": "CN=Bench Issuing CA,O=certsync bench", "key": "ec-p256",
+                           "crl_url": CRL_URL, "ocsp_url": OCSP_URL}},
+        "profile": {"tls": {"ca": "issuing", "key": key_type, "validity": "90d", "renew_before": "30d",
+                            "allowed_domains": ["*.example.internal"], "usages": ["serverAuth"]}},
+        "certificate": {f"c{i}": {"profile": "tls", "common_name": f"c{i}.example.internal"} for i in range(n)},
+    }
+    return config_mod.from_dict(data, source="bench", base_dir=folder)
+
+
+def certsync_run(n: int, key_type: str, per_certificate: bool = False) -> float:
+    """Seconds for `apply` to issue and store n certificates into a fresh store."""
+    folder = Path(tempfile.mkdtemp(prefix="certsync-bench-"))
+    try:
+        cfg = make_config(folder, n, key_type)
+        commands.init(cfg)
+        if per_certificate:
+            store = commands.open_store(cfg)
+            started = time.perf_counter()
+            for name in cfg.certificate:
+                with store.session() as session:
+                    enroll.issue(cfg, store, session, name, previous=store.current(session, name))
+            return time.perf_counter() - started
+        started = time.perf_counter()
+        report = commands.apply(cfg)
+        seconds = time.perf_counter() - started
+        if report.summary() != {"issue": n}:
+            raise SystemExit(f"bench: apply did not issue {n} certificates: {report.summary()}")
+        return seconds
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def interleaved(repeat: int, *runs) -> list[float]:
+    """Median seconds of each run, the runs taking turns (so load from elsewhere hits all alike)."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for i, run in enumerate(runs):
+            times[i].append(run())
+    return [statistics.median(t) for t in times]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500, help="ec-p256 certificates per run (default 500)")
+    parser.add_argument("--rsa-n", type=int, default=40, help="rsa-2048 certificates per run (default 40)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs per measurement, median taken (default 5; at most 3 for RSA)")
+    args = parser.parse_args()
+    if not (1 <= args.n <= 20000 and 1 <= args.rsa_n <= 2000 and 1 <= args.repeat <= 9):
+        parser.error("bounds: --n 1..20000, --rsa-n 1..2000, --repeat 1..9")
+    os.environ["CERTSYNC_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
+
+    bare_loop(20, "ec-p256")                       # warm-up: imports, first-call costs
+    certsync_run(20, "ec-p256")
+
+    rows, ratios = [], {}
+    for key_type, n, repeat in (("ec-p256", args.n, args.repeat), ("rsa-2048", args.rsa_n, min(args.repeat, 3))):
+        bare_s, sync_s = interleaved(repeat, lambda: bare_loop(n, key_type), lambda: certsync_run(n, key_type))
+        old_s = certsync_run(n, key_type, per_certificate=True)
+        ratios[key_type] = bare_s / sync_s
+        rows += [(key_type, "bare cryptography loop (keygen + sign)", n, bare_s, n / bare_s, 1.0),
+                 (key_type, "certsync apply (batched, stored)", n, sync_s, n / sync_s, bare_s / sync_s),
+                 (key_type, "certsync, 1 transaction per cert (before)", n, old_s, n / old_s, bare_s / old_s)]
+
+    print(f"{'key':9} {'path':43} {'n':>6} {'seconds':>8} {'certs/s':>9} {'vs bare':>8}")
+    for key_type, path, n, seconds, rate, share in rows:
+        print(f"{key_type:9} {path:43} {n:6d} {seconds:8.3f} {rate:9.1f} {share:8.0%}")
+    ok = ratios["ec-p256"] >= TARGET
+    print(f"ratio certsync/bare: ec-p256 {ratios['ec-p256']:.2f} (target >= {TARGET:.2f}: "
+          f"{'met' if ok else 'MISSED'}), rsa-2048 {ratios['rsa-2048']:.2f}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

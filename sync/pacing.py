@@ -1,0 +1,72 @@
+"""Pacing writes under each cloud's quota.
+
+Work is grouped by quota domain (AWS region, Google project, Azure vault): domains run in
+parallel, and inside a domain a token bucket holds calls to the quota so a large run takes about
+writes / quota and does not provoke throttling. When throttled anyway, the SDKs' own retry
+(botocore standard mode, google.api_core Retry, azure-core's RetryPolicy with Retry-After) backs off.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+# Calls per second each service allows per quota domain, and the calls one push costs against it.
+#  AWS: PutSecretValue/UpdateSecret 50/s per region (TagResource has its own 50/s bucket).
+#  Google: 600 writes/min per project; a push is AddSecretVersion + UpdateSecret (labels) and,
+#          once keep_versions is reached, DestroySecretVersion.
+#  Azure: 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT.
+QUOTAS = {"aws": (50.0, 1.0), "gcp": (10.0, 3.0), "azure": (400.0, 2.0)}
+# Stay a little under the published quota: buckets at the service are sliding windows, ours is not.
+HEADROOM = 0.95
+
+
+@dataclass(frozen=True)
+class Quota:
+    domain: str                # what shares one quota
+    calls_per_second: float
+    calls_per_push: float
+
+
+def quota_of(dest) -> Quota:
+    rate, per_push = QUOTAS[dest.provider]
+    rate = dest.max_calls_per_second or rate * HEADROOM
+    if dest.provider == "aws":
+        domain = f"aws:{dest.endpoint_url or ''}:{dest.region or 'default'}"
+    elif dest.provider == "gcp":
+        domain = f"gcp:{dest.endpoint or ''}:{dest.project}"
+    else:
+        domain = f"azure:{dest.vault_url.rstrip('/').lower()}"
+    return Quota(domain, rate, per_push)
+
+
+class TokenBucket:
+    """Thread-safe pacing at `rate` calls per second.
+
+    `take(n)` waits until the bucket holds min(n, capacity) tokens, then takes n: a push that costs
+    more than the capacity leaves the bucket in debt, and the next callers wait it off. The
+    capacity is kept small (default 1) because the services count in sliding windows: a burst on
+    top of the full rate would overrun them.
+    """
+
+    def __init__(self, rate: float, capacity: float = 1.0, *, clock=time.monotonic, sleep=time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate, self.capacity = rate, max(capacity, 1.0)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.capacity
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def take(self, n: float = 1.0) -> None:
+        need = min(n, self.capacity)
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= need - 1e-9:  # float dust must not spin
+                    self._tokens -= n
+                    return
+                wait = (need - self._tokens) / self.rate
+            self._sleep(wait)

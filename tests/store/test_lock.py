@@ -1,0 +1,203 @@
+"""The run lock on both backends: exclusive, waits up to store.lock_timeout, names the holder when
+it gives up, takes over a lock past its TTL; two real `certsync apply` processes never both issue."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from sync import commands, config
+from sync.ca import utcnow
+from sync.errors import LockError
+from sync.store import Certificate, Lock, Store
+from tests.store.conftest import CERT_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+HELD = re.compile(r"another run holds the store lock \((?P<owner>[^,]+:\d+:[0-9a-f]{8}), "
+                  r"since (?P<since>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
+
+
+@pytest.fixture
+def url(store_dir, backend) -> str:
+    commands.init(config.load("sync.toml"))
+    return backend.url
+
+
+def _store(url: str, seconds: float = 0) -> Store:
+    return Store(url, lock_timeout=timedelta(seconds=seconds))
+
+
+def test_lock_is_exclusive_and_fails_at_once_by_default(url):
+    holder, other = _store(url), _store(url)
+    with holder.lock():
+        started = time.monotonic()
+        with pytest.raises(LockError) as caught:
+            with other.lock():
+                pass
+        assert time.monotonic() - started < 1
+    message = str(caught.value)
+    assert HELD.match(message) and "\n" not in message and caught.value.exit_code == 1
+    assert message.endswith("; set store.lock_timeout to wait for it")
+    with other.lock():            # released
+        pass
+    holder.close(), other.close()
+
+
+def test_lock_waits_for_the_holder_up_to_lock_timeout(url):
+    holder, waiter = _store(url), _store(url, seconds=30)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with holder.lock():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert entered.wait(10)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    with waiter.lock():
+        waited = time.monotonic() - started
+    thread.join()
+    assert 0.4 <= waited < 10
+    holder.close(), waiter.close()
+
+
+def test_lock_gives_up_after_lock_timeout_naming_the_holder(url):
+    holder, waiter = _store(url), _store(url, seconds=0.6)
+    with holder.lock():
+        started = time.monotonic()
+        with pytest.raises(LockError) as caught:
+            with waiter.lock():
+                pass
+        waited = time.monotonic() - started
+    assert 0.6 <= waited < 3
+    assert HELD.match(str(caught.value)) and str(caught.value).endswith(
+        "; gave up after waiting 0.6s (store.lock_timeout)")
+    holder.close(), waiter.close()
+
+
+def test_a_stale_lock_is_taken_over(url):
+    store = _store(url)
+    now = utcnow()
+    with store.session() as s:      # a runner that crashed two hours ago, its TTL past
+        s.add(Lock(name="apply", owner="crashed-runner:4242:deadbeef", acquired_at=now - timedelta(hours=2, minutes=1),
+                   expires_at=now - timedelta(minutes=1)))
+    with store.lock():
+        with store.session() as s:
+            assert s.get(Lock, "apply").owner != "crashed-runner:4242:deadbeef"
+    with store.session() as s:
+        assert s.scalars(select(Lock)).all() == []
+    store.close()
+
+
+# -- real processes ---------------------------------------------------------------------------------
+
+def _start_apply(store_dir: Path, lock_timeout: str, tag: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CERTSYNC_STORE__LOCK_TIMEOUT": lock_timeout,
+           "PGAPPNAME": tag}
+    return subprocess.Popen([sys.executable, "-m", "sync", "apply"], cwd=store_dir, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_until_connected(store: Store, backend_name: str, tag: str, procs: list[subprocess.Popen]) -> None:
+    """Until every process has opened the store (PostgreSQL: its connection shows in
+    pg_stat_activity; SQLite: it has the file open); they try the lock right after."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if backend_name == "postgresql":
+            with store.engine.connect() as conn:
+                seen = conn.exec_driver_sql("SELECT count(DISTINCT pid) FROM pg_stat_activity "
+                                            "WHERE application_name = %s", (tag,)).scalar()
+        else:
+            database = store.url.removeprefix("sqlite:///")
+            seen = sum(1 for p in procs if _has_open(p.pid, database))
+        if seen >= len(procs):
+            time.sleep(0.3)
+            return
+        assert all(p.poll() is None for p in procs), "an apply ended while the lock was held"
+        time.sleep(0.05)
+    pytest.fail("the apply processes did not open the store within 30s")
+
+
+def _has_open(pid: int, path: str) -> bool:
+    try:
+        return any(os.readlink(fd) == path for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def _versions(store: Store) -> dict[str, list[int]]:
+    with store.session() as s:
+        rows = s.execute(select(Certificate.name, Certificate.version).order_by(Certificate.name, Certificate.version))
+        found: dict[str, list[int]] = {}
+        for name, version in rows:
+            found.setdefault(name, []).append(version)
+        return found
+
+
+def _issued(stdout: str) -> list[str]:
+    return sorted(re.findall(r"^issue\s+(\S+)", stdout, re.M))
+
+
+def test_two_applies_wait_for_each_other_and_issue_once(url, store_dir, backend):
+    """Both start while a third run holds the lock and wait (lock_timeout 60s); once it is released
+    one takes it and issues, the other waits again, then finds nothing to do."""
+    gate = _store(url)
+    tag = f"certsync-race-{os.getpid()}"
+    with gate.lock():
+        procs = [_start_apply(store_dir, "60s", tag) for _ in range(2)]
+        _wait_until_connected(gate, backend.name, tag, procs)
+        assert all(p.poll() is None for p in procs), "an apply did not wait for the lock"
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    issued = [_issued(out) for out, _ in outputs]
+    assert sorted(issued, key=len) == [[], CERT_NAMES], outputs
+    assert any("nothing to do" in out for out, _ in outputs), outputs
+    assert _versions(gate) == {name: [1] for name in CERT_NAMES}
+    gate.close()
+
+
+def test_two_applies_at_once_without_waiting_issue_once(url, store_dir, backend):
+    """lock_timeout 0, started together: one issues; the other either finds the lock held (exit 1,
+    one line naming the holder) or, if it came second, nothing to do. Never both issue."""
+    procs = [_start_apply(store_dir, "0", "certsync-at-once") for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    issued = [_issued(out) for out, _ in outputs]
+    assert sorted(issued, key=len) == [[], CERT_NAMES], outputs
+    for proc, (out, err) in zip(procs, outputs):
+        if proc.returncode == 1:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and HELD.match(lines[0].removeprefix("error: ")), err
+        else:
+            assert proc.returncode == 0, err
+    store = _store(url)
+    assert _versions(store) == {name: [1] for name in CERT_NAMES}
+    store.close()
+
+
+def test_apply_exits_1_with_one_line_when_the_lock_is_held(url, store_dir):
+    gate = _store(url)
+    with gate.lock():
+        with gate.session() as s:
+            holder = s.scalars(select(Lock)).one()
+        proc = _start_apply(store_dir, "0", "certsync-held")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    match = HELD.match(lines[0].removeprefix("error: "))
+    assert match and match["owner"] == holder.owner
+    assert match["since"] == holder.acquired_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    with gate.session() as s:
+        assert s.scalar(select(func.count()).select_from(Certificate)) == 0
+    gate.close()

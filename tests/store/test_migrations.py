@@ -1,0 +1,118 @@
+"""Alembic migrations on both backends: the migrated schema equals the models, a store behind head
+is refused with one line until `certsync init` upgrades it (data kept), a store from before
+migrations is adopted, a store from a newer certsync is refused."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from sync import commands, config, migrations
+from sync.errors import StoreError
+from sync.store import Base
+from tests.store.conftest import CERT_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+
+
+def _diffs(url: str) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def _alembic(url: str, verb: str, revision: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            getattr(command, verb)(migrations.alembic_config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+
+
+def test_migrated_schema_equals_the_models(store_dir, backend):
+    commands.init(config.load("sync.toml"))
+    assert _diffs(backend.url) == []
+    engine = create_engine(backend.url)
+    with engine.connect() as conn:
+        assert migrations.current(conn) == migrations.head()
+        assert set(inspect(conn).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
+    engine.dispose()
+
+
+def test_downgrade_to_base_and_back(store_dir, backend):
+    commands.init(config.load("sync.toml"))
+    _alembic(backend.url, "downgrade", "base")
+    engine = create_engine(backend.url)
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+    _alembic(backend.url, "upgrade", "head")
+    assert _diffs(backend.url) == []
+
+
+def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend):
+    cfg = config.load("sync.toml")
+    commands.init(cfg)
+    commands.apply(cfg)
+    _alembic(backend.url, "downgrade", migrations.INITIAL)      # as a certsync of revision 0001 left it
+
+    with pytest.raises(StoreError, match=rf"schema is out of date \(at {migrations.INITIAL}, this certsync needs "
+                                         rf"{migrations.head()}\): run `certsync init` to upgrade it"):
+        commands.inventory(cfg)
+    result = _run_cli("list")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the store's schema is out of date (at {migrations.INITIAL}, this certsync needs "
+        f"{migrations.head()}): run `certsync init` to upgrade it"]
+
+    result = _run_cli("init")
+    assert result.returncode == 0, result.stderr
+    assert _diffs(backend.url) == []
+    assert [c.name for c in commands.inventory(cfg).certificates] == CERT_NAMES     # data kept
+    assert commands.apply(cfg).results == []
+
+
+def test_store_made_before_migrations_is_adopted(store_dir, backend):
+    engine = create_engine(backend.url)
+    lines = (DATA / f"pre_migrations_{backend.name}.sql").read_text().splitlines()
+    ddl = "\n".join(line for line in lines if not line.startswith("--"))
+    with engine.begin() as conn:
+        for statement in filter(str.strip, ddl.split(";")):
+            conn.execute(text(statement))
+    engine.dispose()
+    cfg = config.load("sync.toml")
+    with pytest.raises(StoreError, match=r"out of date \(at unversioned, .*\): run `certsync init`"):
+        commands.inventory(cfg)
+    commands.init(cfg)
+    commands.apply(cfg)
+    assert _diffs(backend.url) == []
+    assert [c.name for c in commands.inventory(cfg).certificates] == CERT_NAMES
+
+
+def test_store_from_a_newer_certsync_is_refused(store_dir, backend):
+    cfg = config.load("sync.toml")
+    commands.init(cfg)
+    engine = create_engine(backend.url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    for call in (lambda: commands.inventory(cfg), lambda: commands.init(cfg)):
+        with pytest.raises(StoreError, match=r"schema \(9999\) is newer than this certsync knows .*: upgrade certsync"):
+            call()
