@@ -40,10 +40,16 @@ def workflow_command(name: str, message: object, **properties: object) -> str:
 def annotations(document: Mapping) -> list[str]:
     """One `::error` line per failure in a report or plan, one `::warning` per list warning."""
     lines = []
-    for r in document.get("results", []):
+    results = document.get("results", [])
+    for r in results:
         if r.get("status") == "failed":
             lines.append(workflow_command("error", f"{r['action']} {_target(r)}: {r.get('error') or 'failed'}",
                                           title=f"certsync {r['action']} {r['certificate']} failed"))
+    if document.get("ok") is False and not any(r.get("status") == "failed" for r in results):
+        skipped = [r for r in results if r.get("status") == "skipped"]   # e.g. --max-duration stopped the run
+        why = f": {skipped[0].get('error')}" if skipped and skipped[0].get("error") else ""
+        lines.append(workflow_command("error", f"{len(skipped)} action(s) not done{why}",
+                                      title="certsync run incomplete"))
     for a in document.get("actions", []):
         if a.get("action") == "error":
             lines.append(workflow_command("error", f"{_target(a)}: {a.get('reason')}",
@@ -62,7 +68,8 @@ def outputs(document: Mapping) -> dict[str, str]:
         changes, failed = document.get("changes", 0), document.get("errors", 0)
     else:
         changes, failed = 0, 0
-    return {"changes": str(changes), "failed": str(failed), "ok": "true" if not failed else "false"}
+    ok = document.get("ok", not failed)   # a report's ok is also false when a run was stopped early
+    return {"changes": str(changes), "failed": str(failed), "ok": "true" if ok and not failed else "false"}
 
 
 # --- Markdown ------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ throttled call consumes nothing. Calls outside every group are forwarded untouch
         ...                                                   # point boto3 at proxy.url
         proxy.admitted["CreateSecret"], proxy.throttled["CreateSecret"], proxy.times["CreateSecret"]
 
-`times[group]` holds the monotonic arrival time of every admitted call (for achieved-rate figures).
+`times[group]` / `throttled_times[group]` hold the monotonic arrival time of every admitted / throttled
+call (for achieved-rate figures).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class RateLimitingProxy(CountingProxy):
         self.admitted: collections.Counter[str] = collections.Counter()
         self.throttled: collections.Counter[str] = collections.Counter()
         self.times: dict[str, list[float]] = collections.defaultdict(list)
+        self.throttled_times: dict[str, list[float]] = collections.defaultdict(list)
         self._rate_lock = threading.Lock()
 
     def reset(self) -> None:
@@ -63,6 +65,7 @@ class RateLimitingProxy(CountingProxy):
             self.admitted.clear()
             self.throttled.clear()
             self.times.clear()
+            self.throttled_times.clear()
 
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         group = self.group_of.get(name)
@@ -75,6 +78,7 @@ class RateLimitingProxy(CountingProxy):
                 recent.popleft()
             if len(recent) >= self.limits[group]:
                 self.throttled[group] += 1
+                self.throttled_times[group].append(now)
                 n = sum(self.throttled.values())
             else:
                 recent.append(now)

@@ -6,13 +6,12 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import AWS_ENV, CA_AND_PROFILE
+from tests.e2e.conftest import AWS_ENV, Project
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
@@ -104,10 +103,11 @@ class ActionRun:
         return [line for line in (self.stdout + self.stderr).splitlines() if line.startswith("::error")]
 
 
-def run_action(workdir: Path, env: dict, **inputs) -> ActionRun:
+def run_action(project: Project, **inputs) -> ActionRun:
     """The action's `run` steps in order, as the runner runs them (`bash --noprofile --norc -eo
     pipefail FILE`, a GITHUB_OUTPUT file per step, one GITHUB_STEP_SUMMARY). Steps that `uses:`
     another action (setup-python) and the pip install are skipped: certsync is in this venv."""
+    workdir, env = project.path, project.env
     action = load_action()
     unknown = {name.replace("_", "-") for name in inputs} - set(action["inputs"])
     assert not unknown, f"not inputs of the action: {unknown}"
@@ -148,44 +148,37 @@ def run_action(workdir: Path, env: dict, **inputs) -> ActionRun:
 
 
 @pytest.fixture
-def action_project(tmp_path):
-    """A folder with an empty sync.toml and the environment a runner step would have, with this
-    venv's certsync first on PATH (what the skipped install step would do)."""
+def project(tmp_path):
+    """The e2e suite's Project (a folder, a config, the CLI), with the environment a runner step
+    would have: no GITHUB_/RUNNER_ variables of an outer CI, and this venv's certsync first on
+    PATH (what the skipped install step does)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CERTSYNC_", "GITHUB_", "RUNNER_")) or k == "CERTSYNC_EMULATORS_STATE"}
     env.update(AWS_ENV)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return tmp_path, env
+    return Project(tmp_path, env)
 
 
-def write_config(workdir: Path, endpoint: str, prefix: str, *certs: str) -> None:
-    body = textwrap.dedent(f"""
-        [destination.aws]
-        provider = "aws"
-        region = "us-east-1"
-        endpoint_url = "{endpoint}"
-        format = "json"
-        """)
+def aws_config(endpoint: str, prefix: str, *certs: str) -> str:
+    body = f"""
+[destination.aws]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+format = "json"
+"""
     for cert in certs:
-        body += textwrap.dedent(f"""
-            [certificate.{prefix}-{cert}]
-            profile = "tls-server"
-            common_name = "{cert}.example.internal"
-            destinations = ["aws"]
-            """)
-    (workdir / "sync.toml").write_text(textwrap.dedent(CA_AND_PROFILE) + body)
+        body += f"""
+[certificate.{prefix}-{cert}]
+profile = "tls-server"
+common_name = "{cert}.example.internal"
+destinations = ["aws"]
+"""
+    return body
 
 
-def certsync(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "sync", *args], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def expiry_by_name(workdir: Path, env: dict) -> dict[str, str]:
-    listing = json.loads(certsync(workdir, env, "--output", "json", "list").stdout)
-    return {c["name"]: c["not_after"][:10] for c in listing["certificates"]}
+def expiry_by_name(project: Project) -> dict[str, str]:
+    return {c["name"]: c["not_after"][:10] for c in project.json("list")["certificates"]}
 
 
 def summary_rows(summary: str, cert: str) -> list[list[str]]:
@@ -193,20 +186,19 @@ def summary_rows(summary: str, cert: str) -> list[list[str]]:
             if line.startswith("| ") and f" {cert} " in line]
 
 
-def test_action_plan_apply_and_one_off_push(action_project, emulators, name_prefix):
-    workdir, env = action_project
-    write_config(workdir, emulators.entry("aws")["endpoint"], name_prefix, "api", "web")
-    certsync(workdir, env, "init")
+def test_action_plan_apply_and_one_off_push(project, emulators, name_prefix):
+    project.write(aws_config(emulators.entry("aws")["endpoint"], name_prefix, "api", "web"))
+    project.run("init")
 
-    plan = run_action(workdir, env, command="plan")
+    plan = run_action(project, command="plan")
     assert plan.returncode == 0, plan.stderr
     assert plan.summary.startswith("### 📋 certsync plan: 4 change(s)")
     assert plan.outputs["changes"] == "4" and plan.outputs["failed"] == "0"
 
-    applied = run_action(workdir, env, command="apply")
+    applied = run_action(project, command="apply")
     assert applied.returncode == 0, applied.stderr
     assert applied.annotations == []
-    expiry = expiry_by_name(workdir, env)
+    expiry = expiry_by_name(project)
     assert applied.summary.startswith("### ✅ certsync apply: 2 issued, 2 pushed\n")
     for cert in ("api", "web"):
         name = f"{name_prefix}-{cert}"
@@ -218,7 +210,7 @@ def test_action_plan_apply_and_one_off_push(action_project, emulators, name_pref
     assert report["ok"] and report["summary"] == {"issue": 2, "push": 2}
     assert "::group::certsync report" in applied.stdout
 
-    pushed = run_action(workdir, env, command="push", certificate=f"{name_prefix}-web", destinations="aws")
+    pushed = run_action(project, command="push", certificate=f"{name_prefix}-web", destinations="aws")
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.summary.startswith("### ✅ certsync push: 1 pushed\n")
     [row] = summary_rows(pushed.summary, f"{name_prefix}-web")
@@ -226,33 +218,31 @@ def test_action_plan_apply_and_one_off_push(action_project, emulators, name_pref
     assert pushed.outputs["changes"] == "1"
 
 
-def test_action_failure_annotates_and_exits_non_zero(action_project, emulators, name_prefix):
+def test_action_failure_annotates_and_exits_non_zero(project, emulators, name_prefix):
     import boto3
-    workdir, env = action_project
     endpoint = emulators.entry("aws")["endpoint"]
-    write_config(workdir, endpoint, name_prefix, "api", "db")
+    project.write(aws_config(endpoint, name_prefix, "api", "db"))
     foreign = f"{name_prefix}-db"
     boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
                  aws_secret_access_key="test").create_secret(Name=foreign, SecretString="someone else's")
-    certsync(workdir, env, "init")
+    project.run("init")
 
-    run = run_action(workdir, env, command="apply")
+    run = run_action(project, command="apply")
     assert run.returncode == 1
     [annotation] = run.annotations
     assert annotation.startswith(f"::error title=certsync push {foreign} failed::push {foreign} -> aws/{foreign}: ")
-    assert "is not managed by certsync" in annotation and "\n" not in annotation
+    assert "is not managed by certsync" in annotation
     assert run.outputs == {"changes": "3", "failed": "1", "ok": "false", "report": run.outputs["report"]}
     assert json.loads(Path(run.outputs["report"]).read_text())["ok"] is False
     assert run.summary.startswith("### ❌ certsync apply: 2 issued, 1 pushed, 1 failed\n")
-    expiry = expiry_by_name(workdir, env)
+    expiry = expiry_by_name(project)
     [issued, failed] = summary_rows(run.summary, foreign)
     assert issued[:3] == ["✅", foreign, "issued"] and issued[5].startswith(expiry[foreign])
     assert failed[:5] == ["❌", foreign, "push failed", "aws", foreign] and failed[5].startswith(expiry[foreign])
 
 
-def test_action_push_needs_a_certificate(action_project):
-    workdir, env = action_project
-    run = run_action(workdir, env, command="push")
+def test_action_push_needs_a_certificate(project):
+    run = run_action(project, command="push")
     assert run.returncode == 2
     assert run.annotations == ["::error title=certsync::input 'certificate' is required when command is push"]
     assert run.outputs == {}
