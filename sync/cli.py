@@ -51,9 +51,9 @@ class Context:
         command = click.get_current_context().info_name
         certificates = document.get("certificates")
         if certificates is None:
-            try:  # expiry dates, from the store only (no cloud call)
+            try:  # expiry dates, from the store only (no cloud call); best effort: the run is done
                 certificates = [r.as_dict() for r in commands.inventory(self.config).certificates]
-            except CertsyncError:
+            except Exception:
                 certificates = None
         _append_env_file("GITHUB_STEP_SUMMARY", github.markdown(command, document, certificates))
         _append_env_file("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in github.outputs(document).items()))

@@ -47,6 +47,12 @@ class TokenBucket:
     more than the capacity leaves the bucket in debt, and the next callers wait it off. The
     capacity is kept small (default 1) because the services count in sliding windows: a burst on
     top of the full rate would overrun them.
+
+    Each caller reserves its start time under the lock, then sleeps until then (a virtual
+    schedule, as GCRA): a caller that wakes late does not push the next ones back, and waiters do
+    not all wake at once. Refilling on wake-up instead lost the time between "full" and "awake"
+    (tokens beyond the capacity are dropped): at 47.5/s on a busy 2-core machine the bucket then
+    paced at ~86% of its rate, at 380/s (Azure) ~67%.
     """
 
     def __init__(self, rate: float, capacity: float = 1.0, *, clock=time.monotonic, sleep=time.sleep) -> None:
@@ -54,19 +60,15 @@ class TokenBucket:
             raise ValueError("rate must be positive")
         self.rate, self.capacity = rate, max(capacity, 1.0)
         self._clock, self._sleep = clock, sleep
-        self._tokens = self.capacity
-        self._last = clock()
+        self._empty_at = clock() - self.capacity / rate   # when the bucket was (or will be) at 0 tokens
         self._lock = threading.Lock()
 
     def take(self, n: float = 1.0) -> None:
         need = min(n, self.capacity)
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= need - 1e-9:  # float dust must not spin
-                    self._tokens -= n
-                    return
-                wait = (need - self._tokens) / self.rate
-            self._sleep(wait)
+        with self._lock:
+            now = self._clock()
+            empty_at = max(self._empty_at, now - self.capacity / self.rate)   # never more than full
+            start = max(now, empty_at + need / self.rate)                    # holds `need` tokens then
+            self._empty_at = empty_at + n / self.rate
+        while (left := start - self._clock()) > 1e-9:
+            self._sleep(left)

@@ -61,8 +61,8 @@ def fingerprint(certificates: list, has_key: bool, options: RenderOptions) -> st
     digest = hashlib.sha256()
     cipher = options.pkcs12_encryption if options.format == "pkcs12" else ""
     digest.update(f"{options.format}|{cipher}|{int(has_key)}|".encode())
-    for cert in certificates:
-        digest.update(cert.public_bytes(serialization.Encoding.DER))
+    for cert in certificates:   # x509.Certificate, or its DER bytes (as the store keeps them)
+        digest.update(cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER))
     return digest.hexdigest()[:32]
 
 

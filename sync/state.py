@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from providers.base import Provider, load_provider_factory
 from sync import enroll, plan, render
 from sync.config import Config
@@ -73,10 +75,10 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
             retired.append(row.name)
             continue
         chain = chains.get(row.authority_id)
-        if chain is None:
+        if chain is None:       # DER, as stored: nothing is parsed per certificate
             intermediates, root = store.chain(row.authority)
-            chain = chains[row.authority_id] = [*intermediates, root]
-        fps = {ref.to: render.fingerprint([row.certificate, *chain], row.key_enc is not None,
+            chain = chains[row.authority_id] = [c.public_bytes(Encoding.DER) for c in (*intermediates, root)]
+        fps = {ref.to: render.fingerprint([row.cert_der, *chain], row.key_enc is not None,
                                           render_options(config, ref.to))
                for ref in config.certificate[row.name].targets(row.name)}
         current[row.name] = plan.Current(row.name, row.version, row.authority.name, tuple(row.sans), row.key_type,
@@ -86,7 +88,7 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
 
 def deployed_state(store: Store, session) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
-    csr_names = {row.name for row in store.latest_versions(session) if row.source == "csr"}
+    csr_names = store.csr_names(session)
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
                           d.state == "present") for d in store.deployments(session) if d.cert_name not in csr_names]
 

@@ -44,6 +44,16 @@ def test_one_annotation_per_failure_on_one_line():
         ["::warning title=certsync::CA 'x' expires"]
 
 
+def test_a_run_stopped_early_is_an_error_too():
+    stopped = {"results": [{"action": "push", "certificate": "api", "destination": "aws", "remote_name": "api",
+                            "reason": "", "status": "skipped", "error": "max duration reached", "detail": ""}],
+               "summary": {"skipped": 1}, "seconds": 60.0, "ok": False}
+    assert github.annotations(stopped) == \
+        ["::error title=certsync run incomplete::1 action(s) not done: max duration reached"]
+    assert github.outputs(stopped) == {"changes": "0", "failed": "0", "ok": "false"}
+    assert github.markdown("apply", stopped).startswith("### ❌ certsync apply: 1 skipped\n")
+
+
 def test_outputs_count_changes_made_or_planned():
     assert github.outputs(REPORT) == {"changes": "2", "failed": "1", "ok": "false"}
     assert github.outputs({"actions": [], "changes": 3, "errors": 0}) == {"changes": "3", "failed": "0", "ok": "true"}
