@@ -191,7 +191,7 @@ def _run_lanes(config: Config, jobs: dict[str, list[Job]], providers: ProviderFa
             except Exception as exc:
                 result = Result(job.action, "failed", f"cannot reach destination: {_one_line(exc)}")
             else:
-                bucket.take(quota.calls_per_push if job.action.kind == "push" else 1.0)
+                bucket.take(quota.calls_per_push if job.action.kind == "push" else quota.calls_per_delete)
                 result = _run_job(provider, job, config.destination[destination].verify_after_write)
             if progress is not None:
                 progress.advance(domain)

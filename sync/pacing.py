@@ -17,6 +17,10 @@ from dataclasses import dataclass
 #          once keep_versions is reached, DestroySecretVersion.
 #  Azure: 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT.
 QUOTAS = {"aws": (50.0, 1.0), "gcp": (10.0, 3.0), "azure": (400.0, 2.0)}
+# And what one delete costs: AWS DeleteSecret, Google DeleteSecret; Azure a GET, the DELETE and at
+# least one poll of the deleted secret by the SDK's poller, plus a GET and a PURGE when purging.
+DELETE_CALLS = {"aws": 1.0, "gcp": 1.0, "azure": 3.0}
+AZURE_PURGE_CALLS = 2.0
 # Stay a little under the published quota: buckets at the service are sliding windows, ours is not.
 HEADROOM = 0.95
 
@@ -26,6 +30,7 @@ class Quota:
     domain: str                # what shares one quota
     calls_per_second: float
     calls_per_push: float
+    calls_per_delete: float = 1.0
 
 
 def quota_of(dest) -> Quota:
@@ -37,7 +42,10 @@ def quota_of(dest) -> Quota:
         domain = f"gcp:{dest.endpoint or ''}:{dest.project}"
     else:
         domain = f"azure:{dest.vault_url.rstrip('/').lower()}"
-    return Quota(domain, rate, per_push)
+    per_delete = DELETE_CALLS[dest.provider]
+    if dest.provider == "azure" and getattr(dest, "purge_on_delete", False):
+        per_delete += AZURE_PURGE_CALLS
+    return Quota(domain, rate, per_push, per_delete)
 
 
 class TokenBucket:

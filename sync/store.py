@@ -306,6 +306,27 @@ class Store:
             newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .order_by(Certificate.name)))
 
+    def latest_facts(self, session: Session, *, chunk: int = 1000):
+        """What a plan needs of the newest version of every certificate, by name, streamed in
+        chunks as plain rows (no ORM objects, no key material): name, version, state, source,
+        authority_id, sans, key_type, not_before, not_after, cert_der, has_key."""
+        newest = (select(Certificate.name, func.max(Certificate.version).label("version"))
+                  .group_by(Certificate.name).subquery())
+        stmt = (select(Certificate.name, Certificate.version, Certificate.state, Certificate.source,
+                       Certificate.authority_id, Certificate.sans, Certificate.key_type, Certificate.not_before,
+                       Certificate.not_after, Certificate.cert_der,
+                       Certificate.key_enc.is_not(None).label("has_key"))
+                .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+                .order_by(Certificate.name))
+        return session.execute(stmt.execution_options(yield_per=chunk))
+
+    def deployment_facts(self, session: Session, *, chunk: int = 1000):
+        """Every deployment as a plain row (cert_name, destination, remote_name, fingerprint,
+        remote_version, state), streamed in chunks."""
+        stmt = select(Deployment.cert_name, Deployment.destination, Deployment.remote_name, Deployment.fingerprint,
+                      Deployment.remote_version, Deployment.state)
+        return session.execute(stmt.execution_options(yield_per=chunk))
+
     def csr_names(self, session: Session) -> set[str]:
         """Certificates whose newest version is a CSR enrollment (one query)."""
         newest = (select(Certificate.name, func.max(Certificate.version).label("version"))

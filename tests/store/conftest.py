@@ -114,3 +114,16 @@ def store_dir(backend, tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sync.toml").write_text(textwrap.dedent(STORE_CONFIG.format(url=backend.url)))
     return tmp_path
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`certsync ARGS` in this process: (exit code, stdout, stderr)."""
+    from sync.cli import main
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

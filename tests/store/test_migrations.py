@@ -3,8 +3,6 @@ is refused with one line until `certsync init` upgrades it (data kept), a store 
 migrations is adopted, a store from a newer certsync is refused."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,8 @@ from sqlalchemy import create_engine, inspect, text
 from sync import commands, config, migrations
 from sync.errors import StoreError
 from sync.store import Base
-from tests.store.conftest import CERT_NAMES
+from tests.store.conftest import CERT_NAMES, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 
 
@@ -39,11 +36,6 @@ def _alembic(url: str, verb: str, revision: str) -> None:
             getattr(command, verb)(migrations.alembic_config(conn), revision)
     finally:
         engine.dispose()
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, timeout=60,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
 
 
 def test_migrated_schema_equals_the_models(store_dir, backend):
@@ -67,7 +59,7 @@ def test_downgrade_to_base_and_back(store_dir, backend):
     assert _diffs(backend.url) == []
 
 
-def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend):
+def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend, capsys):
     cfg = config.load("sync.toml")
     commands.init(cfg)
     commands.apply(cfg)
@@ -76,14 +68,14 @@ def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend)
     with pytest.raises(StoreError, match=rf"schema is out of date \(at {migrations.INITIAL}, this certsync needs "
                                          rf"{migrations.head()}\): run `certsync init` to upgrade it"):
         commands.inventory(cfg)
-    result = _run_cli("list")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    code, _, err = run_cli(capsys, "list")
+    assert code == 1
+    assert err.strip().splitlines() == [
         f"error: the store's schema is out of date (at {migrations.INITIAL}, this certsync needs "
         f"{migrations.head()}): run `certsync init` to upgrade it"]
 
-    result = _run_cli("init")
-    assert result.returncode == 0, result.stderr
+    code, _, err = run_cli(capsys, "init")
+    assert code == 0, err
     assert _diffs(backend.url) == []
     assert [c.name for c in commands.inventory(cfg).certificates] == CERT_NAMES     # data kept
     assert commands.apply(cfg).results == []

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from sync import commands, config
 from sync.errors import StoreError
 from sync.store import Store, redact_url
+from tests.store.conftest import run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "S3cr3t-pa55word"
 
 
@@ -53,21 +50,22 @@ def test_store_errors_never_show_the_password(url, create):
     assert message.startswith("cannot open store postgresql+")
 
 
-def test_cli_error_never_shows_the_password(tmp_path):
+def test_cli_error_never_shows_the_password(tmp_path, monkeypatch, capsys):
     port = _closed_port()
     url = f"postgresql+psycopg://certsync:{SECRET}@127.0.0.1:{port}/certsync"
     (tmp_path / "sync.toml").write_text(textwrap.dedent(f"""
         [store]
         url = "{url}"
     """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSYNC_")}
+    for var in [v for v in os.environ if v.startswith("CERTSYNC_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
     for args in (["list"], ["init"], ["--debug", "list"]):
-        result = subprocess.run([sys.executable, "-m", "sync", *args], cwd=tmp_path, capture_output=True, text=True,
-                                env={**env, "PYTHONPATH": str(REPO)}, timeout=60)
-        assert result.returncode == 1
-        assert SECRET not in result.stderr + result.stdout
+        code, out, err = run_cli(capsys, *args)
+        assert code == 1
+        assert SECRET not in out + err
         if "--debug" not in args:
-            lines = result.stderr.strip().splitlines()     # (the CLI's log redaction may mask more)
+            lines = err.strip().splitlines()     # (the CLI's log redaction may mask more)
             assert len(lines) == 1 and lines[0].startswith("error: cannot open store postgresql+psycopg://"), lines
             assert f"@127.0.0.1:{port}/certsync: " in lines[0] and "connection" in lines[0]
 
