@@ -19,16 +19,17 @@ Each cloud gets a quota that answers with its real throttling error beyond it:
 The certificates are issued first (an apply without destinations); the store is then copied for
 each measured run, so the runs below are push-only applies (the CLI, as a user runs it): once with
 the default pacing, once with pacing off (max_calls_per_second = 100000). Calls are counted at the
-emulators / the proxy, not by certsync. Achieved rate = quota-limited calls admitted between the
-first and the last one, over that time (the emulators are polled every 50 ms; the proxy has exact
-times). The last line gives the lowest share of the quota over the clouds and the throttling errors
+emulators / the proxy, not by certsync (the unpaced run writes other names, "u-cNNNN", and uses
+another Google project). Achieved rate = quota-limited calls admitted from the first to the last
+one, less one push's worth, over that time: (n - 1) / span for one call per push (the emulators
+are polled every 50 ms; the proxy has exact times). Listing calls made while planning are left
+out. The last line gives the lowest share of the quota over the clouds and the throttling errors
 certsync surfaced (failures), which must be 0. Exit status 0 when every cloud reaches >= 90% of its
 quota with no failure, else 1. Everything started here is stopped, temp dirs removed.
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import http.client
 import json

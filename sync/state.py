@@ -17,7 +17,7 @@ from providers.base import Provider, load_provider_factory
 from sync import enroll, plan, render
 from sync.config import Config
 from sync.errors import CertsyncError
-from sync.store import Store
+from sync.store import Authority, Store
 
 ProviderFactory = Callable[[str], Provider]
 
@@ -64,8 +64,11 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
     current: dict[str, plan.Current] = {}
     retired: list[str] = []
     latest_states: dict[str, str] = {}
-    chains: dict[int, list] = {}
-    for row in store.latest_versions(session):
+    chains: dict[int, tuple[str, list[bytes]]] = {}     # authority id -> (CA name, chain DER)
+    options: dict[str, render.RenderOptions] = {}
+    # Plain rows streamed from the store (no ORM objects kept, no keys loaded), DER as stored:
+    # nothing is parsed per certificate.
+    for row in store.latest_facts(session):
         if row.source == "csr":  # CSR enrollments are pushed by hand, never planned
             continue
         latest_states[row.name] = row.state
@@ -74,14 +77,19 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
         if row.name not in config.certificate:
             retired.append(row.name)
             continue
-        chain = chains.get(row.authority_id)
-        if chain is None:       # DER, as stored: nothing is parsed per certificate
-            intermediates, root = store.chain(row.authority)
-            chain = chains[row.authority_id] = [c.public_bytes(Encoding.DER) for c in (*intermediates, root)]
-        fps = {ref.to: render.fingerprint([row.cert_der, *chain], row.key_enc is not None,
-                                          render_options(config, ref.to))
-               for ref in config.certificate[row.name].targets(row.name)}
-        current[row.name] = plan.Current(row.name, row.version, row.authority.name, tuple(row.sans), row.key_type,
+        found = chains.get(row.authority_id)
+        if found is None:
+            authority = session.get(Authority, row.authority_id)
+            intermediates, root = store.chain(authority)
+            found = chains[row.authority_id] = (authority.name, [c.public_bytes(Encoding.DER)
+                                                                 for c in (*intermediates, root)])
+        ca_name, chain = found
+        fps = {}
+        for ref in config.certificate[row.name].targets(row.name):
+            if ref.to not in options:
+                options[ref.to] = render_options(config, ref.to)
+            fps[ref.to] = render.fingerprint([row.cert_der, *chain], bool(row.has_key), options[ref.to])
+        current[row.name] = plan.Current(row.name, row.version, ca_name, tuple(row.sans), row.key_type,
                                          row.not_before, row.not_after, fps)
     return current, retired, latest_states
 
@@ -90,7 +98,7 @@ def deployed_state(store: Store, session) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
     csr_names = store.csr_names(session)
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
-                          d.state == "present") for d in store.deployments(session) if d.cert_name not in csr_names]
+                          d.state == "present") for d in store.deployment_facts(session) if d.cert_name not in csr_names]
 
 
 def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:
