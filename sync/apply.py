@@ -142,13 +142,15 @@ def _prepare(config: Config, store: Store, lanes: dict[str, list[Action]], repor
     jobs: dict[str, list[Job]] = defaultdict(list)
     with store.session() as session:
         bundles = {}
+        current = store.current_many(session, [a.cert for actions in lanes.values() for a in actions
+                                               if a.kind != "delete"])      # one query per 500, not one per push
         for destination, actions in lanes.items():
             for action in actions:
                 if action.kind == "delete":
                     jobs[destination].append(Job(action))
                     continue
                 try:
-                    row = store.current(session, action.cert)
+                    row = current.get(action.cert)
                     if row is None:
                         raise CertsyncError(f"certificate {action.cert!r} has no active version")
                     if row.id not in bundles:
@@ -232,13 +234,14 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
     destination are marked retired (their history stays)."""
     retired_done: dict[str, bool] = {name: True for name in retired}
     with store.session() as session:
+        pushed = []
         for result in report.results:
             action = result.action
             if action.kind == "push" and result.status == "done":
                 job = result.job
-                store.record_push(session, cert_name=action.cert, destination=action.destination,
-                                  remote_name=action.remote_name, certificate_id=job.certificate_id,
-                                  fingerprint=job.payload.fingerprint, remote_version=result.detail or None)
+                pushed.append(dict(cert_name=action.cert, destination=action.destination,
+                                   remote_name=action.remote_name, certificate_id=job.certificate_id,
+                                   fingerprint=job.payload.fingerprint, remote_version=result.detail or None))
             elif action.kind == "delete":
                 if result.status == "done":
                     store.record_delete(session, destination=action.destination, remote_name=action.remote_name)
@@ -246,6 +249,7 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
                     retired_done[action.cert] = False
             elif action.cert in retired_done and result.status == "failed":
                 retired_done[action.cert] = False
+        store.record_pushes(session, pushed)       # in bulk: not one query per push
         for name, all_deleted in retired_done.items():
             if all_deleted:
                 row = store.current(session, name)

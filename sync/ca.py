@@ -115,21 +115,23 @@ def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Iss
 def issue_leaf(issuer: Issuer, public_key: PublicKey, *, common_name: str | None,
                dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = (),
                usages: Sequence[str] = ("serverAuth",), validity: timedelta,
-               now: datetime | None = None) -> x509.Certificate:
+               now: datetime | None = None, sans: list[x509.GeneralName] | None = None) -> x509.Certificate:
     """An end-entity certificate for `public_key`, signed by `issuer`.
 
-    The validity is clipped so that the leaf never outlives its issuer.
+    The validity is clipped so that the leaf never outlives its issuer. `sans`: the
+    subject_alt_names(common_name, dns_names, ip_addresses) the caller already has.
     """
     now = now or utcnow()
     parts = issuer.leaf_parts
     validity = min(validity, parts.not_after - now)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
-    sans = subject_alt_names(common_name, dns_names, ip_addresses)
+    if sans is None:
+        sans = subject_alt_names(common_name, dns_names, ip_addresses)
     builder = (_base_builder(subject, parts.subject, public_key, now, validity, None,
                              authority_key_id=parts.authority_key_id)
                .add_extension(_LEAF_CONSTRAINTS, critical=True)
                .add_extension(_leaf_key_usage(public_key), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[u] for u in usages]), critical=False)
+               .add_extension(_extended_key_usage(tuple(usages)), critical=False)
                # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
                .add_extension(x509.SubjectAlternativeName(sans), critical=not common_name))
     for extension, critical in parts.pointers:
@@ -156,6 +158,11 @@ def subject_alt_names(common_name: str | None, dns_names: Sequence[str],
     names.extend(x509.DNSName(d) for d in dns)
     names.extend(x509.IPAddress(ip) for ip in ips)
     return names
+
+
+@functools.lru_cache(maxsize=16)
+def _extended_key_usage(usages: tuple[str, ...]) -> x509.ExtendedKeyUsage:
+    return x509.ExtendedKeyUsage([EKU_OIDS[u] for u in usages])
 
 
 def _may_be_ip(text: str) -> bool:

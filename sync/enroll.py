@@ -1,10 +1,13 @@
 """Creating the configured CAs and issuing certificates for configured names, into the store."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
+from cryptography import x509
 from sqlalchemy.orm import Session
 
 from sync import ca, policy
@@ -67,9 +70,23 @@ def issuer_for(config: Config, store: Store, session: Session, ca_name: str) -> 
 
 def requested_names(spec: CertificateConfig) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) as they will appear in the SAN, the CN included."""
-    sans = ca.subject_alt_names(spec.common_name, spec.dns_names, spec.ip_addresses)
-    dns = [n.value for n in sans if n.__class__.__name__ == "DNSName"]
-    ips = [str(n.value) for n in sans if n.__class__.__name__ == "IPAddress"]
+    return _names_of(general_names(spec))
+
+
+def general_names(spec: CertificateConfig) -> tuple[x509.GeneralName, ...]:
+    """ca.subject_alt_names for a configured certificate; computed once per run for the plan and
+    the issuance alike (the objects are immutable)."""
+    return _general_names(spec.common_name, tuple(spec.dns_names), tuple(spec.ip_addresses))
+
+
+@functools.lru_cache(maxsize=32768)
+def _general_names(common_name, dns_names: tuple, ip_addresses: tuple) -> tuple[x509.GeneralName, ...]:
+    return tuple(ca.subject_alt_names(common_name, dns_names, ip_addresses))
+
+
+def _names_of(sans) -> tuple[list[str], list[str]]:
+    dns = [n.value for n in sans if isinstance(n, x509.DNSName)]
+    ips = [str(n.value) for n in sans if isinstance(n, x509.IPAddress)]
     return dns, ips
 
 
@@ -109,14 +126,12 @@ def issue(config: Config, store: Store, session: Session, name: str, *, previous
 BATCH_SIZE = 500          # rows per transaction: amortises the commit (an fsync) over many certificates
 
 
-@dataclass(frozen=True)
-class IssueRequest:
+class IssueRequest(NamedTuple):      # tuples: thousands are made per run, cheaply
     name: str
     reuse_key: bool | None = None      # None: as the profile's key_rotation says
 
 
-@dataclass(frozen=True)
-class Issued:
+class Issued(NamedTuple):
     name: str
     version: int
     serial: str
@@ -198,7 +213,8 @@ def _sign_one(config: Config, store: Store, session: Session, request: IssueRequ
     profile = config.profile[spec.profile]
     key_type = spec.key or profile.key
     validity = spec.validity or profile.validity
-    dns, ips = requested_names(spec)
+    sans_general = general_names(spec)
+    dns, ips = _names_of(sans_general)
     policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type,
                          validity=validity)
     found = issuers.get(profile.ca)
@@ -218,7 +234,8 @@ def _sign_one(config: Config, store: Store, session: Session, request: IssueRequ
     if key is None:
         key = ca.generate_key(key_type)
     cert = ca.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
-                         ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now)
+                         ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now,
+                         sans=list(sans_general))
     sans = [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
     values = store.certificate_values(name=request.name, version=version, profile=spec.profile,
                                       authority_id=authority_id, cert=cert, key_enc=None, key_type=key_type,

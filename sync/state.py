@@ -98,7 +98,8 @@ def deployed_state(store: Store, session) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
     csr_names = store.csr_names(session)
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
-                          d.state == "present") for d in store.deployment_facts(session) if d.cert_name not in csr_names]
+                          d.state == "present")
+            for d in store.deployment_facts(session) if d.cert_name not in csr_names]
 
 
 def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:
