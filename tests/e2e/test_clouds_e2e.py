@@ -176,3 +176,26 @@ def test_no_change_apply_makes_no_writes_at_the_emulator(project, cloud, name_pr
     assert before > 0
     assert project.json("apply")["summary"] == {"unchanged": 1}
     assert cloud.write_calls() == before
+
+
+def test_verify_by_reading_back_and_summary_per_destination(project, cloud, name_prefix):
+    project.write(cloud.destination("cloud", FORMATS[cloud.kind], extra='verify_after_write = "read"') + f"""
+[certificate.{name_prefix}-api]
+profile = "tls-server"
+common_name = "api.example.internal"
+destinations = ["cloud"]
+
+[certificate.{name_prefix}-web]
+profile = "tls-server"
+common_name = "web.example.internal"
+destinations = ["cloud"]
+""")
+    project.run("init")
+    first = project.json("apply")
+    assert first["ok"] and first["destinations"] == {"cloud": {"created": 2}}
+    cloud.delete_outside(f"{name_prefix}-web")
+    project.run("renew", f"{name_prefix}-api")
+    second = project.json("apply")
+    assert second["destinations"] == {"cloud": {"created": 1, "unchanged": 1}}
+    text = project.run("apply").stdout
+    assert "  cloud: 2 unchanged" in text
