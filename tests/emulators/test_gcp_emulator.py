@@ -19,6 +19,7 @@ from google.cloud import secretmanager
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport)
 from google.rpc import error_details_pb2
+from tests.support.gcp_harness import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / "localstack" / "gcp_emulator.py"
@@ -45,14 +46,6 @@ def start_emulator(*args: str, timeout: float = 20.0):
     proc.kill()
     log.seek(0)
     raise RuntimeError(f"emulator did not start: {log.read().decode()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def client_for(endpoint: str) -> secretmanager.SecretManagerServiceClient:
