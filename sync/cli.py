@@ -106,7 +106,11 @@ def init(ctx: Context) -> None:
 @pass_ctx
 def plan(ctx: Context, detailed_exitcode: bool) -> None:
     """Show what `apply` would do, per certificate and destination."""
-    the_plan = commands.plan(ctx.config)
+    _show_plan(ctx, commands.plan(ctx.config), detailed_exitcode)
+
+
+def _show_plan(ctx: Context, the_plan, detailed_exitcode: bool = False) -> None:
+    """Print a plan (text or one JSON document); exit 1 on errors, 2 on changes when asked."""
     errors = the_plan.of_kind("error")
     document = {"actions": [_action_dict(a) for a in the_plan.actions],
                 "changes": len(the_plan.changes), "errors": len(errors)}
@@ -149,9 +153,14 @@ def apply(ctx: Context, max_duration=None) -> None:
 @click.argument("cert")
 @click.option("--to", "destinations", multiple=True, metavar="DEST",
               help="Destination to push to (repeatable); default: all of the certificate's.")
+@click.option("--dry-run", is_flag=True,
+              help="Write nothing: show, for each target, whether the push would create, update or be refused.")
 @pass_ctx
-def push(ctx: Context, cert: str, destinations: tuple[str, ...]) -> None:
+def push(ctx: Context, cert: str, destinations: tuple[str, ...], dry_run: bool) -> None:
     """Push one certificate now, even if unchanged."""
+    if dry_run:
+        _show_plan(ctx, commands.push_dry_run(ctx.config, cert, list(destinations) or None))
+        return
     report = commands.push(ctx.config, cert, list(destinations) or None)
     _notify(ctx, "push", report)
     _finish(ctx, report)

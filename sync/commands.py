@@ -1,7 +1,7 @@
 """The library behind each CLI command: takes a Config, returns data. Nothing here prints."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable
 
@@ -54,20 +54,51 @@ def push(config: Config, cert: str, destinations: list[str] | None = None, *,
     store = open_store(config)
     providers = providers or Providers(config)
     with store.lock():
-        with store.session() as session:
-            row = store.current(session, cert)
-            from_csr = row is not None and row.source == "csr"
-        if from_csr:
-            if not destinations:
-                raise UsageError(f"certificate {cert!r} was enrolled from a CSR: name its destinations with --to")
-            actions = [Action("push", cert, d, cert, "one-off push") for d in destinations]
-            return execute(config, store, Plan(actions), providers)
-        _check_cert(config, cert)
-        needs_issue = row is None
-        actions = push_actions(config, cert, destinations)
-        if needs_issue:
-            actions.insert(0, Action("issue", cert, reason="not issued yet"))
-        return execute(config, store, Plan(actions), providers)
+        return execute(config, store, _push_plan(config, store, cert, destinations), providers)
+
+
+def push_dry_run(config: Config, cert: str, destinations: list[str] | None = None, *,
+                 providers: Callable | None = None) -> Plan:
+    """What `push` would do, writing nothing: one read per target tells create, update, or a
+    refusal under the ownership rules."""
+    _check_destinations(config, destinations)
+    store = open_store(config)
+    providers = providers or Providers(config)
+    the_plan = _push_plan(config, store, cert, destinations)
+    checked = []
+    for action in the_plan.actions:
+        if action.kind == "push":
+            action = _dry_push(config, providers, action)
+        checked.append(action)
+    return Plan(checked)
+
+
+def _dry_push(config: Config, providers: Callable, action: Action) -> Action:
+    try:
+        remote = providers(action.destination).get(action.remote_name)
+    except Exception as exc:
+        return replace(action, kind="error", reason=f"cannot read the destination: {exc}")
+    if remote is None:
+        return replace(action, reason="would create", exists=False)
+    if not remote.managed and not config.destination[action.destination].adopt:
+        return replace(action, kind="error", reason="would be refused: the secret exists and is not managed "
+                                                    "by certsync (set adopt = true to take it over)")
+    return replace(action, reason="would update" + ("" if remote.managed else " (adopting it)"), exists=True)
+
+
+def _push_plan(config: Config, store: Store, cert: str, destinations: list[str] | None) -> Plan:
+    with store.session() as session:
+        row = store.current(session, cert)
+        from_csr = row is not None and row.source == "csr"
+    if from_csr:
+        if not destinations:
+            raise UsageError(f"certificate {cert!r} was enrolled from a CSR: name its destinations with --to")
+        return Plan([Action("push", cert, d, cert, "one-off push") for d in destinations])
+    _check_cert(config, cert)
+    actions = push_actions(config, cert, destinations)
+    if row is None:
+        actions.insert(0, Action("issue", cert, reason="not issued yet"))
+    return Plan(actions)
 
 
 def renew(config: Config, cert: str, *, reuse_key: bool | None = None,

@@ -176,3 +176,15 @@ format = "pem"
     assert [r["remote_name"] for r in other["results"]] == [f"{name_prefix}-api"]
     result = project.run("push", f"{name_prefix}-api", "--to", "nowhere", expect=2)
     assert result.stderr.startswith("error: --to: unknown destination 'nowhere'")
+
+
+def test_one_off_push_dry_run_writes_nothing(project, aws_proxy, secretsmanager, name_prefix):
+    secretsmanager.create_secret(Name=f"{name_prefix}/web-tls", SecretString="not ours")
+    project.write(config(name_prefix, aws_proxy))
+    project.run("init")
+    aws_proxy.reset()
+    result = project.run("push", f"{name_prefix}-api", "--dry-run", expect=1)
+    assert f"push       {name_prefix}-api -> aws/{name_prefix}-api (would create)" in result.stdout
+    assert "would be refused: the secret exists and is not managed by certsync" in result.stdout
+    assert not WRITES & set(aws_proxy.calls), aws_proxy.calls
+    assert project.json("list")["certificates"] == []  # not even issued
