@@ -68,7 +68,7 @@ class AzureProvider:
         validate_name("azure", name)
         value = _text(name, payload)
         check_payload_size(name, value, MAX_VALUE_BYTES, "Azure Key Vault")
-        refuse_foreign(self.get(name), name, self.adopt)
+        self._refuse_foreign(self.get(name), name)
         from azure.core.exceptions import ResourceExistsError
 
         with _errors("write", name):
@@ -86,7 +86,7 @@ class AzureProvider:
         from azure.core.exceptions import ResourceNotFoundError
 
         existing = self.get(name)
-        refuse_foreign(existing, name, self.adopt)
+        self._refuse_foreign(existing, name)
         with _errors("delete", name):
             if existing is not None:
                 try:
@@ -100,6 +100,16 @@ class AzureProvider:
                     self._purge(name)
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _refuse_foreign(self, existing: RemoteSecret | None, name: str) -> None:
+        """Key Vault keeps tags per version: a version someone set by hand without tags does not
+        make a secret certsync created foreign. Any version tagged managed-by=certsync proves it ours."""
+        if existing is None or existing.managed or self.adopt:
+            return
+        with _errors("list versions of", name):
+            ours = any(_remote(props).managed for props in self.client.list_properties_of_secret_versions(name))
+        if not ours:
+            refuse_foreign(existing, name, self.adopt)
 
     def _set(self, name: str, value: str, content_type: str, labels: Mapping[str, str]) -> Any:
         """set_secret, waiting while the name is still being deleted/recovered (409, transient)."""

@@ -190,6 +190,19 @@ def test_foreign_secret_is_refused_unless_adopt(make, raw):
     assert adopting.get(name) is None
 
 
+def test_a_version_set_by_hand_without_tags_does_not_make_our_secret_foreign(make, raw):
+    """Key Vault tags belong to versions: a hand-made new version drops them, but the secret is
+    still the one certsync created, so the next push repairs it instead of refusing."""
+    name = uname("handset")
+    provider = make()
+    push(provider, name, "ours")
+    raw.set_secret(name, "rotated by hand")
+    assert name not in {s.name for s in provider.list_managed()}
+    push(provider, name, "ours again")
+    got = provider.get(name)
+    assert got.value == "ours again" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
+
+
 def test_soft_deleted_foreign_secret_is_neither_recovered_nor_purged(make, raw):
     name = uname("fdel")
     raw.set_secret(name, "theirs")
