@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator,
+from sqlalchemy import (DateTime, ForeignKey, Integer, JSON, LargeBinary, String, TypeDecorator,
                         UniqueConstraint, create_engine, delete, event, func, insert, select, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -473,13 +474,14 @@ class Store:
 
     # -- the run lock ------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, name: str = "apply", *, ttl: timedelta = timedelta(hours=2),
+    def lock(self, name: str = "apply", *, ttl: timedelta = timedelta(minutes=10),
              timeout: timedelta | None = None) -> Iterator[None]:
         """One writer at a time, on any backend: a row that only one transaction can insert.
 
         While another run holds it, wait up to `timeout` (default the store's lock_timeout; 0 fails
-        at once), polling, then raise LockError naming the holder. A lock past its TTL (a crashed
-        run) is taken over. Same mechanism on SQLite and PostgreSQL: no advisory locks."""
+        at once), polling, then raise LockError naming the holder. The holder renews its row every
+        quarter of the TTL, so a long run keeps it and a crashed run's lock expires after one TTL
+        and is taken over. Same mechanism on SQLite and PostgreSQL: no advisory locks."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         wait = (self.lock_timeout if timeout is None else timeout).total_seconds()
         deadline = time.monotonic() + wait
@@ -493,11 +495,25 @@ class Store:
                 raise LockError(f"another run holds the store lock ({holder.owner}, since {since}){hint}")
             time.sleep(min(pause, left))
             pause = min(pause * 2, 1.0)
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._renew_lock, args=(name, owner, ttl, stop), daemon=True)
+        heartbeat.start()
         try:
             yield
         finally:
+            stop.set()
+            heartbeat.join()
             with self.session() as s:
                 s.execute(delete(Lock).where(Lock.name == name, Lock.owner == owner))
+
+    def _renew_lock(self, name: str, owner: str, ttl: timedelta, stop: threading.Event) -> None:
+        while not stop.wait(ttl.total_seconds() / 4):
+            try:
+                with self.session() as s:
+                    s.execute(update(Lock).where(Lock.name == name, Lock.owner == owner)
+                              .values(expires_at=utcnow() + ttl))
+            except StoreError:
+                pass  # the next beat tries again; three misses in a row let the lock expire
 
     def _take_lock(self, name: str, owner: str, ttl: timedelta) -> Lock | None:
         """Insert our lock row (dropping an expired one first): None when taken, else the holder."""

@@ -100,6 +100,22 @@ def test_a_stale_lock_is_taken_over(url):
     store.close()
 
 
+def test_a_long_run_keeps_its_lock_by_renewing_it(url):
+    """The holder renews its row every quarter of the TTL: a run longer than the TTL is not taken
+    over. (A short TTL here; the run lasts three TTLs.)"""
+    store, other = _store(url), _store(url)
+    ttl = timedelta(seconds=0.4)
+    with store.lock(ttl=ttl):
+        time.sleep(1.2)
+        with pytest.raises(LockError, match="another run holds the store lock"):
+            with other.lock(ttl=ttl):
+                pass
+    with other.lock(ttl=ttl):   # released at the end of the run
+        pass
+    store.close()
+    other.close()
+
+
 # -- real processes ---------------------------------------------------------------------------------
 
 def _start_apply(store_dir: Path, lock_timeout: str, tag: str) -> subprocess.Popen:
