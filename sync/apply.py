@@ -1,8 +1,10 @@
 """Carrying out a plan: issue and renew, then push and delete per destination.
 
 One failure does not stop the run: every other action still happens, and the report says what
-failed and where (certbot's "carry on, then fail at the end"). Destinations run in parallel
-lanes; inside a lane actions run in order. Only the main thread touches the store.
+failed and where (certbot's "carry on, then fail at the end"). Quota domains (a region, a
+project, a vault) run in parallel; inside one, up to `concurrency` actions are in flight, paced by
+the domain's token bucket; no two actions of a run touch the same secret. Only the main thread
+touches the store.
 """
 from __future__ import annotations
 
@@ -171,7 +173,9 @@ def _run_lanes(config: Config, jobs: dict[str, list[Job]], providers: ProviderFa
     quotas: dict[str, pacing.Quota] = {}
     for destination, items in jobs.items():
         quota = pacing.quota_of(config.destination[destination])
-        quotas.setdefault(quota.domain, quota)
+        known = quotas.get(quota.domain)   # destinations sharing a quota: the strictest rate wins
+        if known is None or quota.calls_per_second < known.calls_per_second:
+            quotas[quota.domain] = quota
         domains[quota.domain].extend((destination, job) for job in items)
 
     def run_domain(domain: str) -> list[Result]:

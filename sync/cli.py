@@ -243,8 +243,19 @@ def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bo
 @pass_ctx
 def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
     """Write the CA's current CRL (DER, or PEM with --pem)."""
+    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
-    data = commands.crl(ctx.config, ca_name).public_bytes(Encoding.PEM if pem else Encoding.DER)
+    the_crl = commands.crl(ctx.config, ca_name)
+    data = the_crl.public_bytes(Encoding.PEM if pem else Encoding.DER)
+    if ctx.json:
+        if out is not None:
+            out.write_bytes(data)
+        number = the_crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        ctx.emit({"ca": ca_name, "crl_number": number, "this_update": the_crl.last_update_utc.isoformat(),
+                  "next_update": the_crl.next_update_utc.isoformat(), "revoked": len(the_crl),
+                  **({"written": str(out)} if out is not None
+                     else {"crl_pem": the_crl.public_bytes(Encoding.PEM).decode()})})
+        return
     if out is not None:
         out.write_bytes(data)
         ctx.say(f"wrote {out}")
@@ -315,13 +326,18 @@ def metrics(ctx: Context, out: Path | None) -> None:
 def export(ctx: Context, cert: str, fmt: str, out: Path | None, password_env: str | None) -> None:
     """Write a certificate's payload (it contains the private key) locally."""
     payload = commands.export(ctx.config, cert, render.RenderOptions(fmt, password_env))
-    if out is None:
+    if out is not None:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(payload.body)
+    if ctx.json:   # one document on stdout: the payload itself only when it was not written to a file
+        ctx.emit({"certificate": cert, "format": fmt, "content_type": payload.content_type,
+                  "fingerprint": payload.fingerprint,
+                  **({"written": str(out)} if out is not None else {"payload": payload.body})})
+    elif out is None:
         click.echo(payload.body, nl=not payload.body.endswith("\n"))
-        return
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(payload.body)
-    ctx.say(f"wrote {out} ({fmt})")
+    else:
+        ctx.say(f"wrote {out} ({fmt})")
 
 
 # --- output helpers -----------------------------------------------------------------------------
@@ -356,7 +372,7 @@ def _finish(ctx: Context, report) -> None:
             ctx.say(f"  {destination}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     for r in report.failed if not logs.json_enabled() else ():   # json logs: apply logged each one
         where = f"{r.action.destination}/{r.action.remote_name}" if r.action.destination else r.action.cert
-        click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {r.error}", err=True)
+        click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {logs.redact(r.error or '')}", err=True)
     if report.stopped:
         from sync.cron import MAX_DURATION_REACHED
         skipped = sum(1 for r in report.results if r.status == "skipped" and r.error == MAX_DURATION_REACHED)

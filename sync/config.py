@@ -29,6 +29,8 @@ Format = Literal["json", "pem", "pkcs12"]
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 # Certificate and CA names become labels in every cloud: keep them to what all three accept.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -215,7 +217,8 @@ class AwsDestination(DestinationBase):
     endpoint_url: str | None = Field(None, description=(
         "Secrets Manager endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS."))
     recovery_window_days: int | None = Field(default=None, ge=7, le=30, description=(
-        "Days a deleted secret can be restored (7-30); unset: AWS's default (30)."))
+        "Days a deleted secret can be restored (7-30); unset: deleted at once (force delete, so the name can be "
+        "reused straight away)."))
 
 
 class GcpDestination(DestinationBase):
@@ -274,6 +277,29 @@ class CertificateConfig(Strict):
                 ipaddress.ip_address(item)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address") from None
+        return value
+
+    @field_validator("common_name")
+    @classmethod
+    def _cn_length(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not 0 < len(value) <= 64:  # RFC 5280 ub-common-name
+            raise ValueError("must be 1-64 characters (RFC 5280 upper bound for a CN)")
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _DNS_NAME.fullmatch(value):  # the CN is always repeated in the SAN (CA/B BR 7.1.4.3)
+                raise ValueError(f"{value!r} must be a DNS name or an IP address (it is also put in the SAN)") from None
+        return value
+
+    @field_validator("dns_names")
+    @classmethod
+    def _dns(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _DNS_NAME.fullmatch(item) or len(item) > 253:
+                raise ValueError(f"{item!r} is not a DNS name (ASCII letters, digits and '-' in labels of "
+                                 "1-63, a leading '*.' at most; write internationalised names as xn-- A-labels)")
         return value
 
     @model_validator(mode="after")
@@ -405,8 +431,14 @@ def _reference_problems(config: Config):
     for name, dest in config.destination.items():
         if dest.pkcs12_password_env and dest.format != "pkcs12":
             yield f"destination.{name}.pkcs12_password_env", "only applies when format = \"pkcs12\""
+    owners: dict[tuple[str, str], str] = {}
     for name, cert in config.certificate.items():
         yield from _certificate_problems(config, name, cert)
+        for i, ref in enumerate(cert.targets(name)):
+            other = owners.setdefault((ref.to, ref.name), name)
+            if other != name:
+                yield (f"certificate.{name}.destinations[{i}]",
+                       f"secret {ref.name!r} in destination {ref.to!r} is already the target of certificate {other!r}")
 
 
 def _ca_problems(config: Config):

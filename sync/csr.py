@@ -95,6 +95,8 @@ def check_csr(csr: x509.CertificateSigningRequest, profile_name: str, profile: P
     # The subject CN must be one of the SANs (CA/B BR 7.1.4.3): without a usable CN, take the first.
     if common_name is None:
         common_name = dns_names[0] if dns_names else ip_addresses[0]
+    if len(common_name) > 64:  # RFC 5280 ub-common-name: leave the subject empty, the SAN goes critical
+        common_name = None
     policy.check_request(profile_name, profile, dns_names=dns_names, ip_addresses=ip_addresses,
                          key_type=key_type, validity=profile.validity)
     return CsrRequest(public_key, key_type, common_name, tuple(dns_names), tuple(ip_addresses))

@@ -189,6 +189,8 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
                 pending.append((i, values, key))
             except CertsyncError as exc:
                 outcomes[i] = exc
+            except (ValueError, TypeError) as exc:  # cryptography refusing a value: this cert only
+                outcomes[i] = CertsyncError(f"cannot issue {request.name!r}: {str(exc).splitlines()[0]}")
         sealed = store._key().seal_private_keys(
             (key, f"certificate:{values['name']}:{values['version']}") for _, values, key in pending)
         for (i, values, _), key_enc in zip(pending, sealed):
@@ -227,6 +229,9 @@ def _sign_one(config: Config, store: Store, session: Session, request: IssueRequ
     if isinstance(found, CertsyncError):
         raise found.__class__(found.message)
     authority_id, issuer = found
+    if issuer.certificate.not_valid_after_utc <= (now or ca.utcnow()):
+        raise CertsyncError(f"CA {profile.ca!r} expired on {issuer.certificate.not_valid_after_utc:%Y-%m-%d}: "
+                            "add a new issuing CA and move the profile to it")
     key = None
     if _reuses_key(config, request) and previous is not None and previous.key_enc is not None \
             and previous.key_type == key_type:

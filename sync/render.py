@@ -59,8 +59,11 @@ def fingerprint(certificates: list, has_key: bool, options: RenderOptions) -> st
     Cheap on purpose: a no-change plan computes it for every target without decrypting keys.
     """
     digest = hashlib.sha256()
-    cipher = options.pkcs12_encryption if options.format == "pkcs12" else ""
-    digest.update(f"{options.format}|{cipher}|{int(has_key)}|".encode())
+    # For a PFX: whether it has a password and from which variable (never the password itself),
+    # and the cipher, which only matters with a password.
+    password = (options.pkcs12_password_env or "") if options.format == "pkcs12" else ""
+    cipher = options.pkcs12_encryption if password else ""
+    digest.update(f"{options.format}|{password}|{cipher}|{int(has_key)}|".encode())
     for cert in certificates:   # x509.Certificate, or its DER bytes (as the store keeps them)
         digest.update(cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER))
     return digest.hexdigest()[:32]

@@ -92,3 +92,21 @@ def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):
     assert result.stdout == ""
     assert result.stderr.strip() == f"error: {path}: store.bogus: unknown key"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+@pytest.mark.parametrize("extra, key, rule", [
+    ("[certificate.x]\nprofile = \"tls-server\"\ncommon_name = \"" + "a" * 65 + "\"\n",
+     "certificate.x.common_name", "1-64 characters"),
+    ("[certificate.x]\nprofile = \"tls-server\"\ncommon_name = \"My Service\"\n",
+     "certificate.x.common_name", "must be a DNS name or an IP address"),
+    ("[certificate.x]\nprofile = \"tls-server\"\ndns_names = [\"ünï.example.internal\"]\n",
+     "certificate.x.dns_names", "xn-- A-labels"),
+    ("[destination.a]\nprovider = \"aws\"\n[certificate.x]\nprofile = \"tls-server\"\ncommon_name = \"x.example.internal\"\n"
+     "destinations = [{ to = \"a\", name = \"shared\" }]\n[certificate.y]\nprofile = \"tls-server\"\n"
+     "common_name = \"y.example.internal\"\ndestinations = [{ to = \"a\", name = \"shared\" }]\n",
+     "certificate.y.destinations[0]", "already the target of certificate 'x'"),
+])
+def test_names_that_would_break_issuance_or_collide(tmp_path, extra, key, rule):
+    message = load_error(tmp_path, extra)
+    line = next(l for l in message.splitlines() if f": {key}" in l)
+    assert rule in line
