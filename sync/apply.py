@@ -245,7 +245,8 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
                 job = result.job
                 pushed.append(dict(cert_name=action.cert, destination=action.destination,
                                    remote_name=action.remote_name, certificate_id=job.certificate_id,
-                                   fingerprint=job.payload.fingerprint, remote_version=result.detail or None))
+                                   fingerprint=job.payload.fingerprint, remote_version=result.detail or None,
+                                   one_off=action.one_off))
             elif action.kind == "delete":
                 if result.status == "done":
                     store.record_delete(session, destination=action.destination, remote_name=action.remote_name)
@@ -268,4 +269,5 @@ def push_actions(config: Config, cert: str, destinations: list[str] | None,
     targets = [(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)]
     if destinations:
         targets = [t for d in destinations for t in ([t for t in targets if t[0] == d] or [(d, cert)])]
-    return [Action("push", cert, dest, name, reason) for dest, name in targets]
+    listed = {(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)}
+    return [Action("push", cert, dest, name, reason, one_off=(dest, name) not in listed) for dest, name in targets]

@@ -45,6 +45,7 @@ class Deployed:
     fingerprint: str
     remote_version: str | None
     present: bool
+    one_off: bool = False      # pushed by hand to a destination the certificate does not list
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Action:
     reason: str = ""
     reuse_key: bool | None = None   # issue/renew: None = as the profile's key_rotation says
     exists: bool | None = None      # push: whether the listing showed the secret (None: not looked)
+    one_off: bool = False           # push: to a destination the certificate does not list
 
     @property
     def changes(self) -> bool:
@@ -101,6 +103,8 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     for (destination, remote_name), record in sorted(deployed_by_target.items()):
         if (destination, remote_name) in wanted or not record.present:
             continue
+        if record.one_off and record.cert_name not in set(retired):
+            continue  # a copy pushed by hand elsewhere stays until the certificate is retired
         reason = ("certificate removed from config" if record.cert_name in set(retired)
                   else "no longer a destination of this certificate")
         listing = listings.get(destination)

@@ -98,7 +98,7 @@ def deployed_state(store: Store, session) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
     csr_names = store.csr_names(session)
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
-                          d.state == "present")
+                          d.state == "present", bool(d.one_off))
             for d in store.deployment_facts(session) if d.cert_name not in csr_names]
 
 

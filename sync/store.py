@@ -21,8 +21,9 @@ from typing import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import (DateTime, ForeignKey, Integer, JSON, LargeBinary, String, TypeDecorator,
-                        UniqueConstraint, create_engine, delete, event, func, insert, select, update)
+from sqlalchemy import (Boolean, DateTime, ForeignKey, Integer, JSON, LargeBinary, String, TypeDecorator,
+                        UniqueConstraint, create_engine, delete, event, false, func, insert, select,
+                        update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -126,6 +127,7 @@ class Deployment(Base):
     remote_version: Mapped[str | None] = mapped_column(String(128))
     pushed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(16), default="present")  # present|deleted
+    one_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # see migration 0003
 
 
 class Lock(Base):
@@ -325,7 +327,7 @@ class Store:
         """Every deployment as a plain row (cert_name, destination, remote_name, fingerprint,
         remote_version, state), streamed in chunks."""
         stmt = select(Deployment.cert_name, Deployment.destination, Deployment.remote_name, Deployment.fingerprint,
-                      Deployment.remote_version, Deployment.state)
+                      Deployment.remote_version, Deployment.state, Deployment.one_off)
         return session.execute(stmt.execution_options(yield_per=chunk))
 
     def csr_names(self, session: Session) -> set[str]:
@@ -465,6 +467,7 @@ class Store:
                 row.cert_name, row.certificate_id, row.fingerprint = (push["cert_name"], push["certificate_id"],
                                                                       push["fingerprint"])
                 row.remote_version, row.pushed_at, row.state = push["remote_version"], now, "present"
+                row.one_off = push.get("one_off", False)
 
     def record_delete(self, session: Session, *, destination: str, remote_name: str) -> None:
         row = session.scalars(select(Deployment).where(Deployment.destination == destination,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -188,3 +189,26 @@ def test_one_off_push_dry_run_writes_nothing(project, aws_proxy, secretsmanager,
     assert "would be refused: the secret exists and is not managed by certsync" in result.stdout
     assert not WRITES & set(aws_proxy.calls), aws_proxy.calls
     assert project.json("list")["certificates"] == []  # not even issued
+
+
+def test_one_off_copy_elsewhere_is_kept_by_apply_and_removed_on_retire(project, aws_proxy, secretsmanager,
+                                                                        name_prefix):
+    body = config(name_prefix, aws_proxy) + f"""
+[destination.aws-other]
+provider = "aws"
+region = "eu-west-1"
+endpoint_url = "{aws_proxy.url}"
+"""
+    project.write(body)
+    project.run("init")
+    project.run("apply")
+    project.run("push", f"{name_prefix}-api", "--to", "aws-other")
+    other = boto3.client("secretsmanager", endpoint_url=aws_proxy.url, region_name="eu-west-1",
+                         aws_access_key_id="test", aws_secret_access_key="test")
+    assert other.get_secret_value(SecretId=f"{name_prefix}-api")["SecretString"]
+    assert project.json("plan")["changes"] == 0     # the copy pushed by hand is not planned away
+    project.run("apply")
+    assert secretsmanager.get_secret_value(SecretId=f"{name_prefix}-api")["SecretString"]
+    project.run("retire", f"{name_prefix}-api")
+    for client in (secretsmanager, other):
+        assert not client.list_secrets(Filters=[{"Key": "name", "Values": [name_prefix]}])["SecretList"]
