@@ -35,6 +35,7 @@ class Current:
     not_before: datetime
     not_after: datetime
     fingerprints: Mapping[str, str]  # destination -> fingerprint of this version's payload there
+    ca_not_after: datetime | None = None  # the issuing CA's end: leaves are cut to it
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
         if lifecycle:
             plan.actions.append(lifecycle)
             if lifecycle.kind == "skip":
-                continue
+                if want.name not in current:
+                    continue            # retired: nothing to push
+                lifecycle = None        # kept as it is: its copies are still compared and repaired
         for destination, remote_name in want.targets:
             wanted.add((destination, remote_name))
             plan.actions.append(_target_action(want, current.get(want.name), lifecycle, destination, remote_name,
@@ -131,6 +134,10 @@ def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now
     window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or 1 / 3)
     if now >= cur.not_after - window:
         days = (cur.not_after - now).total_seconds() / 86400
+        if cur.ca_not_after is not None and cur.not_after >= cur.ca_not_after - timedelta(minutes=5):
+            # a successor would be cut to the same end: renewing would only churn, every run
+            return Action("skip", want.name, reason=f"expires in {days:.1f} days with its CA {cur.ca!r}: "
+                                                    "add a new issuing CA and move the profile to it")
         return Action("renew", want.name, reason=f"expires in {days:.1f} days")
     return None
 

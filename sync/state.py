@@ -64,7 +64,7 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
     current: dict[str, plan.Current] = {}
     retired: list[str] = []
     latest_states: dict[str, str] = {}
-    chains: dict[int, tuple[str, list[bytes]]] = {}     # authority id -> (CA name, chain DER)
+    chains: dict[int, tuple[str, list[bytes], datetime]] = {}  # authority id -> (CA name, chain DER, CA end)
     options: dict[str, render.RenderOptions] = {}
     # Plain rows streamed from the store (no ORM objects kept, no keys loaded), DER as stored:
     # nothing is parsed per certificate.
@@ -82,15 +82,16 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
             authority = session.get(Authority, row.authority_id)
             intermediates, root = store.chain(authority)
             found = chains[row.authority_id] = (authority.name, [c.public_bytes(Encoding.DER)
-                                                                 for c in (*intermediates, root)])
-        ca_name, chain = found
+                                                                 for c in (*intermediates, root)],
+                                                authority.not_after)
+        ca_name, chain, ca_not_after = found
         fps = {}
         for ref in config.certificate[row.name].targets(row.name):
             if ref.to not in options:
                 options[ref.to] = render_options(config, ref.to)
             fps[ref.to] = render.fingerprint([row.cert_der, *chain], bool(row.has_key), options[ref.to])
         current[row.name] = plan.Current(row.name, row.version, ca_name, tuple(row.sans), row.key_type,
-                                         row.not_before, row.not_after, fps)
+                                         row.not_before, row.not_after, fps, ca_not_after)
     return current, retired, latest_states
 
 

@@ -98,3 +98,14 @@ def test_listing_failure_marks_that_destination_only():
     listings["gcp"] = "listing failed: boom"
     plan = make_plan([WANT], {"api": current()}, deployed, listings, NOW)
     assert kinds(plan) == [("unchanged", "aws", ""), ("error", "gcp", "listing failed: boom")]
+
+
+def test_no_renewal_churn_when_the_ca_ends_first():
+    listings, deployed = in_sync()
+    end = NOW + timedelta(days=10)
+    plan = make_plan([WANT], {"api": current(end, ca_not_after=end)}, deployed, listings, NOW)
+    assert not plan.changes
+    assert plan.actions[0].kind == "skip" and "with its CA 'issuing'" in plan.actions[0].reason
+    # a CA that lives on: renew as usual
+    plan = make_plan([WANT], {"api": current(end, ca_not_after=end + timedelta(days=300))}, deployed, listings, NOW)
+    assert plan.actions[0].kind == "renew"
