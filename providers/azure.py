@@ -7,6 +7,7 @@ Retry-After) is handled by the SDK's own retry policy; what is left after its re
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
@@ -35,11 +36,13 @@ class AzureProvider:
         self._client, self._factory = (None, client) if callable(client) else (client, None)
         self.adopt, self.purge_on_delete, self.on_soft_deleted = adopt, purge_on_delete, on_soft_deleted
         self.page_size, self.name_free_timeout = page_size, name_free_timeout
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self._factory()
+        with self._client_lock:   # lanes share one provider: build one client and one credential
+            if self._client is None:
+                self._client = self._factory()
         return self._client
 
     # --- protocol -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Iterable
 from providers.base import ownership_labels
 from sync import cron, enroll, logs, pacing, render, verify
 from sync.config import Config
-from sync.errors import CertsyncError
+from sync.errors import CertsyncError, one_line
 from sync.plan import Action, Plan
 from sync.state import ProviderFactory, render_options
 from sync.store import Store
@@ -75,13 +75,6 @@ class Report:
         return {dest: dict(counts) for dest, counts in sorted(table.items())}
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, CertsyncError):
-        return str(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{exc.__class__.__name__}: {text}".rstrip(": ")
-
-
 def execute(config: Config, store: Store, plan: Plan, providers: ProviderFactory, *,
             retired: Iterable[str] = (), now: datetime | None = None, progress=None,
             deadline: cron.Deadline | None = None) -> Report:
@@ -124,7 +117,7 @@ def _issue_all(config: Config, store: Store, actions: Iterable[Action], report: 
     for action, (_, outcome) in zip(actions, enroll.issue_many(config, store, requests, now=now)):
         if isinstance(outcome, CertsyncError):
             failed.add(action.cert)
-            report.results.append(Result(action, "failed", _one_line(outcome)))
+            report.results.append(Result(action, "failed", one_line(outcome)))
         else:
             detail = f"version {outcome.version}, serial {outcome.serial}, not after {outcome.not_after:%Y-%m-%d}"
             report.results.append(Result(action, "done", detail=detail))
@@ -161,7 +154,7 @@ def _prepare(config: Config, store: Store, lanes: dict[str, list[Action]], repor
                     payload = render.render(bundles[row.id], render_options(config, destination))
                     jobs[destination].append(Job(action, payload, row.id))
                 except CertsyncError as exc:
-                    report.results.append(Result(action, "failed", _one_line(exc)))
+                    report.results.append(Result(action, "failed", one_line(exc)))
     return jobs
 
 
@@ -195,7 +188,7 @@ def _run_lanes(config: Config, jobs: dict[str, list[Job]], providers: ProviderFa
             try:
                 provider = providers(destination)
             except Exception as exc:
-                result = Result(job.action, "failed", f"cannot reach destination: {_one_line(exc)}")
+                result = Result(job.action, "failed", f"cannot reach destination: {one_line(exc)}")
             else:
                 bucket.take(quota.calls_per_push if job.action.kind == "push" else quota.calls_per_delete)
                 result = _run_job(provider, job, config.destination[destination].verify_after_write)
@@ -230,7 +223,7 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
             verify.check_written(read, job.payload.fingerprint, job.payload.body)
         return Result(action, "done", detail=remote.version or "", job=job)
     except Exception as exc:  # one line per failure; the run goes on
-        return Result(action, "failed", _one_line(exc))
+        return Result(action, "failed", one_line(exc))
 
 
 def _record(store: Store, report: Report, retired: Iterable[str]) -> None:

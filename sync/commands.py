@@ -9,7 +9,7 @@ from sync import enroll, render
 from sync.apply import Report, execute, push_actions
 from sync.ca import utcnow
 from sync.config import Config
-from sync.errors import NotFound, UsageError
+from sync.errors import NotFound, UsageError, one_line
 from sync.plan import Action, Plan
 from sync.state import Providers, snapshot
 from sync.store import Store
@@ -77,7 +77,7 @@ def _dry_push(config: Config, providers: Callable, action: Action) -> Action:
     try:
         remote = providers(action.destination).get(action.remote_name)
     except Exception as exc:
-        return replace(action, kind="error", reason=f"cannot read the destination: {exc}")
+        return replace(action, kind="error", reason=f"cannot read the destination: {one_line(exc)}")
     if remote is None:
         return replace(action, reason="would create", exists=False)
     if not remote.managed and not config.destination[action.destination].adopt:

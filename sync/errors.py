@@ -69,3 +69,11 @@ class NotOwned(ProviderError):
 
 class Throttled(ProviderError):
     pass
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure as one line: our message as is, anything else as `Type: first line`."""
+    if isinstance(exc, CertsyncError):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}".rstrip(": ")

@@ -43,6 +43,9 @@ def publish_crl(config: Config, store: Store, session: Session, ca_name: str, *,
                 now: datetime) -> x509.CertificateRevocationList:
     """Sign a new CRL for `ca_name` with the next CRL number and keep it as the current one."""
     authority, issuer = issuer_for(config, store, session, ca_name)
+    # Lock the CA's row first (PostgreSQL: SELECT ... FOR UPDATE; SQLite has one writer anyway), so
+    # two publishers cannot both sign CRL number n+1, and the entries read next are the latest.
+    session.refresh(authority, with_for_update=True)
     entries = [revocation.RevokedEntry(int(c.serial, 16), c.revoked_at, c.revocation_reason or "unspecified")
                for c in store.revoked_by(session, authority, now)]
     authority.crl_number = (authority.crl_number or 0) + 1

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from providers.base import Provider, load_provider_factory
 from sync import enroll, plan, render
 from sync.config import Config
-from sync.errors import CertsyncError
+from sync.errors import one_line
 from sync.store import Authority, Store
 
 ProviderFactory = Callable[[str], Provider]
@@ -33,16 +33,25 @@ class Providers:
     def __init__(self, config: Config, factory: Callable | None = None) -> None:
         self.config = config
         self._factory = factory
-        self._built: dict[str, Provider] = {}
-        self._lock = threading.Lock()  # lanes ask from several threads
+        self._built: dict[str, Provider | Exception] = {}
+        self._lock = threading.Lock()                   # guards the two dicts
+        self._building: dict[str, threading.Lock] = {}  # one per destination: slow builds in parallel
 
     def __call__(self, destination: str) -> Provider:
         with self._lock:
+            building = self._building.setdefault(destination, threading.Lock())
+        with building:
             if destination not in self._built:
                 dest = self.config.destination[destination]
-                factory = self._factory or load_provider_factory(dest.provider)
-                self._built[destination] = factory(dest)
-            return self._built[destination]
+                try:
+                    factory = self._factory or load_provider_factory(dest.provider)
+                    self._built[destination] = factory(dest)
+                except Exception as exc:  # remembered: every job of that lane fails with it, once built
+                    self._built[destination] = exc
+        built = self._built[destination]
+        if isinstance(built, Exception):
+            raise built
+        return built
 
 
 def desired_state(config: Config) -> list[plan.Desired]:
@@ -108,10 +117,8 @@ def list_destinations(destinations: list[str], providers: ProviderFactory) -> di
     def one(destination: str):
         try:
             return {s.name: s for s in providers(destination).list_managed()}
-        except CertsyncError as exc:
-            return f"listing failed: {exc}"
-        except Exception as exc:  # an SDK error that escaped an adapter: still one line
-            return f"listing failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except Exception as exc:  # an SDK error that escaped an adapter too: still one line
+            return f"listing failed: {one_line(exc)}"
 
     if not destinations:
         return {}
