@@ -438,19 +438,10 @@ class Store:
     def deployments(self, session: Session) -> list[Deployment]:
         return list(session.scalars(select(Deployment)))
 
-    def record_push(self, session: Session, *, cert_name: str, destination: str, remote_name: str,
-                    certificate_id: int | None, fingerprint: str, remote_version: str | None) -> None:
-        row = session.scalars(select(Deployment).where(Deployment.destination == destination,
-                                                       Deployment.remote_name == remote_name)).first()
-        if row is None:
-            row = Deployment(destination=destination, remote_name=remote_name)
-            session.add(row)
-        row.cert_name, row.certificate_id, row.fingerprint = cert_name, certificate_id, fingerprint
-        row.remote_version, row.pushed_at, row.state = remote_version, utcnow(), "present"
-
     def record_pushes(self, session: Session, pushes: list[dict]) -> None:
-        """record_push for many (dicts of its keyword arguments): one query per 500 remote names
-        instead of one per push, and the new rows inserted together at the flush."""
+        """Record what was pushed (dicts: cert_name, destination, remote_name, certificate_id,
+        fingerprint, remote_version, one_off): one query per 500 remote names, new rows inserted
+        together at the flush."""
         with session.no_autoflush:
             existing: dict[tuple[str, str], Deployment] = {}
             names = list({p["remote_name"] for p in pushes})
