@@ -13,6 +13,7 @@ boto3 is imported only in `from_destination`, so commands that never reach AWS d
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Iterator, Mapping
 
 from providers.base import (MANAGED_BY, MANAGED_BY_VALUE, RemoteSecret, check_payload_size,
@@ -48,8 +49,8 @@ def from_destination(dest: Any) -> "AwsProvider":
 class AwsProvider:
     kind = "aws"
 
-    def __init__(self, client: Any, *, adopt: bool = False,
-                 recovery_window_days: int | None = None, page_size: int = MAX_PAGE_SIZE) -> None:
+    def __init__(self, client: Any, *, adopt: bool = False, recovery_window_days: int | None = None,
+                 page_size: int = MAX_PAGE_SIZE, name_free_timeout: float = 30.0) -> None:
         if recovery_window_days is not None and not 7 <= recovery_window_days <= 30:
             raise ConfigError(f"recovery_window_days must be between 7 and 30, "
                               f"not {recovery_window_days}")
@@ -58,6 +59,7 @@ class AwsProvider:
         self.client = client
         self.adopt = adopt
         self.recovery_window_days = recovery_window_days
+        self.name_free_timeout = name_free_timeout   # seconds to wait for a force delete to finish
         self.page_size = page_size
 
     # --- protocol ---------------------------------------------------------------------------
@@ -96,8 +98,7 @@ class AwsProvider:
         described = self._describe(name)
         if described is None:
             with self._errors("CreateSecret", name, payload):
-                created = self.client.create_secret(
-                    Name=name, Tags=[{"Key": k, "Value": v} for k, v in labels.items()], **value)
+                created = self._create(name, value, labels)
             return RemoteSecret(name, labels=dict(labels), version=created["VersionId"])
 
         existing = _remote(described)
@@ -133,6 +134,26 @@ class AwsProvider:
                 self.client.delete_secret(SecretId=name, **window)
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _create(self, name: str, value: Mapping[str, Any], labels: Mapping[str, str]) -> Mapping[str, Any]:
+        """CreateSecret, waiting out a force delete still finishing: AWS deletes in the background,
+        and for a few seconds the name is neither describable nor free ("scheduled for deletion").
+        botocore does not retry that error, so this waits, briefly and boundedly."""
+        from botocore.exceptions import ClientError
+
+        deadline, pause = time.monotonic() + self.name_free_timeout, 0.5
+        while True:
+            try:
+                return self.client.create_secret(
+                    Name=name, Tags=[{"Key": k, "Value": v} for k, v in labels.items()], **value)
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                if (error.get("Code") != "InvalidRequestException"
+                        or "scheduled for deletion" not in error.get("Message", "")
+                        or time.monotonic() + pause > deadline):
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
     def _describe(self, name: str) -> dict | None:
         """DescribeSecret, or None when the name does not exist (pending deletion exists)."""

@@ -333,3 +333,30 @@ def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, 
     key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
     assert _one_line(f"Value '{key}' at 'secretString'\nfailed", key) == \
         "Value '<payload>' at 'secretString' failed"
+
+
+@aws_only
+def test_aws_create_waits_for_a_force_delete_to_finish(provider_factory, emulators, name_prefix):
+    """Real AWS finishes a force delete in the background: for a few seconds CreateSecret answers
+    "scheduled for deletion" (LocalStack never does, so a proxy answers it twice here)."""
+    from providers.aws import AwsProvider
+    from tests.support.counting_proxy import CountingProxy
+
+    class StillDeleting(CountingProxy):
+        refused = 0
+
+        def answer(self, name):
+            if name == "CreateSecret" and self.refused < 2:
+                self.refused += 1
+                body = (b'{"__type":"InvalidRequestException","message":"You can\'t create this secret because '
+                        b'a secret with this name is already scheduled for deletion."}')
+                return 400, {"Content-Type": "application/x-amz-json-1.1"}, body
+            return None
+
+    with StillDeleting(emulators.entry("aws")["endpoint"]) as proxy:
+        base = provider_factory.make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url)
+        provider = AwsProvider(base.client, name_free_timeout=10.0)
+        name = f"{name_prefix}-recreated"
+        push(provider, name, "v1")
+        assert proxy.refused == 2 and proxy.calls["CreateSecret"] == 3
+        assert provider.get(name).value == "v1"
