@@ -322,6 +322,9 @@ class NotifyConfig(Strict):
         "Body: json (generic document with an events list) or slack (Slack-compatible text and blocks)."))
     expiring_within: Duration = Field(timedelta(days=30), description=(
         "Alert on certificates and CAs whose notAfter is within this duration."))
+    repeat_every: Duration = Field(timedelta(hours=24), description=(
+        "A standing condition (expiring, stale copy) is alerted again only after this long; failures, "
+        "renewals and revocations are alerted every time."))
 
     @field_validator("webhook_url")
     @classmethod

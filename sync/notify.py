@@ -21,6 +21,7 @@ A webhook that fails is never a failed run: `after_run` returns a warning that n
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from sync import facts as facts_mod, logs
+from sync import commands, facts as facts_mod, logs
 from sync.ca import utcnow
 from sync.config import Config
 from sync.cron import MAX_DURATION_REACHED
@@ -250,14 +251,58 @@ def after_run(config: Config, command: str, report=None, *, revocations: Iterabl
         gathered = facts_mod.gather(config, now=now)
         outcome.events = build_events(report, gathered.inventory, gathered.deployments, now=now,
                                       expiring_within=settings.expiring_within, revocations=revocations)
+        outcome.events, marks = _not_alerted_lately(config, outcome.events, now, settings.repeat_every)
         if not outcome.events:
             return outcome
         body = render(outcome.events, settings.format, command=command, now=now,
                       summary=report.summary() if report is not None else None)
         send(settings.webhook_url, body, timeout=timeout, pause=pause)
         outcome.sent = True
+        _remember(config, marks, now)
     except DeliveryError as exc:
         outcome.warning = f"notify.webhook_url: alert not delivered: {exc}"
     except Exception as exc:  # gathering failed (store): still only a warning
         outcome.warning = f"notify: alert not built: {logs.redact(_why(exc) if not str(exc) else str(exc))}"
     return outcome
+
+
+# --- standing conditions are alerted once per repeat_every -------------------------------------------
+
+STANDING = frozenset({"expiring", "ca_expiring", "stale_copy"})
+
+
+def _mark(event: Event) -> str:
+    """The store key of a standing condition (a settings row): same condition, same key."""
+    text = "|".join(str(x) for x in (event.type, event.certificate, event.ca, event.destination,
+                                      event.remote_name, event.not_after))
+    return "notify:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _not_alerted_lately(config: Config, events: list[Event], now: datetime,
+                        repeat_every: timedelta) -> tuple[list[Event], list[str]]:
+    """Drop standing conditions alerted less than repeat_every ago; return the marks to set."""
+    from sync.store import Setting
+    if not any(e.type in STANDING for e in events):
+        return events, []
+    store = commands.open_store(config)
+    keep, marks = [], []
+    with store.session() as session:
+        for event in events:
+            if event.type in STANDING:
+                key = _mark(event)
+                row = session.get(Setting, key)
+                if row is not None and now - datetime.fromisoformat(row.value.decode()) < repeat_every:
+                    continue
+                marks.append(key)
+            keep.append(event)
+    return keep, marks
+
+
+def _remember(config: Config, marks: list[str], now: datetime) -> None:
+    if not marks:
+        return
+    from sync.store import Setting
+    store = commands.open_store(config)
+    with store.session() as session:
+        for key in marks:
+            session.merge(Setting(key=key, value=now.isoformat().encode()))

@@ -210,6 +210,11 @@ def test_expiry_renewal_and_stale_copy_on_a_controlled_clock(workdir):
         outcome = notify.after_run(cfg, "list", None, now=later)
         assert [(e.type, e.certificate) for e in outcome.events] == [("expiring", "api")] and outcome.sent
         assert "expires in 25.0 days" in hook.bodies[-1]["events"][0]["message"]
+        # an hour later (an hourly job): the same standing condition is not alerted again...
+        assert notify.after_run(cfg, "list", None, now=later + timedelta(hours=1)).events == []
+        # ...until repeat_every (24h) has passed
+        again = notify.after_run(cfg, "list", None, now=later + timedelta(hours=25))
+        assert [e.type for e in again.events] == ["expiring"] and again.sent
 
         # the run renews, but the cloud is down: a failure, a renewal, and the cloud keeps v1
         provider.fail = True
@@ -227,7 +232,7 @@ def test_expiry_renewal_and_stale_copy_on_a_controlled_clock(workdir):
         report = commands.apply(cfg, providers=lambda d: provider, now=later)
         assert report.summary() == {"push": 1}
         assert notify.after_run(cfg, "apply", report, now=later).events == []
-    assert len(hook.received) == 2
+    assert len(hook.received) == 3
 
 
 def test_no_notify_section_means_no_alert(workdir):
