@@ -212,3 +212,23 @@ endpoint_url = "{aws_proxy.url}"
     project.run("retire", f"{name_prefix}-api")
     for client in (secretsmanager, other):
         assert not client.list_secrets(Filters=[{"Key": "name", "Values": [name_prefix]}])["SecretList"]
+
+
+def test_csr_enrollment_pushed_chain_only(project, aws_proxy, secretsmanager, name_prefix, tmp_path):
+    project.write(config(name_prefix, aws_proxy))
+    project.run("init")
+    made = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                           "-keyout", str(tmp_path / "client.key"), "-out", str(tmp_path / "client.csr"),
+                           "-subj", "/CN=svc.example.internal"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    name = f"{name_prefix}-svc"
+    project.run("sign", "--csr", str(tmp_path / "client.csr"), "--profile", "tls-server", "--name", name,
+                "--to", "aws")
+    document = json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"])
+    assert "private_key" not in document  # the client keeps its key
+    leaf = x509.load_pem_x509_certificate(document["certificate"].encode())
+    key = serialization.load_pem_private_key((tmp_path / "client.key").read_bytes(), None)
+    assert leaf.public_key() == key.public_key()
+    assert openssl_verify(tmp_path, document).strip().endswith("leaf.pem: OK")
+    assert project.json("apply")["summary"].get("delete") is None  # apply leaves it alone
+    assert secretsmanager.get_secret_value(SecretId=name)
