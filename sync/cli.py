@@ -92,11 +92,17 @@ def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: b
 @pass_ctx
 def init(ctx: Context) -> None:
     """Create the store and the CAs declared in the config (idempotent)."""
-    statuses = commands.init(ctx.config)
+    result = commands.init(ctx.config)
+    statuses = result.cas
     if ctx.json:
         ctx.emit({"cas": [{"name": s.name, "created": s.created, "subject": s.subject,
-                           "not_after": s.not_after.isoformat()} for s in statuses]})
+                           "not_after": s.not_after.isoformat()} for s in statuses],
+                  "schema": {"before": result.schema_before, "after": result.schema_after}})
         return
+    if result.schema_before is None:
+        ctx.say(f"created  store (schema {result.schema_after})")
+    elif result.schema_before != result.schema_after:
+        ctx.say(f"upgraded store schema from {result.schema_before} to {result.schema_after}")
     for s in statuses:
         ctx.say(f"{'created' if s.created else 'exists '}  CA {s.name}: {s.subject} (until {s.not_after:%Y-%m-%d})")
 

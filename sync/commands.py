@@ -22,10 +22,19 @@ def open_store(config: Config, *, create: bool = False) -> Store:
     return store
 
 
-def init(config: Config, *, now: datetime | None = None) -> list[enroll.CAStatus]:
+@dataclass(frozen=True)
+class InitResult:
+    cas: list[enroll.CAStatus]
+    schema_before: str | None     # None: a new store
+    schema_after: str
+
+
+def init(config: Config, *, now: datetime | None = None) -> InitResult:
     store = open_store(config, create=True)     # creates the store or upgrades its schema
     with store.lock():                          # two first runs at once must not make two CAs
-        return enroll.init_cas(config, store, now=now)
+        cas = enroll.init_cas(config, store, now=now)
+    before, after = store.schema_change
+    return InitResult(cas, before, after)
 
 
 def plan(config: Config, *, providers: Callable | None = None, now: datetime | None = None) -> Plan:

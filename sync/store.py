@@ -199,10 +199,11 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.schema_change: tuple[str | None, str] | None = None
         self.master_key: keyring.MasterKey | None = None
         try:
             if create:
-                migrations.upgrade(self.engine)
+                self.schema_change = migrations.upgrade(self.engine)   # (revision before or None, head)
             else:
                 with self.engine.connect() as connection:
                     migrations.check(connection)

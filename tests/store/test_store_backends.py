@@ -23,9 +23,9 @@ def _cfg():
 
 def test_init_creates_the_store_and_is_idempotent(store_dir):
     cfg = _cfg()
-    first = commands.init(cfg)
+    first = commands.init(cfg).cas
     assert [s.created for s in first] == [True, True]
-    second = commands.init(cfg)
+    second = commands.init(cfg).cas
     assert [s.created for s in second] == [False, False]
     assert [(s.subject, s.not_after) for s in second] == [(s.subject, s.not_after) for s in first]
 

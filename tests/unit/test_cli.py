@@ -22,7 +22,9 @@ def test_every_command_has_help(name):
 
 
 def test_init_plan_apply_list_export(workdir):
-    assert "created  CA root" in run("init", cwd=workdir).stdout
+    first = run("init", cwd=workdir).stdout
+    assert "created  CA root" in first and "created  store (schema 0003)" in first
+    assert "store" not in run("init", cwd=workdir).stdout   # nothing new the second time
     plan = run("--output", "json", "plan", cwd=workdir)
     assert json.loads(plan.stdout)["actions"][0]["action"] == "issue"
     assert run("plan", "--detailed-exitcode", cwd=workdir, check=False).returncode == 2

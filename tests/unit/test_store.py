@@ -13,11 +13,11 @@ from sync.errors import LockError, MasterKeyError, StoreError
 
 def test_init_creates_private_files_and_is_idempotent(workdir):
     cfg = config.load("sync.toml")
-    first = commands.init(cfg)
+    first = commands.init(cfg).cas
     assert [s.created for s in first] == [True, True]
     for name in ("certsync.db", "certsync.key"):
         assert stat.S_IMODE(os.stat(workdir / name).st_mode) == 0o600
-    second = commands.init(cfg)
+    second = commands.init(cfg).cas
     assert [s.created for s in second] == [False, False]
     assert [s.subject for s in second] == [s.subject for s in first]
 
