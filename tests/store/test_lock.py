@@ -104,9 +104,9 @@ def test_a_long_run_keeps_its_lock_by_renewing_it(url):
     """The holder renews its row every quarter of the TTL: a run longer than the TTL is not taken
     over. (A short TTL here; the run lasts three TTLs.)"""
     store, other = _store(url), _store(url)
-    ttl = timedelta(seconds=0.4)
+    ttl = timedelta(seconds=1.0)
     with store.lock(ttl=ttl):
-        time.sleep(1.2)
+        time.sleep(3.0)
         with pytest.raises(LockError, match="another run holds the store lock"):
             with other.lock(ttl=ttl):
                 pass
