@@ -29,6 +29,8 @@ Format = Literal["json", "pem", "pkcs12"]
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 # Certificate and CA names become labels in every cloud: keep them to what all three accept.
+# Without renew_before, a certificate is renewed in the last third of its lifetime.
+DEFAULT_RENEW_FRACTION = 1 / 3
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -188,7 +190,7 @@ class ProfileConfig(Strict):
 
     def renew_window(self, lifetime: timedelta) -> timedelta:
         """Default: renew in the last third of the lifetime."""
-        return (self.renew_before or RenewBefore(fraction=1 / 3)).window(lifetime)
+        return (self.renew_before or RenewBefore(fraction=DEFAULT_RENEW_FRACTION)).window(lifetime)
 
 
 class DestinationBase(Strict):

@@ -91,8 +91,12 @@ def _names_of(sans) -> tuple[list[str], list[str]]:
 
 
 def san_list(spec: CertificateConfig) -> list[str]:
-    dns, ips = requested_names(spec)
-    return [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+    return san_strings(*requested_names(spec))
+
+
+def san_strings(dns_names, ip_addresses) -> list[str]:
+    """SANs as the store records them: DNS:name, then IP:address."""
+    return [f"DNS:{d}" for d in dns_names] + [f"IP:{i}" for i in ip_addresses]
 
 
 def issue(config: Config, store: Store, session: Session, name: str, *, previous: Certificate | None = None,
@@ -241,7 +245,7 @@ def _sign_one(config: Config, store: Store, session: Session, request: IssueRequ
     cert = ca.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
                          ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now,
                          sans=list(sans_general))
-    sans = [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+    sans = san_strings(dns, ips)
     values = store.certificate_values(name=request.name, version=version, profile=spec.profile,
                                       authority_id=authority_id, cert=cert, key_enc=None, key_type=key_type,
                                       sans=sans, common_name=spec.common_name or None)
@@ -273,7 +277,7 @@ def issue_from_csr(config: Config, store: Store, session: Session, name: str | N
     cert = ca.issue_leaf(issuer, request.public_key, common_name=request.common_name,
                          dns_names=request.dns_names, ip_addresses=request.ip_addresses,
                          usages=profile.usages, validity=validity, now=now)
-    sans = [f"DNS:{d}" for d in request.dns_names] + [f"IP:{i}" for i in request.ip_addresses]
+    sans = san_strings(request.dns_names, request.ip_addresses)
     return store.add_certificate(session, name=name, profile=profile_name, authority=authority, cert=cert,
                                  key=None, key_type=request.key_type, sans=sans, source="csr")
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
 from providers.base import RemoteSecret
+from sync.config import DEFAULT_RENEW_FRACTION
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now
     if cur.ca != want.ca:
         return Action("issue", want.name, reason=f"profile now issues from CA {want.ca!r}")
     lifetime = cur.not_after - cur.not_before
-    window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or 1 / 3)
+    window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or DEFAULT_RENEW_FRACTION)
     if now >= cur.not_after - window:
         days = (cur.not_after - now).total_seconds() / 86400
         if cur.ca_not_after is not None and cur.not_after >= cur.ca_not_after - timedelta(minutes=5):

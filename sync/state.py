@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from providers.base import Provider, load_provider_factory
 from sync import enroll, plan, render
-from sync.config import Config
+from sync.config import DEFAULT_RENEW_FRACTION, Config
 from sync.errors import one_line
 from sync.store import Authority, Store
 
@@ -62,7 +62,7 @@ def desired_state(config: Config) -> list[plan.Desired]:
         wanted.append(plan.Desired(
             name=name, ca=profile.ca, sans=tuple(enroll.san_list(spec)), key_type=spec.key or profile.key,
             renew_window=renew.duration if renew else None,
-            renew_fraction=(renew.fraction if renew and renew.fraction is not None else 1 / 3),
+            renew_fraction=(renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION),
             targets=tuple((ref.to, ref.name) for ref in spec.targets(name))))
     return wanted
 
