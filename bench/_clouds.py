@@ -138,9 +138,10 @@ class Project:
     def expected_leaves(self) -> dict[str, str]:
         """cert name -> SHA-256 of its active leaf (DER), read from the store (not timed)."""
         import hashlib
-        from sync import commands, config
+        from sync import config
+        from sync.app import App
         cfg = config.load(self.folder / "sync.toml")
-        store = commands.open_store(cfg)
+        store = App(cfg).store
         with store.session() as session:
             return {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in store.latest_versions(session)}
 

@@ -11,7 +11,7 @@ to generate, so fewer of them keep the run short):
     (basicConstraints, keyUsage, extendedKeyUsage, SAN, SKI, AKI, CRL distribution point, OCSP
     URL), sign it with the issuing CA's key (ec-p256). Pure cryptography calls, nothing stored,
     nothing serialised;
-  * certsync: the library call path `certsync apply` uses (`sync.commands.apply`) on a config
+  * certsync: the library call path `certsync apply` uses (`sync.app.apply`) on a config
     with N certificates and no destination, into a fresh SQLite store (init not timed): plan,
     policy checks, key generation, signing, keys encrypted (AES-256-GCM), rows written;
   * certsync, one transaction per certificate: what `apply` did before batching (enroll.issue,
@@ -44,7 +44,8 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from sync import commands, config as config_mod, enroll  # noqa: E402
+from sync import config as config_mod, enroll  # noqa: E402
+from sync.app import App
 
 CRL_URL = "http://pki.example.internal/crl/issuing.crl"
 OCSP_URL = "http://pki.example.internal/ocsp"
@@ -114,16 +115,16 @@ def certsync_run(n: int, key_type: str, per_certificate: bool = False) -> tuple[
     folder = Path(tempfile.mkdtemp(prefix="certsync-bench-"))
     try:
         cfg = make_config(folder, n, key_type)
-        commands.init(cfg)
+        App(cfg).init()
         if per_certificate:
-            store = commands.open_store(cfg)
+            store = App(cfg).store
             started, cpu = time.perf_counter(), time.process_time()
             for name in cfg.certificate:
                 with store.session() as session:
                     enroll.issue(cfg, store, session, name, previous=store.current(session, name))
             return time.perf_counter() - started, time.process_time() - cpu
         started, cpu = time.perf_counter(), time.process_time()
-        report = commands.apply(cfg)
+        report = App(cfg).apply()
         seconds = time.perf_counter() - started, time.process_time() - cpu
         if report.summary() != {"issue": n}:
             raise SystemExit(f"bench: apply did not issue {n} certificates: {report.summary()}")

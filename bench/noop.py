@@ -87,10 +87,11 @@ def naive_worker(parallel: bool) -> int:
     import_seconds = _warm()
     started = time.perf_counter()
     import hashlib
-    from sync import commands, config as config_mod
-    from sync.state import Providers
+    from sync import config as config_mod
+    from sync.app import App
+    from sync.reconcile.destinations import Providers
     cfg = config_mod.load("sync.toml")
-    store = commands.open_store(cfg)
+    store = App(cfg).store
     with store.session() as session:
         leaves = {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in store.latest_versions(session)}
     providers = Providers(cfg)

@@ -80,9 +80,6 @@ class RenewBefore(BaseModel):
     duration: timedelta | None = None
     fraction: float | None = None
 
-    def window(self, lifetime: timedelta) -> timedelta:
-        return self.duration if self.duration is not None else lifetime * self.fraction
-
 
 def parse_renew_before(value: Any) -> RenewBefore:
     if isinstance(value, RenewBefore):
@@ -187,10 +184,6 @@ class ProfileConfig(Strict):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8") from None
         return value
-
-    def renew_window(self, lifetime: timedelta) -> timedelta:
-        """Default: renew in the last third of the lifetime."""
-        return (self.renew_before or RenewBefore(fraction=DEFAULT_RENEW_FRACTION)).window(lifetime)
 
 
 class DestinationBase(Strict):

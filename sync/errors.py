@@ -43,6 +43,10 @@ class MasterKeyError(CertsyncError):
     """Missing or wrong master key: never silently replaced."""
 
 
+class VerifyError(CertsyncError):
+    """A bundle that is not what consumers need, or a cloud that did not keep what was written."""
+
+
 class StoreError(CertsyncError):
     pass
 

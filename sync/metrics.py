@@ -14,9 +14,12 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sync import facts as facts_mod
-from sync.config import Config
+from sync import inventory
+
+if TYPE_CHECKING:
+    from sync.app import App
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,7 +57,7 @@ class Family:
         return out
 
 
-def families(gathered: facts_mod.Facts) -> list[Family]:
+def families(gathered: inventory.Facts) -> list[Family]:
     certs = Family("certsync_certificate_not_after_seconds",
                    "Expiry (notAfter) of the certificate's active version, in Unix seconds.")
     for row in gathered.inventory.certificates:
@@ -62,7 +65,7 @@ def families(gathered: facts_mod.Facts) -> list[Family]:
             certs.add({"certificate": row.name, "version": str(row.version)}, _seconds(row.not_after))
     cas = Family("certsync_ca_not_after_seconds", "Expiry (notAfter) of the CA's active generation, in Unix seconds.")
     for ca in gathered.inventory.authorities:
-        cas.add({"ca": ca["name"]}, _seconds(facts_mod.ca_not_after(ca)))
+        cas.add({"ca": ca["name"]}, _seconds(inventory.ca_not_after(ca)))
     pushed = Family("certsync_destination_last_success_seconds",
                     "When certsync last wrote this copy successfully, in Unix seconds.")
     in_sync = Family("certsync_destination_in_sync",
@@ -83,12 +86,12 @@ def families(gathered: facts_mod.Facts) -> list[Family]:
     return [certs, cas, pushed, in_sync]
 
 
-def render(gathered: facts_mod.Facts) -> str:
+def render(gathered: inventory.Facts) -> str:
     return "\n".join(line for family in families(gathered) for line in family.lines()) + "\n"
 
 
-def collect(config: Config, *, now: datetime | None = None) -> str:
-    return render(facts_mod.gather(config, now=now))
+def collect(app: App) -> str:
+    return render(app.facts())
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:

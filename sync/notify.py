@@ -2,7 +2,7 @@
 
 Configured by `[notify]`: `webhook_url`, `format` (`json` | `slack`), `expiring_within`. After
 `apply`, `push`, `renew` and `revoke` the CLI calls `after_run`, which gathers what the store knows
-(sync.facts), builds the events (`build_events`, pure) and, when there is at least one, renders one
+(sync.inventory), builds the events (`build_events`, pure) and, when there is at least one, renders one
 body (`render`, pure) and POSTs it with a timeout and one retry.
 
 Event types (each with a severity):
@@ -29,12 +29,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from sync import commands, facts as facts_mod, logs
-from sync.ca import utcnow
-from sync.config import Config
-from sync.cron import MAX_DURATION_REACHED
+from sync.inventory import DeploymentView, ca_not_after
+from sync import logs
+from sync.clock import rfc3339, utcnow
+from sync.reconcile.deadline import MAX_DURATION_REACHED
+
+if TYPE_CHECKING:
+    from sync.app import App
+    from sync.store import Store
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 TYPE_TITLES = {"failure": "Failures", "stale_copy": "Stale copies in the clouds",
@@ -59,7 +63,7 @@ class Event:
         return {"type": self.type, "severity": self.severity, "message": self.message,
                 "certificate": self.certificate, "ca": self.ca, "destination": self.destination,
                 "remote_name": self.remote_name,
-                "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if self.not_after else None}
+                "not_after": rfc3339(self.not_after) if self.not_after else None}
 
 
 def _days(delta: timedelta) -> str:
@@ -67,11 +71,11 @@ def _days(delta: timedelta) -> str:
     return f"{days:.1f} days"
 
 
-def build_events(report, inventory, deployments: Iterable[facts_mod.DeploymentView], *, now: datetime,
+def build_events(report, inventory, deployments: Iterable[DeploymentView], *, now: datetime,
                  expiring_within: timedelta, revocations: Iterable[dict] = ()) -> list[Event]:
     """The events of a run, pure: from its report (apply.Report or None), the inventory after it
-    (commands.Inventory), the copies in the clouds (facts.DeploymentView) and what was revoked
-    (commands.revoke's summaries). Errors first, then warnings, then information."""
+    (inventory.Inventory), the copies in the clouds (inventory.DeploymentView) and what was revoked
+    (App.revoke's summaries). Errors first, then warnings, then information."""
     events: list[Event] = []
     if report is not None:
         for r in report.results:
@@ -111,7 +115,7 @@ def build_events(report, inventory, deployments: Iterable[facts_mod.DeploymentVi
                             f"{row.name} version {row.version} {text} ({row.not_after:%Y-%m-%d %H:%M}Z)",
                             row.name, not_after=row.not_after))
     for ca in inventory.authorities:
-        not_after = facts_mod.ca_not_after(ca)
+        not_after = ca_not_after(ca)
         if not_after > horizon:
             continue
         left = not_after - now
@@ -136,7 +140,7 @@ def render(events: list[Event], fmt: str, *, command: str, host: str | None = No
            now: datetime | None = None, summary: dict | None = None) -> dict:
     """The webhook body: generic JSON, or Slack's {"text", "blocks"} (Block Kit)."""
     host = host or socket.gethostname()
-    stamp = (now or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now or utcnow())
     if fmt == "slack":
         return _slack(events, command=command, host=host, stamp=stamp)
     counts: dict[str, int] = {}
@@ -237,28 +241,28 @@ class Outcome:
     warning: str | None = None     # one line for stderr, never with the URL
 
 
-def after_run(config: Config, command: str, report=None, *, revocations: Iterable[dict] = (),
-              now: datetime | None = None, timeout: float = TIMEOUT_SECONDS,
+def after_run(app: App, command: str, report=None, *, revocations: Iterable[dict] = (),
+              timeout: float = TIMEOUT_SECONDS,
               pause: float = RETRY_PAUSE_SECONDS) -> Outcome | None:
     """Gather, build, render and send; None when [notify] has no webhook_url. Never raises."""
-    settings = config.notify
+    settings = app.config.notify
     if settings is None or not settings.webhook_url:
         return None
     logs.add_secret(settings.webhook_url)
     outcome = Outcome()
     try:
-        now = now or utcnow()
-        gathered = facts_mod.gather(config, now=now)
+        now = app.now
+        gathered = app.facts()
         outcome.events = build_events(report, gathered.inventory, gathered.deployments, now=now,
                                       expiring_within=settings.expiring_within, revocations=revocations)
-        outcome.events, marks = _not_alerted_lately(config, outcome.events, now, settings.repeat_every)
+        outcome.events, marks = _not_alerted_lately(app.store, outcome.events, now, settings.repeat_every)
         if not outcome.events:
             return outcome
         body = render(outcome.events, settings.format, command=command, now=now,
                       summary=report.summary() if report is not None else None)
         send(settings.webhook_url, body, timeout=timeout, pause=pause)
         outcome.sent = True
-        _remember(config, marks, now)
+        _remember(app.store, marks, now)
     except DeliveryError as exc:
         outcome.warning = f"notify.webhook_url: alert not delivered: {exc}"
     except Exception as exc:  # gathering failed (store): still only a warning
@@ -278,31 +282,27 @@ def _mark(event: Event) -> str:
     return "notify:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _not_alerted_lately(config: Config, events: list[Event], now: datetime,
+def _not_alerted_lately(store: Store, events: list[Event], now: datetime,
                         repeat_every: timedelta) -> tuple[list[Event], list[str]]:
     """Drop standing conditions alerted less than repeat_every ago; return the marks to set."""
-    from sync.store import Setting
     if not any(e.type in STANDING for e in events):
         return events, []
-    store = commands.open_store(config)
     keep, marks = [], []
-    with store.session() as session:
+    with store.transaction() as tx:
         for event in events:
             if event.type in STANDING:
                 key = _mark(event)
-                row = session.get(Setting, key)
-                if row is not None and now - datetime.fromisoformat(row.value.decode()) < repeat_every:
+                sent = tx.settings.get(key)
+                if sent is not None and now - datetime.fromisoformat(sent.decode()) < repeat_every:
                     continue
                 marks.append(key)
             keep.append(event)
     return keep, marks
 
 
-def _remember(config: Config, marks: list[str], now: datetime) -> None:
+def _remember(store: Store, marks: list[str], now: datetime) -> None:
     if not marks:
         return
-    from sync.store import Setting
-    store = commands.open_store(config)
-    with store.session() as session:
+    with store.transaction() as tx:
         for key in marks:
-            session.merge(Setting(key=key, value=now.isoformat().encode()))
+            tx.settings.put(key, now.isoformat().encode())

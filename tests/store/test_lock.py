@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from sync import commands, config
-from sync.ca import utcnow
+from sync import config
+from sync.app import App
+from sync.clock import rfc3339, utcnow
 from sync.errors import LockError
-from sync.store import Certificate, Lock, Store
+from sync.store import RunLock, Store
+from sync.store.models import Certificate, Lock
 from tests.store.conftest import CERT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,72 +28,77 @@ HELD = re.compile(r"another run holds the store lock \((?P<owner>[^,]+:\d+:[0-9a
 
 @pytest.fixture
 def url(store_dir, backend) -> str:
-    commands.init(config.load("sync.toml"))
+    App(config.load("sync.toml")).init()
     return backend.url
 
 
-def _store(url: str, seconds: float = 0) -> Store:
-    return Store(url, lock_timeout=timedelta(seconds=seconds))
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+class FakeClock:
+    """Time that moves only when told (or when the lock sleeps): no test waits on the wall clock."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+        self.slept = 0.0
+        self.on_sleep = lambda: None
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+        self.now += timedelta(seconds=seconds)
+        self.on_sleep()
+
+
+def _lock(store: Store, clock: FakeClock, *, timeout: float = 0, ttl: timedelta = timedelta(minutes=10)) -> RunLock:
+    return RunLock(store, ttl=ttl, timeout=timedelta(seconds=timeout), clock=clock, sleep=clock.sleep)
 
 
 def test_lock_is_exclusive_and_fails_at_once_by_default(url):
-    holder, other = _store(url), _store(url)
-    with holder.lock():
-        started = time.monotonic()
+    holder, other, clock = _store(url), _store(url), FakeClock()
+    with _lock(holder, clock).held(heartbeat=False):
         with pytest.raises(LockError) as caught:
-            with other.lock():
-                pass
-        assert time.monotonic() - started < 1
+            _lock(other, clock).acquire()
+    assert clock.slept == 0                       # timeout 0: no wait at all
     message = str(caught.value)
     assert HELD.match(message) and "\n" not in message and caught.value.exit_code == 1
     assert message.endswith("; set store.lock_timeout to wait for it")
-    with other.lock():            # released
+    with _lock(other, clock).held(heartbeat=False):            # released
         pass
     holder.close(), other.close()
 
 
 def test_lock_waits_for_the_holder_up_to_lock_timeout(url):
-    holder, waiter = _store(url), _store(url, seconds=30)
-    entered, release = threading.Event(), threading.Event()
-
-    def hold():
-        with holder.lock():
-            entered.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert entered.wait(10)
-    threading.Timer(0.5, release.set).start()
-    started = time.monotonic()
-    with waiter.lock():
-        waited = time.monotonic() - started
-    thread.join()
-    assert 0.4 <= waited < 10
+    holder, waiter, clock = _store(url), _store(url), FakeClock()
+    held = _lock(holder, clock)
+    held.acquire()
+    clock.on_sleep = lambda: clock.slept >= 0.5 and held.release()   # the holder finishes after 0.5 s
+    with _lock(waiter, clock, timeout=30).held(heartbeat=False):
+        pass
+    assert 0.5 <= clock.slept < 2
     holder.close(), waiter.close()
 
 
 def test_lock_gives_up_after_lock_timeout_naming_the_holder(url):
-    holder, waiter = _store(url), _store(url, seconds=0.6)
-    with holder.lock():
-        started = time.monotonic()
+    holder, waiter, clock = _store(url), _store(url), FakeClock()
+    with _lock(holder, clock).held(heartbeat=False):
         with pytest.raises(LockError) as caught:
-            with waiter.lock():
-                pass
-        waited = time.monotonic() - started
-    assert 0.6 <= waited < 3
+            _lock(waiter, clock, timeout=0.6).acquire()
+    assert clock.slept == pytest.approx(0.6)
     assert HELD.match(str(caught.value)) and str(caught.value).endswith(
         "; gave up after waiting 0.6s (store.lock_timeout)")
     holder.close(), waiter.close()
 
 
 def test_a_stale_lock_is_taken_over(url):
-    store = _store(url)
-    now = utcnow()
+    store, clock = _store(url), FakeClock()
     with store.session() as s:      # a runner that crashed two hours ago, its TTL past
-        s.add(Lock(name="apply", owner="crashed-runner:4242:deadbeef", acquired_at=now - timedelta(hours=2, minutes=1),
-                   expires_at=now - timedelta(minutes=1)))
-    with store.lock():
+        s.add(Lock(name="apply", owner="crashed-runner:4242:deadbeef",
+                   acquired_at=clock.now - timedelta(hours=2, minutes=1), expires_at=clock.now - timedelta(minutes=1)))
+    with _lock(store, clock).held(heartbeat=False):
         with store.session() as s:
             assert s.get(Lock, "apply").owner != "crashed-runner:4242:deadbeef"
     with store.session() as s:
@@ -101,19 +107,40 @@ def test_a_stale_lock_is_taken_over(url):
 
 
 def test_a_long_run_keeps_its_lock_by_renewing_it(url):
-    """The holder renews its row every quarter of the TTL: a run longer than the TTL is not taken
-    over. (A short TTL here; the run lasts three TTLs.)"""
-    store, other = _store(url), _store(url)
-    ttl = timedelta(seconds=1.0)
-    with store.lock(ttl=ttl):
-        time.sleep(3.0)
-        with pytest.raises(LockError, match="another run holds the store lock"):
-            with other.lock(ttl=ttl):
-                pass
-    with other.lock(ttl=ttl):   # released at the end of the run
-        pass
+    """The holder renews its row every quarter of the TTL: a run three TTLs long is not taken over;
+    one that stops renewing (a crash) is, one TTL later."""
+    store, other, clock = _store(url), _store(url), FakeClock()
+    ttl = timedelta(minutes=10)
+    holder = _lock(store, clock, ttl=ttl)
+    holder.acquire()
+    for _ in range(12):                      # three TTLs, renewed every quarter
+        clock.now += ttl / 4
+        holder.renew()
+    with pytest.raises(LockError, match="another run holds the store lock"):
+        _lock(other, clock, ttl=ttl).acquire()
+    clock.now += ttl + timedelta(seconds=1)  # no renewal for a whole TTL: taken over
+    taker = _lock(other, clock, ttl=ttl)
+    taker.acquire()
+    taker.release()
+    store.close(), other.close()
+
+
+def test_the_heartbeat_renews_in_the_background(url):
+    """held() starts a thread that calls renew every quarter TTL (a short TTL: 0.2 s)."""
+    store, clock = _store(url), FakeClock()
+    lock = _lock(store, clock, ttl=timedelta(seconds=0.2))
+    with lock.held():
+        with store.session() as s:
+            first = s.get(Lock, "apply").expires_at
+        clock.now += timedelta(hours=1)
+        for _ in range(200):                 # until the next beat has written the new expiry
+            with store.session() as s:
+                if s.get(Lock, "apply").expires_at > first:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the heartbeat never renewed the lock")
     store.close()
-    other.close()
 
 
 # -- real processes ---------------------------------------------------------------------------------
@@ -170,7 +197,7 @@ def test_two_applies_wait_for_each_other_and_issue_once(url, store_dir, backend)
     one takes it and issues, the other waits again, then finds nothing to do."""
     gate = _store(url)
     tag = f"certsync-race-{os.getpid()}"
-    with gate.lock():
+    with RunLock(gate).held():
         procs = [_start_apply(store_dir, "60s", tag) for _ in range(2)]
         _wait_until_connected(gate, backend.name, tag, procs)
         assert all(p.poll() is None for p in procs), "an apply did not wait for the lock"
@@ -203,7 +230,7 @@ def test_two_applies_at_once_without_waiting_issue_once(url, store_dir, backend)
 
 def test_apply_exits_1_with_one_line_when_the_lock_is_held(url, store_dir):
     gate = _store(url)
-    with gate.lock():
+    with RunLock(gate).held():
         with gate.session() as s:
             holder = s.scalars(select(Lock)).one()
         proc = _start_apply(store_dir, "0", "certsync-held")
@@ -213,7 +240,7 @@ def test_apply_exits_1_with_one_line_when_the_lock_is_held(url, store_dir):
     assert len(lines) == 1, err
     match = HELD.match(lines[0].removeprefix("error: "))
     assert match and match["owner"] == holder.owner
-    assert match["since"] == holder.acquired_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert match["since"] == rfc3339(holder.acquired_at)
     with gate.session() as s:
         assert s.scalar(select(func.count()).select_from(Certificate)) == 0
     gate.close()

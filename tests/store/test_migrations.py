@@ -11,9 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from sync import commands, config, migrations
+from sync import config
+from sync.app import App
+from sync.store import migrations
 from sync.errors import StoreError
-from sync.store import Base
+from sync.store.models import Base
 from tests.store.conftest import CERT_NAMES, run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -39,7 +41,7 @@ def _alembic(url: str, verb: str, revision: str) -> None:
 
 
 def test_migrated_schema_equals_the_models(store_dir, backend):
-    commands.init(config.load("sync.toml"))
+    App(config.load("sync.toml")).init()
     assert _diffs(backend.url) == []
     engine = create_engine(backend.url)
     with engine.connect() as conn:
@@ -49,7 +51,7 @@ def test_migrated_schema_equals_the_models(store_dir, backend):
 
 
 def test_downgrade_to_base_and_back(store_dir, backend):
-    commands.init(config.load("sync.toml"))
+    App(config.load("sync.toml")).init()
     _alembic(backend.url, "downgrade", "base")
     engine = create_engine(backend.url)
     with engine.connect() as conn:
@@ -61,13 +63,13 @@ def test_downgrade_to_base_and_back(store_dir, backend):
 
 def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend, capsys):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
-    commands.apply(cfg)
+    App(cfg).init()
+    App(cfg).apply()
     _alembic(backend.url, "downgrade", migrations.INITIAL)      # as a certsync of revision 0001 left it
 
     with pytest.raises(StoreError, match=rf"schema is out of date \(at {migrations.INITIAL}, this certsync needs "
                                          rf"{migrations.head()}\): run `certsync init` to upgrade it"):
-        commands.inventory(cfg)
+        App(cfg).inventory()
     code, _, err = run_cli(capsys, "list")
     assert code == 1
     assert err.strip().splitlines() == [
@@ -77,8 +79,8 @@ def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend,
     code, _, err = run_cli(capsys, "init")
     assert code == 0, err
     assert _diffs(backend.url) == []
-    assert [c.name for c in commands.inventory(cfg).certificates] == CERT_NAMES     # data kept
-    assert commands.apply(cfg).results == []
+    assert [c.name for c in App(cfg).inventory().certificates] == CERT_NAMES     # data kept
+    assert App(cfg).apply().results == []
 
 
 def test_store_made_before_migrations_is_adopted(store_dir, backend):
@@ -91,20 +93,20 @@ def test_store_made_before_migrations_is_adopted(store_dir, backend):
     engine.dispose()
     cfg = config.load("sync.toml")
     with pytest.raises(StoreError, match=r"out of date \(at unversioned, .*\): run `certsync init`"):
-        commands.inventory(cfg)
-    commands.init(cfg)
-    commands.apply(cfg)
+        App(cfg).inventory()
+    App(cfg).init()
+    App(cfg).apply()
     assert _diffs(backend.url) == []
-    assert [c.name for c in commands.inventory(cfg).certificates] == CERT_NAMES
+    assert [c.name for c in App(cfg).inventory().certificates] == CERT_NAMES
 
 
 def test_store_from_a_newer_certsync_is_refused(store_dir, backend):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
+    App(cfg).init()
     engine = create_engine(backend.url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
-    for call in (lambda: commands.inventory(cfg), lambda: commands.init(cfg)):
+    for call in (lambda: App(cfg).inventory(), lambda: App(cfg).init()):
         with pytest.raises(StoreError, match=r"schema \(9999\) is newer than this certsync knows .*: upgrade certsync"):
             call()

@@ -11,9 +11,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import MetaData, create_engine, select
 
-from sync import commands, config, render
+from sync import config
+from sync.app import App
+from sync.pki import render
 from sync.errors import MasterKeyError, StoreError
-from sync.store import Authority, Certificate, Setting
+from sync.store.models import Authority, Certificate, Setting
 from tests.store.conftest import CERT_NAMES
 
 
@@ -23,31 +25,32 @@ def _cfg():
 
 def test_init_creates_the_store_and_is_idempotent(store_dir):
     cfg = _cfg()
-    first = commands.init(cfg).cas
+    first = App(cfg).init().cas
     assert [s.created for s in first] == [True, True]
-    second = commands.init(cfg).cas
+    second = App(cfg).init().cas
     assert [s.created for s in second] == [False, False]
     assert [(s.subject, s.not_after) for s in second] == [(s.subject, s.not_after) for s in first]
 
 
 def test_commands_before_init_say_so(store_dir):
     with pytest.raises(StoreError, match=r"not initialised: run `certsync init` first|no store at"):
-        commands.inventory(_cfg())
+        App(_cfg()).inventory()
 
 
 def test_apply_issues_records_and_round_trips_every_column_type(store_dir):
     cfg = _cfg()
-    commands.init(cfg)
-    report = commands.apply(cfg)
+    App(cfg).init()
+    report = App(cfg).apply()
     assert sorted(r.action.cert for r in report.results if r.action.kind == "issue" and r.status == "done") \
         == CERT_NAMES
-    assert commands.apply(cfg).results == []                   # nothing left to do
-    inventory = commands.inventory(cfg)
+    assert App(cfg).apply().results == []                   # nothing left to do
+    inventory = App(cfg).inventory()
     assert [(c.name, c.version, c.state) for c in inventory.certificates] == [(n, 1, "active") for n in CERT_NAMES]
 
-    store = commands.open_store(cfg)
-    with store.session() as s:
-        web = store.current(s, "web")
+    store = App(cfg).store
+    with store.transaction() as tx:
+        s = tx.session
+        web = tx.certificates.current("web")
         cert = x509.load_der_x509_certificate(web.cert_der)     # LargeBinary: bytes back, intact
         assert web.sans == ["DNS:web.example.internal", "DNS:www.example.internal"]   # JSON
         for stamp in (web.not_before, web.not_after, web.created_at):          # UTCDateTime: aware, UTC
@@ -57,17 +60,17 @@ def test_apply_issues_records_and_round_trips_every_column_type(store_dir):
         assert web.authority.name == "issuing" and web.authority.parent.name == "root"   # foreign keys
         assert isinstance(s.get(Setting, "verifier").value, bytes)
     store.close()
-    pem = commands.export(cfg, "web", render.RenderOptions("pem")).body
+    pem = App(cfg).export("web", render.RenderOptions("pem")).body
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_private_keys_are_encrypted_at_rest(store_dir, backend):
     cfg = _cfg()
-    commands.init(cfg)
-    commands.apply(cfg)
+    App(cfg).init()
+    App(cfg).apply()
     secrets = []
     for name in CERT_NAMES:
-        body = commands.export(cfg, name, render.RenderOptions("pem")).body
+        body = App(cfg).export(name, render.RenderOptions("pem")).body
         key_pem = body[body.index("-----BEGIN PRIVATE KEY"):].encode()
         key = serialization.load_pem_private_key(key_pem, None)
         secrets += [key_pem, key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
@@ -92,28 +95,30 @@ def test_private_keys_are_encrypted_at_rest(store_dir, backend):
 
 def test_wrong_master_key_is_refused(store_dir, monkeypatch):
     cfg = _cfg()
-    commands.init(cfg)
+    App(cfg).init()
     monkeypatch.setenv("CERTSYNC_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    assert App(cfg).inventory().certificates == []     # reading needs no key
     with pytest.raises(MasterKeyError, match="does not match"):
-        commands.inventory(cfg)
+        App(cfg).apply()        # issuing opens the CA key: the wrong master key is refused
     with pytest.raises(MasterKeyError, match="does not match"):
-        commands.init(cfg)                 # init never replaces the key of an existing store
+        App(cfg).init()                 # init never replaces the key of an existing store
 
 
 def test_versions_and_revocation_state_are_recorded(store_dir):
     cfg = _cfg()
-    commands.init(cfg)
-    commands.apply(cfg)
-    commands.renew(cfg, "api")
-    summary, _ = commands.revoke(cfg, "db", "keyCompromise")
-    store = commands.open_store(cfg)
-    with store.session() as s:
-        api = store.latest_versions_of(s, "api")
+    App(cfg).init()
+    App(cfg).apply()
+    App(cfg).renew("api")
+    summary, _ = App(cfg).revoke("db", "keyCompromise")
+    store = App(cfg).store
+    with store.transaction() as tx:
+        s = tx.session
+        api = tx.certificates.versions_of("api")
         assert [(r.version, r.state) for r in api] == [(2, "active"), (1, "superseded")]
-        db = store.latest_versions_of(s, "db")[0]
+        db = tx.certificates.versions_of("db")[0]
         assert db.state == "revoked" and db.revocation_reason == summary["reason"]
         assert db.revoked_at.tzinfo is not None and db.revoked_at.astimezone(timezone.utc) == db.revoked_at
-        issuing = store.authority(s, "issuing")
+        issuing = tx.authorities.active("issuing")
         assert issuing.crl_number >= 1 and issuing.crl_der
         assert s.scalars(select(Certificate.serial)).all()
         assert len(s.scalars(select(Authority)).all()) == 2

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from sync import commands, config
+from sync import config
+from sync.app import App
 from sync.errors import StoreError
 from sync.store import Store, redact_url
 from tests.store.conftest import run_cli
@@ -75,5 +76,5 @@ def test_library_never_keeps_a_config_password_in_messages(tmp_path, monkeypatch
                        f"postgresql+psycopg://certsync:{SECRET}@127.0.0.1:{_closed_port()}/certsync")
     (tmp_path / "sync.toml").write_text("")
     with pytest.raises(StoreError) as caught:
-        commands.inventory(config.load(tmp_path / "sync.toml"))
+        App(config.load(tmp_path / "sync.toml")).inventory()
     assert SECRET not in str(caught.value)

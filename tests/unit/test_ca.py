@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sync import ca
+from sync.pki import certs
 
 LINT = str(Path(sys.executable).parent / "lint_pkix_cert")
 KEY_TYPES = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
@@ -26,14 +26,14 @@ def pkilint(path: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def hierarchy(tmp_path_factory):
     d = tmp_path_factory.mktemp("ca")
-    root_key = ca.generate_key("ec-p384")
-    root = ca.create_ca("CN=Test Root CA,O=certsync", root_key, timedelta(days=3650))
-    root_issuer = ca.Issuer(root, root_key, "http://pki.example.internal/crl/root.crl")
-    inter_key = ca.generate_key("rsa-3072")
-    inter = ca.create_ca("CN=Test Issuing CA,O=certsync", inter_key, timedelta(days=1825), parent=root_issuer)
+    root_key = certs.generate_key("ec-p384")
+    root = certs.create_ca("CN=Test Root CA,O=certsync", root_key, timedelta(days=3650))
+    root_issuer = certs.Issuer(root, root_key, "http://pki.example.internal/crl/root.crl")
+    inter_key = certs.generate_key("rsa-3072")
+    inter = certs.create_ca("CN=Test Issuing CA,O=certsync", inter_key, timedelta(days=1825), parent=root_issuer)
     (d / "root.pem").write_bytes(pem(root))
     (d / "inter.pem").write_bytes(pem(inter))
-    issuer = ca.Issuer(inter, inter_key, "http://pki.example.internal/crl/issuing.crl",
+    issuer = certs.Issuer(inter, inter_key, "http://pki.example.internal/crl/issuing.crl",
                        "http://pki.example.internal/ocsp")
     return d, issuer
 
@@ -49,8 +49,8 @@ def test_ca_certificates_pass_pkilint(hierarchy, name):
 @pytest.mark.parametrize("usages", [["serverAuth"], ["clientAuth"], ["serverAuth", "clientAuth"]])
 def test_leaf_passes_pkilint_and_openssl_verify(hierarchy, key_type, usages):
     d, issuer = hierarchy
-    key = ca.generate_key(key_type)
-    leaf = ca.issue_leaf(issuer, key.public_key(), common_name="api.example.internal",
+    key = certs.generate_key(key_type)
+    leaf = certs.issue_leaf(issuer, key.public_key(), common_name="api.example.internal",
                          dns_names=["api.example.internal", "www.example.internal"], ip_addresses=["10.1.2.3"],
                          usages=usages, validity=timedelta(days=90))
     path = d / f"leaf-{key_type}-{'-'.join(usages)}.pem"
@@ -65,8 +65,8 @@ def test_leaf_passes_pkilint_and_openssl_verify(hierarchy, key_type, usages):
 
 def test_leaf_profile_details(hierarchy):
     _, issuer = hierarchy
-    key = ca.generate_key("ec-p256")
-    leaf = ca.issue_leaf(issuer, key.public_key(), common_name="api.example.internal", dns_names=[],
+    key = certs.generate_key("ec-p256")
+    leaf = certs.issue_leaf(issuer, key.public_key(), common_name="api.example.internal", dns_names=[],
                          usages=["serverAuth"], validity=timedelta(days=90))
     ext = leaf.extensions
     assert ext.get_extension_for_class(x509.BasicConstraints).critical
@@ -82,14 +82,14 @@ def test_leaf_profile_details(hierarchy):
     assert leaf.serial_number.bit_length() >= 128
     assert ext.get_extension_for_class(x509.CRLDistributionPoints)
     assert ext.get_extension_for_class(x509.AuthorityInformationAccess)
-    rsa_leaf = ca.issue_leaf(issuer, ca.generate_key("rsa-2048").public_key(), common_name="a.example.internal",
+    rsa_leaf = certs.issue_leaf(issuer, certs.generate_key("rsa-2048").public_key(), common_name="a.example.internal",
                              validity=timedelta(days=1))
     assert rsa_leaf.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
 
 
 def test_empty_subject_makes_san_critical(hierarchy, tmp_path):
     _, issuer = hierarchy
-    leaf = ca.issue_leaf(issuer, ca.generate_key("ec-p256").public_key(), common_name=None,
+    leaf = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name=None,
                          dns_names=["svc.example.internal"], validity=timedelta(days=30))
     assert len(leaf.subject) == 0
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
@@ -100,12 +100,12 @@ def test_empty_subject_makes_san_critical(hierarchy, tmp_path):
 
 def test_leaf_never_outlives_issuer(hierarchy):
     _, issuer = hierarchy
-    leaf = ca.issue_leaf(issuer, ca.generate_key("ec-p256").public_key(), common_name="a.example.internal",
+    leaf = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name="a.example.internal",
                          validity=timedelta(days=100000))
     assert leaf.not_valid_after_utc <= issuer.certificate.not_valid_after_utc
 
 
 def test_serials_are_unique():
-    key = ca.generate_key("ec-p256")
-    serials = {ca.create_ca("CN=x", key, timedelta(days=1)).serial_number for _ in range(20)}
+    key = certs.generate_key("ec-p256")
+    serials = {certs.create_ca("CN=x", key, timedelta(days=1)).serial_number for _ in range(20)}
     assert len(serials) == 20

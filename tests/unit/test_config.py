@@ -80,8 +80,7 @@ def test_env_overrides_file(tmp_path, monkeypatch):
 
 def test_renew_before_percentage(tmp_path):
     cfg = config.load(write_config(tmp_path / "c.toml", "[profile.p]\nca = \"issuing\"\nrenew_before = \"33%\"\n"))
-    from datetime import timedelta
-    assert cfg.profile["p"].renew_window(timedelta(days=100)) == timedelta(days=33)
+    assert cfg.profile["p"].renew_before.fraction == 0.33 and cfg.profile["p"].renew_before.duration is None
 
 
 def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):

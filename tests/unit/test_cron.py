@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from sync import commands, config, cron, logs
-from sync.ca import utcnow
+from sync import config, logs
+from sync.app import App
+from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
+from sync.clock import utcnow
 from sync.cli import cli
 from tests.support.webhook import MemoryProvider
 from tests.unit.conftest import write_config
@@ -46,11 +48,11 @@ class Ticks:
 
 def test_deadline():
     ticks = Ticks()
-    deadline = cron.Deadline(timedelta(seconds=2), clock=ticks)
+    deadline = Deadline(timedelta(seconds=2), clock=ticks)
     assert str(deadline) == "2s" and not deadline.reached
     assert not deadline.expired()
     assert deadline.expired() and deadline.reached
-    assert str(cron.Deadline(timedelta(minutes=30))) == "30m"
+    assert str(Deadline(timedelta(minutes=30))) == "30m"
 
 
 @pytest.fixture
@@ -59,38 +61,38 @@ def three_certs(workdir):
                     f'destinations = ["vault"]\n' for name in ("web", "db", "mq"))
     write_config(workdir / "sync.toml", '\n[destination.vault]\nprovider = "aws"\nregion = "eu-west-1"\n' + extra)
     cfg = config.load("sync.toml")
-    commands.init(cfg)
+    App(cfg).init()
     return cfg
 
 
 def test_max_duration_skips_what_is_not_started(three_certs):
     provider = MemoryProvider()
     # clock reads: 0 when made, 1 before issuing (in time), 2 first push (in time), 3+ too late
-    deadline = cron.Deadline(timedelta(seconds=3), clock=Ticks())
-    report = commands.apply(three_certs, providers=lambda d: provider, deadline=deadline)
+    deadline = Deadline(timedelta(seconds=3), clock=Ticks())
+    report = App(three_certs, providers=lambda d: provider).apply(deadline=deadline)
     assert report.summary() == {"issue": 4, "push": 1, "skipped": 2}
     assert report.stopped == "max duration 3s reached" and not report.failed
     skipped = [r for r in report.results if r.status == "skipped"]
-    assert {r.error for r in skipped} == {cron.MAX_DURATION_REACHED}
+    assert {r.error for r in skipped} == {MAX_DURATION_REACHED}
     assert len(provider.secrets) == 1
     # the next run picks up where this one stopped
-    report = commands.apply(three_certs, providers=lambda d: provider)
+    report = App(three_certs, providers=lambda d: provider).apply()
     assert report.summary() == {"push": 2, "unchanged": 1} and report.stopped is None
 
 
 def test_max_duration_before_issuing_skips_the_certificates_and_their_pushes(three_certs):
-    deadline = cron.Deadline(timedelta(seconds=1), clock=Ticks())
-    report = commands.apply(three_certs, providers=lambda d: MemoryProvider(), deadline=deadline)
+    deadline = Deadline(timedelta(seconds=1), clock=Ticks())
+    report = App(three_certs, providers=lambda d: MemoryProvider()).apply(deadline=deadline)
     assert report.summary() == {"skipped": 7}
-    assert all(r.error == cron.MAX_DURATION_REACHED for r in report.results)
-    assert report.stopped and not commands.inventory(three_certs).certificates
+    assert all(r.error == MAX_DURATION_REACHED for r in report.results)
+    assert report.stopped and not App(three_certs).inventory().certificates
 
 
 def test_cli_max_duration_exits_1(workdir, monkeypatch):
     runner = CliRunner()
     cfg = config.load("sync.toml")
-    commands.init(cfg)
-    monkeypatch.setattr(cron.Deadline, "expired", lambda self: setattr(self, "reached", True) or True)
+    App(cfg).init()
+    monkeypatch.setattr(Deadline, "expired", lambda self: setattr(self, "reached", True) or True)
     result = runner.invoke(cli, ["apply", "--max-duration", "30m"])
     assert result.exit_code == 1
     assert result.stderr == "error: run stopped: max duration 30m reached; 1 action(s) not started\n"
@@ -128,7 +130,7 @@ def test_json_config_error_is_a_json_line(workdir):
 
 def test_text_logs_stay_as_they_were(workdir):
     write_config(workdir / "sync.toml", FAILING_CERT)
-    commands.init(config.load("sync.toml"))
+    App(config.load("sync.toml")).init()
     result = CliRunner().invoke(cli, ["-q", "apply"])
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.startswith("error: issue evil -> evil: profile 'tls-server'")
@@ -152,7 +154,7 @@ def test_json_logs_of_pushes_name_destination(three_certs, capsys):
     logs.setup("json")
     try:
         provider = MemoryProvider()
-        commands.apply(three_certs, providers=lambda d: provider, now=utcnow())
+        App(three_certs, providers=lambda d: provider, now=utcnow()).apply()
     finally:
         logs.setup("text")
     records = json_lines(capsys.readouterr().err)

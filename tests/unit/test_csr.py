@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sync import ca
+from sync.pki import certs
 from sync.config import ProfileConfig
-from sync.csr import CsrRequest, check_csr, load_csr
+from sync.pki.csr import CsrRequest, check_csr, load_csr
 from sync.errors import PolicyError, UsageError
 
 ALL_KEYS = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
@@ -42,7 +42,7 @@ def openssl_csr(tmp_path: Path, key: str, *, subject: str = "/CN=api.example.int
 
 def make_csr(*, key_type: str = "ec-p256", cn: str | None = "api.example.internal", dns=(), ips=(),
              extensions=(), extra_subject=()) -> x509.CertificateSigningRequest:
-    key = ca.generate_key(key_type)
+    key = certs.generate_key(key_type)
     attrs = ([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []) + list(extra_subject)
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
     names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
@@ -50,7 +50,7 @@ def make_csr(*, key_type: str = "ec-p256", cn: str | None = "api.example.interna
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     for ext in extensions:
         builder = builder.add_extension(ext, critical=True)
-    return builder.sign(key, ca.signature_hash(key))
+    return builder.sign(key, certs.signature_hash(key))
 
 
 # --- openssl-made CSRs --------------------------------------------------------------------------
@@ -95,10 +95,10 @@ def test_issued_certificate_takes_names_from_policy_not_the_csr(tmp_path):
                        extra=("-addext", "extendedKeyUsage=codeSigning",
                               "-addext", "keyUsage=critical,digitalSignature,nonRepudiation"))
     request = check_csr(load_csr(data), "tls-server", PROFILE)
-    root_key, issuing_key = ca.generate_key("ec-p256"), ca.generate_key("ec-p256")
-    root = ca.create_ca("CN=Test Root CA", root_key, timedelta(days=30))
-    issuing = ca.create_ca("CN=Test Issuing CA", issuing_key, timedelta(days=20), parent=ca.Issuer(root, root_key))
-    leaf = ca.issue_leaf(ca.Issuer(issuing, issuing_key), request.public_key, common_name=request.common_name,
+    root_key, issuing_key = certs.generate_key("ec-p256"), certs.generate_key("ec-p256")
+    root = certs.create_ca("CN=Test Root CA", root_key, timedelta(days=30))
+    issuing = certs.create_ca("CN=Test Issuing CA", issuing_key, timedelta(days=20), parent=certs.Issuer(root, root_key))
+    leaf = certs.issue_leaf(certs.Issuer(issuing, issuing_key), request.public_key, common_name=request.common_name,
                          dns_names=request.dns_names, ip_addresses=request.ip_addresses,
                          usages=PROFILE.usages, validity=PROFILE.validity)
     for name, obj in (("root", root), ("issuing", issuing), ("leaf", leaf)):
@@ -207,7 +207,7 @@ def test_other_san_types_are_refused():
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("a@example.internal")]), critical=False))
-    key = ca.generate_key("ec-p256")
+    key = certs.generate_key("ec-p256")
     with pytest.raises(UsageError, match="email"):
         check_csr(csr.sign(key, hashes.SHA256()), "tls-server", PROFILE)
 
@@ -232,8 +232,8 @@ def test_malformed_input_is_refused(data):
 
 
 def test_a_certificate_is_not_a_csr(tmp_path):
-    key = ca.generate_key("ec-p256")
-    cert = ca.create_ca("CN=x", key, timedelta(days=1))
+    key = certs.generate_key("ec-p256")
+    cert = certs.create_ca("CN=x", key, timedelta(days=1))
     with pytest.raises(UsageError, match="not a PEM or DER certificate signing request"):
         load_csr(cert.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(UsageError, match="not a PEM or DER certificate signing request"):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sync import github
+from sync.cli import github
 
 REPORT = {
     "results": [

@@ -9,9 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sync import commands, config
-from sync.ca import utcnow
-from sync.revocation import REVOKE_REASONS
+from sync import config
+from sync.app import App
+from sync.clock import utcnow
+from sync.pki.revocation import REVOKE_REASONS
 
 
 def run(*args, cwd, expect=0, stdin=None):
@@ -29,14 +30,14 @@ def openssl(*args, cwd):
 @pytest.fixture
 def cfg(workdir):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
+    App(cfg).init()
     return cfg
 
 
 def chain_files(cfg, workdir, name="api"):
     """leaf.pem, chain.pem (intermediate) and root.pem of the active version of `name`."""
-    from sync.render import RenderOptions
-    document = json.loads(commands.export(cfg, name, RenderOptions("json")).body)
+    from sync.pki.render import RenderOptions
+    document = json.loads(App(cfg).export(name, RenderOptions("json")).body)
     (workdir / "leaf.pem").write_text(document["certificate"])
     (workdir / "chain.pem").write_text(document["certificate_chain"])
     (workdir / "root.pem").write_text(document["ca_certificate"])
@@ -50,18 +51,17 @@ def verify_with_crl(workdir, leaf="leaf.pem"):
 
 def test_server_driven_renewal_on_a_controlled_clock(cfg):
     t0 = utcnow()
-    commands.apply(cfg, now=t0)
-    assert not commands.plan(cfg, now=t0 + timedelta(days=59)).changes
-    plan = commands.plan(cfg, now=t0 + timedelta(days=61))
+    App(cfg, now=t0).apply()
+    assert not App(cfg, now=t0 + timedelta(days=59)).plan().changes
+    plan = App(cfg, now=t0 + timedelta(days=61)).plan()
     assert [a.kind for a in plan.changes] == ["renew"]
-    report = commands.apply(cfg, now=t0 + timedelta(days=61))
+    report = App(cfg, now=t0 + timedelta(days=61)).apply()
     assert report.summary() == {"renew": 1}
-    inv = commands.inventory(cfg, now=t0 + timedelta(days=61))
+    inv = App(cfg, now=t0 + timedelta(days=61)).inventory()
     assert [(r.version, r.state) for r in inv.certificates] == [(2, "active")]
     assert 89 < inv.certificates[0].days_left <= 90
-    store = commands.open_store(cfg)
-    with store.session() as session:
-        states = [(v.version, v.state) for v in store.latest_versions_of(session, "api")]
+    with App(cfg).store.transaction() as tx:
+        states = [(v.version, v.state) for v in tx.certificates.versions_of("api")]
     assert states == [(2, "active"), (1, "superseded")]  # the predecessor is not revoked
 
 
@@ -71,18 +71,18 @@ def test_key_rotation_setting(workdir, rotation, same_key):
                                                        f'renew_before = "30d"\nkey_rotation = "{rotation}"')
     (workdir / "sync.toml").write_text(text)
     cfg = config.load("sync.toml")
-    commands.init(cfg)
+    App(cfg).init()
     t0 = utcnow()
-    commands.apply(cfg, now=t0)
+    App(cfg, now=t0).apply()
     before = chain_files(cfg, workdir)["private_key"]
-    commands.apply(cfg, now=t0 + timedelta(days=70))
+    App(cfg, now=t0 + timedelta(days=70)).apply()
     after = chain_files(cfg, workdir)["private_key"]
     assert (before == after) is same_key
 
 
 @pytest.mark.parametrize("reason", REVOKE_REASONS)
 def test_revoked_certificate_fails_crl_check_and_live_one_passes(cfg, workdir, reason):
-    commands.apply(cfg)
+    App(cfg).apply()
     chain_files(cfg, workdir)
     (workdir / "old.pem").write_text((workdir / "leaf.pem").read_text())
     run("revoke", "api", "--reason", reason, "--replace", cwd=workdir)
@@ -99,7 +99,7 @@ def test_revoked_certificate_fails_crl_check_and_live_one_passes(cfg, workdir, r
 
 
 def test_crl_numbers_increase_and_der_output(cfg, workdir):
-    commands.apply(cfg)
+    App(cfg).apply()
     run("crl", "issuing", "--out", "first.crl", cwd=workdir)
     run("revoke", "api", "--reason", "superseded", cwd=workdir)
     run("crl", "issuing", "--out", "second.crl", cwd=workdir)
@@ -111,7 +111,7 @@ def test_crl_numbers_increase_and_der_output(cfg, workdir):
 
 
 def test_revoke_errors_are_one_line(cfg, workdir):
-    commands.apply(cfg)
+    App(cfg).apply()
     result = run("revoke", "api", "--reason", "stolen", cwd=workdir, expect=2)
     assert result.stderr.startswith("error: unknown revocation reason 'stolen'; allowed: unspecified, keyCompromise")
     run("revoke", "api", "--reason", "key-compromise", cwd=workdir)
@@ -120,16 +120,16 @@ def test_revoke_errors_are_one_line(cfg, workdir):
 
 
 def test_revoked_then_apply_issues_a_new_version(cfg):
-    commands.apply(cfg)
-    commands.revoke(cfg, "api", "keyCompromise")
-    plan = commands.plan(cfg)
+    App(cfg).apply()
+    App(cfg).revoke("api", "keyCompromise")
+    plan = App(cfg).plan()
     assert [(a.kind, a.reason) for a in plan.changes] == [("issue", "previous version revoked")]
 
 
 def ocsp_status(workdir, cfg, leaf="leaf.pem"):
     req = openssl("ocsp", "-issuer", "chain.pem", "-cert", leaf, "-reqout", "req.der", cwd=workdir)
     assert req.returncode == 0, req.stderr
-    response = commands.ocsp_response(cfg, "issuing", (workdir / "req.der").read_bytes())
+    response = App(cfg).ocsp_response("issuing", (workdir / "req.der").read_bytes())
     (workdir / "resp.der").write_bytes(response.public_bytes(serialization.Encoding.DER))
     (workdir / "trust.pem").write_text((workdir / "root.pem").read_text() + (workdir / "chain.pem").read_text())
     # -cert makes openssl build its own request, so its nonce check is off here (nonce echo is
@@ -141,18 +141,17 @@ def ocsp_status(workdir, cfg, leaf="leaf.pem"):
 
 
 def test_ocsp_good_revoked_unknown(cfg, workdir):
-    commands.apply(cfg)
+    App(cfg).apply()
     chain_files(cfg, workdir)
-    assert f"leaf.pem: good" in ocsp_status(workdir, cfg)
-    commands.revoke(cfg, "api", "keyCompromise")
+    assert "leaf.pem: good" in ocsp_status(workdir, cfg)
+    App(cfg).revoke("api", "keyCompromise")
     out = ocsp_status(workdir, cfg)
     assert "leaf.pem: revoked" in out and "Reason: keyCompromise" in out and "Revocation Time" in out
     # a certificate this CA never issued (same issuer name and key, unknown serial) is "unknown"
-    from sync import ca
-    store = commands.open_store(cfg)
-    with store.session() as session:
-        issuer = store.issuer(store.authority(session, "issuing"), None, None)
-    stranger = ca.issue_leaf(issuer, ca.generate_key("ec-p256").public_key(), common_name="x.example.internal",
+    from sync.pki import certs
+    with App(cfg).store.transaction() as tx:
+        issuer = tx.authorities.issuer(tx.authorities.active("issuing"), None, None)
+    stranger = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name="x.example.internal",
                              validity=timedelta(days=1))
     (workdir / "stranger.pem").write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
     assert "stranger.pem: unknown" in ocsp_status(workdir, cfg, "stranger.pem")
@@ -180,8 +179,8 @@ def test_csr_enrollment(cfg, workdir):
     root = json.loads(run("--output", "json", "list", cwd=workdir).stdout)
     assert [(c["name"], c["state"]) for c in root["certificates"]] == [("svc-example-internal", "active")]
     # the CSR's certificate is listed, revocable, and left alone by apply
-    commands.apply(cfg)
-    inv = {r.name: r.state for r in commands.inventory(cfg).certificates}
+    App(cfg).apply()
+    inv = {r.name: r.state for r in App(cfg).inventory().certificates}
     assert inv == {"svc-example-internal": "active", "api": "active"}
     run("revoke", "svc-example-internal", "--reason", "cessationOfOperation", cwd=workdir)
 
@@ -194,7 +193,7 @@ def test_bad_csr_is_refused_with_one_line(cfg, workdir, kind, args, message):
     make_csr(workdir, **args)
     result = run("sign", "--csr", "client.csr", "--profile", "tls-server", cwd=workdir, expect=2)
     assert message in result.stderr and result.stderr.count("\n") == 1
-    assert commands.inventory(cfg).certificates == []  # nothing written
+    assert App(cfg).inventory().certificates == []  # nothing written
 
 
 def test_malformed_csr(cfg, workdir):

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from sync import commands, config, metrics
-from sync.ca import utcnow
+from sync import config, metrics
+from sync.app import App
+from sync.clock import utcnow
 from sync.cli import cli
-from sync.facts import DeploymentView, Facts, Target
+from sync.inventory import DeploymentView, Facts, Target
 from tests.support.webhook import MemoryProvider
 from tests.unit.conftest import write_config
 
@@ -65,8 +66,8 @@ def test_label_values_are_escaped_and_parse_back():
 
 def test_metrics_command_stdout_and_atomic_out(workdir):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
-    commands.apply(cfg)
+    App(cfg).init()
+    App(cfg).apply()
     parsed = samples(invoke("metrics").stdout)
     assert set(parsed) == {"certsync_certificate_not_after_seconds", "certsync_ca_not_after_seconds",
                            "certsync_destination_last_success_seconds", "certsync_destination_in_sync"}
@@ -102,18 +103,18 @@ def test_in_sync_and_last_success_follow_the_pushes(workdir):
         'destinations = ["vault", { to = "vault", name = "api-copy" }]')
     write_config(workdir / "sync.toml", '\n[destination.vault]\nprovider = "aws"\nregion = "eu-west-1"\n', base=base)
     cfg = config.load("sync.toml")
-    commands.init(cfg)
+    App(cfg).init()
     provider = MemoryProvider()
     t0 = utcnow()
-    commands.apply(cfg, providers=lambda d: provider, now=t0)
-    first = samples(metrics.collect(cfg, now=t0))
+    App(cfg, providers=lambda d: provider, now=t0).apply()
+    first = samples(metrics.collect(App(cfg, now=t0)))
     assert [v for _, v in first["certsync_destination_in_sync"]] == [1, 1]
     pushed = [v for _, v in first["certsync_destination_last_success_seconds"]]
     assert all(abs(v - utcnow().timestamp()) < 60 for v in pushed)
 
     provider.fail = True                                   # renewal pushed nowhere: both copies stale
-    commands.apply(cfg, providers=lambda d: provider, now=t0 + timedelta(days=65))
-    later = samples(metrics.collect(cfg, now=t0 + timedelta(days=65)))
+    App(cfg, providers=lambda d: provider, now=t0 + timedelta(days=65)).apply()
+    later = samples(metrics.collect(App(cfg, now=t0 + timedelta(days=65))))
     assert [v for _, v in later["certsync_destination_in_sync"]] == [0, 0]
     assert [v for _, v in later["certsync_destination_last_success_seconds"]] == pushed
     assert later["certsync_certificate_not_after_seconds"][0][0]["version"] == "2"
@@ -121,8 +122,8 @@ def test_in_sync_and_last_success_follow_the_pushes(workdir):
 
 def test_list_expiring(workdir):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
-    commands.apply(cfg)
+    App(cfg).init()
+    App(cfg).apply()
 
     def listed(*args):
         document = json.loads(invoke("--output", "json", "list", *args).stdout)

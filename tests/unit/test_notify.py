@@ -10,12 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from sync import commands, config, notify
-from sync.apply import Report, Result
-from sync.ca import utcnow
-from sync.cron import MAX_DURATION_REACHED
-from sync.facts import DeploymentView
-from sync.plan import Action
+from sync import config, notify
+from sync.app import App
+from sync.reconcile.report import Report, Result
+from sync.clock import utcnow
+from sync.reconcile.deadline import MAX_DURATION_REACHED
+from sync.inventory import DeploymentView
+from sync.reconcile.plan import Action
 from tests.support.webhook import TOKEN, MemoryProvider, webhook_server
 from tests.unit.conftest import write_config
 
@@ -198,29 +199,29 @@ def test_expiry_renewal_and_stale_copy_on_a_controlled_clock(workdir):
         write_config(workdir / "sync.toml", DESTINATION + f'\n[notify]\nwebhook_url = "{hook.url}"\n'
                                                           'expiring_within = "30d"\n', base=base)
         cfg = config.load("sync.toml")
-        commands.init(cfg)
+        App(cfg).init()
         t0 = utcnow()
-        first = commands.apply(cfg, providers=lambda d: provider, now=t0)
+        first = App(cfg, providers=lambda d: provider, now=t0).apply()
         assert first.summary() == {"issue": 1, "push": 1}
-        outcome = notify.after_run(cfg, "apply", first, now=t0)
+        outcome = notify.after_run(App(cfg, now=t0), "apply", first)
         assert outcome.events == [] and not outcome.sent and not hook.received     # nothing to say
 
         # 65 days later, before the run: v1 expires within 30 days
         later = t0 + timedelta(days=65)
-        outcome = notify.after_run(cfg, "list", None, now=later)
+        outcome = notify.after_run(App(cfg, now=later), "list", None)
         assert [(e.type, e.certificate) for e in outcome.events] == [("expiring", "api")] and outcome.sent
         assert "expires in 25.0 days" in hook.bodies[-1]["events"][0]["message"]
         # an hour later (an hourly job): the same standing condition is not alerted again...
-        assert notify.after_run(cfg, "list", None, now=later + timedelta(hours=1)).events == []
+        assert notify.after_run(App(cfg, now=later + timedelta(hours=1)), "list", None).events == []
         # ...until repeat_every (24h) has passed
-        again = notify.after_run(cfg, "list", None, now=later + timedelta(hours=25))
+        again = notify.after_run(App(cfg, now=later + timedelta(hours=25)), "list", None)
         assert [e.type for e in again.events] == ["expiring"] and again.sent
 
         # the run renews, but the cloud is down: a failure, a renewal, and the cloud keeps v1
         provider.fail = True
-        report = commands.apply(cfg, providers=lambda d: provider, now=later)
+        report = App(cfg, providers=lambda d: provider, now=later).apply()
         assert report.summary() == {"renew": 1, "failed": 1}
-        outcome = notify.after_run(cfg, "apply", report, now=later, pause=0)
+        outcome = notify.after_run(App(cfg, now=later), "apply", report, pause=0)
         assert [e.type for e in outcome.events] == ["failure", "stale_copy", "renewal"]
         body = hook.bodies[-1]
         assert body["events"][1]["message"].startswith(
@@ -229,16 +230,16 @@ def test_expiry_renewal_and_stale_copy_on_a_controlled_clock(workdir):
 
         # the cloud is back: the next run repairs it, and there is nothing left to say
         provider.fail = False
-        report = commands.apply(cfg, providers=lambda d: provider, now=later)
+        report = App(cfg, providers=lambda d: provider, now=later).apply()
         assert report.summary() == {"push": 1}
-        assert notify.after_run(cfg, "apply", report, now=later).events == []
+        assert notify.after_run(App(cfg, now=later), "apply", report).events == []
     assert len(hook.received) == 3
 
 
 def test_no_notify_section_means_no_alert(workdir):
     cfg = config.load("sync.toml")
-    commands.init(cfg)
-    assert notify.after_run(cfg, "apply", commands.apply(cfg)) is None
+    App(cfg).init()
+    assert notify.after_run(App(cfg), "apply", App(cfg).apply()) is None
 
 
 def test_webhook_url_must_be_http_and_is_never_echoed():

@@ -2,7 +2,7 @@
 a fake clock drives it."""
 import pytest
 
-from sync import pacing
+from sync.reconcile import pacing
 
 
 class FakeClock:

@@ -2,7 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 from providers.base import RemoteSecret, ownership_labels
-from sync.plan import Current, Deployed, Desired, make_plan
+from sync.reconcile.plan import Current, Deployed, Desired, make_plan
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 WANT = Desired("api", "issuing", ("DNS:api.example.internal",), "ec-p256", timedelta(days=30), None,

@@ -11,9 +11,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from sync import ca, revocation
+from sync.pki import certs
+from sync.pki import revocation
+from sync.clock import utcnow
 from sync.errors import UsageError
-from sync.revocation import CertStatus, RevokedEntry
+from sync.pki.revocation import CertStatus, RevokedEntry
 
 BIN = Path(sys.executable).parent
 # openssl's display names for the CRL reason codes (crypto/x509/v3_enum.c)
@@ -43,22 +45,22 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def now_s() -> datetime:
     # CRL and OCSP times have a one-second resolution
-    return ca.utcnow().replace(microsecond=0)
+    return utcnow().replace(microsecond=0)
 
 
 class Pki:
     def __init__(self, d: Path):
         self.dir = d
-        root_key = ca.generate_key("ec-p384")
-        self.root = ca.create_ca("CN=Test Root CA,O=certsync", root_key, timedelta(days=3650))
-        root_issuer = ca.Issuer(self.root, root_key)
-        issuing_key = ca.generate_key("ec-p256")
-        issuing = ca.create_ca("CN=Test Issuing CA,O=certsync", issuing_key, timedelta(days=1825),
+        root_key = certs.generate_key("ec-p384")
+        self.root = certs.create_ca("CN=Test Root CA,O=certsync", root_key, timedelta(days=3650))
+        root_issuer = certs.Issuer(self.root, root_key)
+        issuing_key = certs.generate_key("ec-p256")
+        issuing = certs.create_ca("CN=Test Issuing CA,O=certsync", issuing_key, timedelta(days=1825),
                                parent=root_issuer)
-        self.issuer = ca.Issuer(issuing, issuing_key, "http://pki.example.internal/crl/issuing.crl",
+        self.issuer = certs.Issuer(issuing, issuing_key, "http://pki.example.internal/crl/issuing.crl",
                                 "http://pki.example.internal/ocsp")
-        other_key = ca.generate_key("ec-p256")
-        self.other = ca.Issuer(ca.create_ca("CN=Other CA", other_key, timedelta(days=365)), other_key)
+        other_key = certs.generate_key("ec-p256")
+        self.other = certs.Issuer(certs.create_ca("CN=Other CA", other_key, timedelta(days=365)), other_key)
         self.revoked = self.leaf("revoked.example.internal")
         self.live = self.leaf("live.example.internal")
         self.never = self.leaf("unknown.example.internal")  # issued, but the lookup does not know it
@@ -72,7 +74,7 @@ class Pki:
             self.files[name].write_bytes(pem(getattr(self, name)))
 
     def leaf(self, name: str) -> x509.Certificate:
-        return ca.issue_leaf(self.issuer, ca.generate_key("ec-p256").public_key(), common_name=name,
+        return certs.issue_leaf(self.issuer, certs.generate_key("ec-p256").public_key(), common_name=name,
                              validity=timedelta(days=30))
 
     def status_of(self, reason: str = "keyCompromise"):
@@ -198,9 +200,9 @@ def test_crl_number_increases_across_builds(pki, tmp_path):
 
 def test_crl_signed_by_rsa_and_ed25519_cas(tmp_path):
     for key_type in ("rsa-2048", "ed25519"):
-        key = ca.generate_key(key_type)
-        cert = ca.create_ca(f"CN={key_type} CA", key, timedelta(days=30))
-        crl = revocation.build_crl(ca.Issuer(cert, key), [RevokedEntry(5, now_s(), "keyCompromise")],
+        key = certs.generate_key(key_type)
+        cert = certs.create_ca(f"CN={key_type} CA", key, timedelta(days=30))
+        crl = revocation.build_crl(certs.Issuer(cert, key), [RevokedEntry(5, now_s(), "keyCompromise")],
                                    crl_number=1, now=now_s())
         assert crl.is_signature_valid(cert.public_key())
         (tmp_path / "ca.pem").write_bytes(pem(cert))
@@ -318,7 +320,7 @@ def test_ocsp_response_passes_pkilint(pki, tmp_path):
 
 
 def test_ocsp_for_another_ca_is_unauthorized(pki, tmp_path):
-    stranger = ca.issue_leaf(pki.other, ca.generate_key("ec-p256").public_key(), common_name="x.example",
+    stranger = certs.issue_leaf(pki.other, certs.generate_key("ec-p256").public_key(), common_name="x.example",
                              validity=timedelta(days=1))
     for request in (request_for(pki, stranger, issuer=pki.other.certificate),
                     # the issuing CA's own certificate is the root's to answer for
@@ -354,9 +356,9 @@ def test_ocsp_response_for_cert(pki, tmp_path, status, expected):
 
 def test_ocsp_signed_by_rsa_and_ed25519_cas(tmp_path):
     for key_type in ("rsa-2048", "ed25519"):
-        key = ca.generate_key(key_type)
-        issuer = ca.Issuer(ca.create_ca(f"CN={key_type} CA", key, timedelta(days=30)), key)
-        leaf = ca.issue_leaf(issuer, ca.generate_key("ec-p256").public_key(), common_name="a.example",
+        key = certs.generate_key(key_type)
+        issuer = certs.Issuer(certs.create_ca(f"CN={key_type} CA", key, timedelta(days=30)), key)
+        leaf = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name="a.example",
                              validity=timedelta(days=1))
         (tmp_path / "ca.pem").write_bytes(pem(issuer.certificate))
         (tmp_path / "leaf.pem").write_bytes(pem(leaf))

@@ -1,7 +1,7 @@
 """Developer helpers (certsync itself runs migrations from `certsync init`):
 
-    python -m sync.migrations revision "add a column"   autogenerate a new revision in versions/
-    python -m sync.migrations sql [postgresql|sqlite]    print the upgrade SQL (for a DBA to read)
+    python -m sync.store.migrations revision "add a column"   autogenerate a new revision in versions/
+    python -m sync.store.migrations sql [postgresql|sqlite]    print the upgrade SQL (for a DBA to read)
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine
 
-from sync import migrations
+from sync.store import migrations
 
 
 def main(argv: list[str]) -> int:

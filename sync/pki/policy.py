@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import timedelta
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from sync.config import ProfileConfig
 from sync.errors import PolicyError
+
+if TYPE_CHECKING:
+    from sync.config import ProfileConfig
 
 
 def domain_allowed(name: str, patterns: Sequence[str]) -> bool:

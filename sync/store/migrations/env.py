@@ -1,10 +1,10 @@
-"""Alembic environment. Run from code (sync.migrations): the caller passes its open connection in
+"""Alembic environment. Run from code (sync.store.migrations): the caller passes its open connection in
 config.attributes["connection"]; `sqlalchemy.url` is used when there is none (or offline, --sql)."""
 from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from sync.store import Base, UTCDateTime
+from sync.store.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

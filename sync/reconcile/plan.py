@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Iterable, Mapping
 
 from providers.base import RemoteSecret
@@ -50,9 +51,20 @@ class Deployed:
     one_off: bool = False      # pushed by hand to a destination the certificate does not list
 
 
+class Kind(StrEnum):
+    """What an action does. A StrEnum: documents and logs show the plain word."""
+    ISSUE = "issue"            # a first version (or a new one after revocation or a config change)
+    RENEW = "renew"            # a successor of the version in force
+    PUSH = "push"
+    DELETE = "delete"
+    UNCHANGED = "unchanged"
+    SKIP = "skip"              # nothing will be done, and the reason says why
+    ERROR = "error"            # cannot be planned (e.g. a listing failed)
+
+
 @dataclass(frozen=True)
 class Action:
-    kind: str          # issue | renew | push | delete | unchanged | skip | error
+    kind: Kind
     cert: str
     destination: str | None = None
     remote_name: str | None = None
@@ -63,7 +75,7 @@ class Action:
 
     @property
     def changes(self) -> bool:
-        return self.kind not in ("unchanged", "skip", "error")
+        return self.kind not in (Kind.UNCHANGED, Kind.SKIP, Kind.ERROR)
 
 
 @dataclass
@@ -74,7 +86,7 @@ class Plan:
     def changes(self) -> list[Action]:
         return [a for a in self.actions if a.changes]
 
-    def of_kind(self, *kinds: str) -> list[Action]:
+    def of_kind(self, *kinds: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind in kinds]
 
 
@@ -91,11 +103,12 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     deployed_by_target = {(d.destination, d.remote_name): d for d in deployed}
     wanted: set[tuple[str, str]] = set()
     latest_states = latest_states or {}
+    gone = set(retired)    # once, not per deployment
     for want in desired:
         lifecycle = _lifecycle(want, current.get(want.name), latest_states.get(want.name), now)
         if lifecycle:
             plan.actions.append(lifecycle)
-            if lifecycle.kind == "skip":
+            if lifecycle.kind == Kind.SKIP:
                 if want.name not in current:
                     continue            # retired: nothing to push
                 lifecycle = None        # kept as it is: its copies are still compared and repaired
@@ -107,60 +120,60 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     for (destination, remote_name), record in sorted(deployed_by_target.items()):
         if (destination, remote_name) in wanted or not record.present:
             continue
-        if record.one_off and record.cert_name not in set(retired):
+        if record.one_off and record.cert_name not in gone:
             continue  # a copy pushed by hand elsewhere stays until the certificate is retired
-        reason = ("certificate removed from config" if record.cert_name in set(retired)
+        reason = ("certificate removed from config" if record.cert_name in gone
                   else "no longer a destination of this certificate")
         listing = listings.get(destination)
         if isinstance(listing, str):
-            plan.actions.append(Action("error", record.cert_name, destination, remote_name, listing))
+            plan.actions.append(Action(Kind.ERROR, record.cert_name, destination, remote_name, listing))
         else:
-            plan.actions.append(Action("delete", record.cert_name, destination, remote_name, reason))
+            plan.actions.append(Action(Kind.DELETE, record.cert_name, destination, remote_name, reason))
     return plan
 
 
 def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:
     if cur is None:
         if latest_state == "retired":
-            return Action("skip", want.name, reason="retired by `certsync retire`; remove it from the config, "
+            return Action(Kind.SKIP, want.name, reason="retired by `certsync retire`; remove it from the config, "
                                                     "or `certsync push` it to enroll it again")
         if latest_state == "revoked":
-            return Action("issue", want.name, reason="previous version revoked")
-        return Action("issue", want.name, reason="not issued yet")
+            return Action(Kind.ISSUE, want.name, reason="previous version revoked")
+        return Action(Kind.ISSUE, want.name, reason="not issued yet")
     if cur.sans != want.sans or cur.key_type != want.key_type:
-        return Action("issue", want.name, reason="names or key type changed in config")
+        return Action(Kind.ISSUE, want.name, reason="names or key type changed in config")
     if cur.ca != want.ca:
-        return Action("issue", want.name, reason=f"profile now issues from CA {want.ca!r}")
+        return Action(Kind.ISSUE, want.name, reason=f"profile now issues from CA {want.ca!r}")
     lifetime = cur.not_after - cur.not_before
     window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or DEFAULT_RENEW_FRACTION)
     if now >= cur.not_after - window:
         days = (cur.not_after - now).total_seconds() / 86400
         if cur.ca_not_after is not None and cur.not_after >= cur.ca_not_after - timedelta(minutes=5):
             # a successor would be cut to the same end: renewing would only churn, every run
-            return Action("skip", want.name, reason=f"expires in {days:.1f} days with its CA {cur.ca!r}: "
+            return Action(Kind.SKIP, want.name, reason=f"expires in {days:.1f} days with its CA {cur.ca!r}: "
                                                     "add a new issuing CA and move the profile to it")
-        return Action("renew", want.name, reason=f"expires in {days:.1f} days")
+        return Action(Kind.RENEW, want.name, reason=f"expires in {days:.1f} days")
     return None
 
 
 def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None, destination: str,
                    remote_name: str, record: Deployed | None, listing: Listing | str) -> Action:
     if isinstance(listing, str):
-        return Action("error", want.name, destination, remote_name, listing)
+        return Action(Kind.ERROR, want.name, destination, remote_name, listing)
     remote = listing.get(remote_name)
 
-    def act(kind: str, reason: str) -> Action:
+    def act(kind: Kind, reason: str) -> Action:
         return Action(kind, want.name, destination, remote_name, reason, exists=remote is not None)
 
     if lifecycle is not None or cur is None:
-        return act("push", "new certificate version")
+        return act(Kind.PUSH, "new certificate version")
     expected = cur.fingerprints[destination]
     if remote is None:
-        return act("push", "drift: deleted outside certsync" if record and record.present else "not in the destination")
+        return act(Kind.PUSH, "drift: deleted outside certsync" if record and record.present else "not in the destination")
     if remote.fingerprint != expected:
         if record is not None and record.fingerprint == expected:
-            return act("push", "drift: changed outside certsync")
-        return act("push", "out of date")
+            return act(Kind.PUSH, "drift: changed outside certsync")
+        return act(Kind.PUSH, "out of date")
     if record is not None and record.remote_version and remote.version and record.remote_version != remote.version:
-        return act("push", "drift: value replaced outside certsync")
-    return act("unchanged", "")
+        return act(Kind.PUSH, "drift: value replaced outside certsync")
+    return act(Kind.UNCHANGED, "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Sequence
 
 from cryptography import x509
@@ -18,16 +18,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sync.clock import utcnow
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 # Certificates are backdated slightly so that a relying party with a slow clock accepts them.
 BACKDATE = timedelta(minutes=1)
 EKU_OIDS = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def generate_key(key_type: str) -> PrivateKey:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from sync.clock import rfc3339
 from sync.errors import ConfigError
-from sync.store import Bundle
+from sync.pki.bundle import Bundle
 
 CONTENT_TYPES = {"json": "application/json", "pem": "application/x-pem-file", "pkcs12": "application/x-pkcs12"}
 
@@ -88,7 +89,7 @@ def _json(bundle: Bundle) -> str:
         "certificate_chain": "".join(_pem(c) for c in bundle.intermediates),
         "ca_certificate": _pem(bundle.root),
         "serial": format(cert.serial_number, "x"),
-        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": rfc3339(cert.not_valid_after_utc),
         "fingerprint_sha256": cert.fingerprint(hashes.SHA256()).hex(),
     }
     return json.dumps(document, indent=None, separators=(",", ":"))

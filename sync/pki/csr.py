@@ -17,15 +17,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from sync import ca, policy
-from sync.config import ProfileConfig
 from sync.errors import UsageError
+from sync.pki import certs, policy
+
+if TYPE_CHECKING:
+    from sync.config import ProfileConfig
 
 RSA_SIZES = (2048, 3072, 4096)
 EC_CURVES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
@@ -40,7 +43,7 @@ _SAN_TYPE_NAMES = {x509.RFC822Name: "email (rfc822Name)", x509.UniformResourceId
 class CsrRequest:
     """What may be issued for a checked CSR. `dns_names` and `ip_addresses` are the SAN entries the
     certificate will carry (the CN included); `common_name` is the subject CN to put in it."""
-    public_key: ca.PublicKey
+    public_key: certs.PublicKey
     key_type: str
     common_name: str | None
     dns_names: tuple[str, ...]
@@ -102,7 +105,7 @@ def check_csr(csr: x509.CertificateSigningRequest, profile_name: str, profile: P
     return CsrRequest(public_key, key_type, common_name, tuple(dns_names), tuple(ip_addresses))
 
 
-def _public_key(csr: x509.CertificateSigningRequest) -> ca.PublicKey:
+def _public_key(csr: x509.CertificateSigningRequest) -> certs.PublicKey:
     try:
         return csr.public_key()
     except (ValueError, UnsupportedAlgorithm):
@@ -125,7 +128,7 @@ def _accepted_key_type(key: object) -> str:
     elif not isinstance(key, ed25519.Ed25519PublicKey):
         raise UsageError(f"CSR: {type(key).__name__.removeprefix('_')} keys are not accepted; "
                          "accepted: RSA 2048/3072/4096, EC P-256/P-384, Ed25519")
-    return ca.key_type_of(key)
+    return certs.key_type_of(key)
 
 
 def _extensions(csr: x509.CertificateSigningRequest) -> x509.Extensions:

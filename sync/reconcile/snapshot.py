@@ -1,57 +1,20 @@
-"""Gathering the inputs of a plan: desired state from config, facts from the store, remote listings.
-
-Providers are built lazily per destination (so a run that touches only AWS imports only boto3),
-and listings of different destinations run in parallel.
-"""
+"""The inputs of a plan, gathered: desired state from the config, facts from the store, and the
+remote listings (destinations listed in parallel; no secret value is read)."""
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from providers.base import Provider, load_provider_factory
-from sync import enroll, plan, render
+from sync.ca.issue import san_list
 from sync.config import DEFAULT_RENEW_FRACTION, Config
 from sync.errors import one_line
-from sync.store import Authority, Store
-
-ProviderFactory = Callable[[str], Provider]
-
-
-def render_options(config: Config, destination: str) -> render.RenderOptions:
-    dest = config.destination[destination]
-    return render.RenderOptions(dest.format, dest.pkcs12_password_env, dest.pkcs12_encryption)
-
-
-class Providers:
-    """One provider per destination, built on first use; a failure to build is remembered."""
-
-    def __init__(self, config: Config, factory: Callable | None = None) -> None:
-        self.config = config
-        self._factory = factory
-        self._built: dict[str, Provider | Exception] = {}
-        self._lock = threading.Lock()                   # guards the two dicts
-        self._building: dict[str, threading.Lock] = {}  # one per destination: slow builds in parallel
-
-    def __call__(self, destination: str) -> Provider:
-        with self._lock:
-            building = self._building.setdefault(destination, threading.Lock())
-        with building:
-            if destination not in self._built:
-                dest = self.config.destination[destination]
-                try:
-                    factory = self._factory or load_provider_factory(dest.provider)
-                    self._built[destination] = factory(dest)
-                except Exception as exc:  # remembered: every job of that lane fails with it, once built
-                    self._built[destination] = exc
-        built = self._built[destination]
-        if isinstance(built, Exception):
-            raise built
-        return built
+from sync.pki import render
+from sync.reconcile import plan
+from sync.reconcile.destinations import ProviderFactory, render_options
+from sync.store import Store, Transaction
 
 
 def desired_state(config: Config) -> list[plan.Desired]:
@@ -60,14 +23,14 @@ def desired_state(config: Config) -> list[plan.Desired]:
         profile = config.profile[spec.profile]
         renew = profile.renew_before
         wanted.append(plan.Desired(
-            name=name, ca=profile.ca, sans=tuple(enroll.san_list(spec)), key_type=spec.key or profile.key,
+            name=name, ca=profile.ca, sans=tuple(san_list(spec)), key_type=spec.key or profile.key,
             renew_window=renew.duration if renew else None,
             renew_fraction=(renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION),
             targets=tuple((ref.to, ref.name) for ref in spec.targets(name))))
     return wanted
 
 
-def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
+def current_state(config: Config, tx: Transaction) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
     """The active version of every configured certificate, active ones no longer configured,
     and the state of every certificate's newest version."""
     current: dict[str, plan.Current] = {}
@@ -77,7 +40,7 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
     options: dict[str, render.RenderOptions] = {}
     # Plain rows streamed from the store (no ORM objects kept, no keys loaded), DER as stored:
     # nothing is parsed per certificate.
-    for row in store.latest_facts(session):
+    for row in tx.certificates.latest_facts():
         if row.source == "csr":  # CSR enrollments are pushed by hand, never planned
             continue
         latest_states[row.name] = row.state
@@ -88,8 +51,9 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
             continue
         found = chains.get(row.authority_id)
         if found is None:
-            authority = session.get(Authority, row.authority_id)
-            intermediates, root = store.chain(authority)
+            authority = tx.authorities.get(row.authority_id)
+            assert authority is not None      # a foreign key
+            intermediates, root = tx.authorities.chain(authority)
             found = chains[row.authority_id] = (authority.name, [c.public_bytes(Encoding.DER)
                                                                  for c in (*intermediates, root)],
                                                 authority.not_after)
@@ -104,12 +68,12 @@ def current_state(config: Config, store: Store, session) -> tuple[dict[str, plan
     return current, retired, latest_states
 
 
-def deployed_state(store: Store, session) -> list[plan.Deployed]:
+def deployed_state(tx: Transaction) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
-    csr_names = store.csr_names(session)
+    csr_names = tx.certificates.csr_names()
     return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
                           d.state == "present", bool(d.one_off))
-            for d in store.deployment_facts(session) if d.cert_name not in csr_names]
+            for d in tx.deployments.facts() if d.cert_name not in csr_names]
 
 
 def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:
@@ -141,9 +105,9 @@ class Snapshot:
 
 
 def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
-    with store.session() as session:
-        current, retired, latest_states = current_state(config, store, session)
-        deployed = deployed_state(store, session)
+    with store.transaction() as tx:
+        current, retired, latest_states = current_state(config, tx)
+        deployed = deployed_state(tx)
     desired = desired_state(config)
     used = sorted({dest for want in desired for dest, _ in want.targets}
                   | {d.destination for d in deployed if d.present and d.destination in config.destination})

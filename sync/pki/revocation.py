@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import ocsp
 
-from sync import ca
 from sync.errors import UsageError
+from sync.pki import certs
 
 # RFC 5280 5.3.1 CRLReason names (the ASN.1 enumeration's identifiers) -> cryptography's flags.
 REASONS: dict[str, x509.ReasonFlags] = {
@@ -74,7 +74,7 @@ class RevokedEntry:
         object.__setattr__(self, "reason", parse_reason(self.reason))
 
 
-def build_crl(issuer: ca.Issuer, revoked: Iterable[RevokedEntry], *, crl_number: int, now: datetime,
+def build_crl(issuer: certs.Issuer, revoked: Iterable[RevokedEntry], *, crl_number: int, now: datetime,
               next_update: timedelta = DEFAULT_CRL_LIFETIME) -> x509.CertificateRevocationList:
     """A full CRL for `issuer`, signed with its key.
 
@@ -103,7 +103,7 @@ def build_crl(issuer: ca.Issuer, revoked: Iterable[RevokedEntry], *, crl_number:
         if entry.reason != "unspecified":
             revoked_cert = revoked_cert.add_extension(x509.CRLReason(REASONS[entry.reason]), critical=False)
         builder = builder.add_revoked_certificate(revoked_cert.build())
-    return builder.sign(issuer.key, ca.signature_hash(issuer.key))
+    return builder.sign(issuer.key, certs.signature_hash(issuer.key))
 
 
 # --- OCSP ---------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ _OCSP_STATUS = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus
                 "unknown": ocsp.OCSPCertStatus.UNKNOWN}
 
 
-def ocsp_response(issuer: ca.Issuer, request_der: bytes, status_of: StatusLookup, *, now: datetime,
+def ocsp_response(issuer: certs.Issuer, request_der: bytes, status_of: StatusLookup, *, now: datetime,
                   next_update: timedelta = DEFAULT_OCSP_LIFETIME) -> ocsp.OCSPResponse:
     """Answer one DER OCSP request (RFC 6960) on behalf of `issuer`.
 
@@ -167,7 +167,7 @@ def ocsp_response(issuer: ca.Issuer, request_der: bytes, status_of: StatusLookup
                             now=now, next_update=next_update, nonce=nonce)
 
 
-def ocsp_response_for_cert(issuer: ca.Issuer, cert: x509.Certificate, status: CertStatus, now: datetime, *,
+def ocsp_response_for_cert(issuer: certs.Issuer, cert: x509.Certificate, status: CertStatus, now: datetime, *,
                            next_update: timedelta = DEFAULT_OCSP_LIFETIME, nonce: bytes | None = None,
                            algorithm: hashes.HashAlgorithm | None = None) -> ocsp.OCSPResponse:
     """A successful response for `cert` without a request (pre-generated responses, OCSP stapling,
@@ -188,7 +188,7 @@ def issuer_hashes(ca_cert: x509.Certificate, algorithm: hashes.HashAlgorithm) ->
     return _digest(algorithm, name), _digest(algorithm, key)
 
 
-def _signed_response(issuer: ca.Issuer, name_hash: bytes, key_hash: bytes, serial: int,
+def _signed_response(issuer: certs.Issuer, name_hash: bytes, key_hash: bytes, serial: int,
                      algorithm: hashes.HashAlgorithm, status: CertStatus, *, now: datetime,
                      next_update: timedelta, nonce: bytes | None) -> ocsp.OCSPResponse:
     if next_update <= timedelta(0):
@@ -206,7 +206,7 @@ def _signed_response(issuer: ca.Issuer, name_hash: bytes, key_hash: bytes, seria
                .responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.certificate))
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    return builder.sign(issuer.key, ca.signature_hash(issuer.key))
+    return builder.sign(issuer.key, certs.signature_hash(issuer.key))
 
 
 def _nonce_of(request: ocsp.OCSPRequest) -> bytes | None:
@@ -225,7 +225,7 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def _subject_public_key_bits(key: ca.PublicKey) -> bytes:
+def _subject_public_key_bits(key: certs.PublicKey) -> bytes:
     # The contents of SubjectPublicKeyInfo.subjectPublicKey for each key type we issue with.
     if isinstance(key, rsa.RSAPublicKey):
         return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)

@@ -5,7 +5,7 @@ store whose schema is behind this certsync (run `certsync init` to upgrade it) o
 
 Revisions live in `versions/` and must stay portable (SQLite and PostgreSQL): write
 `sa.DateTime(timezone=True)` for the store's UTCDateTime, never import sync.store from a revision
-(the models change; a revision must not). Make a new one with `python -m sync.migrations revision
+(the models change; a revision must not). Make a new one with `python -m sync.store.migrations revision
 MESSAGE` (autogenerates against a scratch SQLite store at head), then review it and run
 tests/store (which checks the migrated schema against the models on both backends).
 """
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from sync.errors import StoreError
 
-SCRIPT_LOCATION = "sync:migrations"
+SCRIPT_LOCATION = "sync.store:migrations"
 INITIAL = "0001"          # the schema certsync created with create_all before it had migrations
 # Concurrent `certsync init` runs against one PostgreSQL store: the second waits, then finds the
 # schema at head. (The run lock lives in a table, which does not exist before the first upgrade.)

@@ -1,0 +1,249 @@
+"""The application object: one per command run. It owns the config, one open store, the
+providers (one per destination, built on first use) and the clock; the commands are its methods.
+Nothing here prints: the CLI (and the tests, and any other caller) turn the results into output.
+
+    with App(config) as app:
+        report = app.apply()
+
+The store is opened on first use and closed with the App. The master key is loaded only when a
+private key is sealed or opened, so `plan`, `list`, `metrics` and reading a current CRL run
+without it (a pull-request plan job needs no key).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Iterator
+
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from sync import inventory as inventory_mod
+from sync.ca import hierarchy, revoke as revocations
+from sync.ca.issue import issue_from_csr
+from sync.clock import rfc3339, utcnow
+from sync.config import Config
+from sync.errors import NotFound, UsageError, one_line
+from sync.pki import render
+from sync.reconcile.apply import execute, push_actions
+from sync.reconcile.deadline import Deadline
+from sync.reconcile.destinations import ProviderFactory, Providers
+from sync.reconcile.plan import Action, Kind, Plan
+from sync.reconcile.report import Report
+from sync.reconcile.snapshot import snapshot
+from sync.store import RunLock, Store
+
+
+@dataclass(frozen=True)
+class InitResult:
+    cas: list[hierarchy.CAStatus]
+    schema_before: str | None     # None: a new store
+    schema_after: str
+
+
+class App:
+    def __init__(self, config: Config, *, providers: ProviderFactory | None = None,
+                 now: datetime | None = None) -> None:
+        """providers: destination name -> provider (default: built from the config);
+        now: a fixed clock (tests, what-if runs); default the current time at each reading."""
+        self.config = config
+        self.providers: ProviderFactory = providers or Providers(config)
+        self._now = now
+        self._store: Store | None = None
+
+    # -- what the commands share -------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return self._now or utcnow()
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use (its schema must be at head: `certsync init` upgrades)."""
+        if self._store is None:
+            self._store = self._open_store(create=False)
+        return self._store
+
+    def _open_store(self, *, create: bool) -> Store:
+        key_file = self.config.resolve(self.config.store.key_file) if self.config.store.key_file else None
+        return Store(self.config.store_url(), create=create, key_file=key_file)
+
+    @contextmanager
+    def lock(self) -> Iterator[RunLock]:
+        """The run lock: one writer at a time, waiting up to store.lock_timeout."""
+        with RunLock(self.store, timeout=self.config.store.lock_timeout).held() as held:
+            yield held
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------------------
+    def init(self) -> InitResult:
+        """Create the store (or upgrade its schema) and every configured CA it lacks."""
+        self.close()
+        self._store = self._open_store(create=True)
+        self._store.unlock(create=True)
+        with self.lock():                          # two first runs at once must not make two CAs
+            with self.store.transaction() as tx:
+                cas = hierarchy.init_cas(self.config, tx, self.now)
+        before, after = self.store.schema_change or (None, "")
+        return InitResult(cas, before, after)
+
+    def plan(self) -> Plan:
+        return snapshot(self.config, self.store, self.providers).plan(self.now)
+
+    def apply(self, *, progress=None, deadline: Deadline | None = None) -> Report:
+        """Issue missing, renew due, push changed, repair drift, delete retired. deadline
+        (--max-duration): once it has passed, no new action starts."""
+        with self.lock():
+            snap = snapshot(self.config, self.store, self.providers)
+            return execute(self, snap.plan(self.now), retired=snap.retired, progress=progress, deadline=deadline)
+
+    def push(self, cert: str, destinations: list[str] | None = None) -> Report:
+        """Push one certificate now, even if unchanged; issues it first if it was never issued.
+        A CSR enrollment (not in the config) is pushed chain-only, to the destinations named."""
+        self._check_destinations(destinations)
+        with self.lock():
+            return execute(self, self._push_plan(cert, destinations))
+
+    def push_dry_run(self, cert: str, destinations: list[str] | None = None) -> Plan:
+        """What `push` would do, writing nothing: one read per target tells create, update, or a
+        refusal under the ownership rules."""
+        self._check_destinations(destinations)
+        return Plan([self._dry_push(a) if a.kind == Kind.PUSH else a
+                     for a in self._push_plan(cert, destinations).actions])
+
+    def _dry_push(self, action: Action) -> Action:
+        assert action.destination is not None and action.remote_name is not None
+        try:
+            remote = self.providers(action.destination).get(action.remote_name)
+        except Exception as exc:
+            return replace(action, kind=Kind.ERROR, reason=f"cannot read the destination: {one_line(exc)}")
+        if remote is None:
+            return replace(action, reason="would create", exists=False)
+        if not remote.managed and not self.config.destination[action.destination].adopt:
+            return replace(action, kind=Kind.ERROR, reason="would be refused: the secret exists and is not managed "
+                                                           "by certsync (set adopt = true to take it over)")
+        return replace(action, reason="would update" + ("" if remote.managed else " (adopting it)"), exists=True)
+
+    def _push_plan(self, cert: str, destinations: list[str] | None) -> Plan:
+        with self.store.transaction() as tx:
+            row = tx.certificates.current(cert)
+            from_csr = row is not None and row.source == "csr"
+        if from_csr:
+            if not destinations:
+                raise UsageError(f"certificate {cert!r} was enrolled from a CSR: name its destinations with --to")
+            return Plan([Action(Kind.PUSH, cert, d, cert, "one-off push") for d in destinations])
+        self._check_cert(cert)
+        actions = push_actions(self.config, cert, destinations)
+        if row is None:
+            actions.insert(0, Action(Kind.ISSUE, cert, reason="not issued yet"))
+        return Plan(actions)
+
+    def renew(self, cert: str, *, reuse_key: bool | None = None) -> Report:
+        """Renew now (client-driven) and push the successor to every destination of the certificate.
+        reuse_key None follows the profile's key_rotation; True keeps the key, False makes a new one."""
+        self._check_cert(cert)
+        actions = [Action(Kind.RENEW, cert, reason="renewal requested", reuse_key=reuse_key),
+                   *push_actions(self.config, cert, None, reason="new certificate version")]
+        with self.lock():
+            return execute(self, Plan(actions))
+
+    def retire(self, cert: str) -> Report:
+        """Delete the certificate from every destination it was pushed to, then mark it retired.
+        Its history stays in the store; a secret certsync does not own is never deleted."""
+        with self.lock():
+            with self.store.transaction() as tx:
+                if not tx.certificates.versions_of(cert):
+                    raise NotFound(f"certificate {cert!r} is not in the store")
+                deployed = [(d.destination, d.remote_name) for d in tx.deployments.present_of(cert)]
+            actions = []
+            for dest, name in deployed:
+                if dest in self.config.destination:
+                    actions.append(Action(Kind.DELETE, cert, dest, name, "retired"))
+                else:
+                    actions.append(Action(Kind.ERROR, cert, dest, name, f"destination {dest!r} is no longer in "
+                                          "the config; delete the remote secret by hand"))
+            return execute(self, Plan(actions), retired=[cert])
+
+    def inventory(self) -> inventory_mod.Inventory:
+        """What the store knows, without calling any cloud: in sync = last push carried this version."""
+        with self.store.transaction() as tx:
+            return inventory_mod.inventory(self.config, tx, self.now)
+
+    def facts(self) -> inventory_mod.Facts:
+        """The inventory plus every copy in the clouds (for alerts and metrics)."""
+        with self.store.transaction() as tx:
+            return inventory_mod.gather(self.config, tx, self.now)
+
+    def export(self, cert: str, options: render.RenderOptions) -> render.Payload:
+        """The payload for `cert` in the given format, rendered from the store."""
+        self._check_cert(cert)
+        with self.store.transaction() as tx:
+            row = tx.certificates.current(cert)
+            if row is None:
+                raise NotFound(f"certificate {cert!r} has no active version in the store (run `certsync apply`)")
+            return render.render(tx.certificates.bundle(row), options)
+
+    def sign(self, csr_data: bytes, profile: str, *, name: str | None = None,
+             destinations: list[str] | None = None) -> tuple[str, str, Report | None]:
+        """CSR enrollment: (store name, chain PEM, push report when destinations were named)."""
+        self._check_destinations(destinations)
+        with self.lock():
+            with self.store.transaction() as tx:
+                row = issue_from_csr(self.config, tx, name, profile, csr_data, self.now)
+                name, chain = row.name, render.pem_bundle(tx.certificates.bundle(row))
+            report = None
+            if destinations:
+                actions = [Action(Kind.PUSH, name, d, name, "CSR enrollment") for d in destinations]
+                report = execute(self, Plan(actions))
+        return name, chain, report
+
+    def revoke(self, cert: str, reason: str, *, serial: str | None = None,
+               replace: bool = False) -> tuple[dict, Report | None]:
+        """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
+        now = self.now
+        with self.lock():
+            with self.store.transaction() as tx:
+                row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
+                summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
+                           "revoked_at": rfc3339(now), "ca": row.authority.name,
+                           "crl_number": row.authority.crl_number}
+                from_csr = row.source == "csr"
+            if not replace:
+                return summary, None
+            if from_csr or cert not in self.config.certificate:
+                raise UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
+            actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
+                       *push_actions(self.config, cert, None, reason="replaces a revoked certificate")]
+            return summary, execute(self, Plan(actions))
+
+    def crl(self, ca_name: str) -> x509.CertificateRevocationList:
+        """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""
+        with self.store.transaction() as tx:
+            return revocations.current_crl(self.config, tx, ca_name, self.now)
+
+    def ocsp_response(self, ca_name: str, request_der: bytes) -> ocsp.OCSPResponse:
+        """Answer one OCSP request for `ca_name`."""
+        with self.store.transaction() as tx:
+            return revocations.ocsp_respond(self.config, tx, ca_name, request_der, self.now)
+
+    # -- argument checks ---------------------------------------------------------------------------
+    def _check_destinations(self, destinations: list[str] | None) -> None:
+        for dest in destinations or []:
+            if dest not in self.config.destination:
+                raise UsageError(f"--to: unknown destination {dest!r} "
+                                 f"(defined: {', '.join(sorted(self.config.destination))})")
+
+    def _check_cert(self, cert: str) -> None:
+        if cert not in self.config.certificate:
+            raise UsageError(f"unknown certificate {cert!r} "
+                             f"(defined: {', '.join(sorted(self.config.certificate)) or 'none'})")

@@ -1,0 +1,65 @@
+"""The configured CA hierarchy in the store: creating CAs (parents first) and signing with them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sync.errors import StoreError
+from sync.pki import certs
+from sync.store import Transaction
+from sync.store.models import Authority
+
+if TYPE_CHECKING:
+    from sync.config import Config
+
+
+@dataclass(frozen=True)
+class CAStatus:
+    name: str
+    created: bool
+    subject: str
+    not_after: datetime
+
+
+def init_cas(config: Config, tx: Transaction, now: datetime) -> list[CAStatus]:
+    """Create every configured CA that the store does not have yet, parents first (idempotent)."""
+    statuses: list[CAStatus] = []
+    for name in parents_first(config):
+        existing = tx.authorities.active(name)
+        if existing is not None:
+            statuses.append(CAStatus(name, False, existing.subject, existing.not_after))
+            continue
+        row = _create(config, tx, name, now)
+        statuses.append(CAStatus(name, True, row.subject, row.not_after))
+    return statuses
+
+
+def parents_first(config: Config) -> list[str]:
+    ordered: list[str] = []
+    for name in config.ca:
+        for ancestor in reversed(config.chain_of(name)):
+            if ancestor not in ordered:
+                ordered.append(ancestor)
+    return ordered
+
+
+def _create(config: Config, tx: Transaction, name: str, now: datetime) -> Authority:
+    spec = config.ca[name]
+    parent_row = tx.authorities.active(spec.parent) if spec.parent else None
+    parent = None
+    if parent_row is not None and spec.parent is not None:
+        parent_spec = config.ca[spec.parent]
+        parent = tx.authorities.issuer(parent_row, parent_spec.crl_url, parent_spec.ocsp_url)
+    key = certs.generate_key(spec.key)
+    cert = certs.create_ca(spec.subject, key, spec.validity, parent=parent, path_length=spec.path_length, now=now)
+    return tx.authorities.add(name, cert, key, spec.key, parent_row)
+
+
+def issuer_for(config: Config, tx: Transaction, ca_name: str) -> tuple[Authority, certs.Issuer]:
+    """The CA's store row and its signer (the key opened with the master key)."""
+    row = tx.authorities.active(ca_name)
+    if row is None:
+        raise StoreError(f"CA {ca_name!r} is not in the store: run `certsync init`")
+    spec = config.ca[ca_name]
+    return row, tx.authorities.issuer(row, spec.crl_url, spec.ocsp_url)

@@ -1,0 +1,54 @@
+"""What every command shares: the global options, the config (loaded on first use), and one
+application object per run, closed when the command ends."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from sync import config as config_mod, logs
+from sync.app import App
+
+
+class Context:
+    def __init__(self, config_path: str, output: str, quiet: bool, debug: bool, github: bool,
+                 log_format: str) -> None:
+        self.config_path, self.output, self.quiet, self.debug = config_path, output, quiet, debug
+        self.github, self.log_format = github, log_format
+        self._config: config_mod.Config | None = None
+        self._app: App | None = None
+
+    def setup_logging(self) -> None:
+        logs.setup(self.log_format, quiet=self.quiet, debug=self.debug)
+
+    @property
+    def config(self) -> config_mod.Config:
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+        return self._config
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            self._app = App(self.config)
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def emit(self, document) -> None:
+        """The one JSON document of --output json, on stdout."""
+        click.echo(json.dumps(document, indent=2, default=str))
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            click.echo(text)
+
+
+pass_ctx = click.make_pass_decorator(Context)

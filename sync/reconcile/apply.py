@@ -1,0 +1,222 @@
+"""Carrying out a plan: issue and renew, then push and delete per destination.
+
+One failure does not stop the run: every other action still happens, and the report says what
+failed and where (certbot's "carry on, then fail at the end"). Quota domains (a region, a
+project, a vault) run in parallel; inside one, up to `concurrency` actions are in flight, paced by
+the domain's token bucket; no two actions of a run touch the same secret. Only the main thread
+touches the store.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Iterable, Protocol
+
+from providers.base import ownership_labels
+from sync import logs
+from sync.ca.issue import IssueRequest, issue_many
+from sync.config import Config
+from sync.errors import CertsyncError, VerifyError, one_line
+from sync.pki import render
+from sync.pki.bundle import check_bundle
+from sync.reconcile import pacing
+from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
+from sync.reconcile.destinations import ProviderFactory, render_options
+from sync.reconcile.plan import Action, Kind, Plan
+from sync.reconcile.report import Job, Report, Result, Status
+from sync.reconcile.verify import check_written
+from sync.store import Store
+
+log = logs.get("apply")
+
+
+class Run(Protocol):
+    """What carrying out a plan needs of the command run (the application object)."""
+    config: Config
+    store: Store
+    providers: ProviderFactory
+
+    @property
+    def now(self) -> datetime: ...
+
+
+def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
+            deadline: Deadline | None = None) -> Report:
+    started = time.monotonic()
+    if plan.of_kind(Kind.ISSUE, Kind.RENEW, Kind.PUSH):
+        run.store.master_key()      # a missing or wrong key fails the run once, before any work
+    report = Report()
+    report.results.extend(Result(a, Status.UNCHANGED) for a in plan.of_kind(Kind.UNCHANGED))
+    report.results.extend(Result(a, Status.FAILED, a.reason) for a in plan.of_kind(Kind.ERROR))
+    to_issue, not_started = plan.of_kind(Kind.ISSUE, Kind.RENEW), set()
+    if to_issue and deadline is not None and deadline.expired():   # --max-duration: start nothing new
+        not_started = {a.cert for a in to_issue}
+        report.results.extend(Result(a, Status.SKIPPED, MAX_DURATION_REACHED) for a in to_issue)
+        to_issue = []
+    failed_certs = _issue_all(run, to_issue, report) | not_started
+    lanes: dict[str, list[Action]] = defaultdict(list)
+    for action in plan.of_kind(Kind.PUSH, Kind.DELETE):
+        if action.cert in failed_certs:
+            why = MAX_DURATION_REACHED if action.cert in not_started else "issuance failed"
+            report.results.append(Result(action, Status.SKIPPED, why))
+        else:
+            lanes[action.destination].append(action)
+    jobs = _prepare(run, lanes, report)
+    for result in report.results:   # what the lanes do is logged as it happens
+        logs.log_result(log, result)
+    report.results.extend(_run_lanes(run, jobs, progress, deadline))
+    if deadline is not None and deadline.reached:
+        report.stopped = f"max duration {deadline} reached"
+    _record(run.store, report, retired)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _issue_all(run: Run, actions: Iterable[Action], report: Report) -> set[str]:
+    """Batched (issue_many: one transaction per batch, CA keys decrypted once per run); a
+    certificate that fails (policy, store) fails alone."""
+    failed: set[str] = set()
+    actions = list(actions)
+    requests = [IssueRequest(a.cert, a.reuse_key) for a in actions]
+    for action, (_, outcome) in zip(actions, issue_many(run.config, run.store, requests, run.now)):
+        if isinstance(outcome, CertsyncError):
+            failed.add(action.cert)
+            report.results.append(Result(action, Status.FAILED, one_line(outcome)))
+        else:
+            detail = f"version {outcome.version}, serial {outcome.serial}, not after {outcome.not_after:%Y-%m-%d}"
+            report.results.append(Result(action, Status.DONE, detail=detail))
+    return failed
+
+
+def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[str, list[Job]]:
+    """Render every payload up front, in the main thread (store access stays single-threaded)."""
+    jobs: dict[str, list[Job]] = defaultdict(list)
+    with run.store.transaction() as tx:
+        bundles = {}
+        current = tx.certificates.current_many(a.cert for actions in lanes.values() for a in actions
+                                               if a.kind != Kind.DELETE)   # one query per 500, not one per push
+        for destination, actions in lanes.items():
+            for action in actions:
+                if action.kind == Kind.DELETE:
+                    jobs[destination].append(Job(action))
+                    continue
+                try:
+                    row = current.get(action.cert)
+                    if row is None:
+                        raise CertsyncError(f"certificate {action.cert!r} has no active version")
+                    if row.id not in bundles:
+                        bundles[row.id] = tx.certificates.bundle(row)
+                        check_bundle(bundles[row.id])  # key pairs with leaf, chain in order
+                    payload = render.render(bundles[row.id], render_options(run.config, destination))
+                    jobs[destination].append(Job(action, payload, row.id))
+                except CertsyncError as exc:
+                    report.results.append(Result(action, Status.FAILED, one_line(exc)))
+    return jobs
+
+
+def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: Deadline | None = None) -> list[Result]:
+    """Quota domains in parallel; inside one, up to `concurrency` calls in flight, paced by a
+    token bucket set from the cloud's quota (or the destination's max_calls_per_second)."""
+    config = run.config
+    domains: dict[str, list[tuple[str, Job]]] = defaultdict(list)
+    quotas: dict[str, pacing.Quota] = {}
+    for destination, items in jobs.items():
+        quota = pacing.quota_of(config.destination[destination])
+        known = quotas.get(quota.domain)   # destinations sharing a quota: the strictest rate wins
+        if known is None or quota.calls_per_second < known.calls_per_second:
+            quotas[quota.domain] = quota
+        domains[quota.domain].extend((destination, job) for job in items)
+
+    def run_domain(domain: str) -> list[Result]:
+        quota = quotas[domain]
+        bucket = pacing.TokenBucket(quota.calls_per_second)
+        items = domains[domain]
+        workers = min(len(items), max(config.destination[d].concurrency for d, _ in items))
+        if progress is not None:
+            progress.start(domain, len(items))
+
+        def one(item: tuple[str, Job]) -> Result:
+            destination, job = item
+            if deadline is not None and deadline.expired():
+                result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
+                logs.log_result(log, result)
+                return result
+            try:
+                provider = run.providers(destination)
+            except Exception as exc:
+                result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
+            else:
+                bucket.take(quota.calls_per_push if job.action.kind == Kind.PUSH else quota.calls_per_delete)
+                result = _run_job(provider, job, config.destination[destination].verify_after_write)
+            if progress is not None:
+                progress.advance(domain)
+            logs.log_result(log, result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, items))
+
+    if not domains:
+        return []
+    with ThreadPoolExecutor(max_workers=len(domains)) as pool:
+        return [r for results in pool.map(run_domain, list(domains)) for r in results]
+
+
+def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
+    action = job.action
+    try:
+        if action.kind == Kind.DELETE:
+            provider.delete(action.remote_name)
+            return Result(action, Status.DONE)
+        assert job.payload is not None
+        remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,
+                              labels=ownership_labels(action.cert, job.payload.fingerprint))
+        if verify_mode == "response":
+            check_written(remote, job.payload.fingerprint)
+        elif verify_mode == "read":
+            read = provider.get(action.remote_name)
+            if read is None:
+                raise VerifyError(f"verify after write: {action.remote_name!r} is not there")
+            check_written(read, job.payload.fingerprint, job.payload.body)
+        return Result(action, Status.DONE, detail=remote.version or "", job=job)
+    except Exception as exc:  # one line per failure; the run goes on
+        return Result(action, Status.FAILED, one_line(exc))
+
+
+def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
+    """Store what was pushed and deleted; certificates gone from config and from every
+    destination are marked retired (their history stays)."""
+    all_deleted: dict[str, bool] = {name: True for name in retired}
+    pushed, deleted = [], []
+    for result in report.results:
+        action = result.action
+        done = result.status == Status.DONE
+        if action.kind == Kind.PUSH and done and result.job is not None and result.job.payload is not None:
+            pushed.append(dict(cert_name=action.cert, destination=action.destination,
+                               remote_name=action.remote_name, certificate_id=result.job.certificate_id,
+                               fingerprint=result.job.payload.fingerprint, remote_version=result.detail or None,
+                               one_off=action.one_off))
+        elif action.kind == Kind.DELETE and done:
+            deleted.append((action.destination, action.remote_name))
+        elif action.cert in all_deleted and (action.kind == Kind.DELETE or result.status == Status.FAILED):
+            all_deleted[action.cert] = False
+    with store.transaction() as tx:
+        tx.deployments.record_pushes(pushed)       # in bulk: not one query per push
+        tx.deployments.record_deletes(deleted)
+        for name, gone_everywhere in all_deleted.items():
+            if gone_everywhere:
+                tx.certificates.retire(name)
+
+
+def push_actions(config: Config, cert: str, destinations: list[str] | None,
+                 reason: str = "one-off push") -> list[Action]:
+    """A forced push of `cert` to its targets, or to the named destinations (any of them: one
+    not listed for the certificate gets a secret named after it)."""
+    listed = [(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)]
+    targets = listed
+    if destinations:
+        targets = [t for d in destinations for t in ([t for t in listed if t[0] == d] or [(d, cert)])]
+    known = set(listed)
+    return [Action(Kind.PUSH, cert, dest, name, reason, one_off=(dest, name) not in known) for dest, name in targets]

@@ -1,0 +1,8 @@
+"""The certificate store: CAs, certificate versions, copies in the clouds, keys sealed at rest.
+
+`Store` opens it; `store.transaction()` gives the repositories; `RunLock` keeps one writer at a
+time. Nothing outside this package touches the tables."""
+from sync.store.database import Store, Transaction, redact_url
+from sync.store.lock import RunLock
+
+__all__ = ["RunLock", "Store", "Transaction", "redact_url"]

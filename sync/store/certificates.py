@@ -1,0 +1,159 @@
+"""Certificate versions in the store: every version of every certificate, its state and sealed key.
+
+A new version is written through `new_version` (column values) and `add_many` (one multi-row
+INSERT, predecessors superseded): the batch issuance and a CSR enrollment take the same path.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Iterable, Iterator
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from sync.clock import utcnow
+from sync.pki.bundle import Bundle
+from sync.pki.certs import PrivateKey
+from sync.store.authorities import Authorities
+from sync.store.keyring import MasterKey
+from sync.store.queries import chunks
+from sync.store.models import Authority, Certificate
+
+
+
+def key_context(name: str, version: int) -> str:
+    """The associated data a version's key is sealed with: a blob copied to another row fails."""
+    return f"certificate:{name}:{version}"
+
+
+
+class Certificates:
+    def __init__(self, session: Session, master_key: Callable[[], MasterKey]) -> None:
+        self.session = session
+        self._master_key = master_key
+
+    # -- reading -----------------------------------------------------------------------------------
+    def current(self, name: str) -> Certificate | None:
+        """The newest version in force (active), if any."""
+        return self.session.scalars(select(Certificate).where(Certificate.name == name, Certificate.state == "active")
+                                    .order_by(Certificate.version.desc())).first()
+
+    def current_many(self, names: Iterable[str]) -> dict[str, Certificate]:
+        """`current` for many names, one query per 500: name -> newest active version."""
+        found: dict[str, Certificate] = {}
+        for chunk in chunks(names):
+            for row in self.session.scalars(select(Certificate).where(
+                    Certificate.name.in_(chunk), Certificate.state == "active")
+                    .order_by(Certificate.name, Certificate.version.desc())):
+                found.setdefault(row.name, row)
+        return found
+
+    def versions_of(self, name: str) -> list[Certificate]:
+        """Every version of one certificate, newest first."""
+        return list(self.session.scalars(select(Certificate).where(Certificate.name == name)
+                                         .order_by(Certificate.version.desc())))
+
+    def _newest(self):
+        return (select(Certificate.name, func.max(Certificate.version).label("version"))
+                .group_by(Certificate.name).subquery())
+
+    def latest_versions(self) -> list[Certificate]:
+        """The newest version of every certificate, by name: one query, older versions not loaded."""
+        newest = self._newest()
+        return list(self.session.scalars(select(Certificate).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .order_by(Certificate.name)))
+
+    def latest_facts(self, *, chunk: int = 1000):
+        """What a plan needs of the newest version of every certificate, by name, streamed in
+        chunks as plain rows (no ORM objects, no key material): name, version, state, source,
+        authority_id, sans, key_type, not_before, not_after, cert_der, has_key."""
+        newest = self._newest()
+        stmt = (select(Certificate.name, Certificate.version, Certificate.state, Certificate.source,
+                       Certificate.authority_id, Certificate.sans, Certificate.key_type, Certificate.not_before,
+                       Certificate.not_after, Certificate.cert_der,
+                       Certificate.key_enc.is_not(None).label("has_key"))
+                .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+                .order_by(Certificate.name))
+        return self.session.execute(stmt.execution_options(yield_per=chunk))
+
+    def csr_names(self) -> set[str]:
+        """Certificates whose newest version is a CSR enrollment (one query)."""
+        newest = self._newest()
+        return set(self.session.scalars(select(Certificate.name).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.source == "csr")))
+
+    def version_numbers(self, names: Iterable[str]) -> dict[str, int]:
+        """Highest version number (any state) per name, for the names that have one."""
+        found: dict[str, int] = {}
+        for chunk in chunks(names):
+            found.update(self.session.execute(select(Certificate.name, func.max(Certificate.version))
+                                              .where(Certificate.name.in_(chunk))
+                                              .group_by(Certificate.name)).all())
+        return found
+
+    def version_index(self) -> Iterator[tuple[int, str, int, str]]:
+        """(id, name, version, state) of every version: plain rows, no certificates parsed."""
+        yield from self.session.execute(
+            select(Certificate.id, Certificate.name, Certificate.version, Certificate.state))
+
+    def by_serial(self, serial: int) -> Certificate | None:
+        return self.session.scalars(select(Certificate).where(Certificate.serial == format(serial, "x"))).first()
+
+    def revoked_by(self, authority: Authority, now: datetime) -> list[Certificate]:
+        """Revoked certificates of one CA that have not expired yet (expired ones leave the CRL)."""
+        return list(self.session.scalars(select(Certificate).where(
+            Certificate.authority_id == authority.id, Certificate.state == "revoked",
+            Certificate.not_after > now).order_by(Certificate.id)))
+
+    # -- keys and bundles --------------------------------------------------------------------------
+    def private_key(self, row: Certificate) -> PrivateKey | None:
+        if row.key_enc is None:
+            return None
+        return self._master_key().open_private_key(row.key_enc, key_context(row.name, row.version))
+
+    def seal_keys(self, keys: Iterable[tuple[PrivateKey, str, int]]) -> list[bytes]:
+        """Seal many (key, name, version) at once."""
+        return self._master_key().seal_private_keys((key, key_context(name, version)) for key, name, version in keys)
+
+    def bundle(self, row: Certificate) -> Bundle:
+        """What a payload is rendered from: leaf, key (opened), intermediates, root."""
+        intermediates, root = Authorities.chain(row.authority)
+        return Bundle(row.name, row.version, row.certificate, self.private_key(row), intermediates, root)
+
+    # -- writing -----------------------------------------------------------------------------------
+    @staticmethod
+    def new_version(*, name: str, version: int, profile: str, authority_id: int, cert: x509.Certificate,
+                    key_type: str, sans: list[str], key_enc: bytes | None = None, source: str = "config",
+                    common_name: str | None = None) -> dict:
+        """The column values of a new active version (for add_many)."""
+        return dict(name=name, version=version, profile=profile, authority_id=authority_id,
+                    serial=format(cert.serial_number, "x"), common_name=common_name,
+                    sans=sans, key_type=key_type, not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc, state="active",
+                    cert_der=cert.public_bytes(serialization.Encoding.DER), key_enc=key_enc,
+                    source=source, created_at=utcnow(), revoked_at=None, revocation_reason=None)
+
+    def add_many(self, values: list[dict]) -> None:
+        """Record many new versions (distinct names) in this transaction: their active versions
+        become superseded, then one multi-row INSERT. A version 1 has no predecessor."""
+        successors = [v["name"] for v in values if v["version"] > 1]
+        for chunk in chunks(successors):
+            self.session.execute(update(Certificate).where(Certificate.name.in_(chunk),
+                                                           Certificate.state == "active")
+                                 .values(state="superseded").execution_options(synchronize_session=False))
+        if values:
+            self.session.execute(insert(Certificate.__table__), values)
+
+    def revoke(self, row: Certificate, reason: str, at: datetime) -> None:
+        row.state, row.revoked_at, row.revocation_reason = "revoked", at, reason
+        self.session.flush()
+
+    def retire(self, name: str) -> None:
+        """The active version of a certificate removed everywhere becomes retired (history stays)."""
+        row = self.current(name)
+        if row is not None:
+            row.state = "retired"

@@ -1,0 +1,119 @@
+"""The store's tables (SQLAlchemy 2 declarative models), portable to SQLite and PostgreSQL.
+
+Only portable column types are used, so one schema serves both backends. Schema changes go
+through sync/store/migrations (a new revision; tests/store checks it matches these models).
+Only the store package touches these classes; everything else goes through its repositories.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from cryptography import x509
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator,
+                        UniqueConstraint, false)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    # Schema changes go through sync/store/migrations (a new revision; tests/store checks it matches).
+    # No constraint naming convention: stores made before migrations have the backends' default
+    # names, and the initial revision keeps them (a later revision dropping an unnamed SQLite
+    # constraint passes naming_convention to batch_alter_table).
+    pass
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Authority(Base):
+    __tablename__ = "authorities"
+    __table_args__ = (UniqueConstraint("name", "generation"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("authorities.id"))
+    subject: Mapped[str] = mapped_column(String(1024))
+    key_type: Mapped[str] = mapped_column(String(16))
+    serial: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    key_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    crl_number: Mapped[int] = mapped_column(Integer, default=0)     # of the last CRL issued
+    crl_der: Mapped[bytes | None] = mapped_column(LargeBinary)      # the last CRL issued
+    parent: Mapped["Authority | None"] = relationship(remote_side="Authority.id")
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.cert_der)
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[str] = mapped_column(String(63))
+    authority_id: Mapped[int] = mapped_column(ForeignKey("authorities.id"))
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    common_name: Mapped[str | None] = mapped_column(String(255))
+    sans: Mapped[list] = mapped_column(JSON)
+    key_type: Mapped[str] = mapped_column(String(16))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active|superseded|revoked|retired
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # None for CSR enrollments
+    source: Mapped[str] = mapped_column(String(8), default="config")  # config | csr
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    authority: Mapped[Authority] = relationship()
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.cert_der)
+
+
+class Deployment(Base):
+    """What certsync last wrote to one remote secret."""
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("destination", "remote_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cert_name: Mapped[str] = mapped_column(String(63), index=True)
+    destination: Mapped[str] = mapped_column(String(63))
+    remote_name: Mapped[str] = mapped_column(String(512))
+    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    remote_version: Mapped[str | None] = mapped_column(String(128))
+    pushed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="present")  # present|deleted
+    one_off: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # see migration 0003
+
+
+class Lock(Base):
+    __tablename__ = "locks"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)   # revision 0002
