@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO
 from tests.e2e.clouds import Cloud
@@ -43,7 +44,8 @@ def _digest(root: Path) -> str:
 
 def _run(*cmd, **kw) -> subprocess.CompletedProcess:
     result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, \
+        f"{' '.join(map(str, cmd))}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -93,11 +95,18 @@ destinations = {json.dumps(list(clouds))}
                  cwd=tmp_path, env=env).stdout.split()
     assert all(Path(f).is_relative_to(VENV) for f in where), where   # not the checkout
 
-    for command in ("init", "apply"):
+    def certsync(command: str) -> str:
         result = subprocess.run([plain_install / "certsync", command], capture_output=True, text=True,
                                 cwd=tmp_path, env=env, timeout=300)
         assert result.returncode == 0, f"certsync {command}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
+        return result.stdout
+
+    certsync("init")
+    certsync("apply")
+    families = {f.name: f for f in text_string_to_metric_families(certsync("metrics"))}
+    in_sync = families["certsync_destination_in_sync"]
+    assert {(s.labels["destination"], s.value) for s in in_sync.samples} == {(kind, 1) for kind in FORMATS}
 
     serials = set()
     for kind, cloud in clouds.items():
