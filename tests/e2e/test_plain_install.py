@@ -93,7 +93,7 @@ destinations = {json.dumps(list(clouds))}
 
     where = _run(plain_install / "python", "-c", "import sync, providers; print(sync.__file__, providers.__file__)",
                  cwd=tmp_path, env=env).stdout.split()
-    assert all(Path(f).is_relative_to(VENV) for f in where), where   # not the checkout
+    assert len(where) == 2 and all(Path(f).is_relative_to(VENV) for f in where), where   # not the checkout
 
     def certsync(command: str) -> str:
         result = subprocess.run([plain_install / "certsync", command], capture_output=True, text=True,
