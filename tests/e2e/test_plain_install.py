@@ -2,10 +2,10 @@
 that venv's `certsync` pushes one certificate to all three clouds (the emulators), read back here
 with the official SDKs. Catches a runtime import that only an extra (emulators, test) provides.
 
-The venv is cached under .venv/plain-install and rebuilt when pyproject.toml changes (a full
-`pip install`, dependencies resolved from scratch); when only the code changed, certsync alone is
-reinstalled (--no-deps). The install needs a package index (or pip's cache); a failed install fails
-the test.
+The venv is cached under .venv/plain-install and rebuilt (a full `pip install`, dependencies
+resolved from scratch) when pyproject.toml or the Python running the tests changes; when only the
+code changed, certsync alone is reinstalled (--no-deps). The install needs a package index (or
+pip's cache); a failed install fails the test.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def plain_install(tmp_path_factory) -> Path:
     # Build from a copy: pip builds a local directory in place, leaving build/ and *.egg-info behind.
     source = tmp_path_factory.mktemp("certsync-source") / "certsync"
     shutil.copytree(REPO, source, ignore=SKIP)
-    deps_key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    deps_key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[:16]
     code_key = _digest(source)
     pip = [VENV / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "-q", "install"]
     VENV.parent.mkdir(exist_ok=True)
