@@ -231,4 +231,4 @@ def test_csr_enrollment_pushed_chain_only(project, aws_proxy, secretsmanager, na
     assert leaf.public_key() == key.public_key()
     assert openssl_verify(tmp_path, document).strip().endswith("leaf.pem: OK")
     assert project.json("apply")["summary"].get("delete") is None  # apply leaves it alone
-    assert secretsmanager.get_secret_value(SecretId=name)
+    assert json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"]) == document

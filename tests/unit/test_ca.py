@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from sync.pki import certs
 
@@ -80,8 +81,11 @@ def test_leaf_profile_details(hierarchy):
     ski = issuer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest
     assert leaf.serial_number.bit_length() >= 128
-    assert ext.get_extension_for_class(x509.CRLDistributionPoints)
-    assert ext.get_extension_for_class(x509.AuthorityInformationAccess)
+    points = ext.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [[n.value for n in p.full_name] for p in points] == [["http://pki.example.internal/crl/issuing.crl"]]
+    access = ext.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert [(d.access_method, d.access_location.value) for d in access] == [
+        (AuthorityInformationAccessOID.OCSP, "http://pki.example.internal/ocsp")]
     rsa_leaf = certs.issue_leaf(issuer, certs.generate_key("rsa-2048").public_key(), common_name="a.example.internal",
                              validity=timedelta(days=1))
     assert rsa_leaf.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
