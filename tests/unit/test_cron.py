@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sync import commands, config, cron, logs
 from sync.ca import utcnow
 from sync.cli import cli
-from tests.support.webhook import MemoryProvider
+from tests.support.memory import MemoryProvider
 from tests.unit.conftest import write_config
 
 FAILING_CERT = """

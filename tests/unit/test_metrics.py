@@ -14,7 +14,7 @@ from sync import commands, config, metrics
 from sync.ca import utcnow
 from sync.cli import cli
 from sync.facts import DeploymentView, Facts, Target
-from tests.support.webhook import MemoryProvider
+from tests.support.memory import MemoryProvider
 from tests.unit.conftest import write_config
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)

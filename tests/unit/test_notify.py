@@ -16,7 +16,8 @@ from sync.ca import utcnow
 from sync.cron import MAX_DURATION_REACHED
 from sync.facts import DeploymentView
 from sync.plan import Action
-from tests.support.webhook import TOKEN, MemoryProvider, webhook_server
+from tests.support.memory import MemoryProvider
+from tests.support.webhook import TOKEN, webhook_server
 from tests.unit.conftest import write_config
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
