@@ -13,11 +13,14 @@ boto3 is imported only in `from_destination`, so commands that never reach AWS d
 from __future__ import annotations
 
 import contextlib
+import re
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
-from providers.base import (MANAGED_BY, MANAGED_BY_VALUE, RemoteSecret, check_payload_size,
-                            refuse_foreign, validate_name)
+from pydantic import Field
+
+from providers.base import (MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase, NameRule,
+                            ProviderDescriptor, QuotaRule, RemoteSecret, name_destination)
 from sync.errors import ConfigError, ProviderError, Throttled
 
 SERVICE = "AWS Secrets Manager"
@@ -25,6 +28,18 @@ MAX_PAYLOAD = 64 * 1024
 MAX_PAGE_SIZE = 100
 THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException",
                     "RequestLimitExceeded"}
+# 1-512 chars of letters, digits and /_+=.@-
+NAME_RULE = NameRule(re.compile(r"[A-Za-z0-9/_+=.@-]+"), 512, "1-512 characters of letters, digits and /_+=.@-")
+
+
+class AwsDestination(DestinationBase):
+    provider: Literal["aws"] = Field(description="The cloud: aws (Secrets Manager).")
+    region: str | None = Field(None, description="AWS region; unset: the default chain's (AWS_REGION, profile).")
+    endpoint_url: str | None = Field(None, description=(
+        "Secrets Manager endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS."))
+    recovery_window_days: int | None = Field(default=None, ge=7, le=30, description=(
+        "Days a deleted secret can be restored (7-30); unset: deleted at once (force delete, so the name can be "
+        "reused straight away)."))
 
 
 def from_destination(dest: Any) -> "AwsProvider":
@@ -40,32 +55,39 @@ def from_destination(dest: Any) -> "AwsProvider":
             "secretsmanager", region_name=getattr(dest, "region", None),
             endpoint_url=getattr(dest, "endpoint_url", None), config=config)
     except NoRegionError:
-        raise ConfigError(f"destination {getattr(dest, 'name', '?')!r}: no AWS region; set "
-                          f"region in the destination or AWS_DEFAULT_REGION") from None
+        error = ConfigError("no AWS region; set region in the destination or AWS_DEFAULT_REGION")
+        raise (name_destination(error, dest.name) if getattr(dest, "name", None) else error) from None
     return AwsProvider(client, adopt=getattr(dest, "adopt", False),
-                       recovery_window_days=getattr(dest, "recovery_window_days", None))
+                       recovery_window_days=getattr(dest, "recovery_window_days", None),
+                       destination=getattr(dest, "name", None))
 
 
-class AwsProvider:
+class AwsProvider(BaseProvider[dict]):
+    """Handle (`current`): the DescribeSecret response, which also describes a secret pending
+    deletion (DeletedDate set): invisible to get, restored by put."""
     kind = "aws"
+    service = SERVICE
+    name_rule = NAME_RULE
+    max_payload = MAX_PAYLOAD
 
     def __init__(self, client: Any, *, adopt: bool = False, recovery_window_days: int | None = None,
-                 page_size: int = MAX_PAGE_SIZE, name_free_timeout: float = 30.0) -> None:
+                 page_size: int = MAX_PAGE_SIZE, name_free_timeout: float = 30.0,
+                 destination: str | None = None) -> None:
         if recovery_window_days is not None and not 7 <= recovery_window_days <= 30:
             raise ConfigError(f"recovery_window_days must be between 7 and 30, "
                               f"not {recovery_window_days}")
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ConfigError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        super().__init__(adopt=adopt, destination=destination)
         self.client = client
-        self.adopt = adopt
         self.recovery_window_days = recovery_window_days
         self.name_free_timeout = name_free_timeout   # seconds to wait for a force delete to finish
         self.page_size = page_size
 
-    # --- protocol ---------------------------------------------------------------------------
+    # --- hooks ------------------------------------------------------------------------------
 
-    def list_managed(self) -> Iterator[RemoteSecret]:
-        # Tag filters match by prefix and independently of each other: check the pair again here.
+    def _list(self) -> Iterator[RemoteSecret]:
+        # Tag filters match by prefix and independently of each other: the template checks again.
         filters = [{"Key": "tag-key", "Values": [MANAGED_BY]},
                    {"Key": "tag-value", "Values": [MANAGED_BY_VALUE]}]
         pages = self.client.get_paginator("list_secrets").paginate(
@@ -73,59 +95,79 @@ class AwsProvider:
         with self._errors("ListSecrets", "*"):
             for page in pages:
                 for entry in page["SecretList"]:
-                    secret = _remote(entry)
-                    if secret.managed:
-                        yield secret
+                    yield _remote(entry)
 
-    def get(self, name: str) -> RemoteSecret | None:
-        validate_name(self.kind, name)
-        described = self._describe(name)
-        if described is None or described.get("DeletedDate"):
+    def _lookup(self, name: str) -> dict | None:
+        """DescribeSecret, or None when the name does not exist (pending deletion exists)."""
+        with self._errors("DescribeSecret", name):
+            try:
+                return self.client.describe_secret(SecretId=name)
+            except self.client.exceptions.ResourceNotFoundException:
+                return None
+
+    def _read(self, name: str, current: dict) -> RemoteSecret | None:
+        if current.get("DeletedDate"):
             return None
         with self._errors("GetSecretValue", name):
             try:
                 value = self.client.get_secret_value(SecretId=name)
             except self.client.exceptions.ResourceNotFoundException:
-                return _remote(described)          # exists, but has no current value
-        return _remote(described, version=value["VersionId"],
+                return _remote(current)            # exists, but has no current value
+        return _remote(current, version=value["VersionId"],
                        value=value.get("SecretString", value.get("SecretBinary")))
 
-    def put(self, name: str, payload: str | bytes, *, content_type: str,
-            labels: Mapping[str, str]) -> RemoteSecret:
-        validate_name(self.kind, name)
-        check_payload_size(name, payload, MAX_PAYLOAD, SERVICE)
-        value = {"SecretBinary" if isinstance(payload, bytes) else "SecretString": payload}
-        described = self._describe(name)
-        if described is None:
-            with self._errors("CreateSecret", name, payload):
-                created = self._create(name, value, labels)
-            return RemoteSecret(name, labels=dict(labels), version=created["VersionId"])
+    def _view(self, name: str, current: dict) -> RemoteSecret:
+        return _remote(current)
 
-        existing = _remote(described)
-        refuse_foreign(existing, name, self.adopt)
-        if described.get("DeletedDate"):
+    def _create(self, name: str, payload: str | bytes, content_type: str,
+                labels: Mapping[str, str]) -> RemoteSecret:
+        """CreateSecret with value and tags at once, waiting out a force delete still finishing:
+        AWS deletes in the background, and for a few seconds the name is neither describable nor
+        free ("scheduled for deletion"). botocore does not retry that error, so this waits,
+        briefly and boundedly."""
+        from botocore.exceptions import ClientError
+
+        deadline, pause = time.monotonic() + self.name_free_timeout, 0.5
+        with self._errors("CreateSecret", name, payload):
+            while True:
+                try:
+                    created = self.client.create_secret(
+                        Name=name, Tags=[{"Key": k, "Value": v} for k, v in labels.items()],
+                        **_value(payload))
+                    return RemoteSecret(name, labels=dict(labels), version=created["VersionId"])
+                except ClientError as exc:
+                    error = exc.response.get("Error", {})
+                    if (error.get("Code") != "InvalidRequestException"
+                            or "scheduled for deletion" not in error.get("Message", "")
+                            or time.monotonic() + pause > deadline):
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, 4.0)
+
+    def _write(self, name: str, current: dict, payload: str | bytes, content_type: str,
+               labels: Mapping[str, str]) -> dict:
+        """PutSecretValue only (description, policy, rotation, replicas untouched); a secret
+        pending deletion is restored first. Secrets Manager has no content type."""
+        if current.get("DeletedDate"):
             with self._errors("RestoreSecret", name):
                 self.client.restore_secret(SecretId=name)
         with self._errors("PutSecretValue", name, payload):
-            written = self.client.put_secret_value(SecretId=name, **value)
-        # Tags after the value: if tagging fails, the fingerprint tag is stale and the next plan
-        # pushes again, rather than a fresh fingerprint vouching for an old value.
-        changed = {k: v for k, v in labels.items() if existing.labels.get(k) != v}
+            return self.client.put_secret_value(SecretId=name, **_value(payload))
+
+    def _relabel(self, name: str, current: dict, written: dict, content_type: str,
+                 labels: Mapping[str, str]) -> RemoteSecret:
+        """Tags are only added or changed, never removed; unchanged ones are not sent again."""
+        existing = _remote(current).labels
+        changed = {k: v for k, v in labels.items() if existing.get(k) != v}
         if changed:
             with self._errors("TagResource", name):
                 self.client.tag_resource(
                     SecretId=name, Tags=[{"Key": k, "Value": v} for k, v in changed.items()])
-        return RemoteSecret(name, labels={**existing.labels, **labels},
-                            version=written["VersionId"])
+        return RemoteSecret(name, labels={**existing, **labels}, version=written["VersionId"])
 
-    def delete(self, name: str, *, purge: bool = False) -> None:
-        validate_name(self.kind, name)
-        described = self._describe(name)
-        if described is None:
-            return
-        refuse_foreign(_remote(described), name, self.adopt)
+    def _remove(self, name: str, current: dict, *, purge: bool) -> None:
         force = purge or self.recovery_window_days is None
-        if described.get("DeletedDate") and not force:
+        if current.get("DeletedDate") and not force:
             return                                      # already scheduled for deletion
         window = ({"ForceDeleteWithoutRecovery": True} if force
                   else {"RecoveryWindowInDays": self.recovery_window_days})
@@ -133,35 +175,7 @@ class AwsProvider:
             with contextlib.suppress(self.client.exceptions.ResourceNotFoundException):
                 self.client.delete_secret(SecretId=name, **window)
 
-    # --- helpers ----------------------------------------------------------------------------
-
-    def _create(self, name: str, value: Mapping[str, Any], labels: Mapping[str, str]) -> Mapping[str, Any]:
-        """CreateSecret, waiting out a force delete still finishing: AWS deletes in the background,
-        and for a few seconds the name is neither describable nor free ("scheduled for deletion").
-        botocore does not retry that error, so this waits, briefly and boundedly."""
-        from botocore.exceptions import ClientError
-
-        deadline, pause = time.monotonic() + self.name_free_timeout, 0.5
-        while True:
-            try:
-                return self.client.create_secret(
-                    Name=name, Tags=[{"Key": k, "Value": v} for k, v in labels.items()], **value)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                if (error.get("Code") != "InvalidRequestException"
-                        or "scheduled for deletion" not in error.get("Message", "")
-                        or time.monotonic() + pause > deadline):
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 4.0)
-
-    def _describe(self, name: str) -> dict | None:
-        """DescribeSecret, or None when the name does not exist (pending deletion exists)."""
-        with self._errors("DescribeSecret", name):
-            try:
-                return self.client.describe_secret(SecretId=name)
-            except self.client.exceptions.ResourceNotFoundException:
-                return None
+    # --- errors -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _errors(self, operation: str, name: str, payload: str | bytes | None = None):
@@ -179,6 +193,11 @@ class AwsProvider:
         except BotoCoreError as exc:
             raise ProviderError(f"{SERVICE} {operation} on {name!r} failed: "
                                 f"{_one_line(str(exc), payload)}") from None
+
+
+def _value(payload: str | bytes) -> dict[str, str | bytes]:
+    """A str payload is stored as SecretString, bytes as SecretBinary."""
+    return {"SecretBinary" if isinstance(payload, bytes) else "SecretString": payload}
 
 
 def _remote(entry: Mapping[str, Any], *, version: str | None = None,
@@ -203,3 +222,15 @@ def _one_line(text: str, payload: str | bytes | None) -> str:
         text = text.replace(payload, "<payload>")
     text = " ".join(text.split())
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _quota_domain(dest: AwsDestination) -> str:
+    return f"aws:{dest.endpoint_url or ''}:{dest.region or 'default'}"
+
+
+DESCRIPTOR = ProviderDescriptor(
+    config=AwsDestination, adapter=AwsProvider, factory=from_destination,
+    # PutSecretValue/UpdateSecret 50/s per region (TagResource has its own 50/s bucket);
+    # a push is one write, a delete one DeleteSecret.
+    quota=QuotaRule(calls_per_second=50.0, calls_per_push=1.0, calls_per_delete=1.0),
+    quota_domain=_quota_domain)

@@ -7,24 +7,50 @@ Retry-After) is handled by the SDK's own retry policy; what is left after its re
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
-from providers.base import RemoteSecret, check_payload_size, refuse_foreign, validate_name
+from pydantic import Field
+
+from providers.base import (BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
+                            RemoteSecret, refuse_foreign)
 from sync.errors import ConfigError, ProviderError, Throttled
 
+SERVICE = "Azure Key Vault"
 MAX_VALUE_BYTES = 25_600            # 25 KiB; the service counts characters, certsync payloads are ASCII
 ON_SOFT_DELETED = ("recover", "purge")
+# 1-127 chars of letters, digits and hyphen
+NAME_RULE = NameRule(re.compile(r"[0-9A-Za-z-]+"), 127, "1-127 characters of letters, digits and '-'")
 
 
-class AzureProvider:
+class AzureDestination(DestinationBase):
+    provider: Literal["azure"] = Field(description="The cloud: azure (Key Vault).")
+    vault_url: str = Field(description="Key Vault URL, e.g. https://my-vault.vault.azure.net.")
+    ca_bundle: str | None = Field(None, description=(
+        "PEM file of CA certificates to trust for the vault's TLS (e.g. an emulator's)."))
+    verify_challenge_resource: bool = Field(True, description=(
+        "Check that the authentication challenge's resource matches the vault's domain; false for a vault on "
+        "localhost."))
+    purge_on_delete: bool = Field(False, description=(
+        "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
+    on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
+        "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
+
+
+class AzureProvider(BaseProvider[RemoteSecret]):
+    """Handle (`current`): the current version, value and tags (Key Vault keeps tags per version,
+    and a write sets value, content type and tags in one call)."""
     kind = "azure"
+    service = SERVICE
+    name_rule = NAME_RULE
+    max_payload = MAX_VALUE_BYTES
 
     def __init__(self, client: Any, *, adopt: bool = False, purge_on_delete: bool = False,
                  on_soft_deleted: str = "recover", page_size: int | None = None,
-                 name_free_timeout: float = 60.0) -> None:
+                 name_free_timeout: float = 60.0, destination: str | None = None) -> None:
         """`client` is a SecretClient, or a zero-argument callable that builds one on first use.
 
         page_size: listing page size (1..25; None = the service default, 25).
@@ -33,8 +59,9 @@ class AzureProvider:
         if on_soft_deleted not in ON_SOFT_DELETED:
             raise ConfigError(f"azure on_soft_deleted must be one of {', '.join(ON_SOFT_DELETED)}, "
                               f"not {on_soft_deleted!r}")
+        super().__init__(adopt=adopt, destination=destination)
         self._client, self._factory = (None, client) if callable(client) else (client, None)
-        self.adopt, self.purge_on_delete, self.on_soft_deleted = adopt, purge_on_delete, on_soft_deleted
+        self.purge_on_delete, self.on_soft_deleted = purge_on_delete, on_soft_deleted
         self.page_size, self.name_free_timeout = page_size, name_free_timeout
         self._client_lock = threading.Lock()
 
@@ -45,18 +72,15 @@ class AzureProvider:
                 self._client = self._factory()
         return self._client
 
-    # --- protocol -------------------------------------------------------------------------------
+    # --- hooks ----------------------------------------------------------------------------------
 
-    def list_managed(self) -> Iterator[RemoteSecret]:
-        """Managed secrets, paged by the SDK. Key Vault list items carry no version: version=None."""
+    def _list(self) -> Iterator[RemoteSecret]:
+        """Paged by the SDK; Key Vault has no server-side filter. List items carry no version."""
         with _errors("list secrets in", "the vault"):
             for props in self.client.list_properties_of_secrets(max_page_size=self.page_size):
-                secret = _remote(props)
-                if secret.managed:
-                    yield secret
+                yield _remote(props)
 
-    def get(self, name: str) -> RemoteSecret | None:
-        validate_name("azure", name)
+    def _lookup(self, name: str) -> RemoteSecret | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         with _errors("read", name):
@@ -66,53 +90,62 @@ class AzureProvider:
                 return None
         return _remote(secret.properties, value=secret.value)
 
-    def put(self, name: str, payload: str | bytes, *, content_type: str,
-            labels: Mapping[str, str]) -> RemoteSecret:
-        validate_name("azure", name)
-        value = _text(name, payload)
-        check_payload_size(name, value, MAX_VALUE_BYTES, "Azure Key Vault")
-        self._refuse_foreign(self.get(name), name)
-        from azure.core.exceptions import ResourceExistsError
+    def _read(self, name: str, current: RemoteSecret) -> RemoteSecret:
+        return current
 
-        with _errors("write", name):
-            try:
-                secret = self._set(name, value, content_type, labels)
-            except ResourceExistsError as exc:
-                if _inner_code(exc) != "ObjectIsDeletedButRecoverable":
-                    raise
-                self._free_soft_deleted(name)
-                secret = self._set(name, value, content_type, labels)
-        return _remote(secret.properties)
+    def _prepare(self, name: str, payload: str | bytes) -> str:
+        return _text(name, payload)
 
-    def delete(self, name: str, *, purge: bool = False) -> None:
-        validate_name("azure", name)
-        from azure.core.exceptions import ResourceNotFoundError
-
-        existing = self.get(name)
-        self._refuse_foreign(existing, name)
-        with _errors("delete", name):
-            if existing is not None:
-                try:
-                    self.client.begin_delete_secret(name).wait()
-                except ResourceNotFoundError:      # deleted by someone else meanwhile
-                    pass
-            if purge or self.purge_on_delete:
-                deleted = self._deleted(name)
-                if deleted is not None:
-                    refuse_foreign(deleted, name, self.adopt)
-                    self._purge(name)
-
-    # --- helpers --------------------------------------------------------------------------------
-
-    def _refuse_foreign(self, existing: RemoteSecret | None, name: str) -> None:
+    def _check_owner(self, name: str, current: RemoteSecret) -> None:
         """Key Vault keeps tags per version: a version someone set by hand without tags does not
         make a secret certsync created foreign. Any version tagged managed-by=certsync proves it ours."""
-        if existing is None or existing.managed or self.adopt:
+        if current.managed or self.adopt:
             return
         with _errors("list versions of", name):
             ours = any(_remote(props).managed for props in self.client.list_properties_of_secret_versions(name))
         if not ours:
-            refuse_foreign(existing, name, self.adopt)
+            refuse_foreign(current, name, self.adopt)
+
+    def _write(self, name: str, current: RemoteSecret | None, payload: str | bytes, content_type: str,
+               labels: Mapping[str, str]) -> Any:
+        """set_secret: a new version with its content type and tags (there is no separate create).
+        A name held by a soft-deleted secret is recovered or purged first (only if it is ours)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with _errors("write", name):
+            try:
+                return self._set(name, payload, content_type, labels)
+            except ResourceExistsError as exc:
+                if _inner_code(exc) != "ObjectIsDeletedButRecoverable":
+                    raise
+                self._free_soft_deleted(name)
+                return self._set(name, payload, content_type, labels)
+
+    def _relabel(self, name: str, current: RemoteSecret | None, written: Any, content_type: str,
+                 labels: Mapping[str, str]) -> RemoteSecret:
+        return _remote(written.properties)      # the tags came with the version
+
+    def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _errors("delete", name):
+            try:
+                self.client.begin_delete_secret(name).wait()
+            except ResourceNotFoundError:      # deleted by someone else meanwhile
+                pass
+
+    def _after_delete(self, name: str, *, purge: bool) -> None:
+        """Purge the soft-deleted copy (ours only), when asked or configured, even if the live
+        secret was already gone."""
+        if not (purge or self.purge_on_delete):
+            return
+        with _errors("delete", name):
+            deleted = self._deleted(name)
+            if deleted is not None:
+                refuse_foreign(deleted, name, self.adopt)
+                self._purge(name)
+
+    # --- helpers --------------------------------------------------------------------------------
 
     def _set(self, name: str, value: str, content_type: str, labels: Mapping[str, str]) -> Any:
         """set_secret, waiting while the name is still being deleted/recovered (409, transient)."""
@@ -174,7 +207,22 @@ def from_destination(dest: Any) -> AzureProvider:
 
     return AzureProvider(build, adopt=getattr(dest, "adopt", False),
                          purge_on_delete=getattr(dest, "purge_on_delete", False),
-                         on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"))
+                         on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+                         destination=getattr(dest, "name", None))
+
+
+def _quota_domain(dest: AzureDestination) -> str:
+    return f"azure:{dest.vault_url.rstrip('/').lower()}"
+
+
+DESCRIPTOR = ProviderDescriptor(
+    config=AzureDestination, adapter=AzureProvider, factory=from_destination,
+    # 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT. A delete
+    # is a GET, the DELETE and at least one poll by the SDK's poller, plus a GET and a PURGE
+    # when purging.
+    quota=QuotaRule(calls_per_second=400.0, calls_per_push=2.0, calls_per_delete=3.0,
+                    calls_per_purge=2.0),
+    quota_domain=_quota_domain)
 
 
 # --- module helpers ------------------------------------------------------------------------------

@@ -1,17 +1,29 @@
-"""The provider protocol shared by every cloud adapter.
+"""What every cloud adapter shares: the protocol, the put/get/delete template, the descriptor.
 
 Providers see a name, a payload, a content type and labels; never the config tree or the CA.
-Ownership (managed-by=certsync) is enforced here too, as a last line of defence: `put` and
-`delete` refuse a secret that lacks the tag unless the adapter was built with adopt=True.
+
+`BaseProvider` writes the sequence once (names and sizes checked before any call, ownership
+enforced as a last line of defence: `put` and `delete` refuse a secret that lacks
+managed-by=certsync unless the adapter was built with adopt=True; delete is idempotent; every
+error raised names the destination). An adapter (providers/aws.py, gcp.py, azure.py) fills in
+only the hooks, which is where the clouds really differ.
+
+`ProviderDescriptor` is everything the rest of certsync needs to know about one cloud: its
+[destination.NAME] config model, the adapter (name rule, payload limit), the factory and the quota.
+Each adapter module exports one as DESCRIPTOR; providers/registry.py lists them.
 """
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping, Protocol, TypeVar, \
+    get_args
 
-from sync.errors import NameError_, NotOwned, PayloadTooLarge
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from sync.errors import CertsyncError, NameError_, NotOwned, PayloadTooLarge
 
 MANAGED_BY = "managed-by"
 MANAGED_BY_VALUE = "certsync"
@@ -75,36 +87,261 @@ class NameRule:
     max_len: int
     description: str
 
+    def ok(self, name: str) -> bool:
+        return 0 < len(name) <= self.max_len and bool(self.pattern.fullmatch(name))
+
     def check(self, name: str, provider: str) -> None:
-        if not name or len(name) > self.max_len or not self.pattern.fullmatch(name):
+        if not self.ok(name):
             raise NameError_(f"invalid {provider} secret name {name!r}: {self.description}")
 
 
-NAME_RULES: dict[str, NameRule] = {
-    # AWS: 1-512 chars of letters, digits and /_+=.@-
-    "aws": NameRule(re.compile(r"[A-Za-z0-9/_+=.@-]+"), 512,
-                    "1-512 characters of letters, digits and /_+=.@-"),
-    # Google: 1-255 chars of letters, digits, underscore and hyphen
-    "gcp": NameRule(re.compile(r"[A-Za-z0-9_-]+"), 255,
-                    "1-255 characters of letters, digits, '_' and '-'"),
-    # Azure: 1-127 chars of letters, digits and hyphen
-    "azure": NameRule(re.compile(r"[0-9A-Za-z-]+"), 127,
-                      "1-127 characters of letters, digits and '-'"),
-}
+# --- the template -------------------------------------------------------------------------------
 
+H = TypeVar("H")    # an adapter's handle on the current secret: what its lookup returns
+
+
+class BaseProvider(Generic[H]):
+    """The Provider protocol written once; subclasses implement the hooks below.
+
+        get(name)     check the name -> _lookup -> _read
+        put(name, …)  check name, size (_prepare, _check_labels) -> _lookup
+                      -> absent: _create (which may finish the job) | present: _check_owner
+                      -> _write the value -> _relabel (labels after the value: a failed write
+                         never leaves a fresh fingerprint vouching for an old value)
+        delete(name)  check the name -> _lookup -> present: _check_owner, _remove
+                      -> _after_delete (absent is not an error)
+        list_managed  _list, keeping only secrets labelled managed-by=certsync
+
+    `H` is whatever `_lookup` returns for an existing secret (AWS: the DescribeSecret response,
+    Google: the Secret with its etag, Azure: the current version with its tags). Hooks wrap
+    their own SDK calls into one-line ProviderErrors; the template adds the destination's name.
+    """
+
+    kind: ClassVar[str]                 # the `provider = "..."` of its destinations
+    service: ClassVar[str]              # the cloud service's name, for messages
+    name_rule: ClassVar[NameRule]
+    max_payload: ClassVar[int]          # bytes
+
+    def __init__(self, *, adopt: bool = False, destination: str | None = None) -> None:
+        self.adopt = adopt
+        self.destination = destination  # the [destination.NAME] this adapter serves; in every error
+
+    # --- protocol (the template) -----------------------------------------------------------
+
+    def list_managed(self) -> Iterator[RemoteSecret]:
+        with self._naming():
+            for secret in self._list():
+                if secret.managed:      # server-side filters are prefixes or absent: check again
+                    yield secret
+
+    def get(self, name: str) -> RemoteSecret | None:
+        with self._naming():
+            self.check_name(name)
+            current = self._lookup(name)
+            return None if current is None else self._read(name, current)
+
+    def put(self, name: str, payload: str | bytes, *, content_type: str,
+            labels: Mapping[str, str]) -> RemoteSecret:
+        with self._naming():
+            self.check_name(name)
+            payload = self._prepare(name, payload)
+            check_payload_size(name, payload, self.max_payload, self.service)
+            self._check_labels(name, labels)
+            current = self._lookup(name)
+            if current is None:
+                created = self._create(name, payload, content_type, labels)
+                if isinstance(created, RemoteSecret):
+                    return created      # value and labels written in one call
+                current = created
+            else:
+                self._check_owner(name, current)
+            written = self._write(name, current, payload, content_type, labels)
+            return self._relabel(name, current, written, content_type, labels)
+
+    def delete(self, name: str, *, purge: bool = False) -> None:
+        """Idempotent: absent is not an error. `purge`: leave nothing recoverable behind."""
+        with self._naming():
+            self.check_name(name)
+            current = self._lookup(name)
+            if current is not None:
+                self._check_owner(name, current)
+                self._remove(name, current, purge=purge)
+            self._after_delete(name, purge=purge)
+
+    def check_name(self, name: str) -> None:
+        self.name_rule.check(name, self.kind)
+
+    # --- hooks: what differs per cloud -----------------------------------------------------
+
+    def _list(self) -> Iterator[RemoteSecret]:
+        """Every secret the listing returns (no values); the template drops unmanaged ones."""
+        raise NotImplementedError
+
+    def _lookup(self, name: str) -> H | None:
+        """The current secret, or None when a put would have to create it."""
+        raise NotImplementedError
+
+    def _read(self, name: str, current: H) -> RemoteSecret | None:
+        """The secret with its value (value None when it has no readable value); None when
+        `current` is not visible to readers (AWS: pending deletion)."""
+        raise NotImplementedError
+
+    def _view(self, name: str, current: H) -> RemoteSecret:
+        """`current` as a RemoteSecret (labels at least), for the ownership check."""
+        if isinstance(current, RemoteSecret):
+            return current
+        raise NotImplementedError
+
+    def _prepare(self, name: str, payload: str | bytes) -> str | bytes:
+        """The payload as the service stores it (before the size check); refuse what it cannot hold."""
+        return payload
+
+    def _check_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        """The service's label rules, before any call."""
+
+    def _check_owner(self, name: str, current: H) -> None:
+        refuse_foreign(self._view(name, current), name, self.adopt)
+
+    def _create(self, name: str, payload: str | bytes, content_type: str,
+                labels: Mapping[str, str]) -> RemoteSecret | H | None:
+        """Create an absent secret. Return the finished RemoteSecret when the create wrote value
+        and labels; else the new handle (or None) for _write and _relabel to carry on with."""
+        return None
+
+    def _write(self, name: str, current: H | None, payload: str | bytes, content_type: str,
+               labels: Mapping[str, str]) -> Any:
+        """Write the value as the secret's new current version; returns what _relabel needs."""
+        raise NotImplementedError
+
+    def _relabel(self, name: str, current: H | None, written: Any, content_type: str,
+                 labels: Mapping[str, str]) -> RemoteSecret:
+        """Bring the labels up to date (after the value) and describe what was written."""
+        raise NotImplementedError
+
+    def _remove(self, name: str, current: H, *, purge: bool) -> None:
+        """Delete an existing (owned) secret; already gone meanwhile is not an error."""
+        raise NotImplementedError
+
+    def _after_delete(self, name: str, *, purge: bool) -> None:
+        """After delete, present or not (Key Vault: purge the soft-deleted copy)."""
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _naming(self) -> Iterator[None]:
+        """Every certsync error leaving the adapter names its destination."""
+        try:
+            yield
+        except CertsyncError as exc:
+            if self.destination is not None:
+                name_destination(exc, self.destination)
+            raise
+
+
+def name_destination(exc: CertsyncError, destination: str) -> CertsyncError:
+    """Prefix `exc`'s message with the destination (once) and record it on the error."""
+    prefix = f"destination {destination!r}: "
+    if not exc.message.startswith(prefix):
+        exc.message = prefix + exc.message
+        exc.args = (exc.message,)
+    exc.destination = destination       # type: ignore[attr-defined]  (ProviderError has it)
+    return exc
+
+
+# --- destinations: config model and descriptor ---------------------------------------------------
+
+Format = Literal["json", "pem", "pkcs12"]
+
+
+class DestinationBase(BaseModel):
+    """Keys every [destination.NAME] has; each provider module subclasses it with `provider` and
+    its own keys. `name` is the NAME, set when the config is loaded (None for a model built by hand)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Format = Field("json", description=(
+        "Payload written to the secret: json (fields certificate, private_key, certificate_chain, ca_certificate, "
+        "serial, not_after, fingerprint_sha256), pem (leaf, intermediates, PKCS#8 key) or pkcs12 (base64 PFX)."))
+    adopt: bool = Field(False, description=(
+        "Take over (overwrite, delete) secrets that exist without the managed-by=certsync tag."))
+    pkcs12_password_env: str | None = Field(None, description=(
+        "For pkcs12: name of the environment variable holding the PFX password; unset makes a password-less PFX "
+        "(what Azure services expect)."))
+    pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
+        "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
+    max_calls_per_second: float | None = Field(default=None, gt=0, description=(
+        "Pace calls to this cloud at this rate; unset: 95% of the cloud's documented quota."))
+    concurrency: int = Field(default=8, ge=1, le=64, description=(
+        "Calls in flight at once per quota domain (account and region, project, or vault)."))
+    verify_after_write: Literal["response", "read", "off"] = Field("response", description=(
+        "Check each write: from the write's response (\"response\"), by reading the secret back (\"read\"), or not "
+        "at all (\"off\")."))
+
+    _name: str | None = PrivateAttr(None)
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    def named(self, name: str) -> "DestinationBase":
+        """This destination, knowing its NAME (the config loader calls it)."""
+        self._name = name
+        return self
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    """Calls per second the service allows per quota domain, and what one push and one delete cost."""
+    calls_per_second: float
+    calls_per_push: float
+    calls_per_delete: float = 1.0
+    calls_per_purge: float = 0.0        # added to a delete when the destination purges (purge_on_delete)
+
+
+@dataclass(frozen=True)
+class ProviderDescriptor:
+    """One cloud, as the rest of certsync sees it."""
+    config: type[DestinationBase]              # the [destination.NAME] model (`provider` = kind)
+    adapter: type[BaseProvider]                # kind, service, name rule, payload limit
+    factory: Callable[[Any], Provider]         # adapter from a destination; imports the SDK
+    quota: QuotaRule
+    quota_domain: Callable[[Any], str]         # what shares one quota (region, project, vault)
+
+    def __post_init__(self) -> None:
+        tag = get_args(self.config.model_fields["provider"].annotation)
+        if tag != (self.adapter.kind,):
+            raise TypeError(f"{self.config.__name__}.provider must be Literal[{self.adapter.kind!r}], not {tag}")
+
+    @property
+    def kind(self) -> str:
+        return self.adapter.kind
+
+    @property
+    def name_rule(self) -> NameRule:
+        return self.adapter.name_rule
+
+    @property
+    def max_payload(self) -> int:
+        return self.adapter.max_payload
+
+    @property
+    def service(self) -> str:
+        return self.adapter.service
+
+
+# --- compatibility: the registry lives in providers/registry.py ---------------------------------
 
 def validate_name(provider: str, name: str) -> None:
-    NAME_RULES[provider].check(name, provider)
-
-
-# Registry of adapter factories, filled lazily so no cloud SDK is imported until needed.
-# Each factory takes the destination's config model and returns a Provider.
-REGISTRY: dict[str, Callable[..., Provider]] = {}
+    from providers.registry import descriptor
+    descriptor(provider).name_rule.check(name, provider)
 
 
 def load_provider_factory(kind: str) -> Callable[..., Provider]:
-    if kind not in REGISTRY:
-        import importlib
-        module = importlib.import_module(f"providers.{kind}")
-        REGISTRY[kind] = module.from_destination
-    return REGISTRY[kind]
+    from providers.registry import descriptor
+    return descriptor(kind).factory
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "NAME_RULES":            # {kind: NameRule}, as before the registry
+        from providers.registry import descriptors
+        return {kind: d.name_rule for kind, d in descriptors().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

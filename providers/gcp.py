@@ -19,19 +19,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
-from providers.base import (FP_LABEL, MANAGED_BY, MANAGED_BY_VALUE, RemoteSecret,
-                            check_payload_size, refuse_foreign, validate_name)
+from pydantic import Field
+
+from providers.base import (FP_LABEL, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase,
+                            NameRule, ProviderDescriptor, QuotaRule, RemoteSecret,
+                            name_destination)
 from sync.errors import ConfigError, ProviderError, Throttled, UsageError
 
 log = logging.getLogger(__name__)
 
+SERVICE = "Google Secret Manager"
 MAX_PAYLOAD = 65536
 MAX_PAGE_SIZE = 25000               # ListSecrets caps page_size here; 0 lets the server decide
 CONTENT_TYPE_ANNOTATION = "certsync-content-type"
+# 1-255 chars of letters, digits, underscore and hyphen
+NAME_RULE = NameRule(re.compile(r"[A-Za-z0-9_-]+"), 255, "1-255 characters of letters, digits, '_' and '-'")
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+
+
+class GcpDestination(DestinationBase):
+    provider: Literal["gcp"] = Field(description="The cloud: gcp (Google Secret Manager).")
+    project: str = Field(description="Google Cloud project ID that holds the secrets.")
+    endpoint: str | None = Field(None, description=(
+        "host:port of the Secret Manager API, e.g. an emulator; unset: Google's."))
+    transport: Literal["grpc", "rest"] = Field("grpc", description="API transport: grpc or rest.")
+    insecure: bool = Field(False, description="Plaintext channel, for an emulator only.")
+    keep_versions: int = Field(default=2, ge=1, description=(
+        "Enabled versions kept per secret after a push; older enabled ones are destroyed."))
 
 
 def validate_labels(name: str, labels: Mapping[str, str]) -> None:
@@ -54,8 +71,12 @@ def default_retry(timeout: float = 120.0):
                  initial=1.0, maximum=32.0, multiplier=2.0, timeout=timeout)
 
 
-class GcpProvider:
+class GcpProvider(BaseProvider[Any]):
+    """Handle (`current`): the Secret (labels, annotations, etag), without its versions."""
     kind = "gcp"
+    service = SERVICE
+    name_rule = NAME_RULE
+    max_payload = MAX_PAYLOAD
 
     def __init__(self, client: Any, project: str, *, adopt: bool = False,
                  keep_versions: int = 2, retry: Any = None, timeout: float | None = 60.0,
@@ -65,14 +86,117 @@ class GcpProvider:
             raise ConfigError(f"keep_versions must be 0 (no pruning) or more, got {keep_versions}")
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ConfigError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}")
+        super().__init__(adopt=adopt, destination=destination)
         self.page_size = page_size
         self._client = client
         self.project = project
-        self.adopt = adopt
         self.keep_versions = keep_versions
         self._retry = retry if retry is not None else default_retry()
         self._timeout = timeout
-        self.destination = destination
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def _list(self) -> Iterator[RemoteSecret]:
+        """Secrets labelled managed-by=certsync (server-side filter; the template re-checks)."""
+        with self._guard("list", None):
+            pager = self._call("list_secrets", parent=f"projects/{self.project}",
+                               filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}",
+                               page_size=self.page_size)
+            for secret in pager:            # the pager fetches further pages with the retry
+                yield self._remote(secret.name.rsplit("/", 1)[-1], secret)
+
+    def _lookup(self, name: str) -> Any | None:
+        from google.api_core import exceptions as gexc
+        with self._guard("read", name):
+            try:
+                return self._call("get_secret", name=self._path(name))
+            except gexc.NotFound:
+                return None
+
+    def _read(self, name: str, current: Any) -> RemoteSecret:
+        """The secret with the value of `latest`; value None when latest cannot be read
+        (no versions, or the newest version is disabled/destroyed): a put repairs it."""
+        from google.api_core import exceptions as gexc
+        with self._guard("read", name):
+            try:
+                resp = self._call("access_secret_version",
+                                  name=f"{self._path(name)}/versions/latest")
+            except (gexc.NotFound, gexc.FailedPrecondition, gexc.BadRequest):
+                # No versions, or latest is DISABLED/DESTROYED (FAILED_PRECONDITION, which
+                # arrives as HTTP 400 BadRequest over REST).
+                return self._remote(name, current)
+        data = resp.payload.data
+        if "data_crc32c" in resp.payload and resp.payload.data_crc32c != _crc32c(data):
+            raise ProviderError(f"gcp: the value of secret {name!r} in project {self.project!r} "
+                                "failed its CRC32C check")
+        try:
+            value: str | bytes = data.decode("utf-8")
+        except UnicodeDecodeError:
+            value = data
+        return self._remote(name, current, version=resp.name.rsplit("/", 1)[-1], value=value)
+
+    def _view(self, name: str, current: Any) -> RemoteSecret:
+        return self._remote(name, current)
+
+    def _check_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        validate_labels(name, labels)
+
+    def _create(self, name: str, payload: str | bytes, content_type: str,
+                labels: Mapping[str, str]) -> Any:
+        """The Secret, without the fingerprint label, which _relabel sets only once the value is
+        in place: a failed write must not leave a fingerprint vouching for no value."""
+        from google.api_core import exceptions as gexc
+        with self._guard("create", name):
+            try:
+                return self._call("create_secret", parent=f"projects/{self.project}",
+                                  secret_id=name, secret={
+                                      "replication": {"automatic": {}},
+                                      "labels": {k: v for k, v in labels.items() if k != FP_LABEL},
+                                      "annotations": _annotations(content_type)})
+            except (gexc.AlreadyExists, gexc.Conflict):   # lost a race: update instead
+                pass
+        current = self._lookup(name)
+        if current is not None:
+            self._check_owner(name, current)
+        return current
+
+    def _write(self, name: str, current: Any, payload: str | bytes, content_type: str,
+               labels: Mapping[str, str]) -> Any:
+        """A new version (Google keeps each put as one)."""
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        with self._guard("add a version to", name):
+            return self._call("add_secret_version", parent=self._path(name),
+                              payload={"data": data, "data_crc32c": _crc32c(data)})
+
+    def _relabel(self, name: str, current: Any, written: Any, content_type: str,
+                 labels: Mapping[str, str]) -> RemoteSecret:
+        """Labels and annotations others set are kept; the update carries the etag read by
+        _lookup, so a change made meanwhile is not overwritten. Then old versions are pruned."""
+        number = written.name.rsplit("/", 1)[-1]
+        annotations = _annotations(content_type)
+        have_labels = dict(current.labels) if current is not None else {}
+        have_ann = dict(current.annotations) if current is not None else {}
+        want_labels, want_ann = {**have_labels, **labels}, {**have_ann, **annotations}
+        mask = [f for f, want, have in (("labels", want_labels, have_labels),
+                                        ("annotations", want_ann, have_ann)) if want != have]
+        if mask and current is not None:
+            with self._guard("update labels of", name):
+                self._call("update_secret", secret={
+                    "name": self._path(name), "labels": want_labels, "annotations": want_ann,
+                    "etag": current.etag}, update_mask={"paths": mask})
+        self._prune(name, int(number))
+        return RemoteSecret(name=name, labels=want_labels, version=number,
+                            updated=written.create_time or None, content_type=content_type)
+
+    def _remove(self, name: str, current: Any, *, purge: bool) -> None:
+        """Google deletes a secret and all its versions at once; `purge` has no extra meaning
+        here. The etag guards against a change between the check and the delete."""
+        from google.api_core import exceptions as gexc
+        with self._guard("delete", name):
+            try:
+                self._call("delete_secret", name=self._path(name), etag=current.etag)
+            except gexc.NotFound:
+                pass
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -97,7 +221,7 @@ class GcpProvider:
         if isinstance(exc, gexc.RetryError):
             reason += " (gave up after retrying)"
         cls = Throttled if isinstance(cause, gexc.TooManyRequests) else ProviderError
-        return cls(f"{where}: {reason}", destination=self.destination)
+        return cls(f"{where}: {reason}")
 
     @contextlib.contextmanager
     def _guard(self, action: str, name: str | None) -> Iterator[None]:
@@ -109,105 +233,11 @@ class GcpProvider:
         except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, OSError) as exc:
             raise self._error(exc, action, name) from exc
 
-    def _get_secret(self, name: str) -> Any | None:
-        from google.api_core import exceptions as gexc
-        with self._guard("read", name):
-            try:
-                return self._call("get_secret", name=self._path(name))
-            except gexc.NotFound:
-                return None
-
     @staticmethod
     def _remote(name: str, secret: Any, **kw: Any) -> RemoteSecret:
         labels = dict(secret.labels)
         return RemoteSecret(name=name, labels=labels, updated=secret.create_time or None,
                             content_type=secret.annotations.get(CONTENT_TYPE_ANNOTATION), **kw)
-
-    # -- protocol ---------------------------------------------------------------------------------
-
-    def list_managed(self) -> Iterator[RemoteSecret]:
-        """All secrets labelled managed-by=certsync (server-side filter, re-checked here)."""
-        with self._guard("list", None):
-            pager = self._call("list_secrets", parent=f"projects/{self.project}",
-                               filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}",
-                               page_size=self.page_size)
-            for secret in pager:            # the pager fetches further pages with the retry
-                if secret.labels.get(MANAGED_BY) == MANAGED_BY_VALUE:
-                    yield self._remote(secret.name.rsplit("/", 1)[-1], secret)
-
-    def get(self, name: str) -> RemoteSecret | None:
-        """The secret with the value of `latest`; value None when latest cannot be read
-        (no versions, or the newest version is disabled/destroyed): a put repairs it."""
-        from google.api_core import exceptions as gexc
-        validate_name("gcp", name)
-        secret = self._get_secret(name)
-        if secret is None:
-            return None
-        with self._guard("read", name):
-            try:
-                resp = self._call("access_secret_version",
-                                  name=f"{self._path(name)}/versions/latest")
-            except (gexc.NotFound, gexc.FailedPrecondition, gexc.BadRequest):
-                # No versions, or latest is DISABLED/DESTROYED (FAILED_PRECONDITION, which
-                # arrives as HTTP 400 BadRequest over REST).
-                return self._remote(name, secret)
-        data = resp.payload.data
-        if "data_crc32c" in resp.payload and resp.payload.data_crc32c != _crc32c(data):
-            raise ProviderError(f"gcp: the value of secret {name!r} in project {self.project!r} "
-                                "failed its CRC32C check", destination=self.destination)
-        try:
-            value: str | bytes = data.decode("utf-8")
-        except UnicodeDecodeError:
-            value = data
-        return self._remote(name, secret, version=resp.name.rsplit("/", 1)[-1], value=value)
-
-    def put(self, name: str, payload: str | bytes, *, content_type: str,
-            labels: Mapping[str, str]) -> RemoteSecret:
-        from google.api_core import exceptions as gexc
-        validate_name("gcp", name)
-        check_payload_size(name, payload, MAX_PAYLOAD, "Google Secret Manager")
-        validate_labels(name, labels)
-        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-        annotations = {CONTENT_TYPE_ANNOTATION: content_type} if content_type else {}
-
-        secret = self._get_secret(name)
-        created = False
-        if secret is None:
-            # Created without the fingerprint label, which is set only once the value is in
-            # place: a failed write must not leave a fingerprint vouching for no value.
-            with self._guard("create", name):
-                try:
-                    secret = self._call("create_secret", parent=f"projects/{self.project}",
-                                        secret_id=name, secret={
-                                            "replication": {"automatic": {}},
-                                            "labels": {k: v for k, v in labels.items()
-                                                       if k != FP_LABEL},
-                                            "annotations": annotations})
-                    created = True
-                except (gexc.AlreadyExists, gexc.Conflict):   # lost a race: update instead
-                    secret = self._get_secret(name)
-        if not created and secret is not None:
-            refuse_foreign(self._remote(name, secret), name, self.adopt)
-        with self._guard("add a version to", name):
-            version = self._call("add_secret_version", parent=self._path(name),
-                                 payload={"data": data, "data_crc32c": _crc32c(data)})
-        number = version.name.rsplit("/", 1)[-1]
-        # Labels after the value (as for AWS tags): if this fails, the fingerprint is stale
-        # and the next plan pushes again. Labels and annotations others set are kept.
-        have_labels = dict(secret.labels) if secret is not None else {}
-        have_ann = dict(secret.annotations) if secret is not None else {}
-        want_labels, want_ann = {**have_labels, **labels}, {**have_ann, **annotations}
-        mask = [f for f, want, have in (("labels", want_labels, have_labels),
-                                        ("annotations", want_ann, have_ann)) if want != have]
-        if mask and secret is not None:
-            with self._guard("update labels of", name):
-                self._call("update_secret", secret={
-                    "name": self._path(name), "labels": want_labels, "annotations": want_ann,
-                    "etag": secret.etag}, update_mask={"paths": mask})
-        if not created:
-            self._prune(name, int(number))
-        return RemoteSecret(name=name, labels=want_labels, version=number,
-                            updated=version.create_time or None, content_type=content_type)
 
     def _prune(self, name: str, newest: int) -> None:
         """Destroy enabled versions beyond the newest `keep_versions`. Best effort: the new
@@ -225,20 +255,9 @@ class GcpProvider:
         except ProviderError as exc:
             log.warning("%s", exc)
 
-    def delete(self, name: str, *, purge: bool = False) -> None:
-        """Idempotent. Google deletes a secret and all its versions at once; `purge` has no
-        extra meaning here. The etag guards against a change between the check and the delete."""
-        from google.api_core import exceptions as gexc
-        validate_name("gcp", name)
-        secret = self._get_secret(name)
-        if secret is None:
-            return
-        refuse_foreign(self._remote(name, secret), name, self.adopt)
-        with self._guard("delete", name):
-            try:
-                self._call("delete_secret", name=self._path(name), etag=secret.etag)
-            except gexc.NotFound:
-                pass
+
+def _annotations(content_type: str) -> dict[str, str]:
+    return {CONTENT_TYPE_ANNOTATION: content_type} if content_type else {}
 
 
 def _crc32c(data: bytes) -> int:
@@ -275,9 +294,21 @@ def from_destination(dest: Any) -> GcpProvider:
                               getattr(dest, "transport", None) or "grpc",
                               bool(getattr(dest, "insecure", False)))
     except auth_exc.GoogleAuthError as exc:
-        raise ProviderError(f"gcp: no usable Google credentials (Application Default "
-                            f"Credentials): {exc}", destination=getattr(dest, "name", None))
+        error = ProviderError(f"gcp: no usable Google credentials (Application Default Credentials): {exc}")
+        raise name_destination(error, dest.name) if getattr(dest, "name", None) else error
     keep = getattr(dest, "keep_versions", None)
     return GcpProvider(client, dest.project, adopt=bool(getattr(dest, "adopt", False)),
                        keep_versions=2 if keep is None else keep,
                        destination=getattr(dest, "name", None))
+
+
+def _quota_domain(dest: GcpDestination) -> str:
+    return f"gcp:{dest.endpoint or ''}:{dest.project}"
+
+
+DESCRIPTOR = ProviderDescriptor(
+    config=GcpDestination, adapter=GcpProvider, factory=from_destination,
+    # 600 writes/min per project; a push is AddSecretVersion + UpdateSecret (labels) and, once
+    # keep_versions is reached, DestroySecretVersion; a delete is one DeleteSecret.
+    quota=QuotaRule(calls_per_second=10.0, calls_per_push=3.0, calls_per_delete=1.0),
+    quota_domain=_quota_domain)

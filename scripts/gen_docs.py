@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Generate the configuration reference from the pydantic models in sync/config.py.
+"""Generate the configuration reference from the pydantic models in sync/config.py (destinations:
+providers/<kind>.py, listed in providers/registry.py).
 
     .venv/bin/python scripts/gen_docs.py           write docs/configuration.md and docs/certsync.schema.json
     .venv/bin/python scripts/gen_docs.py --check   exit 1 when either file differs from what the models say
 
-Every key of every section needs a `Field(description=...)` in sync/config.py; a missing one is an
+Every key of every section needs a `Field(description=...)` in its model; a missing one is an
 error here (and so in tests/unit/test_docs.py), so the reference never lags behind the code.
 """
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _table(model: type[BaseModel], where: str, fields: list[str] | None = None) 
         if fields is not None and name not in fields or field.exclude:
             continue
         if not field.description:
-            raise MissingDescription(f"{where}.{name}: add Field(description=...) in sync/config.py "
+            raise MissingDescription(f"{where}.{name}: add Field(description=...) in {model.__module__} "
                                      f"({model.__name__})")
         rows.append(f"| `{name}` | {_cell(type_text(field.annotation))}{constraints_text(field)} "
                     f"| {_cell(default_text(field))} | {_cell(field.description)} |")

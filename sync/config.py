@@ -19,12 +19,12 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       WithJsonSchema, field_validator, model_validator)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from providers.base import NAME_RULES
+from providers.base import DestinationBase
+from providers.registry import descriptor, descriptors, destination_models
 from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 Usage = Literal["serverAuth", "clientAuth"]
-Format = Literal["json", "pem", "pkcs12"]
 
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -186,63 +186,9 @@ class ProfileConfig(Strict):
         return value
 
 
-class DestinationBase(Strict):
-    format: Format = Field("json", description=(
-        "Payload written to the secret: json (fields certificate, private_key, certificate_chain, ca_certificate, "
-        "serial, not_after, fingerprint_sha256), pem (leaf, intermediates, PKCS#8 key) or pkcs12 (base64 PFX)."))
-    adopt: bool = Field(False, description=(
-        "Take over (overwrite, delete) secrets that exist without the managed-by=certsync tag."))
-    pkcs12_password_env: str | None = Field(None, description=(
-        "For pkcs12: name of the environment variable holding the PFX password; unset makes a password-less PFX "
-        "(what Azure services expect)."))
-    pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
-        "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
-    max_calls_per_second: float | None = Field(default=None, gt=0, description=(
-        "Pace calls to this cloud at this rate; unset: 95% of the cloud's documented quota."))
-    concurrency: int = Field(default=8, ge=1, le=64, description=(
-        "Calls in flight at once per quota domain (account and region, project, or vault)."))
-    verify_after_write: Literal["response", "read", "off"] = Field("response", description=(
-        "Check each write: from the write's response (\"response\"), by reading the secret back (\"read\"), or not "
-        "at all (\"off\")."))
-
-
-class AwsDestination(DestinationBase):
-    provider: Literal["aws"] = Field(description="The cloud: aws (Secrets Manager).")
-    region: str | None = Field(None, description="AWS region; unset: the default chain's (AWS_REGION, profile).")
-    endpoint_url: str | None = Field(None, description=(
-        "Secrets Manager endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS."))
-    recovery_window_days: int | None = Field(default=None, ge=7, le=30, description=(
-        "Days a deleted secret can be restored (7-30); unset: deleted at once (force delete, so the name can be "
-        "reused straight away)."))
-
-
-class GcpDestination(DestinationBase):
-    provider: Literal["gcp"] = Field(description="The cloud: gcp (Google Secret Manager).")
-    project: str = Field(description="Google Cloud project ID that holds the secrets.")
-    endpoint: str | None = Field(None, description=(
-        "host:port of the Secret Manager API, e.g. an emulator; unset: Google's."))
-    transport: Literal["grpc", "rest"] = Field("grpc", description="API transport: grpc or rest.")
-    insecure: bool = Field(False, description="Plaintext channel, for an emulator only.")
-    keep_versions: int = Field(default=2, ge=1, description=(
-        "Enabled versions kept per secret after a push; older enabled ones are destroyed."))
-
-
-class AzureDestination(DestinationBase):
-    provider: Literal["azure"] = Field(description="The cloud: azure (Key Vault).")
-    vault_url: str = Field(description="Key Vault URL, e.g. https://my-vault.vault.azure.net.")
-    ca_bundle: str | None = Field(None, description=(
-        "PEM file of CA certificates to trust for the vault's TLS (e.g. an emulator's)."))
-    verify_challenge_resource: bool = Field(True, description=(
-        "Check that the authentication challenge's resource matches the vault's domain; false for a vault on "
-        "localhost."))
-    purge_on_delete: bool = Field(False, description=(
-        "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
-    on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
-        "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
-
-
-Destination = Annotated[Union[AwsDestination, GcpDestination, AzureDestination],
-                        Field(discriminator="provider")]
+# [destination.NAME]: DestinationBase (keys of every kind) and each cloud's model live in
+# providers/ (providers/registry.py lists them); `provider` picks the model.
+Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]
 
 
 class DestinationRef(Strict):
@@ -354,6 +300,12 @@ class Config(BaseSettings):
                                    file_secret_settings: PydanticBaseSettingsSource):
         return (env_settings, init_settings)  # environment beats the file
 
+    @field_validator("destination")
+    @classmethod
+    def _name_destinations(cls, value: dict[str, DestinationBase]) -> dict[str, DestinationBase]:
+        """Each destination knows its NAME, so that errors from its provider can say which."""
+        return {name: dest.named(name) for name, dest in value.items()}
+
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
@@ -411,7 +363,8 @@ def _error_line(source: str, err: dict[str, Any]) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the union member ("aws", "str", "DestinationRef") in the location; hide it
-    return part in ("aws", "gcp", "azure", "str", "DestinationRef", "function-before[parse_renew_before(), RenewBefore]")
+    return part in descriptors() or part in ("str", "DestinationRef",
+                                             "function-before[parse_renew_before(), RenewBefore]")
 
 
 def _reference_problems(config: Config):
@@ -475,8 +428,8 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
         if dest is None:
             yield where, f"unknown destination {ref.to!r} (defined: {_names(config.destination)})"
             continue
-        rule = NAME_RULES[dest.provider]
-        if not (0 < len(ref.name) <= rule.max_len and rule.pattern.fullmatch(ref.name)):
+        rule = descriptor(dest.provider).name_rule
+        if not rule.ok(ref.name):
             yield where, f"name {ref.name!r} is invalid for {dest.provider} destination {ref.to!r}: {rule.description}"
         if (ref.to, ref.name) in seen:
             yield where, f"duplicate destination {ref.to!r} with name {ref.name!r}"

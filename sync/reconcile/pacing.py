@@ -11,16 +11,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-# Calls per second each service allows per quota domain, and the calls one push costs against it.
-#  AWS: PutSecretValue/UpdateSecret 50/s per region (TagResource has its own 50/s bucket).
-#  Google: 600 writes/min per project; a push is AddSecretVersion + UpdateSecret (labels) and,
-#          once keep_versions is reached, DestroySecretVersion.
-#  Azure: 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT.
-QUOTAS = {"aws": (50.0, 1.0), "gcp": (10.0, 3.0), "azure": (400.0, 2.0)}
-# And what one delete costs: AWS DeleteSecret, Google DeleteSecret; Azure a GET, the DELETE and at
-# least one poll of the deleted secret by the SDK's poller, plus a GET and a PURGE when purging.
-DELETE_CALLS = {"aws": 1.0, "gcp": 1.0, "azure": 3.0}
-AZURE_PURGE_CALLS = 2.0
+from providers.registry import descriptor
+
+# Each cloud's quota (calls per second per domain, calls per push and per delete) is in its
+# descriptor: providers/<kind>.py DESCRIPTOR.quota and .quota_domain.
 # Stay a little under the published quota: buckets at the service are sliding windows, ours is not.
 HEADROOM = 0.95
 
@@ -34,18 +28,11 @@ class Quota:
 
 
 def quota_of(dest) -> Quota:
-    rate, per_push = QUOTAS[dest.provider]
-    rate = dest.max_calls_per_second or rate * HEADROOM
-    if dest.provider == "aws":
-        domain = f"aws:{dest.endpoint_url or ''}:{dest.region or 'default'}"
-    elif dest.provider == "gcp":
-        domain = f"gcp:{dest.endpoint or ''}:{dest.project}"
-    else:
-        domain = f"azure:{dest.vault_url.rstrip('/').lower()}"
-    per_delete = DELETE_CALLS[dest.provider]
-    if dest.provider == "azure" and getattr(dest, "purge_on_delete", False):
-        per_delete += AZURE_PURGE_CALLS
-    return Quota(domain, rate, per_push, per_delete)
+    provider = descriptor(dest.provider)
+    rule = provider.quota
+    rate = dest.max_calls_per_second or rule.calls_per_second * HEADROOM
+    per_delete = rule.calls_per_delete + (rule.calls_per_purge if getattr(dest, "purge_on_delete", False) else 0.0)
+    return Quota(provider.quota_domain(dest), rate, rule.calls_per_push, per_delete)
 
 
 class TokenBucket:

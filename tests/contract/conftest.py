@@ -7,7 +7,8 @@ at the emulator. To add a provider, write `_<kind>_kit(entry)` and list it in KI
 contract test then runs against it too.
 
 Kits (see KITS): aws (LocalStack), gcp (our gRPC emulator), gcp-rest (drongo, a third-party REST
-emulator) and azure (our HTTPS Key Vault emulator). Where a provider legitimately differs, the
+emulator), azure (our HTTPS Key Vault emulator) and memory (tests/support/memory.py, the in-memory
+provider the unit tests of apply, alerts and metrics use). Where a provider legitimately differs, the
 kit says so with a capability flag and the contract case asserts the flagged behaviour instead;
 no case is skipped for a whole kit.
 """
@@ -44,13 +45,16 @@ class Kit:
     make: Callable[..., Provider]            # make(adopt=False, page_size=None, soft_delete=False)
     offline: Callable[[], Provider]          # same adapter, unreachable endpoint
     create_foreign: Callable[[str, str], None]   # a secret without managed-by, made with the SDK
+    delete_foreign: Callable[[str], None]    # delete it with the SDK (soft, where the service is)
     raw_value: Callable[[str], str | bytes | None]   # read with the SDK; None if absent/deleted
     cleanup: Callable[[str], None]           # remove every secret whose name starts with prefix
     max_payload: int
     # --- capabilities: how this provider legitimately differs ---------------------------------
     binary: bool = True                      # bytes payloads are stored as bytes (else refused)
     lists_versions: bool = True              # list_managed entries carry the current version id
-    soft_delete: bool = False                # make(soft_delete=True) deletes recoverably
+    stores_content_type: bool = True         # get and list_managed return the content type put
+    keeps_foreign_labels: bool = True        # a put keeps labels others set (Key Vault: tags are per version)
+    supports_soft_delete: bool = False       # make(soft_delete=True) deletes recoverably
     pending_deletion: Callable[[str], bool] = lambda name: False   # name held by a soft delete?
     server_side_paging: bool = True          # the service pages listings (and honours filters)
     list_calls: Callable[[Provider], Callable[[], int]] | None = None
@@ -137,10 +141,12 @@ def _aws_kit(entry: dict) -> Kit:
                              endpoint=f"http://{UNREACHABLE}"),
         create_foreign=lambda name, value: raw.create_secret(
             Name=name, SecretString=value, Tags=[{"Key": "owner", "Value": "someone-else"}]),
+        delete_foreign=lambda name: raw.delete_secret(SecretId=name, RecoveryWindowInDays=7),
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=aws.MAX_PAYLOAD,
-        soft_delete=True,                    # recovery window; RestoreSecret on the next put
+        stores_content_type=False,           # Secrets Manager has no content type
+        supports_soft_delete=True,           # recovery window; RestoreSecret on the next put
         pending_deletion=pending_deletion,
         list_calls=list_calls,
         throttling=throttling,
@@ -178,6 +184,9 @@ def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit
             "replication": {"automatic": {}}, "labels": {"owner": "someone-else"}}})
         raw.add_secret_version(request={"parent": f"{parent}/secrets/{name}",
                                         "payload": {"data": value.encode()}})
+
+    def delete_foreign(name: str) -> None:
+        raw.delete_secret(request={"name": f"{parent}/secrets/{name}"})
 
     def raw_value(name: str) -> str | bytes | None:
         try:
@@ -217,13 +226,15 @@ def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit
         kind=kind,
         make=make,
         # A call would fail fast (1 s of retries) rather than hang in the default 120 s retry.
-        offline=lambda: make_gcp_provider(UNREACHABLE, transport, project,
+        offline=lambda: make_gcp_provider(UNREACHABLE, transport, project, destination="contract",
                                           retry=gcp.default_retry(timeout=1.0), timeout=2.0),
         create_foreign=create_foreign,
+        delete_foreign=delete_foreign,
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=gcp.MAX_PAYLOAD,
         lists_versions=False,                # ListSecrets returns secrets, not versions
+        stores_content_type=stats,           # an annotation; drongo drops annotations
         # drongo returns every secret in one page and ignores filters (the adapter re-checks
         # the labels itself); it has no quotas either.
         server_side_paging=stats,
@@ -296,17 +307,53 @@ def _azure_kit(entry: dict) -> Kit:
             env=emu.env())
 
     parts = azure_contract_parts(url, ca)
-    parts.update(make=make, lists_versions=False, soft_delete=True,
+    parts.update(make=make, lists_versions=False, keeps_foreign_labels=False, supports_soft_delete=True,
+                 delete_foreign=lambda name: raw.begin_delete_secret(name).wait(),
                  pending_deletion=pending_deletion, list_calls=list_calls, throttling=throttling)
     return Kit(kind="azure", **parts)
+
+
+# --- the in-memory provider of the unit tests ---------------------------------------------------
+
+def _memory_kit(entry: None) -> Kit:
+    from datetime import datetime, timezone
+
+    from providers.base import RemoteSecret
+    from tests.support.memory import MemoryCloud, MemoryProvider, Unreachable
+
+    cloud = MemoryCloud()
+
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool) -> Provider:
+        return MemoryProvider(cloud, adopt=adopt, destination="contract")
+
+    def create_foreign(name: str, value: str) -> None:
+        cloud[name] = RemoteSecret(name, {"owner": "someone-else"}, "foreign",
+                                   updated=datetime.now(timezone.utc), value=value)
+
+    def cleanup(prefix: str) -> None:
+        for name in [n for n in cloud if n.startswith(prefix)]:
+            cloud.pop(name, None)
+
+    return Kit(
+        kind="memory",
+        make=make,
+        offline=lambda: MemoryProvider(Unreachable(), destination="contract"),
+        create_foreign=create_foreign,
+        delete_foreign=lambda name: cloud.pop(name),
+        raw_value=lambda name: cloud[name].value if name in cloud else None,
+        cleanup=cleanup,
+        max_payload=MemoryProvider.max_payload,
+        server_side_paging=False,            # a dict: nothing to page
+        quotas=False,
+    )
 
 
 # --- registry -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class KitSpec:
-    build: Callable[[dict], Kit]             # build(state entry of `emulator`)
-    emulator: str                            # launcher kind (tests/conftest.py emulators.entry)
+    build: Callable[[dict | None], Kit]      # build(state entry of `emulator`, None without one)
+    emulator: str | None                     # launcher kind (tests/conftest.py emulators.entry)
     credentials: str | None = None           # session fixture putting the SDK's creds in env
 
 
@@ -315,6 +362,7 @@ KITS: dict[str, KitSpec] = {
     "gcp": KitSpec(_gcp_kit, "gcp"),
     "gcp-rest": KitSpec(_gcp_rest_kit, "drongo"),
     "azure": KitSpec(_azure_kit, "azure", "azure_test_credentials"),
+    "memory": KitSpec(_memory_kit, None),
 }
 
 
@@ -324,14 +372,15 @@ def _kits() -> dict[str, Kit]:
 
 
 @pytest.fixture(params=sorted(KITS))
-def provider_factory(request, emulators, _kits, name_prefix) -> Iterator[Kit]:
+def provider_factory(request, _kits, name_prefix) -> Iterator[Kit]:
     """Builds adapters of one kind against its emulator; removes the test's secrets afterwards."""
     kind = request.param
     spec = KITS[kind]
+    emulators = request.getfixturevalue("emulators") if spec.emulator else None
     if spec.credentials:
         request.getfixturevalue(spec.credentials)
     if kind not in _kits:
-        _kits[kind] = spec.build(emulators.entry(spec.emulator))
+        _kits[kind] = spec.build(emulators.entry(spec.emulator) if spec.emulator else None)
     kit = _kits[kind]
     yield kit
     kit.cleanup(name_prefix)

@@ -1,6 +1,6 @@
 """One contract for every provider adapter, run against real emulators (tests/contract/conftest.py).
 
-Every test is parametrized by provider kit (aws, azure, gcp, gcp-rest) through the
+Every test is parametrized by provider kit (aws, azure, gcp, gcp-rest, memory) through the
 `provider_factory` fixture; where a provider legitimately differs, the case asserts what the kit's
 capability flags say instead of skipping. Names are unique per test (`name_prefix`), so the suite
 runs in parallel on shared, never-reset emulators.
@@ -28,8 +28,8 @@ def pem_chain(size: int) -> str:
     return text[:size]
 
 
-def push(provider, name: str, payload: str | bytes, **labels: str):
-    return provider.put(name, payload, content_type="application/json",
+def push(provider, name: str, payload: str | bytes, content_type: str = "application/json", **labels: str):
+    return provider.put(name, payload, content_type=content_type,
                         labels={**labels_for(payload), **labels})
 
 
@@ -76,6 +76,18 @@ def test_labels_round_trip_and_follow_updates(provider, name_prefix):
 
     push(provider, name, "v2", **{"certsync-cert": "web-2"})
     assert provider.get(name).labels == {**labels_for("v2", "web-2")}
+
+
+def test_content_type_round_trips_where_the_service_stores_one(provider_factory, name_prefix):
+    kit = provider_factory
+    provider = kit()
+    for i, content_type in enumerate(("application/x-pkcs12", "application/x-pem-file")):
+        name = f"{name_prefix}-ct{i}"
+        push(provider, name, f"payload {i}", content_type=content_type)
+        expected = content_type if kit.stores_content_type else None
+        assert provider.get(name).content_type == expected
+        listed = {s.name: s for s in provider.list_managed()}
+        assert listed[name].content_type == expected
 
 
 def test_binary_payload_round_trips_or_is_refused_before_any_call(provider_factory, name_prefix):
@@ -156,9 +168,9 @@ def test_soft_delete_then_recreate_and_purge(provider_factory, name_prefix):
     provider.delete(name)
     assert provider.get(name) is None
     assert kit.raw_value(name) is None
-    assert kit.pending_deletion(name) is kit.soft_delete
+    assert kit.pending_deletion(name) is kit.supports_soft_delete
     provider.delete(name)                                   # already deleted: no error
-    assert kit.pending_deletion(name) is kit.soft_delete
+    assert kit.pending_deletion(name) is kit.supports_soft_delete
 
     push(provider, name, "v2")                              # restores/recovers, then writes
     assert provider.get(name).value == "v2"
@@ -169,6 +181,18 @@ def test_soft_delete_then_recreate_and_purge(provider_factory, name_prefix):
     assert not kit.pending_deletion(name)                   # purged: nothing to recover
     push(provider, name, "v3")                              # the name is free again
     assert provider.get(name).value == "v3"
+
+
+def test_purge_also_removes_an_already_deleted_secret(provider_factory, name_prefix):
+    kit = provider_factory
+    provider = kit(soft_delete=True)
+    name = f"{name_prefix}-purge"
+    push(provider, name, "v1")
+    provider.delete(name)
+    assert kit.pending_deletion(name) is kit.supports_soft_delete
+    provider.delete(name, purge=True)                       # the live secret is already gone
+    assert not kit.pending_deletion(name)
+    assert kit.raw_value(name) is None
 
 
 # --- checks before any call ---------------------------------------------------------------------
@@ -212,17 +236,58 @@ def test_foreign_secret_is_never_overwritten_nor_deleted(provider, provider_fact
 
 
 def test_foreign_secret_is_adopted_when_adopt_is_on(provider_factory, name_prefix):
+    kit = provider_factory
     name = f"{name_prefix}-adopt"
-    provider_factory.create_foreign(name, "theirs")
-    adopting = provider_factory(adopt=True)
+    kit.create_foreign(name, "theirs")
+    adopting = kit(adopt=True)
 
     push(adopting, name, "ours")
     got = adopting.get(name)
     assert got.value == "ours" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
+    # The foreign secret's own label stays, except where tags belong to a version (Key Vault).
+    assert ("owner" in got.labels) is kit.keeps_foreign_labels
     assert name in {s.name for s in adopting.list_managed()}
 
-    adopting.delete(name)
-    assert provider_factory.raw_value(name) is None
+    kit().delete(name)                                      # certsync's now: no adopt needed
+    assert kit.raw_value(name) is None
+
+
+def test_deleted_foreign_secret_is_neither_restored_nor_purged(provider_factory, name_prefix):
+    """A foreign secret deleted recoverably (AWS recovery window, Key Vault soft delete) still
+    belongs to someone else: a push does not restore or purge it to take the name, nor does a
+    delete with purge. Where delete is final (Google), the name is simply free."""
+    kit = provider_factory
+    name = f"{name_prefix}-fdel"
+    kit.create_foreign(name, "theirs")
+    kit.delete_foreign(name)
+    provider = kit(soft_delete=True)
+    if not kit.supports_soft_delete:
+        push(provider, name, "ours")
+        assert provider.get(name).value == "ours"
+        return
+    with pytest.raises(NotOwned, match=name):
+        push(provider, name, "ours")
+    with pytest.raises(NotOwned, match=name):
+        provider.delete(name, purge=True)
+    assert kit.pending_deletion(name)                       # still there, untouched
+    assert kit.raw_value(name) is None
+
+
+# --- errors name the destination ----------------------------------------------------------------
+
+def test_errors_name_the_destination(provider_factory, name_prefix):
+    """Kits build adapters from a destination named "contract": a refusal by the adapter and a
+    check before any call both say which destination they are about."""
+    kit = provider_factory
+    name = f"{name_prefix}-named"
+    kit.create_foreign(name, "theirs")
+    with pytest.raises(NotOwned) as refused:
+        push(kit(), name, "ours")
+    assert str(refused.value).startswith("destination 'contract': ") and name in str(refused.value)
+    assert refused.value.destination == "contract"
+    with pytest.raises(NameError_) as invalid:
+        kit.offline().get("bad name")
+    assert str(invalid.value).startswith("destination 'contract': invalid ")
 
 
 # --- throttling --------------------------------------------------------------------------------
@@ -333,6 +398,41 @@ def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, 
     key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
     assert _one_line(f"Value '{key}' at 'secretString'\nfailed", key) == \
         "Value '<payload>' at 'secretString' failed"
+
+
+@aws_only
+def test_aws_errors_name_the_destination_from_the_config(provider_factory, emulators, name_prefix):
+    """The destination's NAME is set when the config is loaded and reaches the adapter built
+    from it: a real AWS refusal (LocalStack) and a secret certsync does not own both name it."""
+    from sync.config import from_dict
+    from sync.reconcile.destinations import Providers
+
+    config = from_dict({"destination": {"aws-prod": {
+        "provider": "aws", "region": "us-east-1", "endpoint_url": emulators.entry("aws")["endpoint"]}}})
+    assert config.destination["aws-prod"].name == "aws-prod"
+    provider = Providers(config)("aws-prod")
+
+    foreign = f"{name_prefix}-foreign"
+    provider_factory.create_foreign(foreign, "theirs")
+    with pytest.raises(NotOwned) as refused:
+        push(provider, foreign, "ours")
+    assert str(refused.value).startswith(f"destination 'aws-prod': secret {foreign!r} exists and is not managed")
+    assert refused.value.destination == "aws-prod"
+
+    # Deleted (recovery window) by someone else between the adapter's DescribeSecret and its
+    # GetSecretValue: AWS refuses the read with InvalidRequestException.
+    name = f"{name_prefix}-deleted-meanwhile"
+    push(provider, name, "v1")
+
+    def delete_meanwhile(model, **_) -> None:
+        if model.name == "GetSecretValue":
+            provider_factory.delete_foreign(name)
+    provider.client.meta.events.register("before-call", delete_meanwhile)
+    with pytest.raises(ProviderError) as failed:
+        provider.get(name)
+    assert str(failed.value).startswith(f"destination 'aws-prod': AWS Secrets Manager GetSecretValue on {name!r} "
+                                        "failed: InvalidRequestException: ")
+    assert failed.value.destination == "aws-prod"
 
 
 @aws_only

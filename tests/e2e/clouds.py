@@ -6,7 +6,6 @@ import json
 import urllib.request
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass

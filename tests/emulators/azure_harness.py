@@ -115,7 +115,7 @@ def make_secret_client(vault_url: str, ca_file: str | os.PathLike, **kwargs: Any
 def make_azure_provider(vault_url: str, ca_file: str | os.PathLike, **kw: Any) -> Any:
     """An AzureProvider built exactly as certsync builds it from a destination (from_destination).
 
-    kw: adopt, purge_on_delete, on_soft_deleted, and page_size (not a destination key: applied
+    kw: adopt, purge_on_delete, on_soft_deleted, name, and page_size (not a destination key: applied
     to the built provider). Needs emu.env() in the environment at first use.
     """
     from providers.azure import from_destination
@@ -160,7 +160,7 @@ def azure_contract_parts(vault_url: str, ca_file: str | os.PathLike) -> dict[str
 
     return {
         "make": make,
-        "offline": lambda: make_azure_provider("https://127.0.0.1:9", ca_file),
+        "offline": lambda: make_azure_provider("https://127.0.0.1:9", ca_file, name="contract"),
         "create_foreign": lambda name, value: raw.set_secret(name, value, tags={"owner": "someone-else"}),
         "raw_value": raw_value,
         "cleanup": cleanup,

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from providers.base import MANAGED_BY, MANAGED_BY_VALUE, ownership_labels
-from sync.errors import ConfigError, NameError_, NotOwned, PayloadTooLarge, ProviderError, Throttled
+from sync.errors import ConfigError, NotOwned, ProviderError, Throttled
 from tests.emulators.azure_harness import make_azure_provider, make_secret_client, running_azure_emulator
 
 PEM = "application/x-pem-file"
@@ -53,61 +53,9 @@ def push(provider, name: str, payload: str, content_type: str = PEM, cert: str =
     return provider.put(name, payload, content_type=content_type, labels=labels(payload, cert))
 
 
-# --- create, update, get, list ------------------------------------------------------------------
-
-def test_create_get_and_update_makes_a_new_version(make):
-    provider, name = make(), uname()
-    assert provider.kind == "azure" and provider.get(name) is None
-    first = push(provider, name, "v1")
-    assert first.name == name and first.version and first.value is None
-
-    got = provider.get(name)
-    assert (got.value, got.version, got.content_type) == ("v1", first.version, PEM)
-    assert got.managed and got.labels == labels("v1") and got.updated is not None
-
-    second = push(provider, name, "v2", cert="web")
-    assert second.version != first.version
-    got = provider.get(name)
-    assert got.value == "v2" and got.version == second.version and got.labels == labels("v2", "web")
-
-
-def test_content_type_round_trips(make, raw):
-    provider = make()
-    for content_type, payload in ((PFX, "TUlJRGZBSUJBekNDQXo="), (PEM, "-----BEGIN CERTIFICATE-----\n")):
-        name = uname("ct")
-        push(provider, name, payload, content_type=content_type)
-        assert provider.get(name).content_type == content_type
-        assert raw.get_secret(name).properties.content_type == content_type
-        listed = {s.name: s for s in provider.list_managed()}
-        assert listed[name].content_type == content_type
-
-
-def test_list_managed_pages_and_lists_only_managed(emu, make, raw):
-    provider, prefix = make(page_size=2), uname("list")
-    written = {f"{prefix}-{i}": push(provider, f"{prefix}-{i}", f"v{i}") for i in range(5)}
-    raw.set_secret(f"{prefix}-foreign", "theirs", tags={"owner": "someone-else"})
-
-    before = emu.calls("GetSecrets", 200)
-    listed = {s.name: s for s in provider.list_managed() if s.name.startswith(prefix)}
-    assert set(listed) == set(written)
-    assert emu.calls("GetSecrets", 200) - before >= 3          # page size 2: several pages followed
-    for name, secret in listed.items():
-        assert secret.labels == labels(f"v{name[-1]}") and secret.value is None
-        assert secret.updated is not None and secret.content_type == PEM
-        assert secret.version is None        # Key Vault list items carry no version id
-
-
-# --- delete and soft delete ---------------------------------------------------------------------
-
-def test_delete_is_soft_and_idempotent(make, raw):
-    provider, name = make(), uname("del")
-    push(provider, name, "v1")
-    provider.delete(name)
-    assert provider.get(name) is None
-    assert raw.get_deleted_secret(name).name == name           # soft-deleted, recoverable
-    provider.delete(name)
-    provider.delete(uname("never"))
-
+# --- Key Vault specifics --------------------------------------------------------------------------
+# (What every provider does -- create, update, content type, list, delete, soft delete, ownership,
+# names, sizes -- is in tests/contract, which runs against the same emulator.)
 
 def test_put_on_a_soft_deleted_name_recovers_it_by_default(emu, make, raw):
     provider, name = make(), uname("rec")
@@ -131,30 +79,6 @@ def test_put_on_a_soft_deleted_name_purges_it_when_configured(emu, make, raw):
     assert len(list(raw.list_properties_of_secret_versions(name))) == 1     # a fresh secret
 
 
-def test_purge_on_delete_frees_the_name(emu, make, raw):
-    from azure.core.exceptions import ResourceNotFoundError
-
-    provider, name = make(purge_on_delete=True), uname("pod")
-    push(provider, name, "v1")
-    provider.delete(name)
-    with pytest.raises(ResourceNotFoundError):
-        raw.get_deleted_secret(name)
-    conflicts = emu.calls("SetSecret", 409)
-    push(provider, name, "v2")
-    assert emu.calls("SetSecret", 409) == conflicts                       # no soft-deleted leftover
-
-
-def test_delete_with_purge_also_purges_an_already_soft_deleted_secret(make, raw):
-    from azure.core.exceptions import ResourceNotFoundError
-
-    provider, name = make(), uname("dp")
-    push(provider, name, "v1")
-    provider.delete(name)
-    provider.delete(name, purge=True)
-    with pytest.raises(ResourceNotFoundError):
-        raw.get_deleted_secret(name)
-
-
 def test_put_waits_while_the_name_is_still_being_purged(tmp_path_factory):
     """Real vaults take a few seconds to delete or purge; the emulator can hold that state."""
     with running_azure_emulator(tmp_path_factory.mktemp("azure-slow"), "--delete-latency", "1") as emu:
@@ -171,25 +95,6 @@ def test_put_waits_while_the_name_is_still_being_purged(tmp_path_factory):
 
 # --- ownership ----------------------------------------------------------------------------------
 
-def test_foreign_secret_is_refused_unless_adopt(make, raw):
-    name = uname("foreign")
-    raw.set_secret(name, "theirs", tags={"owner": "someone-else"})
-    provider = make()
-    with pytest.raises(NotOwned, match=name):
-        push(provider, name, "ours")
-    with pytest.raises(NotOwned, match=name):
-        provider.delete(name, purge=True)
-    assert raw.get_secret(name).value == "theirs"
-    assert name not in {s.name for s in provider.list_managed()}
-
-    adopting = make(adopt=True)
-    push(adopting, name, "ours")
-    got = adopting.get(name)
-    assert got.value == "ours" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
-    adopting.delete(name)
-    assert adopting.get(name) is None
-
-
 def test_a_version_set_by_hand_without_tags_does_not_make_our_secret_foreign(make, raw):
     """Key Vault tags belong to versions: a hand-made new version drops them, but the secret is
     still the one certsync created, so the next push repairs it instead of refusing."""
@@ -203,36 +108,20 @@ def test_a_version_set_by_hand_without_tags_does_not_make_our_secret_foreign(mak
     assert got.value == "ours again" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
 
 
-def test_soft_deleted_foreign_secret_is_neither_recovered_nor_purged(make, raw):
+def test_soft_deleted_foreign_secret_is_not_purged_to_free_the_name(make, raw):
+    """The contract suite covers the default (recover); on_soft_deleted = "purge" refuses too."""
     name = uname("fdel")
     raw.set_secret(name, "theirs")
     raw.begin_delete_secret(name).wait()
-    for provider in (make(), make(on_soft_deleted="purge")):
-        with pytest.raises(NotOwned, match=name):
-            push(provider, name, "ours")
     with pytest.raises(NotOwned, match=name):
-        make().delete(name, purge=True)
+        push(make(on_soft_deleted="purge"), name, "ours")
     assert raw.get_deleted_secret(name).name == name           # still there, untouched
 
 
-# --- checks before any call, and error mapping --------------------------------------------------
+# --- configuration and error mapping ------------------------------------------------------------
 
-def test_names_and_sizes_are_checked_before_any_call(emu, make):
-    provider = make()
-    before = emu.stats()["total"]
-    for bad in ("bad_name", "dot.name", "", "x" * 128):
-        with pytest.raises(NameError_, match="invalid azure secret name"):
-            push(provider, bad, "v")
-        with pytest.raises(NameError_):
-            provider.get(bad)
-        with pytest.raises(NameError_):
-            provider.delete(bad)
-    with pytest.raises(PayloadTooLarge):
-        push(provider, uname("big"), "x" * 25_601)
-    with pytest.raises(ProviderError, match="binary"):
-        provider.put(uname("bin"), b"\xff\xfe", content_type=PFX, labels={})
-    assert emu.stats()["total"] == before
-    with pytest.raises(ConfigError):
+def test_an_unknown_on_soft_deleted_is_a_config_error(make):
+    with pytest.raises(ConfigError, match="on_soft_deleted"):
         make(on_soft_deleted="ignore")
 
 

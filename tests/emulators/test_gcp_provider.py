@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from providers.base import FP_LABEL, MANAGED_BY, RemoteSecret, ownership_labels
+from providers.base import ownership_labels
 from providers.gcp import GcpProvider, build_client, default_retry, from_destination
-from sync.errors import NameError_, NotOwned, PayloadTooLarge, Throttled, UsageError
+from sync.errors import Throttled, UsageError
 from tests.support.gcp_harness import (emulator_stats, make_gcp_provider, start_drongo,
                                        start_gcp_emulator, stop)
 
@@ -74,57 +74,9 @@ def versions(raw, project: str, name: str) -> dict[int, str]:
             for v in raw.list_secret_versions(parent=f"projects/{project}/secrets/{name}")}
 
 
-# --- the protocol --------------------------------------------------------------------------------
-
-def test_create_then_get(gcp_provider_factory):
-    p = gcp_provider_factory()
-    name, pem = uname(), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    put = p.put(name, pem, content_type="application/x-pem-file", labels=labels_for(name, pem))
-    assert isinstance(put, RemoteSecret) and put.version == "1" and put.managed
-    assert put.fingerprint == labels_for(name, pem)[FP_LABEL]
-    got = p.get(name)
-    assert got.value == pem and got.version == "1" and got.managed
-    assert got.labels == labels_for(name, pem)
-    assert p.get(uname("absent")) is None
-
-
-def test_update_adds_a_version_and_relabels(gcp_provider_factory, backend):
-    p = gcp_provider_factory()
-    name = uname()
-    p.put(name, "one", content_type="application/json", labels=labels_for(name, "one"))
-    second = p.put(name, "two", content_type="application/json", labels=labels_for(name, "two"))
-    assert second.version == "2" and second.fingerprint == labels_for(name, "two")[FP_LABEL]
-    got = p.get(name)
-    assert got.value == "two" and got.version == "2"
-    assert got.fingerprint == labels_for(name, "two")[FP_LABEL]
-    if backend.kind == "emulator-grpc":          # drongo drops annotations
-        assert got.content_type == "application/json"
-
-
-def test_binary_payload_round_trips(gcp_provider_factory):
-    p = gcp_provider_factory()
-    name, blob = uname(), bytes(range(256)) * 4
-    p.put(name, blob, content_type="application/x-pkcs12", labels=labels_for(name, blob))
-    assert p.get(name).value == blob
-
-
-def test_list_managed_pages_and_skips_foreign(gcp_provider_factory, raw, project, backend):
-    p = gcp_provider_factory(page_size=2)
-    names = sorted(uname() for _ in range(5))
-    for n in names:
-        p.put(n, n, content_type="text/plain", labels=labels_for(n, n))
-    raw.create_secret(request={"parent": f"projects/{project}", "secret_id": uname("foreign"),
-                               "secret": {"replication": {"automatic": {}},
-                                          "labels": {"team": "payments"}}})
-    listed = list(p.list_managed())
-    assert sorted(s.name for s in listed) == names           # 5 over pages of 2 (emulator)
-    assert all(s.managed and s.value is None and s.updated is not None for s in listed)
-    by_name = {s.name: s for s in listed}
-    assert by_name[names[0]].fingerprint == labels_for(names[0], names[0])[FP_LABEL]
-    if backend.kind == "emulator-grpc":
-        calls = emulator_stats(backend.endpoint)["by_project"][project]
-        assert calls["ListSecrets"] == 3                       # pages 2+2+1, no version reads
-
+# --- version retention and label rules, on both backends ---------------------------------------
+# (What every provider does -- create, update, list, delete, ownership, names, sizes -- is in
+# tests/contract, which runs against these same two backends.)
 
 def test_keep_versions_destroys_older_enabled_versions(gcp_provider_factory, raw, project):
     p = gcp_provider_factory(keep_versions=2)
@@ -154,43 +106,10 @@ def test_pruning_leaves_disabled_versions_alone(gcp_provider_factory, raw, proje
     assert versions(raw, project, name) == {3: "ENABLED", 2: "DESTROYED", 1: "DISABLED"}
 
 
-def test_delete_is_idempotent(gcp_provider_factory):
+def test_label_rules_are_checked_before_any_call(gcp_provider_factory, backend, project):
+    """Google's label rules (lowercase values, keys starting with a letter); names and sizes are
+    in the contract suite."""
     p = gcp_provider_factory()
-    name = uname()
-    p.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
-    p.delete(name)
-    assert p.get(name) is None
-    p.delete(name)                                # absent: not an error
-    p.delete(name, purge=True)
-
-
-def test_foreign_secret_is_refused_unless_adopt(gcp_provider_factory, raw, project):
-    name = uname("foreign")
-    raw.create_secret(request={"parent": f"projects/{project}", "secret_id": name,
-                               "secret": {"replication": {"automatic": {}},
-                                          "labels": {"team": "payments"}}})
-    p = gcp_provider_factory()
-    with pytest.raises(NotOwned, match=name):
-        p.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
-    with pytest.raises(NotOwned):
-        p.delete(name)
-    assert versions(raw, project, name) == {}         # nothing was written
-    adopting = gcp_provider_factory(adopt=True)
-    put = adopting.put(name, "x", content_type="text/plain", labels=labels_for(name, "x"))
-    assert put.managed and put.labels["team"] == "payments"    # other labels are kept
-    assert p.get(name).labels[MANAGED_BY] == "certsync"
-    p.delete(name)                                     # now it is certsync's
-    assert p.get(name) is None
-
-
-def test_rules_are_checked_before_any_call(gcp_provider_factory, backend, project):
-    p = gcp_provider_factory()
-    with pytest.raises(NameError_, match="invalid gcp secret name"):
-        p.put("bad.name", "x", content_type="text/plain", labels={})
-    with pytest.raises(NameError_):
-        p.get("x" * 256)
-    with pytest.raises(PayloadTooLarge, match="65536"):
-        p.put(uname(), "x" * 65537, content_type="text/plain", labels={})
     with pytest.raises(UsageError, match="label value"):
         p.put(uname(), "x", content_type="text/plain", labels={"certsync-cert": "Upper"})
     with pytest.raises(UsageError, match="label key"):

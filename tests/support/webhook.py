@@ -1,14 +1,11 @@
-"""A local webhook receiver (http.server on 127.0.0.1, a free port, in a thread) and an in-memory
-provider, for the alerting and metrics tests."""
+"""A local webhook receiver (http.server on 127.0.0.1, a free port, in a thread), for the alerting
+tests. (The in-memory provider they use is in tests/support/memory.py.)"""
 from __future__ import annotations
 
 import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from providers.base import RemoteSecret
-from sync.errors import ProviderError
 
 TOKEN = "XXsecretTOKENdoNotLeakXX"
 
@@ -59,30 +56,3 @@ class _Server:
 
 def webhook_server() -> _Server:
     return _Server()
-
-
-class MemoryProvider:
-    """The Provider protocol over a dict; `fail = True` makes every put fail."""
-    kind = "aws"
-
-    def __init__(self) -> None:
-        self.secrets: dict[str, RemoteSecret] = {}
-        self.fail = False
-        self._version = 0
-
-    def list_managed(self):
-        return iter([RemoteSecret(s.name, s.labels, s.version) for s in self.secrets.values() if s.managed])
-
-    def get(self, name):
-        return self.secrets.get(name)
-
-    def put(self, name, payload, *, content_type, labels):
-        if self.fail:
-            raise ProviderError("simulated outage")
-        self._version += 1
-        secret = RemoteSecret(name, dict(labels), str(self._version), value=payload, content_type=content_type)
-        self.secrets[name] = secret
-        return secret
-
-    def delete(self, name, *, purge=False):
-        self.secrets.pop(name, None)

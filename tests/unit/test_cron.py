@@ -13,7 +13,7 @@ from sync.app import App
 from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
 from sync.clock import utcnow
 from sync.cli import cli
-from tests.support.webhook import MemoryProvider
+from tests.support.memory import MemoryProvider
 from tests.unit.conftest import write_config
 
 FAILING_CERT = """

@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from providers.registry import destination_models
 from sync import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +38,8 @@ def test_check_mode(capsys):
 
 def test_every_key_is_documented():
     text = gen_docs.MARKDOWN.read_text()
-    models = [config.StoreConfig, config.CAConfig, config.ProfileConfig, config.AwsDestination,
-              config.GcpDestination, config.AzureDestination, config.CertificateConfig, config.DestinationRef,
-              config.NotifyConfig, config.Config]
+    models = [config.StoreConfig, config.CAConfig, config.ProfileConfig, *destination_models(),
+              config.CertificateConfig, config.DestinationRef, config.NotifyConfig, config.Config]
     for model in models:
         for name, field in model.model_fields.items():
             if field.exclude:

@@ -16,7 +16,7 @@ from sync.app import App
 from sync.clock import utcnow
 from sync.cli import cli
 from sync.inventory import DeploymentView, Facts, Target
-from tests.support.webhook import MemoryProvider
+from tests.support.memory import MemoryProvider
 from tests.unit.conftest import write_config
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)

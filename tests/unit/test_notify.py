@@ -17,7 +17,8 @@ from sync.clock import utcnow
 from sync.reconcile.deadline import MAX_DURATION_REACHED
 from sync.inventory import DeploymentView
 from sync.reconcile.plan import Action
-from tests.support.webhook import TOKEN, MemoryProvider, webhook_server
+from tests.support.memory import MemoryProvider
+from tests.support.webhook import TOKEN, webhook_server
 from tests.unit.conftest import write_config
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
