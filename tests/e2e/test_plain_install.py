@@ -42,6 +42,10 @@ def _digest(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# pip must trust the package index as this machine does, not an emulator's CA that a test set for the SDKs.
+PIP_ENV = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")}
+
+
 def _run(*cmd, **kw) -> subprocess.CompletedProcess:
     result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
     assert result.returncode == 0, \
@@ -65,10 +69,10 @@ def plain_install(tmp_path_factory) -> Path:
         keys = marker.read_text().split() if marker.exists() else []
         if keys[:1] != [deps_key]:
             shutil.rmtree(VENV, ignore_errors=True)
-            _run(sys.executable, "-m", "venv", VENV)
-            _run(*pip, source)
+            _run(sys.executable, "-m", "venv", VENV, env=PIP_ENV)
+            _run(*pip, source, env=PIP_ENV)
         elif keys[1:] != [code_key]:
-            _run(*pip, "--no-deps", "--force-reinstall", source)
+            _run(*pip, "--no-deps", "--force-reinstall", source, env=PIP_ENV)
         marker.write_text(f"{deps_key} {code_key}\n")
     return VENV / "bin"
 
