@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterator
 
 from sync.clock import parse_rfc3339, rfc3339
-from sync.store import Transaction
-from sync.store.models import Authority
+from sync.store import Authority, Transaction
 
 if TYPE_CHECKING:
     from sync.config import Config

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 from sync.errors import StoreError
 from sync.pki import certs
-from sync.store import Transaction
-from sync.store.models import Authority
+from sync.store import Authority, Transaction
 
 if TYPE_CHECKING:
     from sync.config import Config

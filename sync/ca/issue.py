@@ -12,8 +12,7 @@ from sync.ca.hierarchy import issuer_for
 from sync.errors import CertsyncError, PolicyError, StoreError
 from sync.pki import certs, names, policy
 from sync.pki import csr as csr_checks
-from sync.store import Store, Transaction
-from sync.store.models import Certificate
+from sync.store import Certificate, Store, Transaction
 
 if TYPE_CHECKING:
     from sync.config import CertificateConfig, Config

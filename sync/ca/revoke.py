@@ -1,5 +1,5 @@
 """Revocation against the store: mark versions revoked, keep each CA's CRL current, and answer
-OCSP requests from what the store knows. The signed structures are built by sync.pki.revocation."""
+OCSP requests from what the store knows. The signed structures are built by sync.pki.crl and sync.pki.ocsp."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,9 +11,8 @@ from cryptography.x509 import ocsp
 
 from sync.ca.hierarchy import issuer_for
 from sync.errors import NotFound, UsageError
-from sync.pki import revocation
-from sync.store import Transaction
-from sync.store.models import Authority, Certificate
+from sync.pki import crl as crls, ocsp as ocsp_responses
+from sync.store import Authority, Certificate, Transaction
 
 if TYPE_CHECKING:
     from sync.config import Config
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetime, *,
            serial: str | None = None) -> Certificate:
     """Revoke the active version of `name` (or the version with `serial`) and reissue its CA's CRL."""
-    reason = revocation.parse_reason(reason)
+    reason = crls.parse_reason(reason)
     versions = tx.certificates.versions_of(name)
     if not versions:
         raise NotFound(f"certificate {name!r} is not in the store")
@@ -45,13 +44,12 @@ def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) ->
     """Sign a new CRL for `ca_name` with the next CRL number and keep it as the current one."""
     authority, issuer = issuer_for(config, tx, ca_name)
     tx.authorities.lock_for_crl(authority)      # no two CRLs with one number; entries read next are the latest
-    entries = [revocation.RevokedEntry(int(c.serial, 16), c.revoked_at, c.revocation_reason or "unspecified")
+    entries = [crls.RevokedEntry(int(c.serial, 16), c.revoked_at, c.revocation_reason or "unspecified")
                for c in tx.certificates.revoked_by(authority, now)]
-    authority.crl_number = (authority.crl_number or 0) + 1
-    crl = revocation.build_crl(issuer, entries, crl_number=authority.crl_number, now=now,
-                               next_update=config.ca[ca_name].crl_lifetime)
-    authority.crl_der = crl.public_bytes(Encoding.DER)
-    return crl
+    number = (authority.crl_number or 0) + 1
+    the_crl = crls.build_crl(issuer, entries, crl_number=number, now=now, next_update=config.ca[ca_name].crl_lifetime)
+    tx.authorities.record_crl(authority, number, the_crl.public_bytes(Encoding.DER))
+    return the_crl
 
 
 def current_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) -> x509.CertificateRevocationList:
@@ -73,15 +71,15 @@ def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: byt
     """An RFC 6960 response signed by the CA: good, revoked (time, reason) or unknown."""
     authority, issuer = issuer_for(config, tx, ca_name)
 
-    def status_of(serial: int) -> revocation.CertStatus:
+    def status_of(serial: int) -> ocsp_responses.CertStatus:
         row = tx.certificates.by_serial(serial)
         if row is None or row.authority_id != authority.id:
-            return revocation.CertStatus.unknown()
+            return ocsp_responses.CertStatus.unknown()
         if row.state == "revoked":
-            return revocation.CertStatus.revoked(row.revoked_at, row.revocation_reason or "unspecified")
-        return revocation.CertStatus.good()
+            return ocsp_responses.CertStatus.revoked(row.revoked_at, row.revocation_reason or "unspecified")
+        return ocsp_responses.CertStatus.good()
 
-    return revocation.ocsp_response(issuer, request_der, status_of, now=now)
+    return ocsp_responses.ocsp_response(issuer, request_der, status_of, now=now)
 
 
 def _authority(tx: Transaction, ca_name: str) -> Authority:

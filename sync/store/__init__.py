@@ -4,5 +4,6 @@
 time. Nothing outside this package touches the tables."""
 from sync.store.database import Store, Transaction, redact_url
 from sync.store.lock import RunLock
+from sync.store.models import Authority, Certificate   # rows the repositories return: read, change via them
 
-__all__ = ["RunLock", "Store", "Transaction", "redact_url"]
+__all__ = ["Authority", "Certificate", "RunLock", "Store", "Transaction", "redact_url"]

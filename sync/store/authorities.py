@@ -61,6 +61,10 @@ class Authorities:
             node = node.parent
         return certs[:-1], certs[-1]
 
+    def record_crl(self, authority: Authority, number: int, crl_der: bytes) -> None:
+        """Keep a newly signed CRL as the CA's current one."""
+        authority.crl_number, authority.crl_der = number, crl_der
+
     def lock_for_crl(self, authority: Authority) -> None:
         """Hold the CA's row until the transaction ends (PostgreSQL: SELECT ... FOR UPDATE), so two
         publishers cannot both sign the same CRL number."""

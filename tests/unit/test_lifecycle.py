@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from sync import config
 from sync.app import App
 from sync.clock import utcnow
-from sync.pki.revocation import REVOKE_REASONS
+from sync.pki.crl import REVOKE_REASONS
 
 
 def run(*args, cwd, expect=0, stdin=None):

@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from sync.pki import certs
-from sync.pki import revocation
+from sync.pki import crl as crls, ocsp as ocsp_responses
 from sync.clock import utcnow
 from sync.errors import UsageError
-from sync.pki.revocation import CertStatus, RevokedEntry
+from sync.pki.crl import RevokedEntry
+from sync.pki.ocsp import CertStatus
 
 BIN = Path(sys.executable).parent
 # openssl's display names for the CRL reason codes (crypto/x509/v3_enum.c)
@@ -98,28 +99,28 @@ def pki(tmp_path_factory):
     ("unspecified", "unspecified"),
 ])
 def test_parse_reason_accepts_rfc_names_and_variants(text, name):
-    assert revocation.parse_reason(text) == name
-    assert name in revocation.REASONS
+    assert crls.parse_reason(text) == name
+    assert name in crls.REASONS
 
 
 def test_parse_reason_refuses_unknown_and_names_the_allowed_values():
     with pytest.raises(UsageError, match="unknown revocation reason 'stolen'.*keyCompromise.*aACompromise"):
-        revocation.parse_reason("stolen")
+        crls.parse_reason("stolen")
     assert UsageError("x").exit_code == 2
 
 
 @pytest.mark.parametrize("text", ["removeFromCRL", "remove-from-crl", "remove_from_crl"])
 def test_remove_from_crl_is_refused_for_revoke(text):
     with pytest.raises(UsageError, match="removeFromCRL.*delta CRL"):
-        revocation.parse_reason(text)
+        crls.parse_reason(text)
     with pytest.raises(UsageError, match="delta CRL"):
         RevokedEntry(1, now_s(), text)
 
 
 def test_reasons_mapping_covers_rfc5280():
-    assert len(revocation.REASONS) == 10
-    assert set(revocation.REASONS.values()) == set(x509.ReasonFlags)
-    assert "removeFromCRL" not in revocation.REVOKE_REASONS and len(revocation.REVOKE_REASONS) == 9
+    assert len(crls.REASONS) == 10
+    assert set(crls.REASONS.values()) == set(x509.ReasonFlags)
+    assert "removeFromCRL" not in crls.REVOKE_REASONS and len(crls.REVOKE_REASONS) == 9
 
 
 # --- CRL ----------------------------------------------------------------------------------------
@@ -129,10 +130,10 @@ def verify(pki: Pki, crl_path: Path, leaf: str) -> subprocess.CompletedProcess:
                pki.files["issuing"], "-CRLfile", crl_path, pki.files[leaf])
 
 
-@pytest.mark.parametrize("reason", revocation.REVOKE_REASONS)
+@pytest.mark.parametrize("reason", crls.REVOKE_REASONS)
 def test_crl_revokes_with_each_reason(pki, tmp_path, reason):
     now = now_s()
-    crl = revocation.build_crl(pki.issuer, [RevokedEntry(pki.revoked.serial_number, pki.revoked_at, reason)],
+    crl = crls.build_crl(pki.issuer, [RevokedEntry(pki.revoked.serial_number, pki.revoked_at, reason)],
                                crl_number=7, now=now)
     path = tmp_path / "crl.pem"
     path.write_bytes(pem(crl))
@@ -155,8 +156,8 @@ def test_crl_revokes_with_each_reason(pki, tmp_path, reason):
 def test_crl_fields_and_pkilint(pki, tmp_path):
     now = now_s()
     entries = [RevokedEntry(serial, now - timedelta(days=1), reason)
-               for serial, reason in enumerate(revocation.REVOKE_REASONS, start=1000)]
-    crl = revocation.build_crl(pki.issuer, reversed(entries), crl_number=42, now=now,
+               for serial, reason in enumerate(crls.REVOKE_REASONS, start=1000)]
+    crl = crls.build_crl(pki.issuer, reversed(entries), crl_number=42, now=now,
                                next_update=timedelta(days=2))
     assert crl.is_signature_valid(pki.issuer.certificate.public_key())
     assert crl.issuer == pki.issuer.certificate.subject
@@ -174,7 +175,7 @@ def test_crl_fields_and_pkilint(pki, tmp_path):
         if entry.reason == "unspecified":
             assert reasons == []
         else:
-            assert reasons[0].value.reason == revocation.REASONS[entry.reason] and not reasons[0].critical
+            assert reasons[0].value.reason == crls.REASONS[entry.reason] and not reasons[0].critical
     path = tmp_path / "crl.der"
     path.write_bytes(der(crl))
     lint = run(BIN / "lint_crl", "lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING", path)
@@ -182,8 +183,8 @@ def test_crl_fields_and_pkilint(pki, tmp_path):
 
 
 def test_crl_number_increases_across_builds(pki, tmp_path):
-    first = revocation.build_crl(pki.issuer, [], crl_number=1, now=now_s() - timedelta(minutes=5))
-    second = revocation.build_crl(pki.issuer, [RevokedEntry(pki.revoked.serial_number, pki.revoked_at,
+    first = crls.build_crl(pki.issuer, [], crl_number=1, now=now_s() - timedelta(minutes=5))
+    second = crls.build_crl(pki.issuer, [RevokedEntry(pki.revoked.serial_number, pki.revoked_at,
                                                             "superseded")], crl_number=2, now=now_s())
     numbers = []
     for i, crl in enumerate((first, second)):
@@ -202,7 +203,7 @@ def test_crl_signed_by_rsa_and_ed25519_cas(tmp_path):
     for key_type in ("rsa-2048", "ed25519"):
         key = certs.generate_key(key_type)
         cert = certs.create_ca(f"CN={key_type} CA", key, timedelta(days=30))
-        crl = revocation.build_crl(certs.Issuer(cert, key), [RevokedEntry(5, now_s(), "keyCompromise")],
+        crl = crls.build_crl(certs.Issuer(cert, key), [RevokedEntry(5, now_s(), "keyCompromise")],
                                    crl_number=1, now=now_s())
         assert crl.is_signature_valid(cert.public_key())
         (tmp_path / "ca.pem").write_bytes(pem(cert))
@@ -214,13 +215,13 @@ def test_crl_signed_by_rsa_and_ed25519_cas(tmp_path):
 @pytest.mark.parametrize("kwargs", [{"crl_number": -1}, {"crl_number": 2 ** 159}, {"crl_number": 1, "next_update": timedelta(0)}])
 def test_crl_refuses_bad_parameters(pki, kwargs):
     with pytest.raises(ValueError):
-        revocation.build_crl(pki.issuer, [], now=now_s(), **kwargs)
+        crls.build_crl(pki.issuer, [], now=now_s(), **kwargs)
 
 
 def test_crl_refuses_duplicate_serial(pki):
     entries = [RevokedEntry(9, now_s()), RevokedEntry(9, now_s(), "superseded")]
     with pytest.raises(ValueError, match="twice"):
-        revocation.build_crl(pki.issuer, entries, crl_number=1, now=now_s())
+        crls.build_crl(pki.issuer, entries, crl_number=1, now=now_s())
 
 
 # --- OCSP ---------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def request_for(pki: Pki, leaf: x509.Certificate, *, nonce: bytes | None = None,
 def test_ocsp_answers_a_cryptography_request(pki, tmp_path, leaf, expected):
     nonce = os.urandom(16)
     now = now_s()
-    response = revocation.ocsp_response(pki.issuer, request_for(pki, getattr(pki, leaf), nonce=nonce),
+    response = ocsp_responses.ocsp_response(pki.issuer, request_for(pki, getattr(pki, leaf), nonce=nonce),
                                         pki.status_of(), now=now)
     assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert response.certificate_status.name.lower() == expected
@@ -269,16 +270,16 @@ def test_ocsp_answers_a_cryptography_request(pki, tmp_path, leaf, expected):
         assert f"Revocation Time: {pki.revoked_at:%b %e %H:%M:%S %Y} GMT" in out, out
 
 
-@pytest.mark.parametrize("reason", revocation.REVOKE_REASONS)
+@pytest.mark.parametrize("reason", crls.REVOKE_REASONS)
 def test_ocsp_revoked_reason_reaches_openssl(pki, tmp_path, reason):
-    response = revocation.ocsp_response(pki.issuer, request_for(pki, pki.revoked, algorithm=hashes.SHA256()),
+    response = ocsp_responses.ocsp_response(pki.issuer, request_for(pki, pki.revoked, algorithm=hashes.SHA256()),
                                         pki.status_of(reason), now=now_s())
     out = openssl_check(pki, tmp_path, response, "revoked", "-sha256")
     assert "revoked.pem: revoked" in out
     if reason == "unspecified":
         assert response.revocation_reason is None and "Reason:" not in out
     else:
-        assert response.revocation_reason == revocation.REASONS[reason]
+        assert response.revocation_reason == crls.REASONS[reason]
         # openssl 3.0 names reasons only up to removeFromCRL (8): for privilegeWithdrawn and
         # aACompromise it prints "(UNKNOWN) (0x9)", so check the code on the wire
         assert re.search(rf"Revocation Reason: \S+ \(0x{RFC_REASON_CODES[reason]:x}\)\n", out), out
@@ -289,7 +290,7 @@ def test_ocsp_answers_an_openssl_request(pki, tmp_path):
     made = run("openssl", "ocsp", "-issuer", pki.files["issuing"], "-cert", pki.files["revoked"],
                "-reqout", req, "-no_nonce")
     assert made.returncode == 0, made.stderr
-    response = revocation.ocsp_response(pki.issuer, req.read_bytes(), pki.status_of(), now=now_s())
+    response = ocsp_responses.ocsp_response(pki.issuer, req.read_bytes(), pki.status_of(), now=now_s())
     assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     with pytest.raises(x509.ExtensionNotFound):
         response.extensions.get_extension_for_class(x509.OCSPNonce)
@@ -301,7 +302,7 @@ def test_ocsp_echoes_the_nonce_of_an_openssl_request(pki, tmp_path):
     req = tmp_path / "req.der"
     assert run("openssl", "ocsp", "-issuer", pki.files["issuing"], "-cert", pki.files["live"],
                "-reqout", req).returncode == 0
-    response = revocation.ocsp_response(pki.issuer, req.read_bytes(), pki.status_of(), now=now_s())
+    response = ocsp_responses.ocsp_response(pki.issuer, req.read_bytes(), pki.status_of(), now=now_s())
     (tmp_path / "resp.der").write_bytes(der(response))
     # with -reqin, openssl compares the nonces itself ("Nonce Verify error" / "no nonce in response")
     check = run("openssl", "ocsp", "-reqin", req, "-respin", tmp_path / "resp.der", "-issuer",
@@ -311,7 +312,7 @@ def test_ocsp_echoes_the_nonce_of_an_openssl_request(pki, tmp_path):
 
 
 def test_ocsp_response_passes_pkilint(pki, tmp_path):
-    response = revocation.ocsp_response(pki.issuer, request_for(pki, pki.revoked, nonce=os.urandom(16)),
+    response = ocsp_responses.ocsp_response(pki.issuer, request_for(pki, pki.revoked, nonce=os.urandom(16)),
                                         pki.status_of(), now=now_s())
     path = tmp_path / "resp.der"
     path.write_bytes(der(response))
@@ -325,7 +326,7 @@ def test_ocsp_for_another_ca_is_unauthorized(pki, tmp_path):
     for request in (request_for(pki, stranger, issuer=pki.other.certificate),
                     # the issuing CA's own certificate is the root's to answer for
                     request_for(pki, pki.issuer.certificate, issuer=pki.root)):
-        response = revocation.ocsp_response(pki.issuer, request, pki.status_of(), now=now_s())
+        response = ocsp_responses.ocsp_response(pki.issuer, request, pki.status_of(), now=now_s())
         assert response.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
     (tmp_path / "resp.der").write_bytes(der(response))
     text = run("openssl", "ocsp", "-respin", tmp_path / "resp.der", "-resp_text", "-noverify")
@@ -334,7 +335,7 @@ def test_ocsp_for_another_ca_is_unauthorized(pki, tmp_path):
 
 @pytest.mark.parametrize("garbage", [b"", b"not an OCSP request", b"\x30\x03\x02\x01\x01"])
 def test_ocsp_garbage_is_malformed_request(pki, tmp_path, garbage):
-    response = revocation.ocsp_response(pki.issuer, garbage, pki.status_of(), now=now_s())
+    response = ocsp_responses.ocsp_response(pki.issuer, garbage, pki.status_of(), now=now_s())
     assert response.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     (tmp_path / "resp.der").write_bytes(der(response))
     text = run("openssl", "ocsp", "-respin", tmp_path / "resp.der", "-resp_text", "-noverify")
@@ -345,13 +346,13 @@ def test_ocsp_garbage_is_malformed_request(pki, tmp_path, garbage):
                                              (CertStatus.revoked(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
                                                                  "certificate-hold"), "revoked")])
 def test_ocsp_response_for_cert(pki, tmp_path, status, expected):
-    response = revocation.ocsp_response_for_cert(pki.issuer, pki.live, status, now_s())
+    response = ocsp_responses.ocsp_response_for_cert(pki.issuer, pki.live, status, now_s())
     out = openssl_check(pki, tmp_path, response, "live")
     assert f"live.pem: {expected}" in out
     if expected == "revoked":
         assert "Reason: certificateHold" in out and "Revocation Time: Jan  2 03:04:05 2026 GMT" in out
     with pytest.raises(ValueError, match="not issued by this CA"):
-        revocation.ocsp_response_for_cert(pki.other, pki.live, status, now_s())
+        ocsp_responses.ocsp_response_for_cert(pki.other, pki.live, status, now_s())
 
 
 def test_ocsp_signed_by_rsa_and_ed25519_cas(tmp_path):
@@ -363,7 +364,7 @@ def test_ocsp_signed_by_rsa_and_ed25519_cas(tmp_path):
         (tmp_path / "ca.pem").write_bytes(pem(issuer.certificate))
         (tmp_path / "leaf.pem").write_bytes(pem(leaf))
         request = der(ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer.certificate, hashes.SHA1()).build())
-        response = revocation.ocsp_response(issuer, request, lambda serial: CertStatus.good(), now=now_s())
+        response = ocsp_responses.ocsp_response(issuer, request, lambda serial: CertStatus.good(), now=now_s())
         (tmp_path / "resp.der").write_bytes(der(response))
         check = run("openssl", "ocsp", "-respin", tmp_path / "resp.der", "-issuer", tmp_path / "ca.pem",
                     "-CAfile", tmp_path / "ca.pem", "-cert", tmp_path / "leaf.pem", "-no_nonce")
