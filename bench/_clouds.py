@@ -141,9 +141,8 @@ class Project:
         from sync import config
         from sync.app import App
         cfg = config.load(self.folder / "sync.toml")
-        store = App(cfg).store
-        with store.session() as session:
-            return {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in store.latest_versions(session)}
+        with App(cfg) as app, app.store.transaction() as tx:
+            return {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in tx.certificates.latest_versions()}
 
 
 @dataclass

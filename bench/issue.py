@@ -11,11 +11,11 @@ to generate, so fewer of them keep the run short):
     (basicConstraints, keyUsage, extendedKeyUsage, SAN, SKI, AKI, CRL distribution point, OCSP
     URL), sign it with the issuing CA's key (ec-p256). Pure cryptography calls, nothing stored,
     nothing serialised;
-  * certsync: the library call path `certsync apply` uses (`sync.app.apply`) on a config
+  * certsync: the library call path `certsync apply` uses (`App.apply`) on a config
     with N certificates and no destination, into a fresh SQLite store (init not timed): plan,
     policy checks, key generation, signing, keys encrypted (AES-256-GCM), rows written;
-  * certsync, one transaction per certificate: what `apply` did before batching (enroll.issue,
-    one session each), for reference.
+  * certsync, one transaction per certificate: what `apply` did before batching (issue_many
+    with batch_size 1), for reference.
 
 Bare loop and certsync take turns (--repeat times, a fresh store each time) and the medians are
 compared, so load from other processes hits both alike; a short warm-up goes first. Rates are
@@ -44,8 +44,10 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from sync import config as config_mod, enroll  # noqa: E402
-from sync.app import App
+from sync import config as config_mod  # noqa: E402
+from sync.app import App  # noqa: E402
+from sync.ca.issue import IssueRequest, issue_many  # noqa: E402
+from sync.clock import utcnow  # noqa: E402
 
 CRL_URL = "http://pki.example.internal/crl/issuing.crl"
 OCSP_URL = "http://pki.example.internal/ocsp"
@@ -119,9 +121,8 @@ def certsync_run(n: int, key_type: str, per_certificate: bool = False) -> tuple[
         if per_certificate:
             store = App(cfg).store
             started, cpu = time.perf_counter(), time.process_time()
-            for name in cfg.certificate:
-                with store.session() as session:
-                    enroll.issue(cfg, store, session, name, previous=store.current(session, name))
+            for _ in issue_many(cfg, store, [IssueRequest(name) for name in cfg.certificate], utcnow(), batch_size=1):
+                pass
             return time.perf_counter() - started, time.process_time() - cpu
         started, cpu = time.perf_counter(), time.process_time()
         report = App(cfg).apply()

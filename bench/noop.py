@@ -91,9 +91,8 @@ def naive_worker(parallel: bool) -> int:
     from sync.app import App
     from sync.reconcile.destinations import Providers
     cfg = config_mod.load("sync.toml")
-    store = App(cfg).store
-    with store.session() as session:
-        leaves = {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in store.latest_versions(session)}
+    with App(cfg) as app, app.store.transaction() as tx:
+        leaves = {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in tx.certificates.latest_versions()}
     providers = Providers(cfg)
     targets = [(ref.to, ref.name, name) for name, spec in cfg.certificate.items() for ref in spec.targets(name)]
 

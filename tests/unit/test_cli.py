@@ -142,3 +142,39 @@ def test_new_issuing_ca_moves_the_chain(workdir):
     chain = x509.load_pem_x509_certificates(pem.encode())
     assert chain[1].subject.rfc4514_string() == "CN=Test Issuing CA 2,O=certsync tests"
     assert chain[0].issuer == chain[1].subject
+
+
+def test_global_options_after_the_subcommand(workdir):
+    """Users of aws, gh and kubectl put flags after the command: the same run either way."""
+    (workdir / "conf").mkdir()
+    (workdir / "sync.toml").rename(workdir / "conf" / "x.toml")
+    run("init", "--config", "conf/x.toml", cwd=workdir)
+    quiet = run("apply", "-q", "--config", "conf/x.toml", cwd=workdir)
+    assert quiet.stdout == "" and quiet.stderr == ""
+    after = json.loads(run("list", "--output", "json", "--config", "conf/x.toml", cwd=workdir).stdout)
+    before = json.loads(run("--output", "json", "--config", "conf/x.toml", "list", cwd=workdir).stdout)
+    assert after == before and [c["name"] for c in after["certificates"]] == ["api"]
+    plan = run("plan", "--config=conf/x.toml", "--output=json", "--detailed-exitcode", cwd=workdir)
+    assert json.loads(plan.stdout)["changes"] == 0
+    logs = run("list", "--config", "conf/x.toml", "--log-format", "json", "--output", "json", cwd=workdir)
+    assert json.loads(logs.stdout)["certificates"]
+    # --debug after the command shows the traceback of a failure, and the one-line error
+    failed = run("export", "nope", "--config", "conf/x.toml", "--debug", cwd=workdir, check=False)
+    assert failed.returncode == 2 and "Traceback" in failed.stderr
+    assert failed.stderr.rstrip().splitlines()[-1].startswith("error: unknown certificate 'nope'")
+    plain = run("export", "nope", "--config", "conf/x.toml", cwd=workdir, check=False)
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+
+
+def test_plan_list_metrics_and_a_current_crl_need_no_master_key(workdir):
+    """A pull-request plan job runs without the key: only commands that open a private key need it."""
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    run("crl", "issuing", "--pem", cwd=workdir)              # publishes the first CRL (needs the key)
+    (workdir / "certsync.key").rename(workdir / "elsewhere.key")
+    assert json.loads(run("--output", "json", "plan", cwd=workdir).stdout)["changes"] == 0
+    assert json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"][0]["name"] == "api"
+    assert "certsync_certificate_not_after_seconds" in run("metrics", cwd=workdir).stdout
+    assert "BEGIN X509 CRL" in run("crl", "issuing", "--pem", cwd=workdir).stdout
+    export = run("export", "api", cwd=workdir, check=False)       # a private key: the key is needed
+    assert export.returncode == 1 and export.stderr.startswith("error: no master key") and "BEGIN" not in export.stdout
