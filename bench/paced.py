@@ -58,7 +58,7 @@ PYTHON = sys.executable
 CLOUDS = ("gcp", "azure", "aws")
 DEFAULT_N = {"aws": 500, "gcp": 40, "azure": 200}
 TARGET = 0.90
-HEADROOM = 0.95                  # certsync's default share of a quota (sync/pacing.py)
+HEADROOM = 0.95                  # certsync's default share of a quota (sync/reconcile/pacing.py)
 UNPACED = 100_000                # max_calls_per_second that turns pacing off
 
 GCP_WINDOW, GCP_WRITES_PER_WINDOW = 6.0, 60          # 10 writes/s

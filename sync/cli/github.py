@@ -2,7 +2,7 @@
 and step outputs.
 
 Pure functions over the documents `--output json` prints (a report from apply/push/renew/retire,
-a plan, a list), so a saved report renders the same as a live one. `certsync --github` (sync/cli.py)
+a plan, a list), so a saved report renders the same as a live one. `certsync --github` (sync/cli/output.py)
 writes what they return: the Markdown to $GITHUB_STEP_SUMMARY, the outputs to $GITHUB_OUTPUT, the
 annotations to stdout (stderr with --output json; the runner reads workflow commands from both).
 

@@ -182,7 +182,8 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
             check_written(read, job.payload.fingerprint, job.payload.body)
         return Result(action, Status.DONE, detail=remote.version or "", job=job)
     except Exception as exc:  # one line per failure; the run goes on
-        return Result(action, Status.FAILED, one_line(exc))
+        # the result names its destination already: not twice (`-> aws/x: destination 'aws': ...`)
+        return Result(action, Status.FAILED, one_line(exc).removeprefix(f"destination {action.destination!r}: "))
 
 
 def _record(store: Store, report: Report, retired: Iterable[str]) -> None:

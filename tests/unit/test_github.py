@@ -1,4 +1,4 @@
-"""sync/github.py (JSON documents -> step summary, annotations, outputs) and `certsync --github`."""
+"""sync/cli/github.py (JSON documents -> step summary, annotations, outputs) and `certsync --github`."""
 import json
 import os
 import subprocess
