@@ -6,7 +6,8 @@ import pytest
 
 from providers import base
 from providers.registry import MODULES, descriptor, descriptors, destination_models
-from sync import config, pacing
+from sync import config
+from sync.reconcile import pacing
 from sync.errors import NameError_
 
 
