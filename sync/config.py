@@ -160,9 +160,12 @@ class ProfileConfig(Strict):
         "On renewal, make a new key (\"rotate\") or keep the current one (\"reuse\")."))
     allowed_domains: list[str] = Field(default_factory=list, description=(
         "DNS names allowed in certificates: exact names, or \"*.example.internal\" for one label under it; empty "
-        "allows any name."))
+        "allows no DNS name (deny by default)."))
     allowed_ips: list[str] = Field(default_factory=list, description=(
         "IP networks (CIDR) that IP addresses in certificates must fall within; empty allows none."))
+    allow_any_name: bool = Field(False, description=(
+        "Issue for any DNS name and IP address (no allowed_domains or allowed_ips then). An explicit opt-in: "
+        "init and plan warn about every profile that sets it."))
     usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
         "Extended key usages of the certificates."))
 
@@ -173,6 +176,9 @@ class ProfileConfig(Strict):
             raise ValueError("renew_before must be shorter than validity")
         if self.max_validity is not None and self.validity > self.max_validity:
             raise ValueError("validity must not exceed max_validity")
+        if self.allow_any_name and (self.allowed_domains or self.allowed_ips):
+            raise ValueError("allow_any_name = true cannot be combined with allowed_domains or allowed_ips "
+                             "(it allows every name): keep one")
         return self
 
     @field_validator("allowed_ips")
@@ -434,6 +440,12 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
         if (ref.to, ref.name) in seen:
             yield where, f"duplicate destination {ref.to!r} with name {ref.name!r}"
         seen.add((ref.to, ref.name))
+
+
+def warnings(config: Config) -> list[str]:
+    """What a valid config does that deserves a loud word (init and plan print these)."""
+    return [f"profile {name!r} has allow_any_name = true: it issues certificates for any DNS name or IP address"
+            for name, profile in config.profile.items() if profile.allow_any_name]
 
 
 def _names(section: dict[str, Any]) -> str:

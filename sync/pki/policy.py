@@ -13,9 +13,7 @@ if TYPE_CHECKING:
 
 def domain_allowed(name: str, patterns: Sequence[str]) -> bool:
     """`*.example.internal` matches exactly one label under example.internal (RFC 6125 style);
-    a plain pattern matches itself. An empty pattern list allows any name."""
-    if not patterns:
-        return True
+    a plain pattern matches itself. An empty pattern list allows no name."""
     name = name.lower().rstrip(".")
     for pattern in (p.lower().rstrip(".") for p in patterns):
         if pattern.startswith("*."):
@@ -36,15 +34,24 @@ def ip_allowed(address: str, networks: Sequence[str]) -> bool:
 
 def check_request(profile_name: str, profile: ProfileConfig, *, dns_names: Sequence[str],
                   ip_addresses: Sequence[str], key_type: str, validity: timedelta) -> None:
+    """Deny by default: a name passes only when the profile names it (allowed_domains, allowed_ips)
+    or explicitly allows any name (allow_any_name = true)."""
     where = f"profile {profile_name!r}"
-    for name in dns_names:
-        if not domain_allowed(name, profile.allowed_domains):
-            raise PolicyError(f"{where}: DNS name {name!r} is not within allowed_domains "
-                              f"({', '.join(profile.allowed_domains)})")
-    for address in ip_addresses:
-        if not ip_allowed(address, profile.allowed_ips):
-            raise PolicyError(f"{where}: IP address {address} is not within allowed_ips "
-                              f"({', '.join(profile.allowed_ips) or 'none allowed'})")
+    if not profile.allow_any_name:
+        for name in dns_names:
+            if not profile.allowed_domains:
+                raise PolicyError(f"{where}: DNS name {name!r} is not allowed: the profile has no allowed_domains "
+                                  "(set allowed_domains, or allow_any_name = true)")
+            if not domain_allowed(name, profile.allowed_domains):
+                raise PolicyError(f"{where}: DNS name {name!r} is not within allowed_domains "
+                                  f"({', '.join(profile.allowed_domains)})")
+        for address in ip_addresses:
+            if not profile.allowed_ips:
+                raise PolicyError(f"{where}: IP address {address} is not allowed: the profile has no allowed_ips "
+                                  "(set allowed_ips, or allow_any_name = true)")
+            if not ip_allowed(address, profile.allowed_ips):
+                raise PolicyError(f"{where}: IP address {address} is not within allowed_ips "
+                                  f"({', '.join(profile.allowed_ips)})")
     allowed = profile.allowed_keys if profile.allowed_keys is not None else [profile.key]
     if key_type not in allowed:
         raise PolicyError(f"{where}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})")
