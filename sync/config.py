@@ -127,7 +127,9 @@ class CAConfig(Strict):
     crl_lifetime: Duration = Field(timedelta(days=7), description=(
         "Validity of each CRL this CA issues (nextUpdate - thisUpdate)."))
     path_length: int | None = Field(default=None, ge=0, description=(
-        "pathLenConstraint of the CA certificate; unset leaves the path length unconstrained."))
+        "pathLenConstraint of the CA certificate. Unset: derived from the declared hierarchy for a CA with a "
+        "parent (the number of CA levels below it, 0 for an issuing CA); a root is left unconstrained. A value "
+        "smaller than the CA levels declared below it is refused."))
 
     @field_validator("subject")
     @classmethod
@@ -323,6 +325,25 @@ class Config(BaseSettings):
             return prefix + str(self.resolve(url[len(prefix):]))
         return url
 
+    def levels_below(self, ca_name: str) -> tuple[int, str | None]:
+        """(CA levels in the deepest chain below `ca_name`, the CA right below it on that chain):
+        the pathLenConstraint the hierarchy needs. A CA with no CA below it: (0, None)."""
+        best: tuple[int, str | None] = (0, None)
+        for name, ca in self.ca.items():
+            if ca.parent == ca_name and name != ca_name:
+                depth = self.levels_below(name)[0] + 1
+                if depth > best[0]:
+                    best = (depth, name)
+        return best
+
+    def path_length_of(self, ca_name: str) -> int | None:
+        """The pathLenConstraint written into the CA's certificate: as configured; unset, derived from
+        the hierarchy for a CA with a parent; None (unconstrained) for a root."""
+        spec = self.ca[ca_name]
+        if spec.path_length is not None or spec.parent is None:
+            return spec.path_length
+        return self.levels_below(ca_name)[0]
+
     def chain_of(self, ca_name: str) -> list[str]:
         """CA names from `ca_name` up to its root."""
         chain = [ca_name]
@@ -399,18 +420,29 @@ def _reference_problems(config: Config):
 
 
 def _ca_problems(config: Config):
+    sound = True
     for name, ca in config.ca.items():
         if ca.parent is not None and ca.parent not in config.ca:
             yield f"ca.{name}.parent", f"unknown CA {ca.parent!r} (defined: {_names(config.ca)})"
+            sound = False
             continue
         seen = {name}
         current = ca
         while current.parent is not None and current.parent in config.ca:
             if current.parent in seen:
                 yield f"ca.{name}.parent", "CA parents form a cycle"
+                sound = False
                 break
             seen.add(current.parent)
             current = config.ca[current.parent]
+    if not sound:
+        return
+    for name, ca in config.ca.items():
+        depth, below = config.levels_below(name)
+        if ca.path_length is not None and ca.path_length < depth:
+            yield (f"ca.{name}.path_length", f"{ca.path_length} leaves no room for the CA below it "
+                   f"({below}, {depth} level{'s' if depth > 1 else ''} deep): remove path_length or set it to "
+                   f"at least {depth}")
 
 
 def _certificate_problems(config: Config, name: str, cert: CertificateConfig):

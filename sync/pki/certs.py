@@ -87,7 +87,8 @@ class _IssuerParts:
 
 def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
               path_length: int | None = None, now: datetime | None = None) -> x509.Certificate:
-    """A root (parent None, self-signed) or an intermediate signed by `parent`."""
+    """A root (parent None, self-signed) or an intermediate signed by `parent`. path_length None:
+    unconstrained (the config derives it from the hierarchy: Config.path_length_of)."""
     now = now or utcnow()
     name = x509.Name.from_rfc4514_string(subject)
     if parent is None:
@@ -97,8 +98,6 @@ def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Iss
         issuer_public = parent.certificate.public_key()
         # An intermediate may not outlive its parent.
         validity = min(validity, parent.certificate.not_valid_after_utc - now)
-        if path_length is None:
-            path_length = 0
     builder = (_base_builder(name, issuer_name, key.public_key(), now, validity, issuer_public)
                .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,

@@ -104,3 +104,130 @@ def test_allow_any_name_issues_and_init_and_plan_warn(workdir):
     csr = write_csr(workdir / "google.csr", "www.google.com")
     result = run("sign", "--csr", str(csr), "--profile", "any", "--out", "chain.pem", cwd=workdir)
     assert (workdir / "chain.pem").exists() and "issued www-google-com" in result.stdout
+
+
+# -- 3. path length right --------------------------------------------------------------------------
+
+THREE_LEVELS = """
+[ca.root]
+subject = "CN=Three Root CA,O=certsync tests"
+key = "ec-p384"
+
+[ca.policy]
+parent = "root"
+subject = "CN=Three Policy CA,O=certsync tests"
+key = "ec-p384"
+
+[ca.issuing]
+parent = "policy"
+subject = "CN=Three Issuing CA,O=certsync tests"
+key = "ec-p256"
+
+[profile.tls]
+ca = "issuing"
+allowed_domains = ["*.example.internal"]
+usages = ["serverAuth", "clientAuth"]
+
+[certificate.api]
+profile = "tls"
+common_name = "api.example.internal"
+"""
+
+
+def basic_constraints(cert):
+    from cryptography import x509
+    return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+
+
+def test_three_level_hierarchy_verifies_with_openssl(workdir):
+    from cryptography import x509
+    (workdir / "sync.toml").write_text(textwrap.dedent(THREE_LEVELS))
+    run("init", cwd=workdir)
+    run("apply", cwd=workdir)
+    payload = json.loads(run("export", "api", "--format", "json", cwd=workdir).stdout)
+    (workdir / "root.pem").write_text(payload["ca_certificate"])
+    (workdir / "leaf.pem").write_text(payload["certificate"])
+    (workdir / "intermediates.pem").write_text(payload["certificate_chain"])
+    chain = x509.load_pem_x509_certificates(payload["certificate_chain"].encode())
+    root = x509.load_pem_x509_certificate(payload["ca_certificate"].encode())
+    # derived from the hierarchy: issuing 0, policy 1; the root (a trust anchor) is left unconstrained
+    assert [basic_constraints(c).path_length for c in (*chain, root)] == [0, 1, None]
+    for purpose in ("sslserver", "sslclient"):
+        verify = subprocess.run(["openssl", "verify", "-purpose", purpose, "-CAfile", "root.pem",
+                                 "-untrusted", "intermediates.pem", "leaf.pem"],
+                                capture_output=True, text=True, cwd=workdir)
+        assert verify.returncode == 0 and verify.stdout.strip() == "leaf.pem: OK", verify.stdout + verify.stderr
+
+
+def test_path_length_that_contradicts_the_hierarchy_is_refused(workdir):
+    text = textwrap.dedent(THREE_LEVELS).replace('[ca.policy]\n', '[ca.policy]\npath_length = 0\n')
+    (workdir / "sync.toml").write_text(text)
+    result = run("plan", cwd=workdir, check=False)
+    assert result.returncode == 2
+    assert result.stderr == ("error: sync.toml: ca.policy.path_length: 0 leaves no room for the CA below it "
+                             "(issuing, 1 level deep): remove path_length or set it to at least 1\n")
+    (workdir / "sync.toml").write_text(text.replace("path_length = 0", "path_length = 3"))   # room to grow is fine
+    run("init", cwd=workdir)
+
+
+def test_init_refuses_a_ca_under_a_parent_whose_certificate_forbids_it(workdir):
+    run("init", cwd=workdir)          # issuing is made with pathLen 0: nothing below it
+    append(workdir, '\n[ca.sub]\nparent = "issuing"\nsubject = "CN=Sub CA"\n')
+    result = run("init", cwd=workdir, check=False)
+    assert result.returncode == 2
+    assert result.stderr == ("error: ca.sub: cannot be created under 'issuing': the certificate of CA 'issuing' has "
+                             "pathLen 0, but the declared hierarchy puts 1 CA level below it; give 'sub' another "
+                             "parent, or replace 'issuing'\n")
+    assert json.loads(run("--output", "json", "list", cwd=workdir).stdout)["cas"][-1]["name"] == "issuing"
+
+
+def make_chain(key_type="ec-p256", policy_path_length=0):
+    """root -> policy (pathLen as given) -> issuing -> leaf, built directly (certsync would refuse it)."""
+    from datetime import datetime, timezone
+    now = datetime.now(timezone.utc)
+    root_key = certs.generate_key(key_type)
+    root = certs.create_ca("CN=Root", root_key, timedelta(days=10), now=now)
+    policy_key = certs.generate_key(key_type)
+    policy_ca = certs.create_ca("CN=Policy", policy_key, timedelta(days=10), parent=certs.Issuer(root, root_key),
+                                path_length=policy_path_length, now=now)
+    issuing_key = certs.generate_key(key_type)
+    issuing = certs.create_ca("CN=Issuing", issuing_key, timedelta(days=10),
+                              parent=certs.Issuer(policy_ca, policy_key), now=now)
+    key = certs.generate_key(key_type)
+    leaf = certs.issue_leaf(certs.Issuer(issuing, issuing_key), key.public_key(), common_name="a.example.internal",
+                            validity=timedelta(days=1), now=now)
+    from sync.pki.bundle import Bundle
+    return Bundle("a", 1, leaf, key, [issuing, policy_ca], root), now
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048", "ed25519"])
+def test_check_bundle_refuses_a_violated_path_length(key_type):
+    from sync.errors import VerifyError
+    from sync.pki.bundle import check_bundle
+    good, now = make_chain(key_type, policy_path_length=1)
+    check_bundle(good, now=now)
+    bad, now = make_chain(key_type, policy_path_length=0)
+    with pytest.raises(VerifyError, match=r"^certificate 'a': 'CN=Policy' has pathLen 0 but 1 CA certificate "
+                                          r"follows it"):
+        check_bundle(bad, now=now)
+
+
+def test_check_bundle_refuses_a_chain_not_valid_at_the_validation_time():
+    from sync.errors import VerifyError
+    from sync.pki.bundle import check_bundle
+    good, now = make_chain(policy_path_length=1)
+    with pytest.raises(VerifyError, match=r"^certificate 'a': 'CN=a.example.internal' is not valid at "):
+        check_bundle(good, now=now + timedelta(days=2))
+
+
+def test_cryptography_relying_party_check_is_wired_in():
+    """Our own path rules run first (they also cover Ed25519); cryptography's verifier must
+    refuse the same chain on its own, with one line naming the certificate."""
+    from sync.errors import VerifyError
+    from sync.pki import bundle as bundle_mod
+    bad, now = make_chain(policy_path_length=0)
+    with pytest.raises(VerifyError, match=r"^certificate 'a': the chain from 'CN=a.example.internal' to 'CN=Root' "
+                                          r"does not validate \(RFC 5280\): [^\n]+$"):
+        bundle_mod._relying_party(bad, now)
+    good, now = make_chain(policy_path_length=1)
+    bundle_mod._relying_party(good, now)
