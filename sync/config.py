@@ -113,6 +113,52 @@ class StoreConfig(Strict):
         "How long a run waits for another run's store lock before failing; 0 fails at once."))
 
 
+class NameConstraintsConfig(Strict):
+    """RFC 5280 name constraints of a CA (a critical extension of its certificate)."""
+    permitted_dns: list[str] = Field(default_factory=list, description=(
+        "DNS subtrees the names below this CA must be within: \"example.internal\" holds it and every name under it."))
+    excluded_dns: list[str] = Field(default_factory=list, description=(
+        "DNS subtrees no name below this CA may be within."))
+    permitted_ip: list[str] = Field(default_factory=list, description=(
+        "IP networks (CIDR) the IP addresses below this CA must be within."))
+    excluded_ip: list[str] = Field(default_factory=list, description=(
+        "IP networks (CIDR) no IP address below this CA may be within."))
+
+    @field_validator("permitted_dns", "excluded_dns")
+    @classmethod
+    def _subtrees(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item.startswith("*") or not _DNS_NAME.fullmatch(item) or len(item) > 253:
+                raise ValueError(f"{item!r} is not a DNS name subtree like example.internal (no wildcard: a subtree "
+                                 "already holds every name under it)")
+        return value
+
+    @field_validator("permitted_ip", "excluded_ip")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8 (no host bits set)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "NameConstraintsConfig":
+        if not (self.permitted_dns or self.excluded_dns or self.permitted_ip or self.excluded_ip):
+            raise ValueError("name at least one permitted or excluded subtree (RFC 5280 forbids empty name constraints)")
+        return self
+
+    def extension(self):
+        """The x509.NameConstraints to write into the CA certificate and to check requests against."""
+        from cryptography import x509
+        permitted = [*(x509.DNSName(d) for d in self.permitted_dns),
+                     *(x509.IPAddress(ipaddress.ip_network(n)) for n in self.permitted_ip)]
+        excluded = [*(x509.DNSName(d) for d in self.excluded_dns),
+                    *(x509.IPAddress(ipaddress.ip_network(n)) for n in self.excluded_ip)]
+        return x509.NameConstraints(permitted_subtrees=permitted or None, excluded_subtrees=excluded or None)
+
+
 class CAConfig(Strict):
     subject: str = Field(description=(
         "Distinguished name (RFC 4514) with a CN, e.g. \"CN=Example Root CA,O=Example\"."))
@@ -130,6 +176,10 @@ class CAConfig(Strict):
         "pathLenConstraint of the CA certificate. Unset: derived from the declared hierarchy for a CA with a "
         "parent (the number of CA levels below it, 0 for an issuing CA); a root is left unconstrained. A value "
         "smaller than the CA levels declared below it is refused."))
+    name_constraints: NameConstraintsConfig | None = Field(None, description=(
+        "Name constraints (RFC 5280 4.2.1.10) written into the CA certificate as a critical extension, e.g. "
+        "{ permitted_dns = [\"example.internal\"], excluded_ip = [\"10.99.0.0/16\"] }; certsync also refuses to "
+        "issue a certificate outside the constraints of any CA above it."))
 
     @field_validator("subject")
     @classmethod

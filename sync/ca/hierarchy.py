@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from sync.errors import ConfigError, StoreError
-from sync.pki import certs
+from sync.pki import certs, policy
 from sync.store import Authority, Transaction
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ def _create(config: Config, tx: Transaction, name: str, now: datetime) -> Author
         _check_room_below(config, parent_row, name)
     key = certs.generate_key(spec.key)
     cert = certs.create_ca(spec.subject, key, spec.validity, parent=parent,
-                           path_length=config.path_length_of(name), now=now)
+                           path_length=config.path_length_of(name),
+                           name_constraints=spec.name_constraints.extension() if spec.name_constraints else None,
+                           now=now)
     return tx.authorities.add(name, cert, key, spec.key, parent_row)
 
 
@@ -73,6 +75,14 @@ def _check_room_below(config: Config, parent_row: Authority, name: str) -> None:
                               f"give {name!r} another parent, or replace {row.name!r}")
         needed += 1
         row = row.parent
+
+
+def check_name_constraints(config: Config, ca_name: str, dns_names, ip_addresses) -> None:
+    """Refuse names outside the name constraints of `ca_name` or of any CA above it (PolicyError)."""
+    for name in config.chain_of(ca_name):
+        constraints = config.ca[name].name_constraints
+        if constraints is not None:
+            policy.check_name_constraints(f"CA {name!r}", constraints.extension(), dns_names, ip_addresses)
 
 
 def issuer_for(config: Config, tx: Transaction, ca_name: str) -> tuple[Authority, certs.Issuer]:

@@ -86,7 +86,8 @@ class _IssuerParts:
 
 
 def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
-              path_length: int | None = None, now: datetime | None = None) -> x509.Certificate:
+              path_length: int | None = None, name_constraints: x509.NameConstraints | None = None,
+              now: datetime | None = None) -> x509.Certificate:
     """A root (parent None, self-signed) or an intermediate signed by `parent`. path_length None:
     unconstrained (the config derives it from the hierarchy: Config.path_length_of)."""
     now = now or utcnow()
@@ -104,6 +105,8 @@ def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Iss
                                             key_encipherment=False, data_encipherment=False,
                                             key_agreement=False, key_cert_sign=True, crl_sign=True,
                                             encipher_only=False, decipher_only=False), critical=True))
+    if name_constraints is not None:     # RFC 5280 4.2.1.10: MUST be critical
+        builder = builder.add_extension(name_constraints, critical=True)
     if parent is not None:
         builder = _add_revocation_pointers(builder, parent)
     return builder.sign(signer, signature_hash(signer))

@@ -231,3 +231,128 @@ def test_cryptography_relying_party_check_is_wired_in():
         bundle_mod._relying_party(bad, now)
     good, now = make_chain(policy_path_length=1)
     bundle_mod._relying_party(good, now)
+
+
+# -- 2. name constraints on CAs --------------------------------------------------------------------
+
+CONSTRAINED = """
+[ca.root]
+subject = "CN=Constrained Root CA,O=certsync tests"
+key = "ec-p384"
+name_constraints = { excluded_dns = ["secret.example.internal"] }
+
+[ca.issuing]
+parent = "root"
+subject = "CN=Constrained Issuing CA,O=certsync tests"
+key = "ec-p256"
+name_constraints = { permitted_dns = ["example.internal"], permitted_ip = ["10.0.0.0/8"], excluded_ip = ["10.99.0.0/16"] }
+
+[profile.tls]
+ca = "issuing"
+allowed_domains = ["*.example.internal", "*.example.com"]
+allowed_ips = ["10.0.0.0/8"]
+usages = ["serverAuth"]
+
+[certificate.api]
+profile = "tls"
+common_name = "api.example.internal"
+ip_addresses = ["10.1.2.3"]
+"""
+
+
+@pytest.fixture
+def constrained(workdir):
+    (workdir / "sync.toml").write_text(textwrap.dedent(CONSTRAINED))
+    run("init", cwd=workdir)
+    return workdir
+
+
+def test_name_constraints_are_written_critical_and_pass_pkilint(constrained):
+    from cryptography import x509
+    from sync import config
+    from sync.app import App
+    lint = str(__import__("pathlib").Path(sys.executable).parent / "lint_pkix_cert")
+    with App(config.load(constrained / "sync.toml")).store.transaction() as tx:
+        cas = {name: tx.authorities.active(name).certificate for name in ("root", "issuing")}
+    extension = cas["issuing"].extensions.get_extension_for_class(x509.NameConstraints)
+    assert extension.critical
+    assert extension.value.permitted_subtrees == [x509.DNSName("example.internal"),
+                                                  x509.IPAddress(__import__("ipaddress").ip_network("10.0.0.0/8"))]
+    assert extension.value.excluded_subtrees == [x509.IPAddress(__import__("ipaddress").ip_network("10.99.0.0/16"))]
+    root_constraints = cas["root"].extensions.get_extension_for_class(x509.NameConstraints)
+    assert root_constraints.critical and root_constraints.value.permitted_subtrees is None
+    for name, cert in cas.items():
+        path = constrained / f"{name}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        result = subprocess.run([lint, "lint", "-s", "WARNING", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("names, message", [
+    ('common_name = "api.example.com"',
+     "CA 'issuing': DNS name 'api.example.com' is outside its name constraints (permitted: example.internal)"),
+    ('common_name = "secret.example.internal"',           # the root's exclusion, two levels up
+     "CA 'root': DNS name 'secret.example.internal' is within its excluded name constraint 'secret.example.internal'"),
+    ('common_name = "ok.example.internal"\nip_addresses = ["10.99.0.1"]',
+     "CA 'issuing': IP address 10.99.0.1 is within its excluded name constraint 10.99.0.0/16"),
+])
+def test_certsync_refuses_to_issue_outside_name_constraints(constrained, names, message):
+    append(constrained, f'\n[certificate.bad]\nprofile = "tls"\n{names}\n')
+    result = run("apply", cwd=constrained, check=False)
+    assert result.returncode == 1 and result.stderr == f"error: issue bad -> bad: {message}\n"
+    listed = [c["name"] for c in json.loads(run("--output", "json", "list", cwd=constrained).stdout)["certificates"]]
+    assert listed == ["api"]
+
+
+def test_csr_outside_name_constraints_is_refused(constrained):
+    csr = write_csr(constrained / "x.csr", "www.example.com")
+    result = run("sign", "--csr", str(csr), "--profile", "tls", "--out", "chain.pem", cwd=constrained, check=False)
+    assert result.returncode == 2 and result.stderr == (
+        "error: CA 'issuing': DNS name 'www.example.com' is outside its name constraints (permitted: example.internal)\n")
+    assert not (constrained / "chain.pem").exists()
+
+
+def test_openssl_refuses_a_leaf_that_violates_the_constraints(constrained):
+    from sync import config
+    from sync.app import App
+    from sync.errors import VerifyError
+    from sync.pki.bundle import Bundle, check_bundle
+    run("apply", cwd=constrained)
+    payload = json.loads(run("export", "api", "--format", "json", cwd=constrained).stdout)
+    (constrained / "root.pem").write_text(payload["ca_certificate"])
+    (constrained / "intermediates.pem").write_text(payload["certificate_chain"])
+    (constrained / "good.pem").write_text(payload["certificate"])
+    app = App(config.load(constrained / "sync.toml"))
+    with app.store.transaction() as tx:
+        issuing = tx.authorities.active("issuing")
+        issuer = tx.authorities.issuer(issuing, None, None)
+        root = tx.authorities.active("root").certificate
+    for name, dns, ips in [("outside", ["www.example.com"], []), ("excluded", ["secret.example.internal"], []),
+                           ("excluded-ip", ["ok.example.internal"], ["10.99.1.1"])]:
+        key = certs.generate_key("ec-p256")
+        leaf = certs.issue_leaf(issuer, key.public_key(), common_name=None, dns_names=dns, ip_addresses=ips,
+                                validity=timedelta(days=1))
+        (constrained / f"{name}.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        verify = subprocess.run(["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "intermediates.pem",
+                                 f"{name}.pem"], capture_output=True, text=True, cwd=constrained)
+        assert verify.returncode != 0 and "subtree violation" in verify.stdout + verify.stderr, name
+        with pytest.raises(VerifyError, match=r"^certificate 'x': CA 'CN=Constrained (Issuing|Root) CA,O=certsync tests'"
+                                              r": (DNS name|IP address) .* name constraint"):
+            check_bundle(Bundle("x", 1, leaf, key, [issuer.certificate], root))
+    verify = subprocess.run(["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "intermediates.pem", "good.pem"],
+                            capture_output=True, text=True, cwd=constrained)
+    assert verify.returncode == 0 and verify.stdout.strip() == "good.pem: OK", verify.stdout + verify.stderr
+
+
+@pytest.mark.parametrize("table, message", [
+    ("{ permitted_dns = [\"*.example.internal\"] }", "permitted_dns: '*.example.internal' is not a DNS name subtree"),
+    ("{ excluded_ip = [\"10.0.0.1/8\"] }", "excluded_ip: '10.0.0.1/8' is not an IP network like 10.0.0.0/8"),
+    ("{}", "name_constraints: name at least one permitted or excluded subtree"),
+    ("{ permitted_email = [\"a\"] }", "name_constraints.permitted_email: unknown key"),
+])
+def test_bad_name_constraints_are_one_line_config_errors(workdir, table, message):
+    text = (workdir / "sync.toml").read_text().replace('[ca.issuing]\n', f'[ca.issuing]\nname_constraints = {table}\n')
+    (workdir / "sync.toml").write_text(text)
+    result = run("plan", cwd=workdir, check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: sync.toml: ca.issuing.name_constraints") and message in result.stderr
