@@ -155,6 +155,8 @@ def _nested(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
         if typing.get_origin(annotation) is list:
             for m in _models_in(typing.get_args(annotation)[0]):
                 found.append((name, m))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.append((name, annotation))      # a table of its own (a CA's name_constraints)
     return found
 
 
@@ -208,11 +210,15 @@ def markdown() -> str:
                 out += [f"### `{tag} = \"{value}\"`", ""] + _table(m, f"{key}.{value}", own) + [""]
         for model in models:
             for name, nested in _nested(model):
-                if any(line == f"### `{name}` entries" for line in out):
+                if any(line in (f"### `{name}` entries", f"### `{name}` table") for line in out):
                     continue
-                out += [f"### `{name}` entries", "",
-                        f"Each entry of `{name}` is a string or a table with these keys:", ""]
-                out += _table(nested, f"{key}.{name}[]") + [""]
+                if typing.get_origin(_strip_optional(model.model_fields[name].annotation)[0]) is list:
+                    out += [f"### `{name}` entries", "",
+                            f"Each entry of `{name}` is a string or a table with these keys:", ""]
+                    out += _table(nested, f"{key}.{name}[]") + [""]
+                else:
+                    out += [f"### `{name}` table", "", f"`{name}` is an inline table with these keys:", ""]
+                    out += _table(nested, f"{key}.{name}") + [""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -113,6 +113,52 @@ class StoreConfig(Strict):
         "How long a run waits for another run's store lock before failing; 0 fails at once."))
 
 
+class NameConstraintsConfig(Strict):
+    """RFC 5280 name constraints of a CA (a critical extension of its certificate)."""
+    permitted_dns: list[str] = Field(default_factory=list, description=(
+        "DNS subtrees the names below this CA must be within: \"example.internal\" holds it and every name under it."))
+    excluded_dns: list[str] = Field(default_factory=list, description=(
+        "DNS subtrees no name below this CA may be within."))
+    permitted_ip: list[str] = Field(default_factory=list, description=(
+        "IP networks (CIDR) the IP addresses below this CA must be within."))
+    excluded_ip: list[str] = Field(default_factory=list, description=(
+        "IP networks (CIDR) no IP address below this CA may be within."))
+
+    @field_validator("permitted_dns", "excluded_dns")
+    @classmethod
+    def _subtrees(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item.startswith("*") or not _DNS_NAME.fullmatch(item) or len(item) > 253:
+                raise ValueError(f"{item!r} is not a DNS name subtree like example.internal (no wildcard: a subtree "
+                                 "already holds every name under it)")
+        return value
+
+    @field_validator("permitted_ip", "excluded_ip")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8 (no host bits set)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "NameConstraintsConfig":
+        if not (self.permitted_dns or self.excluded_dns or self.permitted_ip or self.excluded_ip):
+            raise ValueError("name at least one permitted or excluded subtree (RFC 5280 forbids empty name constraints)")
+        return self
+
+    def extension(self):
+        """The x509.NameConstraints to write into the CA certificate and to check requests against."""
+        from cryptography import x509
+        permitted = [*(x509.DNSName(d) for d in self.permitted_dns),
+                     *(x509.IPAddress(ipaddress.ip_network(n)) for n in self.permitted_ip)]
+        excluded = [*(x509.DNSName(d) for d in self.excluded_dns),
+                    *(x509.IPAddress(ipaddress.ip_network(n)) for n in self.excluded_ip)]
+        return x509.NameConstraints(permitted_subtrees=permitted or None, excluded_subtrees=excluded or None)
+
+
 class CAConfig(Strict):
     subject: str = Field(description=(
         "Distinguished name (RFC 4514) with a CN, e.g. \"CN=Example Root CA,O=Example\"."))
@@ -127,7 +173,13 @@ class CAConfig(Strict):
     crl_lifetime: Duration = Field(timedelta(days=7), description=(
         "Validity of each CRL this CA issues (nextUpdate - thisUpdate)."))
     path_length: int | None = Field(default=None, ge=0, description=(
-        "pathLenConstraint of the CA certificate; unset leaves the path length unconstrained."))
+        "pathLenConstraint of the CA certificate. Unset: derived from the declared hierarchy for a CA with a "
+        "parent (the number of CA levels below it, 0 for an issuing CA); a root is left unconstrained. A value "
+        "smaller than the CA levels declared below it is refused."))
+    name_constraints: NameConstraintsConfig | None = Field(None, description=(
+        "Name constraints (RFC 5280 4.2.1.10) written into the CA certificate as a critical extension, e.g. "
+        "{ permitted_dns = [\"example.internal\"], excluded_ip = [\"10.99.0.0/16\"] }; certsync also refuses to "
+        "issue a certificate outside the constraints of any CA above it."))
 
     @field_validator("subject")
     @classmethod
@@ -160,9 +212,12 @@ class ProfileConfig(Strict):
         "On renewal, make a new key (\"rotate\") or keep the current one (\"reuse\")."))
     allowed_domains: list[str] = Field(default_factory=list, description=(
         "DNS names allowed in certificates: exact names, or \"*.example.internal\" for one label under it; empty "
-        "allows any name."))
+        "allows no DNS name (deny by default)."))
     allowed_ips: list[str] = Field(default_factory=list, description=(
         "IP networks (CIDR) that IP addresses in certificates must fall within; empty allows none."))
+    allow_any_name: bool = Field(False, description=(
+        "Issue for any DNS name and IP address (no allowed_domains or allowed_ips then). An explicit opt-in: "
+        "init and plan warn about every profile that sets it."))
     usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
         "Extended key usages of the certificates."))
 
@@ -173,6 +228,9 @@ class ProfileConfig(Strict):
             raise ValueError("renew_before must be shorter than validity")
         if self.max_validity is not None and self.validity > self.max_validity:
             raise ValueError("validity must not exceed max_validity")
+        if self.allow_any_name and (self.allowed_domains or self.allowed_ips):
+            raise ValueError("allow_any_name = true cannot be combined with allowed_domains or allowed_ips "
+                             "(it allows every name): keep one")
         return self
 
     @field_validator("allowed_ips")
@@ -317,6 +375,25 @@ class Config(BaseSettings):
             return prefix + str(self.resolve(url[len(prefix):]))
         return url
 
+    def levels_below(self, ca_name: str) -> tuple[int, str | None]:
+        """(CA levels in the deepest chain below `ca_name`, the CA right below it on that chain):
+        the pathLenConstraint the hierarchy needs. A CA with no CA below it: (0, None)."""
+        best: tuple[int, str | None] = (0, None)
+        for name, ca in self.ca.items():
+            if ca.parent == ca_name and name != ca_name:
+                depth = self.levels_below(name)[0] + 1
+                if depth > best[0]:
+                    best = (depth, name)
+        return best
+
+    def path_length_of(self, ca_name: str) -> int | None:
+        """The pathLenConstraint written into the CA's certificate: as configured; unset, derived from
+        the hierarchy for a CA with a parent; None (unconstrained) for a root."""
+        spec = self.ca[ca_name]
+        if spec.path_length is not None or spec.parent is None:
+            return spec.path_length
+        return self.levels_below(ca_name)[0]
+
     def chain_of(self, ca_name: str) -> list[str]:
         """CA names from `ca_name` up to its root."""
         chain = [ca_name]
@@ -393,18 +470,29 @@ def _reference_problems(config: Config):
 
 
 def _ca_problems(config: Config):
+    sound = True
     for name, ca in config.ca.items():
         if ca.parent is not None and ca.parent not in config.ca:
             yield f"ca.{name}.parent", f"unknown CA {ca.parent!r} (defined: {_names(config.ca)})"
+            sound = False
             continue
         seen = {name}
         current = ca
         while current.parent is not None and current.parent in config.ca:
             if current.parent in seen:
                 yield f"ca.{name}.parent", "CA parents form a cycle"
+                sound = False
                 break
             seen.add(current.parent)
             current = config.ca[current.parent]
+    if not sound:
+        return
+    for name, ca in config.ca.items():
+        depth, below = config.levels_below(name)
+        if ca.path_length is not None and ca.path_length < depth:
+            yield (f"ca.{name}.path_length", f"{ca.path_length} leaves no room for the CA below it "
+                   f"({below}, {depth} level{'s' if depth > 1 else ''} deep): remove path_length or set it to "
+                   f"at least {depth}")
 
 
 def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
@@ -434,6 +522,12 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
         if (ref.to, ref.name) in seen:
             yield where, f"duplicate destination {ref.to!r} with name {ref.name!r}"
         seen.add((ref.to, ref.name))
+
+
+def warnings(config: Config) -> list[str]:
+    """What a valid config does that deserves a loud word (init and plan print these)."""
+    return [f"profile {name!r} has allow_any_name = true: it issues certificates for any DNS name or IP address"
+            for name, profile in config.profile.items() if profile.allow_any_name]
 
 
 def _names(section: dict[str, Any]) -> str:

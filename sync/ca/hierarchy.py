@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sync.errors import StoreError
-from sync.pki import certs
+from cryptography import x509
+
+from sync.errors import ConfigError, StoreError
+from sync.pki import certs, policy
 from sync.store import Authority, Transaction
 
 if TYPE_CHECKING:
@@ -50,9 +52,37 @@ def _create(config: Config, tx: Transaction, name: str, now: datetime) -> Author
     if parent_row is not None and spec.parent is not None:
         parent_spec = config.ca[spec.parent]
         parent = tx.authorities.issuer(parent_row, parent_spec.crl_url, parent_spec.ocsp_url)
+    if parent_row is not None:
+        _check_room_below(config, parent_row, name)
     key = certs.generate_key(spec.key)
-    cert = certs.create_ca(spec.subject, key, spec.validity, parent=parent, path_length=spec.path_length, now=now)
+    cert = certs.create_ca(spec.subject, key, spec.validity, parent=parent,
+                           path_length=config.path_length_of(name),
+                           name_constraints=spec.name_constraints.extension() if spec.name_constraints else None,
+                           now=now)
     return tx.authorities.add(name, cert, key, spec.key, parent_row)
+
+
+def _check_room_below(config: Config, parent_row: Authority, name: str) -> None:
+    """CAs made earlier with a smaller pathLen (an older hierarchy) cannot take this CA below them."""
+    needed = config.levels_below(name)[0] + 1       # this CA and the deepest chain declared below it
+    row: Authority | None = parent_row
+    while row is not None:
+        limit = row.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        if limit is not None and limit < needed:
+            level = f"{needed} CA level{'s' if needed > 1 else ''}"
+            raise ConfigError(f"ca.{name}: cannot be created under {config.ca[name].parent!r}: the certificate of CA "
+                              f"{row.name!r} has pathLen {limit}, but the declared hierarchy puts {level} below it; "
+                              f"give {name!r} another parent, or replace {row.name!r}")
+        needed += 1
+        row = row.parent
+
+
+def check_name_constraints(config: Config, ca_name: str, dns_names, ip_addresses) -> None:
+    """Refuse names outside the name constraints of `ca_name` or of any CA above it (PolicyError)."""
+    for name in config.chain_of(ca_name):
+        constraints = config.ca[name].name_constraints
+        if constraints is not None:
+            policy.check_name_constraints(f"CA {name!r}", constraints.extension(), dns_names, ip_addresses)
 
 
 def issuer_for(config: Config, tx: Transaction, ca_name: str) -> tuple[Authority, certs.Issuer]:

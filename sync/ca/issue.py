@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
-from sync.ca.hierarchy import issuer_for
+from sync.ca.hierarchy import check_name_constraints, issuer_for
 from sync.errors import CertsyncError, PolicyError, StoreError
 from sync.pki import certs, names, policy
 from sync.pki import csr as csr_checks
@@ -142,6 +142,7 @@ def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: 
     dns, ips = names.split(sans)
     policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type,
                          validity=validity)
+    check_name_constraints(config, profile.ca, dns, ips)
     authority_id, issuer = _issuer(config, tx, profile.ca, issuers, now)
     key = None
     if _reuses_key(config, request) and previous is not None and previous.key_type == key_type:
@@ -176,6 +177,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
     policy.check_request(profile_name, profile, dns_names=request.dns_names, ip_addresses=request.ip_addresses,
                          key_type=request.key_type, validity=profile.validity)
+    check_name_constraints(config, profile.ca, request.dns_names, request.ip_addresses)
     authority, issuer = issuer_for(config, tx, profile.ca)
     cert = certs.issue_leaf(issuer, request.public_key, common_name=request.common_name,
                             dns_names=request.dns_names, ip_addresses=request.ip_addresses,

@@ -26,10 +26,14 @@ def init(ctx: Context) -> None:
     """Create the store and the CAs declared in the config (idempotent)."""
     result = ctx.app.init()
     statuses = result.cas
+    warnings = config_mod.warnings(ctx.app.config)
+    for warning in warnings:
+        diagnostic(logging.WARNING, warning, "config.warning")
     if ctx.json:
         ctx.emit({"cas": [{"name": s.name, "created": s.created, "subject": s.subject,
                            "not_after": rfc3339(s.not_after)} for s in statuses],
-                  "schema": {"before": result.schema_before, "after": result.schema_after}})
+                  "schema": {"before": result.schema_before, "after": result.schema_after},
+                  "warnings": warnings})
         return
     if result.schema_before is None:
         ctx.say(f"created  store (schema {result.schema_after})")
@@ -45,7 +49,7 @@ def init(ctx: Context) -> None:
 @pass_ctx
 def plan(ctx: Context, detailed_exitcode: bool) -> None:
     """Show what `apply` would do, per certificate and destination."""
-    show_plan(ctx, ctx.app.plan(), detailed_exitcode)
+    show_plan(ctx, ctx.app.plan(), detailed_exitcode, warnings=config_mod.warnings(ctx.app.config))
 
 
 @cli.command()

@@ -26,11 +26,16 @@ def action_line(label: str, a: Action, extra: str = "") -> str:
     return f"{label:<10} {a.cert}{where}{why}{extra}"
 
 
-def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False) -> None:
-    """Print a plan (text or one JSON document); exit 1 on errors, 2 on changes when asked."""
+def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, warnings: list[str] | None = None) -> None:
+    """Print a plan (text or one JSON document); exit 1 on errors, 2 on changes when asked.
+    warnings (e.g. a profile that allows any name): on stderr, and in the document."""
     errors = the_plan.of_kind(Kind.ERROR)
     document = {"actions": [action_dict(a) for a in the_plan.actions],
                 "changes": len(the_plan.changes), "errors": len(errors)}
+    if warnings is not None:
+        document["warnings"] = warnings
+    for warning in warnings or ():
+        diagnostic(logging.WARNING, warning, "config.warning")
     if ctx.json:
         ctx.emit(document)
     else:

@@ -86,8 +86,10 @@ class _IssuerParts:
 
 
 def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
-              path_length: int | None = None, now: datetime | None = None) -> x509.Certificate:
-    """A root (parent None, self-signed) or an intermediate signed by `parent`."""
+              path_length: int | None = None, name_constraints: x509.NameConstraints | None = None,
+              now: datetime | None = None) -> x509.Certificate:
+    """A root (parent None, self-signed) or an intermediate signed by `parent`. path_length None:
+    unconstrained (the config derives it from the hierarchy: Config.path_length_of)."""
     now = now or utcnow()
     name = x509.Name.from_rfc4514_string(subject)
     if parent is None:
@@ -97,14 +99,14 @@ def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Iss
         issuer_public = parent.certificate.public_key()
         # An intermediate may not outlive its parent.
         validity = min(validity, parent.certificate.not_valid_after_utc - now)
-        if path_length is None:
-            path_length = 0
     builder = (_base_builder(name, issuer_name, key.public_key(), now, validity, issuer_public)
                .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                             key_encipherment=False, data_encipherment=False,
                                             key_agreement=False, key_cert_sign=True, crl_sign=True,
                                             encipher_only=False, decipher_only=False), critical=True))
+    if name_constraints is not None:     # RFC 5280 4.2.1.10: MUST be critical
+        builder = builder.add_extension(name_constraints, critical=True)
     if parent is not None:
         builder = _add_revocation_pointers(builder, parent)
     return builder.sign(signer, signature_hash(signer))

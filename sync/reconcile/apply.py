@@ -108,7 +108,7 @@ def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[s
                         raise CertsyncError(f"certificate {action.cert!r} has no active version")
                     if row.id not in bundles:
                         bundles[row.id] = tx.certificates.bundle(row)
-                        check_bundle(bundles[row.id])  # key pairs with leaf, chain in order
+                        check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
                     payload = render.render(bundles[row.id], render_options(run.config, destination))
                     jobs[destination].append(Job(action, payload, row.id))
                 except CertsyncError as exc:
