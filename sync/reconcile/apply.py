@@ -168,7 +168,7 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
     action = job.action
     try:
         if action.kind == Kind.DELETE:
-            provider.delete(action.remote_name)
+            provider.delete(action.remote_name, cert=action.cert)
             return Result(action, Status.DONE)
         assert job.payload is not None
         remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,
