@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync.errors import MasterKeyError
+from sync.files import fsync_dir
 
 ENV_VAR = "CERTSYNC_MASTER_KEY"
 _VERSION = b"\x01"
@@ -111,6 +112,7 @@ def load(key_file: Path | None) -> MasterKey:
 def create_key_file(key_file: Path) -> MasterKey:
     """A new random key in a file only its owner can read; refuses to overwrite."""
     key = AESGCM.generate_key(bit_length=256)
+    new_folder = not key_file.parent.exists()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -118,4 +120,9 @@ def create_key_file(key_file: Path) -> MasterKey:
         raise MasterKeyError(f"{key_file} already exists; refusing to overwrite a master key") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(base64.b64encode(key).decode() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(key_file.parent)          # the new name survives a crash too, not only the bytes
+    if new_folder:
+        fsync_dir(key_file.parent.parent)
     return MasterKey(key, str(key_file))
