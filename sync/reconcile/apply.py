@@ -109,7 +109,7 @@ def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[s
                     if row.id not in bundles:
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id])  # key pairs with leaf, chain in order
-                    payload = render.render(bundles[row.id], render_options(run.config, destination))
+                    payload = render.render(bundles[row.id], render_options(run.config, destination, run.store.password_tag))
                     jobs[destination].append(Job(action, payload, row.id))
                 except CertsyncError as exc:
                     report.results.append(Result(action, Status.FAILED, one_line(exc)))

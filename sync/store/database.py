@@ -168,6 +168,10 @@ class Store:
             key.check(verifier)
         self._master_key = key
 
+    def password_tag(self, destination: str, password: bytes) -> str:
+        """The keyed tag of a PFX password (keyring.MasterKey.password_tag); loads the master key."""
+        return self.master_key().password_tag(destination, password)
+
     def master_key(self) -> keyring.MasterKey:
         """The master key, loaded and checked against the store on first use."""
         if self._master_key is None:

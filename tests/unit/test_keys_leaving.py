@@ -129,3 +129,106 @@ def test_master_key_file_and_its_folder_are_fsynced(tmp_path, monkeypatch):
     assert key_file.stat().st_ino in synced
     assert key_file.parent.stat().st_ino in synced
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+# --- a PFX password change is seen by the plan, without the password being derivable ----------------
+
+PFX_DESTINATION = """
+[destination.vault]
+provider = "aws"
+format = "pkcs12"
+pkcs12_password_env = "PFX_PW"
+"""
+
+
+def _pfx_app(workdir, cloud):
+    from sync import config
+    from sync.app import App
+    from tests.support.memory import MemoryProvider
+    text = (workdir / "sync.toml").read_text()
+    if "[destination.vault]" not in text:
+        text = text.replace('dns_names = ["api.example.internal", "www.example.internal"]',
+                            'dns_names = ["api.example.internal", "www.example.internal"]\n'
+                            'destinations = ["vault"]') + PFX_DESTINATION
+        (workdir / "sync.toml").write_text(text)
+    return App(config.load(workdir / "sync.toml"), providers=lambda d: MemoryProvider(cloud, destination=d))
+
+
+def test_a_pfx_password_change_is_pushed_again(workdir, monkeypatch):
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from tests.support.memory import MemoryCloud
+    cloud = MemoryCloud()
+    monkeypatch.setenv("PFX_PW", "first-Secret-1")
+    with _pfx_app(workdir, cloud) as app:
+        app.init()
+        assert app.apply().summary() == {"issue": 1, "push": 1}
+        assert not app.plan().changes
+    first_fp = cloud["api"].fingerprint
+
+    monkeypatch.setenv("PFX_PW", "second-Secret-2")
+    with _pfx_app(workdir, cloud) as app:
+        assert [(a.kind, a.destination) for a in app.plan().changes] == [("push", "vault")]
+        assert app.apply().summary() == {"push": 1}
+        assert not app.plan().changes
+    pfx = base64.b64decode(cloud["api"].value)
+    assert pkcs12.load_key_and_certificates(pfx, b"second-Secret-2")[0] is not None
+    assert cloud["api"].fingerprint != first_fp
+
+    # the same password again: nothing to do (the tag is stable, not salted per run)
+    monkeypatch.setenv("PFX_PW", "first-Secret-1")
+    with _pfx_app(workdir, cloud) as app:
+        assert app.apply().summary() == {"push": 1}
+    assert cloud["api"].fingerprint == first_fp
+
+
+def test_the_pfx_password_tag_is_keyed_by_the_master_key(workdir, monkeypatch, tmp_path):
+    """The label carries an HMAC under a key derived from the master key, never the password or a
+    plain hash of it: another master key gives another fingerprint for the same certificate and
+    password, and neither the labels nor the store hold the password."""
+    import hashlib
+
+    from sync.store import keyring
+    key_a = keyring.MasterKey(os.urandom(32), "a")
+    key_b = keyring.MasterKey(os.urandom(32), "b")
+    tag_a = key_a.password_tag("vault", b"hunter2-pass")
+    assert tag_a == key_a.password_tag("vault", b"hunter2-pass")
+    assert tag_a != key_b.password_tag("vault", b"hunter2-pass")
+    assert tag_a != key_a.password_tag("vault", b"hunter2-pasS")
+    assert tag_a != key_a.password_tag("other", b"hunter2-pass")
+    assert hashlib.sha256(b"hunter2-pass").hexdigest()[:len(tag_a)] != tag_a
+
+    from tests.support.memory import MemoryCloud
+    cloud = MemoryCloud()
+    monkeypatch.setenv("PFX_PW", "hunter2-pass")
+    with _pfx_app(workdir, cloud) as app:
+        app.init()
+        app.apply()
+    labels = " ".join(f"{k}={v}" for k, v in cloud["api"].labels.items())
+    assert "hunter2" not in labels and hashlib.sha256(b"hunter2-pass").hexdigest()[:32] not in labels
+    for path in workdir.iterdir():
+        if path.is_file():
+            assert b"hunter2" not in path.read_bytes(), path
+
+
+def test_plan_without_pfx_passwords_needs_no_master_key(workdir, monkeypatch):
+    """Only a pkcs12 destination with a password makes the plan load the master key."""
+    from sync import config
+    from sync.app import App
+    from tests.support.memory import MemoryCloud, MemoryProvider
+    cloud = MemoryCloud()
+    monkeypatch.setenv("PFX_PW", "pw-One-1")
+    with _pfx_app(workdir, cloud) as app:
+        app.init()
+        app.apply()
+    (workdir / "certsync.key").rename(workdir / "elsewhere.key")
+    with _pfx_app(workdir, cloud) as app:
+        with pytest.raises(Exception, match="no master key"):
+            app.plan()
+    text = (workdir / "sync.toml").read_text().replace('pkcs12_password_env = "PFX_PW"\n', "")
+    (workdir / "sync.toml").write_text(text)
+    with App(config.load(workdir / "sync.toml"),
+             providers=lambda d: MemoryProvider(cloud, destination=d)) as app:
+        assert [a.kind for a in app.plan().changes] == ["push"]      # password removed: re-push planned
