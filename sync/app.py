@@ -24,7 +24,7 @@ from sync.ca import hierarchy, revoke as revocations
 from sync.ca.issue import issue_from_csr
 from sync.clock import rfc3339, utcnow
 from providers.base import CERT_LABEL
-from sync import config as config_mod
+from sync import config as config_mod, logs
 from sync.config import Config
 from sync.errors import NotFound, UsageError, one_line
 from sync.pki import render
@@ -50,6 +50,7 @@ class App:
         """providers: destination name -> provider (default: built from the config);
         now: a fixed clock (tests, what-if runs); default the current time at each reading."""
         self.config = config
+        logs.add_url_secrets(config.store_url())     # masked in every output, even out of the URL
         self.providers: ProviderFactory = providers or Providers(config)
         self._now = now
         self._store: Store | None = None
