@@ -58,6 +58,11 @@ def redact(text: str) -> str:
     return _SLACK_HOOK.sub(r"\1[redacted]", text)
 
 
+def mask_password_params(text: str) -> str:
+    """Only the password=... parameters of `text` masked (as `redact` does, among other things)."""
+    return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
 def redact_document(value: Any, keep: Collection[str] = ()) -> Any:
     """`value` (a JSON-like document) with every string passed through `redact`, for outputs a
     script or a service reads (--output json, GitHub summary and outputs, webhook bodies). Keys

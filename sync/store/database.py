@@ -43,7 +43,7 @@ def redact_url(url: str) -> str:
             shown = parsed.render_as_string(hide_password=True)
             return shown + ("&" if parsed.query else "?") + "&".join(f"{k}=***" for k in secret)
         return parsed.render_as_string(hide_password=True)
-    return logs.redact(re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url))
+    return logs.mask_password_params(re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url))
 
 
 def _scrubbed(exc: BaseException, url: str) -> str:
@@ -52,7 +52,7 @@ def _scrubbed(exc: BaseException, url: str) -> str:
     secret = re.match(r"^[^:/]+://[^:/@]*:(.*)@", url)
     if secret and len(secret.group(1)) >= 4:
         text = text.replace(secret.group(1), "***")
-    return logs.redact(text.replace(url, redact_url(url)))
+    return logs.mask_password_params(text.replace(url, redact_url(url)))
 
 
 def _private_sqlite_file(url: str) -> None:
