@@ -11,11 +11,12 @@ import re
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 from pydantic import Field
 
-from providers.base import (BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
+from providers.base import (CERT_LABEL, BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
                             RemoteSecret, refuse_foreign)
 from sync.errors import ConfigError, ProviderError, Throttled
 
@@ -96,15 +97,20 @@ class AzureProvider(BaseProvider[RemoteSecret]):
     def _prepare(self, name: str, payload: str | bytes) -> str:
         return _text(name, payload)
 
-    def _check_owner(self, name: str, current: RemoteSecret) -> None:
+    def _check_owner(self, name: str, current: RemoteSecret, cert: str) -> None:
         """Key Vault keeps tags per version: a version someone set by hand without tags does not
-        make a secret certsync created foreign. Any version tagged managed-by=certsync proves it ours."""
+        make a secret certsync created foreign. Then the newest version tagged managed-by=certsync
+        tells whose it is (it must name `cert`)."""
         if current.managed or self.adopt:
+            refuse_foreign(current, name, self.adopt, cert)
             return
         with _errors("list versions of", name):
-            ours = any(_remote(props).managed for props in self.client.list_properties_of_secret_versions(name))
-        if not ours:
-            refuse_foreign(current, name, self.adopt)
+            tagged = [_remote(props) for props in self.client.list_properties_of_secret_versions(name)]
+        tagged = [v for v in tagged if v.managed]
+        if not tagged:
+            refuse_foreign(current, name, self.adopt, cert)
+        newest = max(tagged, key=lambda v: v.updated or datetime.min.replace(tzinfo=timezone.utc))
+        refuse_foreign(newest, name, self.adopt, cert)
 
     def _write(self, name: str, current: RemoteSecret | None, payload: str | bytes, content_type: str,
                labels: Mapping[str, str]) -> Any:
@@ -118,7 +124,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             except ResourceExistsError as exc:
                 if _inner_code(exc) != "ObjectIsDeletedButRecoverable":
                     raise
-                self._free_soft_deleted(name)
+                self._free_soft_deleted(name, labels[CERT_LABEL])
                 return self._set(name, payload, content_type, labels)
 
     def _relabel(self, name: str, current: RemoteSecret | None, written: Any, content_type: str,
@@ -134,7 +140,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             except ResourceNotFoundError:      # deleted by someone else meanwhile
                 pass
 
-    def _after_delete(self, name: str, *, purge: bool) -> None:
+    def _after_delete(self, name: str, *, cert: str, purge: bool) -> None:
         """Purge the soft-deleted copy (ours only), when asked or configured, even if the live
         secret was already gone."""
         if not (purge or self.purge_on_delete):
@@ -142,7 +148,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         with _errors("delete", name):
             deleted = self._deleted(name)
             if deleted is not None:
-                refuse_foreign(deleted, name, self.adopt)
+                refuse_foreign(deleted, name, self.adopt, cert)
                 self._purge(name)
 
     # --- helpers --------------------------------------------------------------------------------
@@ -177,11 +183,11 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         except ResourceNotFoundError:
             pass
 
-    def _free_soft_deleted(self, name: str) -> None:
-        """The name is held by a soft-deleted secret: recover or purge it (only if it is ours)."""
+    def _free_soft_deleted(self, name: str, cert: str) -> None:
+        """The name is held by a soft-deleted secret: recover or purge it (only if it is `cert`'s)."""
         deleted = self._deleted(name)
         if deleted is not None:
-            refuse_foreign(deleted, name, self.adopt)
+            refuse_foreign(deleted, name, self.adopt, cert)
         if self.on_soft_deleted == "recover":
             self.client.begin_recover_deleted_secret(name).wait()
         else:

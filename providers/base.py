@@ -4,7 +4,8 @@ Providers see a name, a payload, a content type and labels; never the config tre
 
 `BaseProvider` writes the sequence once (names and sizes checked before any call, ownership
 enforced as a last line of defence: `put` and `delete` refuse a secret that lacks
-managed-by=certsync unless the adapter was built with adopt=True; delete is idempotent; every
+managed-by=certsync, or whose certsync-cert names another certificate than the one written or
+deleted, unless the adapter was built with adopt=True; delete is idempotent; every
 error raised names the destination). An adapter (providers/aws.py, gcp.py, azure.py) fills in
 only the hooks, which is where the clouds really differ.
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping,
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from sync.errors import CertsyncError, NameError_, NotOwned, PayloadTooLarge
+from sync.errors import CertsyncError, NameError_, NotOwned, PayloadTooLarge, UsageError
 
 MANAGED_BY = "managed-by"
 MANAGED_BY_VALUE = "certsync"
@@ -59,18 +60,33 @@ class Provider(Protocol):
     def put(self, name: str, payload: str | bytes, *, content_type: str,
             labels: Mapping[str, str]) -> RemoteSecret: ...
 
-    def delete(self, name: str, *, purge: bool = False) -> None: ...
+    def delete(self, name: str, *, cert: str, purge: bool = False) -> None: ...
 
 
 def ownership_labels(cert_name: str, fingerprint: str) -> dict[str, str]:
     return {MANAGED_BY: MANAGED_BY_VALUE, CERT_LABEL: cert_name, FP_LABEL: fingerprint}
 
 
-def refuse_foreign(existing: RemoteSecret | None, name: str, adopt: bool) -> None:
-    """Raise NotOwned when `existing` is a secret certsync did not create and adopt is off."""
-    if existing is not None and not existing.managed and not adopt:
+def refuse_foreign(existing: RemoteSecret | None, name: str, adopt: bool, cert: str) -> None:
+    """Raise NotOwned unless `existing` is absent, or certsync wrote it for certificate `cert`
+    (tags managed-by=certsync and certsync-cert=`cert`), or adopt is on."""
+    if existing is None or adopt:
+        return
+    if not existing.managed:
         raise NotOwned(f"secret {name!r} exists and is not managed by certsync "
                        f"(no tag {MANAGED_BY}={MANAGED_BY_VALUE}); set adopt = true to take it over")
+    owner = existing.labels.get(CERT_LABEL)
+    if owner != cert:
+        raise NotOwned(f"secret {name!r} belongs to certificate {owner!r}, not {cert!r} "
+                       f"(tag {CERT_LABEL}); set adopt = true to take it over")
+
+
+def label_cert(name: str, labels: Mapping[str, str]) -> str:
+    """The certificate a put writes for: its certsync-cert label (required: ownership is per certificate)."""
+    cert = labels.get(CERT_LABEL)
+    if not cert:
+        raise UsageError(f"put of secret {name!r}: labels must name the certificate ({CERT_LABEL})")
+    return cert
 
 
 def check_payload_size(name: str, payload: str | bytes, limit: int, service: str) -> None:
@@ -104,11 +120,11 @@ class BaseProvider(Generic[H]):
     """The Provider protocol written once; subclasses implement the hooks below.
 
         get(name)     check the name -> _lookup -> _read
-        put(name, …)  check name, size (_prepare, _check_labels) -> _lookup
+        put(name, …)  check name, size (_prepare, _check_labels, certsync-cert present) -> _lookup
                       -> absent: _create (which may finish the job) | present: _check_owner
                       -> _write the value -> _relabel (labels after the value: a failed write
                          never leaves a fresh fingerprint vouching for an old value)
-        delete(name)  check the name -> _lookup -> present: _check_owner, _remove
+        delete(name, cert)  check the name -> _lookup -> present: _check_owner, _remove
                       -> _after_delete (absent is not an error)
         list_managed  _list, keeping only secrets labelled managed-by=certsync
 
@@ -147,6 +163,7 @@ class BaseProvider(Generic[H]):
             payload = self._prepare(name, payload)
             check_payload_size(name, payload, self.max_payload, self.service)
             self._check_labels(name, labels)
+            cert = label_cert(name, labels)
             current = self._lookup(name)
             if current is None:
                 created = self._create(name, payload, content_type, labels)
@@ -154,19 +171,20 @@ class BaseProvider(Generic[H]):
                     return created      # value and labels written in one call
                 current = created
             else:
-                self._check_owner(name, current)
+                self._check_owner(name, current, cert)
             written = self._write(name, current, payload, content_type, labels)
             return self._relabel(name, current, written, content_type, labels)
 
-    def delete(self, name: str, *, purge: bool = False) -> None:
-        """Idempotent: absent is not an error. `purge`: leave nothing recoverable behind."""
+    def delete(self, name: str, *, cert: str, purge: bool = False) -> None:
+        """Delete certificate `cert`'s secret. Idempotent: absent is not an error. `purge`: leave
+        nothing recoverable behind."""
         with self._naming():
             self.check_name(name)
             current = self._lookup(name)
             if current is not None:
-                self._check_owner(name, current)
+                self._check_owner(name, current, cert)
                 self._remove(name, current, purge=purge)
-            self._after_delete(name, purge=purge)
+            self._after_delete(name, cert=cert, purge=purge)
 
     def check_name(self, name: str) -> None:
         self.name_rule.check(name, self.kind)
@@ -199,8 +217,9 @@ class BaseProvider(Generic[H]):
     def _check_labels(self, name: str, labels: Mapping[str, str]) -> None:
         """The service's label rules, before any call."""
 
-    def _check_owner(self, name: str, current: H) -> None:
-        refuse_foreign(self._view(name, current), name, self.adopt)
+    def _check_owner(self, name: str, current: H, cert: str) -> None:
+        """Refuse (NotOwned) unless `current` was written by certsync for `cert`, or adopt is on."""
+        refuse_foreign(self._view(name, current), name, self.adopt, cert)
 
     def _create(self, name: str, payload: str | bytes, content_type: str,
                 labels: Mapping[str, str]) -> RemoteSecret | H | None:
@@ -222,7 +241,7 @@ class BaseProvider(Generic[H]):
         """Delete an existing (owned) secret; already gone meanwhile is not an error."""
         raise NotImplementedError
 
-    def _after_delete(self, name: str, *, purge: bool) -> None:
+    def _after_delete(self, name: str, *, cert: str, purge: bool) -> None:
         """After delete, present or not (Key Vault: purge the soft-deleted copy)."""
 
     # --- errors ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import Field
 
-from providers.base import (FP_LABEL, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase,
+from providers.base import (CERT_LABEL, FP_LABEL, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase,
                             NameRule, ProviderDescriptor, QuotaRule, RemoteSecret,
                             name_destination)
 from sync.errors import ConfigError, ProviderError, Throttled, UsageError
@@ -157,7 +157,7 @@ class GcpProvider(BaseProvider[Any]):
                 pass
         current = self._lookup(name)
         if current is not None:
-            self._check_owner(name, current)
+            self._check_owner(name, current, labels[CERT_LABEL])
         return current
 
     def _write(self, name: str, current: Any, payload: str | bytes, content_type: str,

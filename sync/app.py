@@ -23,6 +23,8 @@ from sync import inventory as inventory_mod
 from sync.ca import hierarchy, revoke as revocations
 from sync.ca.issue import issue_from_csr
 from sync.clock import rfc3339, utcnow
+from providers.base import CERT_LABEL
+from sync import config as config_mod, logs
 from sync.config import Config
 from sync.errors import NotFound, UsageError, one_line
 from sync.pki import render
@@ -48,6 +50,7 @@ class App:
         """providers: destination name -> provider (default: built from the config);
         now: a fixed clock (tests, what-if runs); default the current time at each reading."""
         self.config = config
+        logs.add_url_secrets(config.store_url())     # masked in every output, even out of the URL
         self.providers: ProviderFactory = providers or Providers(config)
         self._now = now
         self._store: Store | None = None
@@ -129,10 +132,16 @@ class App:
             return replace(action, kind=Kind.ERROR, reason=f"cannot read the destination: {one_line(exc)}")
         if remote is None:
             return replace(action, reason="would create", exists=False)
-        if not remote.managed and not self.config.destination[action.destination].adopt:
+        adopt = self.config.destination[action.destination].adopt
+        owner = remote.labels.get(CERT_LABEL)
+        if not remote.managed and not adopt:
             return replace(action, kind=Kind.ERROR, reason="would be refused: the secret exists and is not managed "
                                                            "by certsync (set adopt = true to take it over)")
-        return replace(action, reason="would update" + ("" if remote.managed else " (adopting it)"), exists=True)
+        if remote.managed and owner != action.cert and not adopt:
+            return replace(action, kind=Kind.ERROR, reason=f"would be refused: the secret belongs to certificate "
+                                                           f"{owner!r} (set adopt = true to take it over)")
+        ours = remote.managed and owner == action.cert
+        return replace(action, reason="would update" + ("" if ours else " (adopting it)"), exists=True)
 
     def _push_plan(self, cert: str, destinations: list[str] | None) -> Plan:
         with self.store.transaction() as tx:
@@ -141,9 +150,12 @@ class App:
         if from_csr:
             if not destinations:
                 raise UsageError(f"certificate {cert!r} was enrolled from a CSR: name its destinations with --to")
+            self._refuse_taken(cert, [(d, cert) for d in destinations])
             return Plan([Action(Kind.PUSH, cert, d, cert, "one-off push") for d in destinations])
         self._check_cert(cert)
         actions = push_actions(self.config, cert, destinations)
+        self._refuse_taken(cert, [(a.destination, a.remote_name) for a in actions
+                                  if a.destination is not None and a.remote_name is not None])
         if row is None:
             actions.insert(0, Action(Kind.ISSUE, cert, reason="not issued yet"))
         return Plan(actions)
@@ -197,9 +209,12 @@ class App:
              destinations: list[str] | None = None) -> tuple[str, str, Report | None]:
         """CSR enrollment: (store name, chain PEM, push report when destinations were named)."""
         self._check_destinations(destinations)
+
+        def refuse_taken(store_name: str) -> None:      # before anything is issued or stored
+            self._refuse_taken(store_name, [(d, store_name) for d in destinations or []])
         with self.lock():
             with self.store.transaction() as tx:
-                row = issue_from_csr(self.config, tx, name, profile, csr_data, self.now)
+                row = issue_from_csr(self.config, tx, name, profile, csr_data, self.now, check_name=refuse_taken)
                 name, chain = row.name, render.pem_bundle(tx.certificates.bundle(row))
             report = None
             if destinations:
@@ -242,6 +257,16 @@ class App:
             if dest not in self.config.destination:
                 raise UsageError(f"--to: unknown destination {dest!r} "
                                  f"(defined: {', '.join(sorted(self.config.destination))})")
+
+    def _refuse_taken(self, cert: str, targets: list[tuple[str, str]]) -> None:
+        """A one-off push never writes a secret another configured certificate targets (through
+        any destination reaching the same store): a usage error, before any call."""
+        owners = config_mod.target_owners(self.config)
+        for destination, remote_name in targets:
+            owner, where = owners.get(config_mod.secret_key(self.config, destination, remote_name), (cert, ""))
+            if owner != cert:
+                raise UsageError(f"--to {destination}: secret {remote_name!r} is the target of certificate {owner!r}"
+                                 f"{config_mod.same_store_note(destination, where)}; {cert!r} may not be pushed there")
 
     def _check_cert(self, cert: str) -> None:
         if cert not in self.config.certificate:

@@ -459,14 +459,37 @@ def _reference_problems(config: Config):
     for name, dest in config.destination.items():
         if dest.pkcs12_password_env and dest.format != "pkcs12":
             yield f"destination.{name}.pkcs12_password_env", "only applies when format = \"pkcs12\""
-    owners: dict[tuple[str, str], str] = {}
+    owners: dict[tuple[str, str], tuple[str, str]] = {}
     for name, cert in config.certificate.items():
         yield from _certificate_problems(config, name, cert)
         for i, ref in enumerate(cert.targets(name)):
-            other = owners.setdefault((ref.to, ref.name), name)
+            if ref.to not in config.destination:
+                continue
+            other, other_dest = owners.setdefault(secret_key(config, ref.to, ref.name), (name, ref.to))
             if other != name:
                 yield (f"certificate.{name}.destinations[{i}]",
-                       f"secret {ref.name!r} in destination {ref.to!r} is already the target of certificate {other!r}")
+                       f"secret {ref.name!r} in destination {ref.to!r} is already the target of certificate "
+                       f"{other!r}" + same_store_note(ref.to, other_dest))
+
+
+def secret_key(config: Config, destination: str, remote_name: str) -> tuple[str, str]:
+    """Which secret (destination, remote name) is: destinations that reach the same store (same
+    AWS region and endpoint, Google project, Key Vault) give the same key. Key Vault names are
+    case-insensitive."""
+    dest = config.destination[destination]
+    store = descriptor(dest.provider).quota_domain(dest)
+    return store, remote_name.lower() if dest.provider == "azure" else remote_name
+
+
+def target_owners(config: Config) -> dict[tuple[str, str], tuple[str, str]]:
+    """secret_key -> (certificate, destination) for every configured target."""
+    return {secret_key(config, ref.to, ref.name): (name, ref.to)
+            for name, cert in config.certificate.items() for ref in cert.targets(name)
+            if ref.to in config.destination}
+
+
+def same_store_note(destination: str, other: str) -> str:
+    return "" if destination == other else f" (destination {other!r} is the same store)"
 
 
 def _ca_problems(config: Config):

@@ -11,7 +11,8 @@ outcome included, on stderr as one JSON object per line:
 
 `-q` drops info records; `--debug` adds debug ones. Whatever the format, messages pass through
 `redact`: PEM blocks, credentials in URLs, query strings (SAS tokens), and values registered with
-`add_secret` (the webhook URL, the master key) never reach the log.
+`add_secret` (the webhook URL, the master key) never reach the log. `redact_document` does the same
+for JSON documents (--output json, GitHub files, webhook bodies).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 import re
 import sys
 from datetime import datetime, timezone
+from typing import Any, Collection
 
 ROOT = "certsync"
 STANDARD_FIELDS = ("time", "level", "event", "certificate", "destination", "message")
@@ -33,6 +35,11 @@ _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|$)", 
 _URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
 _URL_QUERY = re.compile(r"(\bhttps?://[^\s?#]*)\?[^\s]*")
 _SLACK_HOOK = re.compile(r"(hooks\.slack\.com/)[^\s]+")
+# password=... wherever it appears: a URL's query (postgresql://u@h/db?password=...), a libpq
+# conninfo string (host=h password=...), a form body. Whatever the scheme and the value's length.
+PASSWORD_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "client_secret", "token", "sig")
+_PASSWORD_PARAM = re.compile(r"((?<![A-Za-z0-9_-])(?:" + "|".join(PASSWORD_KEYS) + r")\s*=\s*)"
+                             r"('[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)", re.IGNORECASE)
 
 
 def add_secret(value: str | None) -> None:
@@ -47,7 +54,41 @@ def redact(text: str) -> str:
     text = _PEM.sub("[redacted PEM]", text)
     text = _URL_USERINFO.sub(r"\1[redacted]@", text)
     text = _URL_QUERY.sub(r"\1?[redacted]", text)
+    text = _PASSWORD_PARAM.sub(r"\1[redacted]", text)
     return _SLACK_HOOK.sub(r"\1[redacted]", text)
+
+
+def mask_password_params(text: str) -> str:
+    """Only the password=... parameters of `text` masked (as `redact` does, among other things)."""
+    return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def redact_document(value: Any, keep: Collection[str] = ()) -> Any:
+    """`value` (a JSON-like document) with every string passed through `redact`, for outputs a
+    script or a service reads (--output json, GitHub summary and outputs, webhook bodies). Keys
+    in `keep` are left alone (a payload the user asked for, e.g. `export`'s PEM)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: v if k in keep else redact_document(v, keep) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_document(v, keep) for v in value]
+    return value
+
+
+def add_url_secrets(url: str) -> None:
+    """Register the passwords a URL carries (user-info, password-like query parameters) with
+    add_secret, so that they are masked even where a driver repeats them out of the URL."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if parts.password:
+        add_secret(unquote(parts.password))
+    for key, value in parse_qsl(parts.query):
+        if key.lower() in PASSWORD_KEYS:
+            add_secret(value)
 
 
 def _iso(timestamp: float) -> str:

@@ -10,8 +10,6 @@ written atomically) or any scraper. No cloud call: what the store knows.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sync import inventory
+from sync import files, inventory
 
 if TYPE_CHECKING:
     from sync.app import App
@@ -90,22 +88,8 @@ def collect(app: App) -> str:
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write next to `path` under a name without .prom (the textfile collector skips it), fsync,
-    then rename over `path`: a scrape sees the old file or the new one, never half of one.
-    Not prometheus_client's write_to_textfile: it neither fsyncs nor sets the mode (the file gets
-    the umask's, 0600 under umask 077, which node_exporter's own user then cannot read)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write next to `path` (a hidden temporary name without .prom: the textfile collector skips
+    it), fsync, then rename over `path`: a scrape sees the old file or the new one, never half of
+    one. Not prometheus_client's write_to_textfile: it neither fsyncs nor sets the mode (the file
+    gets the umask's, 0600 under umask 077, which node_exporter's own user then cannot read)."""
+    files.write_atomic(path, text, mode=mode)

@@ -216,7 +216,7 @@ def send(url: str, body: dict, *, timeout: float = TIMEOUT_SECONDS, attempts: in
     logs.add_secret(url)
     if not url.lower().startswith(("https://", "http://")):
         raise DeliveryError("not an http(s) URL")
-    data = json.dumps(body).encode()
+    data = json.dumps(logs.redact_document(body)).encode()    # error text may repeat credentials
     last = "no attempt"
     for attempt in range(attempts):
         request = urllib.request.Request(url, data=data, method="POST", headers={

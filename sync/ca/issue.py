@@ -6,7 +6,7 @@ from `apply` or one CSR enrollment.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from sync.ca.hierarchy import check_name_constraints, issuer_for
 from sync.errors import CertsyncError, PolicyError, StoreError
@@ -159,7 +159,7 @@ def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: 
 
 
 def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_name: str, csr_data: bytes,
-                   now: datetime) -> Certificate:
+                   now: datetime, *, check_name: Callable[[str], None] | None = None) -> Certificate:
     """Enroll a client's CSR under `profile_name`: the signature, key and names are checked by
     the profile, the subject and SANs come from policy, and no private key is stored.
     Without a name, the certificate is stored under its first name (api.example.internal ->
@@ -172,6 +172,8 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     if name in config.certificate:
         raise PolicyError(f"--name: {name!r} is a configured certificate (certsync makes its key); "
                           "choose another name for a CSR enrollment")
+    if check_name is not None:
+        check_name(name)                    # the caller's rules (e.g. where it will be pushed)
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from sync import config as config_mod, inventory, logs
+from sync import config as config_mod, files, inventory, logs
 from sync.cli import cli
 from sync.cli.context import Context, pass_ctx
 from sync.cli.options import command_options
@@ -122,9 +121,11 @@ def retire(ctx: Context, cert: str) -> None:
 def sign(ctx: Context, csr_file, profile: str, name: str | None, destinations: tuple[str, ...],
          out: Path | None) -> None:
     """Enroll a CSR: check it against the profile, issue, print the chain PEM."""
+    if out is not None:
+        files.check_target(out)                                # before anything is issued
     name, chain, report = ctx.app.sign(csr_file.read(), profile, name=name, destinations=list(destinations) or None)
     if out is not None:
-        out.write_text(chain)
+        files.write_atomic(out, chain, mode=0o644)             # certificates only: public
     if ctx.json:
         ctx.emit({"name": name, "chain_pem": chain,
                   "push": [r.as_dict() for r in report.results] if report else []})
@@ -174,9 +175,9 @@ def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
     the_crl = ctx.app.crl(ca_name)
     data = the_crl.public_bytes(Encoding.PEM if pem else Encoding.DER)
+    if out is not None:
+        files.write_atomic(out, data, mode=0o644)
     if ctx.json:
-        if out is not None:
-            out.write_bytes(data)
         number = the_crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         ctx.emit({"ca": ca_name, "crl_number": number, "this_update": rfc3339(the_crl.last_update_utc),
                   "next_update": rfc3339(the_crl.next_update_utc), "revoked": len(the_crl),
@@ -184,7 +185,6 @@ def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
                      else {"crl_pem": the_crl.public_bytes(Encoding.PEM).decode()})})
         return
     if out is not None:
-        out.write_bytes(data)
         ctx.say(f"wrote {out}")
     elif pem:
         click.echo(data.decode(), nl=False)
@@ -248,16 +248,16 @@ def metrics(ctx: Context, out: Path | None) -> None:
 @click.argument("cert")
 @click.option("--format", "fmt", type=click.Choice(["json", "pem", "pkcs12"]), default="pem", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file (mode 0600) instead of stdout.")
+              help="Write to this file instead of stdout: atomically, mode 0600, never through a symlink.")
 @click.option("--password-env", metavar="VAR", help="For pkcs12: env var holding the PFX password.")
 @pass_ctx
 def export(ctx: Context, cert: str, fmt: str, out: Path | None, password_env: str | None) -> None:
     """Write a certificate's payload (it contains the private key) locally."""
+    if out is not None:
+        files.check_target(out)
     payload = ctx.app.export(cert, render.RenderOptions(fmt, password_env))
     if out is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload.body)
+        files.write_atomic(out, payload.body, mode=0o600)      # a private key: never readable by others
     if ctx.json:   # one document on stdout: the payload itself only when it was not written to a file
         ctx.emit({"certificate": cert, "format": fmt, "content_type": payload.content_type,
                   "fingerprint": payload.fingerprint,

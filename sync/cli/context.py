@@ -42,9 +42,13 @@ class Context:
     def json(self) -> bool:
         return self.output == "json"
 
+    # What a command was asked to print as is (export's payload, sign's chain, a CRL, metrics).
+    PAYLOAD_KEYS = frozenset({"payload", "chain_pem", "crl_pem", "metrics"})
+
     def emit(self, document) -> None:
-        """The one JSON document of --output json, on stdout."""
-        click.echo(json.dumps(document, indent=2, default=str))
+        """The one JSON document of --output json, on stdout; every other string redacted
+        (error text may repeat a URL with credentials in it)."""
+        click.echo(json.dumps(logs.redact_document(document, self.PAYLOAD_KEYS), indent=2, default=str))
 
     def say(self, text: str = "") -> None:
         if not self.quiet:

@@ -111,11 +111,12 @@ def publish(ctx: Context, document: dict) -> None:
     if not ctx.github:
         return
     from sync.cli import github
+    document = logs.redact_document(document)
     command = click.get_current_context().info_name or "run"
     certificates = document.get("certificates")
     if certificates is None:
         try:  # expiry dates, from the store only (no cloud call); best effort: the run is done
-            certificates = [r.as_dict() for r in ctx.app.inventory().certificates]
+            certificates = logs.redact_document([r.as_dict() for r in ctx.app.inventory().certificates])
         except Exception:
             certificates = None
     append_env_file("GITHUB_STEP_SUMMARY", github.markdown(command, document, certificates))
@@ -129,5 +130,6 @@ def publish_error(ctx: Context | None, command: str, message: str) -> None:
     if ctx is None or not ctx.github:
         return
     from sync.cli import github
+    message = logs.redact(message)
     append_env_file("GITHUB_STEP_SUMMARY", github.error_markdown(command, message))
     click.echo(github.workflow_command("error", message, title=f"certsync {command} failed"), err=True)

@@ -28,6 +28,7 @@ class RenderOptions:
     format: str = "json"
     pkcs12_password_env: str | None = None
     pkcs12_encryption: str = "aes256"   # or "legacy" (3DES/SHA-1) for old Windows stacks
+    password_tag: str = ""              # keyed tag of the PFX password (the store makes it), for the fingerprint
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,13 @@ def fingerprint(certificates: list, has_key: bool, options: RenderOptions) -> st
     Cheap on purpose: a no-change plan computes it for every target without decrypting keys.
     """
     digest = hashlib.sha256()
-    # For a PFX: whether it has a password and from which variable (never the password itself),
-    # and the cipher, which only matters with a password.
+    # For a PFX: whether it has a password and from which variable, the password's keyed tag
+    # (an HMAC under the master key, so that a new password is a new fingerprint; never the
+    # password itself, nor a plain hash of it), and the cipher, which only matters with a password.
     password = (options.pkcs12_password_env or "") if options.format == "pkcs12" else ""
     cipher = options.pkcs12_encryption if password else ""
-    digest.update(f"{options.format}|{password}|{cipher}|{int(has_key)}|".encode())
+    tag = f"{options.password_tag}|" if password and options.password_tag else ""
+    digest.update(f"{options.format}|{password}|{cipher}|{tag}{int(has_key)}|".encode())
     for cert in certificates:   # x509.Certificate, or its DER bytes (as the store keeps them)
         digest.update(cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER))
     return digest.hexdigest()[:32]
@@ -119,8 +122,12 @@ def _pkcs12(bundle: Bundle, options: RenderOptions) -> str:
 def _password(options: RenderOptions) -> bytes | None:
     if not options.pkcs12_password_env:
         return None
-    value = os.environ.get(options.pkcs12_password_env)
+    return pkcs12_password(options.pkcs12_password_env)
+
+
+def pkcs12_password(env: str) -> bytes:
+    """The PFX password from the environment variable `env` (set and not empty)."""
+    value = os.environ.get(env)
     if not value:
-        raise ConfigError(f"pkcs12_password_env: environment variable {options.pkcs12_password_env} "
-                          "is not set or empty")
+        raise ConfigError(f"pkcs12_password_env: environment variable {env} is not set or empty")
     return value.encode()

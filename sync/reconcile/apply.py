@@ -109,7 +109,7 @@ def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[s
                     if row.id not in bundles:
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
-                    payload = render.render(bundles[row.id], render_options(run.config, destination))
+                    payload = render.render(bundles[row.id], render_options(run.config, destination, run.store.password_tag))
                     jobs[destination].append(Job(action, payload, row.id))
                 except CertsyncError as exc:
                     report.results.append(Result(action, Status.FAILED, one_line(exc)))
@@ -168,7 +168,7 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
     action = job.action
     try:
         if action.kind == Kind.DELETE:
-            provider.delete(action.remote_name)
+            provider.delete(action.remote_name, cert=action.cert)
             return Result(action, Status.DONE)
         assert job.payload is not None
         remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,

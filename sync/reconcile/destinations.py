@@ -12,9 +12,16 @@ from sync.pki import render
 ProviderFactory = Callable[[str], Provider]
 
 
-def render_options(config: Config, destination: str) -> render.RenderOptions:
+def render_options(config: Config, destination: str,
+                   password_tag: Callable[[str, bytes], str]) -> render.RenderOptions:
+    """What a destination asks for. A pkcs12 destination with a password also gets the
+    password's keyed tag (`password_tag(destination, password)`, Store.password_tag: it loads the
+    master key) so that a changed password changes the fingerprint; others need no key."""
     dest = config.destination[destination]
-    return render.RenderOptions(dest.format, dest.pkcs12_password_env, dest.pkcs12_encryption)
+    tag = ""
+    if dest.format == "pkcs12" and dest.pkcs12_password_env:
+        tag = password_tag(destination, render.pkcs12_password(dest.pkcs12_password_env))
+    return render.RenderOptions(dest.format, dest.pkcs12_password_env, dest.pkcs12_encryption, tag)
 
 
 class Providers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -30,7 +31,8 @@ def desired_state(config: Config) -> list[plan.Desired]:
     return wanted
 
 
-def current_state(config: Config, tx: Transaction) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
+def current_state(config: Config, tx: Transaction, password_tag: Callable[[str, bytes], str]
+                  ) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
     """The active version of every configured certificate, active ones no longer configured,
     and the state of every certificate's newest version."""
     current: dict[str, plan.Current] = {}
@@ -61,7 +63,7 @@ def current_state(config: Config, tx: Transaction) -> tuple[dict[str, plan.Curre
         fps = {}
         for ref in config.certificate[row.name].targets(row.name):
             if ref.to not in options:
-                options[ref.to] = render_options(config, ref.to)
+                options[ref.to] = render_options(config, ref.to, password_tag)
             fps[ref.to] = render.fingerprint([row.cert_der, *chain], bool(row.has_key), options[ref.to])
         current[row.name] = plan.Current(row.name, row.version, ca_name, tuple(row.sans), row.key_type,
                                          row.not_before, row.not_after, fps, ca_not_after)
@@ -106,7 +108,7 @@ class Snapshot:
 
 def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
     with store.transaction() as tx:
-        current, retired, latest_states = current_state(config, tx)
+        current, retired, latest_states = current_state(config, tx, store.password_tag)
         deployed = deployed_state(tx)
     desired = desired_state(config)
     used = sorted({dest for want in desired for dest, _ in want.targets}

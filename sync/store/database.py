@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from sync import logs
 from sync.errors import MasterKeyError, StoreError
 from sync.store import keyring, migrations
 from sync.store.authorities import Authorities
@@ -36,8 +37,13 @@ def redact_url(url: str) -> str:
     except (ArgumentError, ValueError):
         parsed = None
     if parsed is not None and url.count("@") <= 1:
+        secret = [k for k in parsed.query if k.lower() in logs.PASSWORD_KEYS]
+        if secret:   # ?password=... : a password too, which hide_password does not cover
+            parsed = parsed.difference_update_query(secret)
+            shown = parsed.render_as_string(hide_password=True)
+            return shown + ("&" if parsed.query else "?") + "&".join(f"{k}=***" for k in secret)
         return parsed.render_as_string(hide_password=True)
-    return re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url)
+    return logs.mask_password_params(re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url))
 
 
 def _scrubbed(exc: BaseException, url: str) -> str:
@@ -46,7 +52,7 @@ def _scrubbed(exc: BaseException, url: str) -> str:
     secret = re.match(r"^[^:/]+://[^:/@]*:(.*)@", url)
     if secret and len(secret.group(1)) >= 4:
         text = text.replace(secret.group(1), "***")
-    return text
+    return logs.mask_password_params(text.replace(url, redact_url(url)))
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -167,6 +173,10 @@ class Store:
             key = keyring.load(key_file)
             key.check(verifier)
         self._master_key = key
+
+    def password_tag(self, destination: str, password: bytes) -> str:
+        """The keyed tag of a PFX password (keyring.MasterKey.password_tag); loads the master key."""
+        return self.master_key().password_tag(destination, password)
 
     def master_key(self) -> keyring.MasterKey:
         """The master key, loaded and checked against the store on first use."""

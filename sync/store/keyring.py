@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sync.errors import MasterKeyError
+from sync.files import fsync_dir
 
 ENV_VAR = "CERTSYNC_MASTER_KEY"
 _VERSION = b"\x01"
 _NONCE = 12
 _VERIFIER = b"certsync master key verifier v1"
+_TAG_INFO = b"certsync pkcs12 password tag v1"
 
 
 class MasterKey:
@@ -30,6 +35,8 @@ class MasterKey:
         if len(key) != 32:
             raise MasterKeyError(f"master key from {source} must be 32 bytes (base64-encoded), got {len(key)}")
         self._aead = AESGCM(key)
+        # A separate key (HKDF) for tagging PFX passwords: never the encryption key itself.
+        self._tag_key = HKDF(hashes.SHA256(), 32, salt=None, info=_TAG_INFO).derive(key)
         self.source = source
 
     def __repr__(self) -> str:  # never show the key
@@ -47,6 +54,14 @@ class MasterKey:
         except InvalidTag:
             raise MasterKeyError(f"cannot decrypt {context}: wrong master key ({self.source}) "
                                  "or the stored value was altered") from None
+
+    def password_tag(self, context: str, password: bytes) -> str:
+        """A keyed tag of a PFX password (HMAC-SHA256 under a key derived from the master key with
+        HKDF), bound to `context` (the destination): equal passwords give equal tags under one
+        master key, so a plan sees a password change; without the master key the tag reveals
+        nothing (no dictionary attack on a label anyone with read access to the secret sees)."""
+        message = context.encode() + b"\0" + password
+        return hmac.new(self._tag_key, message, hashlib.sha256).hexdigest()[:32]
 
     def verifier(self) -> bytes:
         return self.encrypt(_VERIFIER, "verifier")
@@ -111,6 +126,7 @@ def load(key_file: Path | None) -> MasterKey:
 def create_key_file(key_file: Path) -> MasterKey:
     """A new random key in a file only its owner can read; refuses to overwrite."""
     key = AESGCM.generate_key(bit_length=256)
+    new_folder = not key_file.parent.exists()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -118,4 +134,9 @@ def create_key_file(key_file: Path) -> MasterKey:
         raise MasterKeyError(f"{key_file} already exists; refusing to overwrite a master key") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(base64.b64encode(key).decode() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(key_file.parent)          # the new name survives a crash too, not only the bytes
+    if new_folder:
+        fsync_dir(key_file.parent.parent)
     return MasterKey(key, str(key_file))

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from providers.base import MANAGED_BY, MANAGED_BY_VALUE, ownership_labels
-from sync.errors import NameError_, NotOwned, PayloadTooLarge, ProviderError
+from providers.base import CERT_LABEL, MANAGED_BY, MANAGED_BY_VALUE, ownership_labels
+from sync.errors import NameError_, NotOwned, PayloadTooLarge, ProviderError, UsageError
 
 
 def labels_for(payload: str | bytes, cert: str = "api") -> dict[str, str]:
@@ -74,8 +74,8 @@ def test_labels_round_trip_and_follow_updates(provider, name_prefix):
     push(provider, name, "v1", **{"certsync-cert": "web"})
     assert provider.get(name).labels == {**labels_for("v1", "web")}
 
-    push(provider, name, "v2", **{"certsync-cert": "web-2"})
-    assert provider.get(name).labels == {**labels_for("v2", "web-2")}
+    push(provider, name, "v2", **{"certsync-cert": "web"})
+    assert provider.get(name).labels == {**labels_for("v2", "web")}
 
 
 def test_content_type_round_trips_where_the_service_stores_one(provider_factory, name_prefix):
@@ -142,18 +142,18 @@ def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix
 def test_delete_then_get_none_and_delete_again_is_fine(provider, provider_factory, name_prefix):
     name = f"{name_prefix}-delete"
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     assert provider.get(name) is None
     assert provider_factory.raw_value(name) is None
     assert not provider_factory.pending_deletion(name)     # no recovery window asked: gone
-    provider.delete(name)
-    provider.delete(f"{name_prefix}-never-existed")
+    provider.delete(name, cert="api")
+    provider.delete(f"{name_prefix}-never-existed", cert="api")
 
 
 def test_delete_then_recreate_same_name(provider, name_prefix):
     name = f"{name_prefix}-recreate"
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     push(provider, name, "v2")
     assert provider.get(name).value == "v2"
 
@@ -165,18 +165,18 @@ def test_soft_delete_then_recreate_and_purge(provider_factory, name_prefix):
     provider = kit(soft_delete=True)
     name = f"{name_prefix}-soft"
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     assert provider.get(name) is None
     assert kit.raw_value(name) is None
     assert kit.pending_deletion(name) is kit.supports_soft_delete
-    provider.delete(name)                                   # already deleted: no error
+    provider.delete(name, cert="api")                                   # already deleted: no error
     assert kit.pending_deletion(name) is kit.supports_soft_delete
 
     push(provider, name, "v2")                              # restores/recovers, then writes
     assert provider.get(name).value == "v2"
     assert not kit.pending_deletion(name)
 
-    provider.delete(name, purge=True)
+    provider.delete(name, cert="api", purge=True)
     assert provider.get(name) is None
     assert not kit.pending_deletion(name)                   # purged: nothing to recover
     push(provider, name, "v3")                              # the name is free again
@@ -188,9 +188,9 @@ def test_purge_also_removes_an_already_deleted_secret(provider_factory, name_pre
     provider = kit(soft_delete=True)
     name = f"{name_prefix}-purge"
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     assert kit.pending_deletion(name) is kit.supports_soft_delete
-    provider.delete(name, purge=True)                       # the live secret is already gone
+    provider.delete(name, cert="api", purge=True)                       # the live secret is already gone
     assert not kit.pending_deletion(name)
     assert kit.raw_value(name) is None
 
@@ -212,7 +212,7 @@ def test_invalid_names_are_rejected_before_any_call(provider_factory, bad_name):
     with pytest.raises(NameError_, match="invalid .* secret name"):
         push(offline, bad_name, "v1")
     with pytest.raises(NameError_):
-        offline.delete(bad_name)
+        offline.delete(bad_name, cert="api")
     with pytest.raises(NameError_):
         offline.get(bad_name)
 
@@ -226,9 +226,9 @@ def test_foreign_secret_is_never_overwritten_nor_deleted(provider, provider_fact
     with pytest.raises(NotOwned, match=name):
         push(provider, name, "ours")
     with pytest.raises(NotOwned, match=name):
-        provider.delete(name)
+        provider.delete(name, cert="api")
     with pytest.raises(NotOwned):
-        provider.delete(name, purge=True)
+        provider.delete(name, cert="api", purge=True)
 
     assert provider_factory.raw_value(name) == "theirs"
     assert not provider.get(name).managed
@@ -248,7 +248,7 @@ def test_foreign_secret_is_adopted_when_adopt_is_on(provider_factory, name_prefi
     assert ("owner" in got.labels) is kit.keeps_foreign_labels
     assert name in {s.name for s in adopting.list_managed()}
 
-    kit().delete(name)                                      # certsync's now: no adopt needed
+    kit().delete(name, cert="api")                                      # certsync's now: no adopt needed
     assert kit.raw_value(name) is None
 
 
@@ -268,9 +268,76 @@ def test_deleted_foreign_secret_is_neither_restored_nor_purged(provider_factory,
     with pytest.raises(NotOwned, match=name):
         push(provider, name, "ours")
     with pytest.raises(NotOwned, match=name):
-        provider.delete(name, purge=True)
+        provider.delete(name, cert="api", purge=True)
     assert kit.pending_deletion(name)                       # still there, untouched
     assert kit.raw_value(name) is None
+
+
+def test_secret_of_another_certificate_is_never_overwritten_nor_deleted(provider_factory, name_prefix):
+    """Ownership is per certificate: a secret certsync wrote for certificate `cert-b` is not
+    overwritten by a push of `cert-a` (which could leave it holding another key, or none) nor
+    deleted when `cert-a` is retired; `cert-b` itself still updates and deletes it."""
+    kit = provider_factory
+    provider = kit()
+    name = f"{name_prefix}-other"
+    push(provider, name, "b1", **{CERT_LABEL: "cert-b"})
+
+    with pytest.raises(NotOwned, match="cert-b") as refused:
+        push(provider, name, "a1", **{CERT_LABEL: "cert-a"})
+    assert name in str(refused.value) and "cert-a" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(NotOwned, match="cert-b"):
+        provider.delete(name, cert="cert-a")
+    with pytest.raises(NotOwned, match="cert-b"):
+        provider.delete(name, cert="cert-a", purge=True)
+    assert kit.raw_value(name) == "b1"
+    assert provider.get(name).labels[CERT_LABEL] == "cert-b"
+
+    push(provider, name, "b2", **{CERT_LABEL: "cert-b"})
+    assert kit.raw_value(name) == "b2"
+    provider.delete(name, cert="cert-b")
+    assert kit.raw_value(name) is None
+
+
+def test_secret_of_another_certificate_is_taken_over_only_with_adopt(provider_factory, name_prefix):
+    kit = provider_factory
+    name = f"{name_prefix}-retag"
+    push(kit(), name, "b1", **{CERT_LABEL: "cert-b"})
+
+    push(kit(adopt=True), name, "a1", **{CERT_LABEL: "cert-a"})
+    got = kit().get(name)
+    assert got.value == "a1" and got.labels[CERT_LABEL] == "cert-a"
+    with pytest.raises(NotOwned, match="cert-a"):
+        kit().delete(name, cert="cert-b")                     # now cert-a's, not cert-b's
+    kit().delete(name, cert="cert-a")
+    assert kit.raw_value(name) is None
+
+
+def test_deleted_secret_of_another_certificate_is_neither_restored_nor_purged(provider_factory, name_prefix):
+    """A soft-deleted secret of `cert-b` (AWS recovery window, Key Vault) is not restored to take
+    its name for `cert-a`, nor purged by `cert-a`'s delete. Where delete is final, the name is free."""
+    kit = provider_factory
+    provider = kit(soft_delete=True)
+    name = f"{name_prefix}-odel"
+    push(provider, name, "b1", **{CERT_LABEL: "cert-b"})
+    provider.delete(name, cert="cert-b")
+    if not kit.supports_soft_delete:
+        push(provider, name, "a1", **{CERT_LABEL: "cert-a"})
+        assert provider.get(name).value == "a1"
+        return
+    with pytest.raises(NotOwned, match="cert-b"):
+        push(provider, name, "a1", **{CERT_LABEL: "cert-a"})
+    with pytest.raises(NotOwned, match="cert-b"):
+        provider.delete(name, cert="cert-a", purge=True)
+    assert kit.pending_deletion(name)                       # still there, untouched
+
+
+def test_a_put_must_name_its_certificate(provider_factory, name_prefix):
+    """Labels without certsync-cert are refused before any call: ownership needs a certificate."""
+    offline = provider_factory.offline()
+    with pytest.raises(UsageError, match=CERT_LABEL):
+        offline.put(f"{name_prefix}-nocert", "v", content_type="text/plain",
+                    labels={MANAGED_BY: MANAGED_BY_VALUE, "certsync-fp": "0" * 32})
 
 
 # --- errors name the destination ----------------------------------------------------------------
@@ -347,7 +414,7 @@ def test_aws_put_makes_the_fewest_calls(provider_factory, name_prefix):
     assert set(calls) == {"ListSecrets"}                          # listing reads no values
     calls.clear()
 
-    provider.delete(name)                                         # recovery window of 7 days
+    provider.delete(name, cert="api")                                         # recovery window of 7 days
     push(provider, name, "v3")
     assert calls == ["DescribeSecret", "DeleteSecret",
                      "DescribeSecret", "RestoreSecret", "PutSecretValue", "TagResource"]
@@ -386,7 +453,7 @@ def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, 
     provider = provider_factory(soft_delete=True)
     name = f"{name_prefix}-err"
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     with pytest.raises(ProviderError) as caught:
         with provider._errors("GetSecretValue", name):
             provider.client.get_secret_value(SecretId=name)      # pending deletion: refused

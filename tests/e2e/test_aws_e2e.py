@@ -232,3 +232,98 @@ def test_csr_enrollment_pushed_chain_only(project, aws_proxy, secretsmanager, na
     assert openssl_verify(tmp_path, document).strip().endswith("leaf.pem: OK")
     assert project.json("apply")["summary"].get("delete") is None  # apply leaves it alone
     assert json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"]) == document
+
+
+# --- ownership is per certificate ---------------------------------------------------------------
+
+def test_one_off_push_and_sign_refuse_another_certificates_target(project, aws_proxy, secretsmanager,
+                                                                  name_prefix, tmp_path):
+    """`push A --to D` and `sign --to D` never write a secret that another configured certificate
+    targets, whether under D or under another destination pointing at the same store: refused
+    before any call (store or cloud), one line, exit 2; --dry-run says the same."""
+    a, b = f"{name_prefix}-api", f"{name_prefix}-b"
+    body = config(name_prefix, aws_proxy) + f"""
+[destination.aws-alias]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{aws_proxy.url}"
+
+[destination.aws-free]
+provider = "aws"
+region = "eu-west-1"
+endpoint_url = "{aws_proxy.url}"
+
+[certificate.{b}]
+profile = "tls-server"
+common_name = "b.example.internal"
+destinations = [{{ to = "aws-free", name = "{a}" }}, {{ to = "aws-alias", name = "{name_prefix}-svc" }}]
+"""
+    project.write(body)
+    project.run("init")
+    project.run("apply")
+
+    def versions():
+        return {s["Name"]: secretsmanager.get_secret_value(SecretId=s["ARN"])["VersionId"] for s in
+                secretsmanager.list_secrets(Filters=[{"Key": "name", "Values": [name_prefix]}])["SecretList"]}
+    before = versions()
+    aws_proxy.reset()
+
+    # a's one-off name in aws-free is b's target there
+    for args in (("push", a, "--to", "aws-free"), ("push", a, "--to", "aws-free", "--dry-run")):
+        result = project.run(*args, expect=2)
+        assert result.stdout == ""
+        assert result.stderr == (f"error: --to aws-free: secret {a!r} is the target of certificate {b!r}; "
+                                 f"{a!r} may not be pushed there\n")
+    # b's one-off name in `aws` would be fine, but b's one-off name {b} is free; a's own targets too
+    # (a CSR enrollment named like b's secret in aws-alias, reached through `aws`: the same store)
+    made = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                           "-nodes", "-keyout", str(tmp_path / "c.key"), "-out", str(tmp_path / "c.csr"),
+                           "-subj", "/CN=svc.example.internal"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    result = project.run("sign", "--csr", str(tmp_path / "c.csr"), "--profile", "tls-server",
+                         "--name", f"{name_prefix}-svc", "--to", "aws", expect=2)
+    assert result.stdout == ""
+    assert result.stderr == (f"error: --to aws: secret '{name_prefix}-svc' is the target of certificate {b!r} "
+                             f"(destination 'aws-alias' is the same store); {name_prefix + '-svc'!r} may not be "
+                             "pushed there\n")
+    assert not aws_proxy.calls, aws_proxy.calls                     # no cloud call at all
+    assert f"{name_prefix}-svc" not in {c["name"] for c in project.json("list")["certificates"]}   # nor issued
+    assert versions() == before
+
+
+def test_another_installations_secret_is_neither_overwritten_nor_retired(project, aws_proxy, secretsmanager,
+                                                                        name_prefix, tmp_path):
+    """Two stores, one AWS account: certificate `b` of the first owns a secret that certificate
+    `api` of the second targets. The second's apply and retire refuse to touch it (the provider
+    template checks certsync-cert), the run exits 1 naming both certificates, the value stays."""
+    from tests.e2e.conftest import Project
+    shared = f"{name_prefix}/shared"
+    first = Project(tmp_path / "first", project.env)
+    first.path.mkdir()
+    first.write(f"""
+[destination.aws]
+provider = "aws"
+region = "us-east-1"
+endpoint_url = "{aws_proxy.url}"
+
+[certificate.{name_prefix}-b]
+profile = "tls-server"
+common_name = "b.example.internal"
+destinations = [{{ to = "aws", name = "{shared}" }}]
+""")
+    first.run("init")
+    first.run("apply")
+    value = secretsmanager.get_secret_value(SecretId=shared)["SecretString"]
+
+    project.write(config(name_prefix, aws_proxy).replace(f"{name_prefix}/web-tls", shared))
+    project.run("init")
+    report = project.json("apply", expect=1)
+    failed = [r for r in report["results"] if r["status"] == "failed"]
+    assert [r["remote_name"] for r in failed] == [shared]
+    assert f"belongs to certificate '{name_prefix}-b', not '{name_prefix}-api'" in failed[0]["error"]
+    assert secretsmanager.get_secret_value(SecretId=shared)["SecretString"] == value
+
+    dry = project.run("push", f"{name_prefix}-api", "--dry-run", expect=1)
+    assert f"would be refused: the secret belongs to certificate '{name_prefix}-b'" in dry.stdout
+    project.run("retire", f"{name_prefix}-api")                    # deletes only what it pushed
+    assert secretsmanager.get_secret_value(SecretId=shared)["SecretString"] == value

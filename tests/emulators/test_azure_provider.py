@@ -60,7 +60,7 @@ def push(provider, name: str, payload: str, content_type: str = PEM, cert: str =
 def test_put_on_a_soft_deleted_name_recovers_it_by_default(emu, make, raw):
     provider, name = make(), uname("rec")
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     recovers = emu.calls("RecoverDeletedSecret", 200)
     push(provider, name, "v2")
     assert provider.get(name).value == "v2"
@@ -71,7 +71,7 @@ def test_put_on_a_soft_deleted_name_recovers_it_by_default(emu, make, raw):
 def test_put_on_a_soft_deleted_name_purges_it_when_configured(emu, make, raw):
     provider, name = make(on_soft_deleted="purge"), uname("pur")
     push(provider, name, "v1")
-    provider.delete(name)
+    provider.delete(name, cert="api")
     purges = emu.calls("PurgeDeletedSecret", 204)
     push(provider, name, "v2")
     assert provider.get(name).value == "v2"
@@ -87,7 +87,7 @@ def test_put_waits_while_the_name_is_still_being_purged(tmp_path_factory):
                 mp.setenv(key, value)
             provider, name = make_azure_provider(emu.url, emu.ca, on_soft_deleted="purge"), uname("slow")
             push(provider, name, "v1")
-            provider.delete(name)                  # the SDK poller waits until the delete is done
+            provider.delete(name, cert="api")                  # the SDK poller waits until the delete is done
             push(provider, name, "v2")             # 409 soft-deleted -> purge -> 409 being deleted -> ok
             assert provider.get(name).value == "v2"
             assert emu.calls("SetSecret", 409) >= 2
@@ -106,6 +106,19 @@ def test_a_version_set_by_hand_without_tags_does_not_make_our_secret_foreign(mak
     push(provider, name, "ours again")
     got = provider.get(name)
     assert got.value == "ours again" and got.labels[MANAGED_BY] == MANAGED_BY_VALUE
+
+
+def test_hand_set_version_does_not_hand_the_secret_to_another_certificate(make, raw):
+    """The version-history check is per certificate: a secret certsync created for `cert-b`
+    whose current version was set by hand stays cert-b's; `cert-a` may not overwrite it."""
+    name = uname("handsetb")
+    provider = make()
+    push(provider, name, "b's", cert="cert-b")
+    raw.set_secret(name, "rotated by hand")
+    with pytest.raises(NotOwned, match="cert-b"):
+        push(provider, name, "a's", cert="cert-a")
+    push(provider, name, "b's again", cert="cert-b")
+    assert provider.get(name).value == "b's again"
 
 
 def test_soft_deleted_foreign_secret_is_not_purged_to_free_the_name(make, raw):

@@ -104,6 +104,20 @@ def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):
      "destinations = [{ to = \"a\", name = \"shared\" }]\n[certificate.y]\nprofile = \"tls-server\"\n"
      "common_name = \"y.example.internal\"\ndestinations = [{ to = \"a\", name = \"shared\" }]\n",
      "certificate.y.destinations[0]", "already the target of certificate 'x'"),
+    # two destinations reaching the same store (same region and endpoint): the same secret
+    ("[destination.a]\nprovider = \"aws\"\nregion = \"eu-west-1\"\n[destination.b]\nprovider = \"aws\"\n"
+     "region = \"eu-west-1\"\nformat = \"pem\"\n[certificate.x]\nprofile = \"tls-server\"\n"
+     "common_name = \"x.example.internal\"\ndestinations = [{ to = \"a\", name = \"shared\" }]\n"
+     "[certificate.y]\nprofile = \"tls-server\"\ncommon_name = \"y.example.internal\"\n"
+     "destinations = [{ to = \"b\", name = \"shared\" }]\n",
+     "certificate.y.destinations[0]",
+     "secret 'shared' in destination 'b' is already the target of certificate 'x' (destination 'a' is the same store)"),
+    # Key Vault names are case-insensitive
+    ("[destination.kv]\nprovider = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\n[certificate.x]\n"
+     "profile = \"tls-server\"\ncommon_name = \"x.example.internal\"\ndestinations = [{ to = \"kv\", name = \"Api\" }]\n"
+     "[certificate.y]\nprofile = \"tls-server\"\ncommon_name = \"y.example.internal\"\n"
+     "destinations = [{ to = \"kv\", name = \"api\" }]\n",
+     "certificate.y.destinations[0]", "already the target of certificate 'x'"),
 ])
 def test_names_that_would_break_issuance_or_collide(tmp_path, extra, key, rule):
     message = load_error(tmp_path, extra)
