@@ -212,7 +212,7 @@ class App:
         """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
         now = self.now
         with self.lock():
-            with self.store.transaction() as tx:
+            with self.store.transaction(serialized=True) as tx:     # publishes a CRL
                 row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
                 summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
                            "revoked_at": rfc3339(now), "ca": row.authority.name,
@@ -228,7 +228,11 @@ class App:
 
     def crl(self, ca_name: str) -> x509.CertificateRevocationList:
         """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""
-        with self.store.transaction() as tx:
+        with self.store.transaction() as tx:          # the common case: a current CRL, read only
+            crl = revocations.fresh_crl(self.config, tx, ca_name, self.now)
+        if crl is not None:
+            return crl
+        with self.store.transaction(serialized=True) as tx:   # read again under the CA's lock, then publish
             return revocations.current_crl(self.config, tx, ca_name, self.now)
 
     def ocsp_response(self, ca_name: str, request_der: bytes) -> ocsp.OCSPResponse:

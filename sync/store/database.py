@@ -135,8 +135,16 @@ class Store:
                 raise
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, serialized: bool = False) -> Iterator[Transaction]:
+        """serialized: one such transaction at a time per store, whatever it reads before writing
+        (CRL publication). SQLite: opened with BEGIN IMMEDIATE, so the write lock is held before the
+        first read (pysqlite's own deferred BEGIN would come only before the first write, after
+        the reads); PostgreSQL: the repositories lock the rows they guard (SELECT ... FOR UPDATE)."""
         with self.session() as session:
+            if serialized and self.engine.dialect.name == "sqlite":
+                # pysqlite sees a transaction open and so emits no BEGIN of its own; commit and
+                # rollback end this one (busy_timeout makes a second publisher wait here)
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield Transaction(session, Authorities(session, self.master_key),
                               Certificates(session, self.master_key), Deployments(session), Settings(session))
 
