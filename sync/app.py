@@ -51,6 +51,7 @@ class App:
         self.providers: ProviderFactory = providers or Providers(config)
         self._now = now
         self._store: Store | None = None
+        self._held: RunLock | None = None
 
     # -- what the commands share -------------------------------------------------------------------
     @property
@@ -72,7 +73,16 @@ class App:
     def lock(self) -> Iterator[RunLock]:
         """The run lock: one writer at a time, waiting up to store.lock_timeout."""
         with RunLock(self.store, timeout=self.config.store.lock_timeout).held() as held:
-            yield held
+            self._held = held
+            try:
+                yield held
+            finally:
+                self._held = None
+
+    def check_lock(self) -> None:
+        """Raise LockError if this run held the run lock and lost it (apply asks before each write)."""
+        if self._held is not None:
+            self._held.check()
 
     def close(self) -> None:
         if self._store is not None:

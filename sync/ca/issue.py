@@ -6,7 +6,7 @@ from `apply` or one CSR enrollment.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from sync.ca.hierarchy import issuer_for
 from sync.errors import CertsyncError, PolicyError, StoreError
@@ -43,7 +43,8 @@ def san_list(spec: CertificateConfig) -> list[str]:
 
 
 def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], now: datetime, *,
-               batch_size: int = BATCH_SIZE) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
+               batch_size: int = BATCH_SIZE, before_write: Callable[[], None] | None = None,
+               ) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
     """Issue new versions of configured certificates: yields (request, Issued or the
     CertsyncError that failed it), in request order, batch by batch. One transaction per batch
     (one query for the version numbers, one UPDATE, one multi-row INSERT); each CA key is
@@ -53,21 +54,26 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     store error too stays with the certificate it belongs to.
 
     With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept;
-    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked)."""
+    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked).
+    before_write is called before each batch's transaction (the run lock's check: an exception
+    from it ends the issuance)."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
     batch: list[IssueRequest] = []
     seen: set[str] = set()                  # a name at most once per batch (versions are per batch)
     for request in requests:
         if len(batch) >= batch_size or request.name in seen:
-            yield from _issue_isolated(config, store, batch, issuers, now)
+            yield from _issue_isolated(config, store, batch, issuers, now, before_write)
             batch, seen = [], set()
         batch.append(request)
         seen.add(request.name)
     if batch:
-        yield from _issue_isolated(config, store, batch, issuers, now)
+        yield from _issue_isolated(config, store, batch, issuers, now, before_write)
 
 
-def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime):
+def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime,
+                    before_write: Callable[[], None] | None = None):
+    if before_write is not None:
+        before_write()
     try:
         outcomes = _issue_batch(config, store, batch, issuers, now)
     except StoreError as exc:
@@ -75,7 +81,7 @@ def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], iss
             yield batch[0], exc
             return
         for request in batch:                     # isolate the certificate the store refused
-            yield from _issue_isolated(config, store, [request], issuers, now)
+            yield from _issue_isolated(config, store, [request], issuers, now, before_write)
         return
     yield from zip(batch, outcomes)
 
