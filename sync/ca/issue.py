@@ -173,6 +173,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     if profile is None:
         raise PolicyError(f"--profile: unknown profile {profile_name!r} (defined: {', '.join(sorted(config.profile))})")
     request = csr_checks.check_csr(csr_checks.load_csr(csr_data), profile_name, profile)
+    generated = name is None
     name = name or names.store_name(request.common_name, request.dns_names)
     if name in config.certificate:
         raise PolicyError(f"--name: {name!r} is a configured certificate (certsync makes its key); "
@@ -180,6 +181,13 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
+    sans = names.san_strings(request.dns_names, request.ip_addresses)
+    if generated and existing and set(existing[0].sans or []) != set(sans):
+        # a client renewal asks for the same names; other names under a name made from them would
+        # silently become a new version of an unrelated certificate
+        raise PolicyError(f"CSR: its generated name {name!r} already holds a certificate for other names "
+                          f"({', '.join(existing[0].sans or []) or 'none'}); choose a name with --name (that same "
+                          "name to make these names its next version)")
     policy.check_request(profile_name, profile, dns_names=request.dns_names, ip_addresses=request.ip_addresses,
                          key_type=request.key_type, validity=profile.validity)
     authority, issuer = issuer_for(config, tx, profile.ca)
@@ -189,8 +197,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     version = (existing[0].version if existing else 0) + 1
     tx.certificates.add_many([tx.certificates.new_version(
         name=name, version=version, profile=profile_name, authority_id=authority.id, cert=cert,
-        key_type=request.key_type, sans=names.san_strings(request.dns_names, request.ip_addresses),
-        source="csr", common_name=request.common_name)])
+        key_type=request.key_type, sans=sans, source="csr", common_name=request.common_name)])
     row = tx.certificates.current(name)
     assert row is not None and row.version == version
     return row
