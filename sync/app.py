@@ -67,7 +67,9 @@ class App:
 
     def _open_store(self, *, create: bool) -> Store:
         key_file = self.config.resolve(self.config.store.key_file) if self.config.store.key_file else None
-        return Store(self.config.store_url(), create=create, key_file=key_file)
+        return Store(self.config.store_url(), create=create, key_file=key_file,
+                     connect_timeout=self.config.store.connect_timeout,
+                     statement_timeout=self.config.store.statement_timeout)
 
     @contextmanager
     def lock(self) -> Iterator[RunLock]:

@@ -126,6 +126,11 @@ class StoreConfig(Strict):
         "CERTSYNC_MASTER_KEY (base64 of 32 random bytes), when set, is used instead. Back it up."))
     lock_timeout: Wait = Field(timedelta(seconds=0), description=(
         "How long a run waits for another run's store lock before failing; 0 fails at once."))
+    connect_timeout: Duration = Field(timedelta(seconds=10), description=(
+        "PostgreSQL: how long to wait for the server when connecting (whole seconds, at least 2 as libpq counts)."))
+    statement_timeout: Wait = Field(timedelta(seconds=60), description=(
+        "PostgreSQL: the server cancels any statement running longer than this (also a wait for a row lock); "
+        "0: no limit."))
 
 
 class CAConfig(Strict):
