@@ -92,7 +92,7 @@ def test_foreign_secret_is_refused_and_others_proceed(project, aws_proxy, secret
     project.write(config(name_prefix, aws_proxy))
     project.run("init")
     result = project.run("apply", expect=1)
-    assert result.stderr.strip() == (
+    assert _errors(result.stderr) == (     # the emulator's http:// endpoint is warned about first
         f"error: push {name_prefix}-api -> aws/{name_prefix}/web-tls: secret '{name_prefix}/web-tls' exists and "
         "is not managed by certsync (no tag managed-by=certsync); set adopt = true to take it over")
     assert secretsmanager.get_secret_value(SecretId=f"{name_prefix}/web-tls")["SecretString"] == "not ours"
@@ -176,7 +176,7 @@ format = "pem"
     other = project.json("push", f"{name_prefix}-api", "--to", "aws-other")  # not in its list
     assert [r["remote_name"] for r in other["results"]] == [f"{name_prefix}-api"]
     result = project.run("push", f"{name_prefix}-api", "--to", "nowhere", expect=2)
-    assert result.stderr.startswith("error: --to: unknown destination 'nowhere'")
+    assert _errors(result.stderr).startswith("error: --to: unknown destination 'nowhere'")
 
 
 def test_one_off_push_dry_run_writes_nothing(project, aws_proxy, secretsmanager, name_prefix):
@@ -232,3 +232,9 @@ def test_csr_enrollment_pushed_chain_only(project, aws_proxy, secretsmanager, na
     assert openssl_verify(tmp_path, document).strip().endswith("leaf.pem: OK")
     assert project.json("apply")["summary"].get("delete") is None  # apply leaves it alone
     assert json.loads(secretsmanager.get_secret_value(SecretId=name)["SecretString"]) == document
+
+
+def _errors(stderr: str) -> str:
+    """stderr without the insecure-transport warnings (the emulator is plain http on 127.0.0.1)."""
+    return "\n".join(l for l in stderr.strip().splitlines()
+                     if not (l.startswith("warning: destination ") and "insecure transport" in l))
