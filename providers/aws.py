@@ -17,9 +17,9 @@ import re
 import time
 from typing import Any, Iterator, Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from providers.base import (MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase, NameRule,
+from providers.base import (insecure_note, refuse_off_loopback, url_host, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase, NameRule,
                             ProviderDescriptor, QuotaRule, RemoteSecret, name_destination)
 from sync.errors import ConfigError, ProviderError, Throttled
 
@@ -40,6 +40,22 @@ class AwsDestination(DestinationBase):
     recovery_window_days: int | None = Field(default=None, ge=7, le=30, description=(
         "Days a deleted secret can be restored (7-30); unset: deleted at once (force delete, so the name can be "
         "reused straight away)."))
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _plain_http_only_to_this_machine(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and _plain_http(value):
+            refuse_off_loopback("an http:// endpoint_url (no TLS)", url_host(value), info)
+        return value
+
+    def insecure_transport(self) -> str | None:
+        if not (self.endpoint_url and _plain_http(self.endpoint_url)):
+            return None
+        return insecure_note("endpoint_url is http://: no TLS", url_host(self.endpoint_url))
+
+
+def _plain_http(url: str) -> bool:
+    return url.strip().lower().startswith("http://")
 
 
 def from_destination(dest: Any) -> "AwsProvider":

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from providers.base import (CERT_LABEL, BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
+                            insecure_note, refuse_off_loopback, url_host,
                             RemoteSecret, refuse_foreign)
 from sync.errors import ConfigError, ProviderError, Throttled
 
@@ -39,6 +40,20 @@ class AzureDestination(DestinationBase):
         "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
     on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
         "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
+
+    @field_validator("verify_challenge_resource")
+    @classmethod
+    def _unchecked_challenge_only_on_this_machine(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value:
+            refuse_off_loopback("verify_challenge_resource = false (a token for any resource the challenge names)",
+                                url_host(info.data.get("vault_url")), info)
+        return value
+
+    def insecure_transport(self) -> str | None:
+        if self.verify_challenge_resource:
+            return None
+        return insecure_note("verify_challenge_resource = false: the auth challenge's resource is not checked",
+                             url_host(self.vault_url))
 
 
 class AzureProvider(BaseProvider[RemoteSecret]):

@@ -15,6 +15,7 @@ Each adapter module exports one as DESCRIPTOR; providers/registry.py lists them.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from datetime import datetime
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping, Protocol, TypeVar, \
     get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo
+from urllib.parse import urlsplit
 
 from sync.errors import CertsyncError, NameError_, NotOwned, PayloadTooLarge, UsageError
 
@@ -295,16 +297,68 @@ class DestinationBase(BaseModel):
         "Check each write: from the write's response (\"response\"), by reading the secret back (\"read\"), or not "
         "at all (\"off\")."))
 
+    allow_insecure_transport: bool = Field(False, description=(
+        "DANGEROUS. Allow this destination's insecure transport setting (gcp insecure = true, an http:// aws "
+        "endpoint_url, azure verify_challenge_resource = false) for a host that is not this machine (localhost, "
+        "127.0.0.0/8, ::1): secrets and credentials may then travel in plaintext or to the wrong server. Unset, "
+        "such a setting is refused for any other host; it is warned about on every run either way."))
+
     _name: str | None = PrivateAttr(None)
 
     @property
     def name(self) -> str | None:
         return self._name
 
+    def insecure_transport(self) -> str | None:
+        """What is insecure about this destination's transport (one warning per run), or None."""
+        return None
+
     def named(self, name: str) -> "DestinationBase":
         """This destination, knowing its NAME (the config loader calls it)."""
         self._name = name
         return self
+
+
+LOOPBACK = "localhost, 127.0.0.0/8 or ::1"
+
+
+def is_loopback(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (a name that merely starts so, like 127.0.0.1.example.com, is not)."""
+    if not host:
+        return False
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(url: str | None) -> str | None:
+    """The host of a URL, or of a bare host:port."""
+    if not url:
+        return None
+    try:
+        return urlsplit(url if "://" in url else f"//{url}").hostname
+    except ValueError:
+        return None
+
+
+def refuse_off_loopback(what: str, host: str | None, info: ValidationInfo) -> None:
+    """An insecure transport setting is for an emulator on this machine: raise (a config error on
+    the setting's key) for any other host, unless the destination sets allow_insecure_transport."""
+    if is_loopback(host) or info.data.get("allow_insecure_transport"):
+        return
+    raise ValueError(f"{what} is allowed only for a host on this machine ({LOOPBACK}), not {host or 'none'!r}; "
+                     "set allow_insecure_transport = true on this destination to allow it anyway")
+
+
+def insecure_note(what: str, host: str | None) -> str:
+    """A warning line's text: what is insecure, and whether only the override lets it be."""
+    if is_loopback(host):
+        return f"{what} (host {host}: for an emulator on this machine only)"
+    return f"{what} to {host or 'an unknown host'}, allowed by allow_insecure_transport = true"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ import logging
 import re
 from typing import Any, Iterator, Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from providers.base import (CERT_LABEL, FP_LABEL, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase,
+from providers.base import (CERT_LABEL, FP_LABEL, LOOPBACK, MANAGED_BY, MANAGED_BY_VALUE, BaseProvider, DestinationBase,
+                            insecure_note, refuse_off_loopback, url_host,
                             NameRule, ProviderDescriptor, QuotaRule, RemoteSecret,
                             name_destination)
 from sync.errors import ConfigError, ProviderError, Throttled, UsageError
@@ -49,6 +50,21 @@ class GcpDestination(DestinationBase):
     insecure: bool = Field(False, description="Plaintext channel, for an emulator only.")
     keep_versions: int = Field(default=2, ge=1, description=(
         "Enabled versions kept per secret after a push; older enabled ones are destroyed."))
+
+    @field_validator("insecure")
+    @classmethod
+    def _plaintext_only_to_this_machine(cls, value: bool, info: ValidationInfo) -> bool:
+        if value:
+            endpoint = info.data.get("endpoint")
+            if not endpoint:
+                raise ValueError(f"insecure = true needs an endpoint (host:port of an emulator on {LOOPBACK})")
+            refuse_off_loopback("insecure = true (a plaintext channel)", url_host(endpoint), info)
+        return value
+
+    def insecure_transport(self) -> str | None:
+        if not self.insecure:
+            return None
+        return insecure_note("insecure = true: a plaintext channel, no TLS", url_host(self.endpoint))
 
 
 def validate_labels(name: str, labels: Mapping[str, str]) -> None:

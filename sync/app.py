@@ -54,6 +54,7 @@ class App:
         self.providers: ProviderFactory = providers or Providers(config)
         self._now = now
         self._store: Store | None = None
+        self._held: RunLock | None = None
 
     # -- what the commands share -------------------------------------------------------------------
     @property
@@ -69,13 +70,24 @@ class App:
 
     def _open_store(self, *, create: bool) -> Store:
         key_file = self.config.resolve(self.config.store.key_file) if self.config.store.key_file else None
-        return Store(self.config.store_url(), create=create, key_file=key_file)
+        return Store(self.config.store_url(), create=create, key_file=key_file,
+                     connect_timeout=self.config.store.connect_timeout,
+                     statement_timeout=self.config.store.statement_timeout)
 
     @contextmanager
     def lock(self) -> Iterator[RunLock]:
         """The run lock: one writer at a time, waiting up to store.lock_timeout."""
         with RunLock(self.store, timeout=self.config.store.lock_timeout).held() as held:
-            yield held
+            self._held = held
+            try:
+                yield held
+            finally:
+                self._held = None
+
+    def check_lock(self) -> None:
+        """Raise LockError if this run held the run lock and lost it (apply asks before each write)."""
+        if self._held is not None:
+            self._held.check()
 
     def close(self) -> None:
         if self._store is not None:
@@ -227,7 +239,7 @@ class App:
         """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
         now = self.now
         with self.lock():
-            with self.store.transaction() as tx:
+            with self.store.transaction(serialized=True) as tx:     # publishes a CRL
                 row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
                 summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
                            "revoked_at": rfc3339(now), "ca": row.authority.name,
@@ -243,7 +255,11 @@ class App:
 
     def crl(self, ca_name: str) -> x509.CertificateRevocationList:
         """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""
-        with self.store.transaction() as tx:
+        with self.store.transaction() as tx:          # the common case: a current CRL, read only
+            crl = revocations.fresh_crl(self.config, tx, ca_name, self.now)
+        if crl is not None:
+            return crl
+        with self.store.transaction(serialized=True) as tx:   # read again under the CA's lock, then publish
             return revocations.current_crl(self.config, tx, ca_name, self.now)
 
     def ocsp_response(self, ca_name: str, request_der: bytes) -> ocsp.OCSPResponse:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       WithJsonSchema, field_validator, model_validator)
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
@@ -36,13 +36,24 @@ _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
+MAX_DURATION = timedelta(days=36500)      # 100 years: past it, dates overflow (or mean nothing)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+class DurationTooLong(ValueError):
+    pass
+
+
 def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     match = _DURATION.fullmatch(str(value).strip()) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
+    digits = match.group(1).lstrip("0") if match else ""
+    if not digits:
         raise ValueError("must be a positive duration like 90d, 12h, 30m or 45s")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if len(digits) > 12 or int(digits) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds():
+        raise DurationTooLong(f"must be at most {MAX_DURATION.days}d (100 years)")
+    return timedelta(**{_UNITS[match.group(2)]: int(digits)})
 
 
 def format_duration(value: timedelta) -> str:
@@ -67,6 +78,8 @@ def parse_wait(value: Any) -> timedelta:
         return timedelta(0)
     try:
         return parse_duration(value)
+    except DurationTooLong:
+        raise
     except ValueError:
         raise ValueError("must be a duration like 30s or 5m, or 0 to fail at once") from None
 
@@ -94,6 +107,8 @@ def parse_renew_before(value: Any) -> RenewBefore:
         return RenewBefore(fraction=pct / 100)
     try:
         return RenewBefore(duration=parse_duration(value))
+    except DurationTooLong:
+        raise
     except ValueError:
         raise ValueError("must be a duration like 30d or a percentage of the lifetime like \"33%\"") from None
 
@@ -111,6 +126,11 @@ class StoreConfig(Strict):
         "CERTSYNC_MASTER_KEY (base64 of 32 random bytes), when set, is used instead. Back it up."))
     lock_timeout: Wait = Field(timedelta(seconds=0), description=(
         "How long a run waits for another run's store lock before failing; 0 fails at once."))
+    connect_timeout: Duration = Field(timedelta(seconds=10), description=(
+        "PostgreSQL: how long to wait for the server when connecting (whole seconds, at least 2 as libpq counts)."))
+    statement_timeout: Wait = Field(timedelta(seconds=60), description=(
+        "PostgreSQL: the server cancels any statement running longer than this (also a wait for a row lock); "
+        "0: no limit."))
 
 
 class NameConstraintsConfig(Strict):
@@ -424,6 +444,8 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>", base_dir: Path 
         config = Config(**data, base_dir=base_dir)
     except ValidationError as exc:
         raise ConfigError("\n".join(_error_line(source, err) for err in exc.errors())) from None
+    except SettingsError as exc:             # an environment override that is not the JSON its field needs
+        raise ConfigError(_env_error_line(source, exc)) from None
     problems = list(_reference_problems(config))
     if problems:
         raise ConfigError("\n".join(f"{source}: {key}: {rule}" for key, rule in problems))
@@ -436,6 +458,16 @@ def _error_line(source: str, err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     return f"{source}: {loc}: {msg}"
+
+
+def _env_error_line(source: str, exc: SettingsError) -> str:
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else "environment"
+    prefix = f"CERTSYNC_{field}".upper()
+    names = sorted(n for n in os.environ if n.upper() == prefix or n.upper().startswith(prefix + "__"))
+    cause = str(exc.__cause__).splitlines()[0] if exc.__cause__ is not None and str(exc.__cause__) else "cannot parse"
+    return (f"{source}: {field}: environment override {', '.join(names) or prefix} is not valid JSON ({cause}): "
+            f"a table or a list in the environment is JSON, or set one key per variable ({prefix}__KEY)")
 
 
 def _is_union_tag(part: Any) -> bool:

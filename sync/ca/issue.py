@@ -43,7 +43,8 @@ def san_list(spec: CertificateConfig) -> list[str]:
 
 
 def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], now: datetime, *,
-               batch_size: int = BATCH_SIZE) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
+               batch_size: int = BATCH_SIZE, before_write: Callable[[], None] | None = None,
+               ) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
     """Issue new versions of configured certificates: yields (request, Issued or the
     CertsyncError that failed it), in request order, batch by batch. One transaction per batch
     (one query for the version numbers, one UPDATE, one multi-row INSERT); each CA key is
@@ -53,21 +54,26 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     store error too stays with the certificate it belongs to.
 
     With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept;
-    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked)."""
+    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked).
+    before_write is called before each batch's transaction (the run lock's check: an exception
+    from it ends the issuance)."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
     batch: list[IssueRequest] = []
     seen: set[str] = set()                  # a name at most once per batch (versions are per batch)
     for request in requests:
         if len(batch) >= batch_size or request.name in seen:
-            yield from _issue_isolated(config, store, batch, issuers, now)
+            yield from _issue_isolated(config, store, batch, issuers, now, before_write)
             batch, seen = [], set()
         batch.append(request)
         seen.add(request.name)
     if batch:
-        yield from _issue_isolated(config, store, batch, issuers, now)
+        yield from _issue_isolated(config, store, batch, issuers, now, before_write)
 
 
-def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime):
+def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime,
+                    before_write: Callable[[], None] | None = None):
+    if before_write is not None:
+        before_write()
     try:
         outcomes = _issue_batch(config, store, batch, issuers, now)
     except StoreError as exc:
@@ -75,7 +81,7 @@ def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], iss
             yield batch[0], exc
             return
         for request in batch:                     # isolate the certificate the store refused
-            yield from _issue_isolated(config, store, [request], issuers, now)
+            yield from _issue_isolated(config, store, [request], issuers, now, before_write)
         return
     yield from zip(batch, outcomes)
 
@@ -168,6 +174,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     if profile is None:
         raise PolicyError(f"--profile: unknown profile {profile_name!r} (defined: {', '.join(sorted(config.profile))})")
     request = csr_checks.check_csr(csr_checks.load_csr(csr_data), profile_name, profile)
+    generated = name is None
     name = name or names.store_name(request.common_name, request.dns_names)
     if name in config.certificate:
         raise PolicyError(f"--name: {name!r} is a configured certificate (certsync makes its key); "
@@ -177,6 +184,13 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
+    sans = names.san_strings(request.dns_names, request.ip_addresses)
+    if generated and existing and set(existing[0].sans or []) != set(sans):
+        # a client renewal asks for the same names; other names under a name made from them would
+        # silently become a new version of an unrelated certificate
+        raise PolicyError(f"CSR: its generated name {name!r} already holds a certificate for other names "
+                          f"({', '.join(existing[0].sans or []) or 'none'}); choose a name with --name (that same "
+                          "name to make these names its next version)")
     policy.check_request(profile_name, profile, dns_names=request.dns_names, ip_addresses=request.ip_addresses,
                          key_type=request.key_type, validity=profile.validity)
     check_name_constraints(config, profile.ca, request.dns_names, request.ip_addresses)
@@ -187,8 +201,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     version = (existing[0].version if existing else 0) + 1
     tx.certificates.add_many([tx.certificates.new_version(
         name=name, version=version, profile=profile_name, authority_id=authority.id, cert=cert,
-        key_type=request.key_type, sans=names.san_strings(request.dns_names, request.ip_addresses),
-        source="csr", common_name=request.common_name)])
+        key_type=request.key_type, sans=sans, source="csr", common_name=request.common_name)])
     row = tx.certificates.current(name)
     assert row is not None and row.version == version
     return row

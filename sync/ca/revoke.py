@@ -41,9 +41,15 @@ def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetim
 
 
 def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) -> x509.CertificateRevocationList:
-    """Sign a new CRL for `ca_name` with the next CRL number and keep it as the current one."""
-    authority, issuer = issuer_for(config, tx, ca_name)
+    """Sign a new CRL for `ca_name` with the next CRL number and keep it as the current one.
+    tx must be serialized (store.transaction(serialized=True)): the CA's row is locked before the
+    number and the entries are read, so two publishers never sign one number."""
+    authority = _authority(tx, ca_name)
     tx.authorities.lock_for_crl(authority)      # no two CRLs with one number; entries read next are the latest
+    previous = _stored(authority)
+    if previous is not None and previous.last_update_utc > now:
+        now = previous.last_update_utc          # a later number is never older than the CRL it replaces
+    authority, issuer = issuer_for(config, tx, ca_name)
     entries = [crls.RevokedEntry(int(c.serial, 16), c.revoked_at, c.revocation_reason or "unspecified")
                for c in tx.certificates.revoked_by(authority, now)]
     number = (authority.crl_number or 0) + 1
@@ -52,18 +58,38 @@ def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) ->
     return the_crl
 
 
+def fresh_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) -> x509.CertificateRevocationList | None:
+    """The CA's current CRL while it is in the first half of its life, else None. Reads only (no
+    lock, no key): a CRL found here is one a publisher committed."""
+    _check_ca(config, ca_name)
+    return _fresh(_authority(tx, ca_name), now)
+
+
 def current_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) -> x509.CertificateRevocationList:
     """The CA's current CRL; a new one (next number) when there is none or it is past half its
-    life. Reading a current CRL needs no key; only signing a new one opens the CA's key."""
+    life. tx must be serialized: the decision to publish is taken on the CRL read under the CA's
+    lock, so a publisher never replaces a CRL it has not seen (e.g. the one a revocation just made).
+    Only signing a new CRL opens the CA's key."""
+    _check_ca(config, ca_name)
+    authority = _authority(tx, ca_name)
+    tx.authorities.lock_for_crl(authority)
+    return _fresh(authority, now) or publish_crl(config, tx, ca_name, now)
+
+
+def _check_ca(config: Config, ca_name: str) -> None:
     if ca_name not in config.ca:
         raise UsageError(f"unknown CA {ca_name!r} (defined: {', '.join(sorted(config.ca))})")
-    authority = _authority(tx, ca_name)
-    if authority.crl_der is not None:
-        crl = x509.load_der_x509_crl(authority.crl_der)
-        life = crl.next_update_utc - crl.last_update_utc
-        if now < crl.last_update_utc + life / 2:
-            return crl
-    return publish_crl(config, tx, ca_name, now)
+
+
+def _stored(authority: Authority) -> x509.CertificateRevocationList | None:
+    return x509.load_der_x509_crl(authority.crl_der) if authority.crl_der is not None else None
+
+
+def _fresh(authority: Authority, now: datetime) -> x509.CertificateRevocationList | None:
+    crl = _stored(authority)
+    if crl is not None and now < crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) / 2:
+        return crl
+    return None
 
 
 def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: bytes,

@@ -25,7 +25,19 @@ class Context:
     def config(self) -> config_mod.Config:
         if self._config is None:
             self._config = config_mod.load(self.config_path)
+            self._warn_insecure_transports(self._config)
         return self._config
+
+    @staticmethod
+    def _warn_insecure_transports(config: config_mod.Config) -> None:
+        """One warning line per destination whose transport is insecure (allowed only on loopback
+        or with allow_insecure_transport), on every run that loads the config."""
+        import logging
+        from sync.cli.output import diagnostic
+        for name, dest in config.destination.items():
+            what = dest.insecure_transport()
+            if what:
+                diagnostic(logging.WARNING, f"destination {name!r}: insecure transport: {what}", "config.insecure_transport")
 
     @property
     def app(self) -> App:

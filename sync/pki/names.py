@@ -32,6 +32,13 @@ def san_strings(dns_names: Sequence[str], ip_addresses: Sequence[str]) -> list[s
 
 
 def store_name(common_name: str | None, dns_names: Sequence[str]) -> str:
-    """A store name for a CSR enrollment when none is given: the first name, as a label."""
-    base = (common_name or (dns_names[0] if dns_names else "csr")).lower().lstrip("*.")
-    return (re.sub(r"[^a-z0-9-]+", "-", base).strip("-") or "csr")[:63].strip("-")
+    """A store name for a CSR enrollment when none is given: the first name, as a label; a
+    wildcard is told from its apex (*.x.internal -> wildcard-x-internal, x.internal -> x-internal).
+    Different names can still meet here (x_y / x-y, cut at 63 characters): the enrollment checks
+    that a generated name it reuses holds the same names."""
+    base = (common_name or (dns_names[0] if dns_names else "csr")).lower()
+    prefix = ""
+    if base.startswith("*."):
+        prefix, base = "wildcard-", base[2:]
+    label = re.sub(r"[^a-z0-9-]+", "-", base).strip("-") or "csr"
+    return (prefix + label)[:63].strip("-")

@@ -41,6 +41,9 @@ class Run(Protocol):
     @property
     def now(self) -> datetime: ...
 
+    def check_lock(self) -> None:
+        """Raise LockError once the run lock is lost: called before each store write and each push."""
+
 
 def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
             deadline: Deadline | None = None) -> Report:
@@ -69,6 +72,7 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     report.results.extend(_run_lanes(run, jobs, progress, deadline))
     if deadline is not None and deadline.reached:
         report.stopped = f"max duration {deadline} reached"
+    run.check_lock()
     _record(run.store, report, retired)
     report.seconds = time.monotonic() - started
     return report
@@ -80,7 +84,8 @@ def _issue_all(run: Run, actions: Iterable[Action], report: Report) -> set[str]:
     failed: set[str] = set()
     actions = list(actions)
     requests = [IssueRequest(a.cert, a.reuse_key) for a in actions]
-    for action, (_, outcome) in zip(actions, issue_many(run.config, run.store, requests, run.now)):
+    for action, (_, outcome) in zip(actions, issue_many(run.config, run.store, requests, run.now,
+                                                          before_write=run.check_lock)):
         if isinstance(outcome, CertsyncError):
             failed.add(action.cert)
             report.results.append(Result(action, Status.FAILED, one_line(outcome)))
@@ -139,6 +144,7 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
 
         def one(item: tuple[str, Job]) -> Result:
             destination, job = item
+            run.check_lock()         # a run that lost the store lock starts no push (LockError ends the run)
             if deadline is not None and deadline.expired():
                 result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
                 logs.log_result(log, result)

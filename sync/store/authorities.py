@@ -66,6 +66,7 @@ class Authorities:
         authority.crl_number, authority.crl_der = number, crl_der
 
     def lock_for_crl(self, authority: Authority) -> None:
-        """Hold the CA's row until the transaction ends (PostgreSQL: SELECT ... FOR UPDATE), so two
-        publishers cannot both sign the same CRL number."""
+        """Hold the CA's row until the transaction ends and read it afresh (PostgreSQL: SELECT ...
+        FOR UPDATE), so two publishers cannot both sign the same CRL number. SQLite has no row
+        locks: there the transaction must be a serialized one (BEGIN IMMEDIATE, Store.transaction)."""
         self.session.refresh(authority, with_for_update=True)

@@ -8,15 +8,17 @@ never touch a private key (plan, list, metrics) run without it.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,6 +74,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+CONNECT_TIMEOUT = timedelta(seconds=10)
+STATEMENT_TIMEOUT = timedelta(seconds=60)
+
+
+def _postgres_connect_args(url: URL, connect_timeout: timedelta, statement_timeout: timedelta) -> dict:
+    """libpq parameters: connect_timeout (whole seconds; libpq waits at least 2) and the session's
+    statement_timeout, added to any `options` the URL already carries."""
+    options = url.query.get("options")
+    options = " ".join(options) if isinstance(options, tuple) else (options or "")
+    millis = int(statement_timeout.total_seconds() * 1000)
+    return {"connect_timeout": max(1, math.ceil(connect_timeout.total_seconds())),
+            "options": f"{options} -c statement_timeout={millis}".strip()}
+
+
+def _timeout_hint(exc: SQLAlchemyError) -> str:
+    return "; raise store.statement_timeout if it must run longer" if "statement timeout" in str(exc) else ""
+
+
 @dataclass
 class Transaction:
     """One unit of work: the repositories over one session, committed when the block ends."""
@@ -86,10 +106,12 @@ class Transaction:
 
 
 class Store:
-    def __init__(self, url: str, *, create: bool = False, key_file: Path | None = None) -> None:
+    def __init__(self, url: str, *, create: bool = False, key_file: Path | None = None,
+                 connect_timeout: timedelta = CONNECT_TIMEOUT, statement_timeout: timedelta = STATEMENT_TIMEOUT) -> None:
         """Open a store; with create (`certsync init`), create it or upgrade its schema to head.
         Without, a store whose schema is not at head is refused (run `certsync init`).
-        key_file: where the master key is, when not in CERTSYNC_MASTER_KEY."""
+        key_file: where the master key is, when not in CERTSYNC_MASTER_KEY. connect_timeout and
+        statement_timeout (0: none) apply to PostgreSQL: no hang on a server that does not answer."""
         self.url = url
         self.display_url = redact_url(url)
         self.key_file = key_file
@@ -100,7 +122,10 @@ class Store:
         if create:
             _private_sqlite_file(url)
         try:
-            self.engine = create_engine(make_url(url))
+            parsed = make_url(url)
+            connect_args = (_postgres_connect_args(parsed, connect_timeout, statement_timeout)
+                            if parsed.get_backend_name() == "postgresql" else {})
+            self.engine = create_engine(parsed, connect_args=connect_args)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.display_url}: {_scrubbed(exc, url)}") from None
         if url.startswith("sqlite"):
@@ -135,14 +160,23 @@ class Store:
                 session.commit()
             except SQLAlchemyError as exc:
                 session.rollback()
-                raise StoreError(f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
+                raise StoreError(f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+                                 f"{_timeout_hint(exc)}") from exc
             except BaseException:
                 session.rollback()
                 raise
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, serialized: bool = False) -> Iterator[Transaction]:
+        """serialized: one such transaction at a time per store, whatever it reads before writing
+        (CRL publication). SQLite: opened with BEGIN IMMEDIATE, so the write lock is held before the
+        first read (pysqlite's own deferred BEGIN would come only before the first write, after
+        the reads); PostgreSQL: the repositories lock the rows they guard (SELECT ... FOR UPDATE)."""
         with self.session() as session:
+            if serialized and self.engine.dialect.name == "sqlite":
+                # pysqlite sees a transaction open and so emits no BEGIN of its own; commit and
+                # rollback end this one (busy_timeout makes a second publisher wait here)
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield Transaction(session, Authorities(session, self.master_key),
                               Certificates(session, self.master_key), Deployments(session), Settings(session))
 

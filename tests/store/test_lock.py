@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sync import config
 from sync.app import App
 from sync.clock import rfc3339, utcnow
-from sync.errors import LockError
+from sync.errors import LockError, StoreError
 from sync.store import RunLock, Store
 from sync.store.models import Certificate, Lock
 from tests.store.conftest import CERT_NAMES
@@ -244,3 +244,116 @@ def test_apply_exits_1_with_one_line_when_the_lock_is_held(url, store_dir):
     with gate.session() as s:
         assert s.scalar(select(func.count()).select_from(Certificate)) == 0
     gate.close()
+
+
+# -- the database's clock, and fencing --------------------------------------------------------------
+
+def _skew_local_clock(monkeypatch, skew: timedelta) -> None:
+    """This process's idea of the time (sync.clock.utcnow) moves by `skew`; the database's does not."""
+    import sync.clock
+    from datetime import datetime as real
+
+    class Skewed(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + skew
+
+    monkeypatch.setattr(sync.clock, "datetime", Skewed)
+
+
+def test_a_client_whose_clock_runs_ahead_does_not_take_a_live_lock(url, monkeypatch):
+    """Expiry is the database's clock's call: a runner two hours ahead does not find the live
+    lock of another runner expired (it would delete it and both would write)."""
+    holder, other = _store(url), _store(url)
+    with RunLock(holder).held(heartbeat=False):
+        _skew_local_clock(monkeypatch, timedelta(hours=2))
+        with pytest.raises(LockError, match="another run holds the store lock"):
+            RunLock(other).acquire()
+        monkeypatch.undo()
+    holder.close(), other.close()
+
+
+def test_a_client_whose_clock_runs_behind_writes_a_live_expiry(url, monkeypatch):
+    """A runner two hours behind takes the lock with an expiry in the database's future, so nobody
+    takes it over while it runs."""
+    holder, other = _store(url), _store(url)
+    _skew_local_clock(monkeypatch, timedelta(hours=-2))
+    lock = RunLock(holder)
+    lock.acquire()
+    lock.renew()
+    monkeypatch.undo()
+    with pytest.raises(LockError, match="another run holds the store lock"):
+        RunLock(other).acquire()
+    lock.release()
+    holder.close(), other.close()
+
+
+def test_a_holder_whose_row_is_taken_knows_it_lost_the_lock(url):
+    """Renewing updates no row when the lock was taken over (or deleted): the holder records it
+    and check() stops it before its next write; release does not delete the new holder's row."""
+    store, other, clock = _store(url), _store(url), FakeClock()
+    holder = _lock(store, clock)
+    holder.acquire()
+    holder.check()                                    # held: no error
+    clock.now += timedelta(minutes=11)                # paused past its TTL: taken over
+    taker = _lock(other, clock)
+    taker.acquire()
+    holder.renew()
+    assert holder.lost
+    with pytest.raises(LockError, match=r"lost the store lock .*stopping") as caught:
+        holder.check()
+    assert "\n" not in str(caught.value)
+    holder.release()
+    with other.session() as s:
+        assert s.get(Lock, "apply").owner == taker.owner
+    taker.release()
+    store.close(), other.close()
+
+
+def test_a_deleted_lock_row_is_lost_and_a_failed_heartbeat_too(url, monkeypatch):
+    store, clock = _store(url), FakeClock()
+    holder = _lock(store, clock)
+    holder.acquire()
+    with store.session() as s:                        # someone deleted our row
+        s.execute(Lock.__table__.delete())
+    holder.renew()
+    with pytest.raises(LockError, match="lost the store lock"):
+        holder.check()
+    holder.release()
+    second = _lock(store, clock, ttl=timedelta(seconds=0.2))
+
+    def broken(*_a, **_k):
+        raise StoreError("store error: OperationalError: server closed the connection")
+
+    with second.held():
+        monkeypatch.setattr(second, "renew", broken)     # the heartbeat's next renewal fails
+        for _ in range(100):
+            if second.lost:
+                break
+            time.sleep(0.05)
+        with pytest.raises(LockError, match="lost the store lock .*heartbeat"):
+            second.check()
+    store.close()
+
+
+def test_apply_stops_before_its_next_write_once_the_lock_is_lost(url, store_dir):
+    """A holder that lost the lock (its heartbeat found the row gone) issues and pushes nothing
+    more and records nothing: the run fails with one line."""
+    from sync.app import App
+    from tests.support.memory import MemoryProvider
+
+    cfg = config.load("sync.toml")
+    provider = MemoryProvider()
+    app = App(cfg, providers=lambda _name: provider)
+    with app.lock() as held:
+        with app.store.session() as s:
+            s.execute(Lock.__table__.delete())
+        held.renew()                                  # what the heartbeat does every quarter TTL
+        with pytest.raises(LockError, match="lost the store lock") as caught:
+            from sync.reconcile.apply import execute
+            from sync.reconcile.snapshot import snapshot
+            snap = snapshot(cfg, app.store, app.providers)
+            execute(app, snap.plan(app.now))
+    assert "\n" not in str(caught.value)
+    assert _versions(app.store) == {}
+    app.close()
