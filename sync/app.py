@@ -211,17 +211,19 @@ class App:
                replace: bool = False) -> tuple[dict, Report | None]:
         """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
         now = self.now
+        refused = UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
+        if replace and cert not in self.config.certificate:
+            raise refused                           # before anything is written
         with self.lock():
             with self.store.transaction() as tx:
                 row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
+                if replace and row.source == "csr":
+                    raise refused                   # inside the transaction: the revocation is rolled back
                 summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
                            "revoked_at": rfc3339(now), "ca": row.authority.name,
                            "crl_number": row.authority.crl_number}
-                from_csr = row.source == "csr"
             if not replace:
                 return summary, None
-            if from_csr or cert not in self.config.certificate:
-                raise UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
             actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
                        *push_actions(self.config, cert, None, reason="replaces a revoked certificate")]
             return summary, execute(self, Plan(actions))

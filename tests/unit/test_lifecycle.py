@@ -200,3 +200,20 @@ def test_malformed_csr(cfg, workdir):
     (workdir / "junk.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n")
     result = run("sign", "--csr", "junk.csr", "--profile", "tls-server", cwd=workdir, expect=2)
     assert result.stderr == "error: CSR: not a PEM or DER certificate signing request\n"
+
+
+def test_revoke_replace_of_a_csr_enrollment_is_refused_before_anything_is_written(cfg, workdir):
+    make_csr(workdir)
+    run("sign", "--csr", "client.csr", "--profile", "tls-server", cwd=workdir)
+    run("crl", "issuing", "--out", "before.crl", cwd=workdir)
+    with App(cfg).store.transaction() as tx:
+        crl_before = (tx.authorities.active("issuing").crl_number, tx.authorities.active("issuing").crl_der)
+    result = run("revoke", "svc-example-internal", "--reason", "keyCompromise", "--replace", cwd=workdir, expect=2)
+    assert result.stderr.count("\n") == 1 and "--replace" in result.stderr
+    with App(cfg).store.transaction() as tx:
+        assert [(v.version, v.state, v.revoked_at) for v in tx.certificates.versions_of("svc-example-internal")] \
+            == [(1, "active", None)]
+        authority = tx.authorities.active("issuing")
+        assert (authority.crl_number, authority.crl_der) == crl_before
+    run("crl", "issuing", "--out", "after.crl", cwd=workdir)
+    assert (workdir / "after.crl").read_bytes() == (workdir / "before.crl").read_bytes()
