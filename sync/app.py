@@ -209,19 +209,23 @@ class App:
 
     def revoke(self, cert: str, reason: str, *, serial: str | None = None,
                replace: bool = False) -> tuple[dict, Report | None]:
-        """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
+        """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now.
+        keyCompromise revokes every unexpired version holding the key (summary["also_revoked"])."""
         now = self.now
         refused = UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
         if replace and cert not in self.config.certificate:
             raise refused                           # before anything is written
         with self.lock():
             with self.store.transaction() as tx:
-                row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
+                row, others = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
                 if replace and row.source == "csr":
                     raise refused                   # inside the transaction: the revocation is rolled back
                 summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
                            "revoked_at": rfc3339(now), "ca": row.authority.name,
-                           "crl_number": row.authority.crl_number}
+                           "crl_number": row.authority.crl_number,
+                           # keyCompromise: every other unexpired version holding the same key
+                           "also_revoked": [{"certificate": o.name, "version": o.version, "serial": o.serial,
+                                             "ca": o.authority.name} for o in others]}
             if not replace:
                 return summary, None
             actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),

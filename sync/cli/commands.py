@@ -154,6 +154,9 @@ def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bo
         return
     ctx.say(f"revoked    {cert} serial {summary['serial']} ({summary['reason']}); "
             f"CRL {summary['ca']} #{summary['crl_number']}")
+    for other in summary["also_revoked"]:
+        ctx.say(f"revoked    {other['certificate']} version {other['version']} serial {other['serial']} "
+                f"(same key)")
     if report is not None:
         finish(ctx, report)
 

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from sync.clock import utcnow
 from sync.pki.bundle import Bundle
-from sync.pki.certs import PrivateKey
+from sync.pki.certs import PrivateKey, spki_sha256
 from sync.store.authorities import Authorities
 from sync.store.keyring import MasterKey
 from sync.store.queries import chunks
-from sync.store.models import Authority, Certificate
+from sync.store.models import Authority, Certificate, CompromisedKey
 
 
 
@@ -151,6 +151,43 @@ class Certificates:
     def revoke(self, row: Certificate, reason: str, at: datetime) -> None:
         row.state, row.revoked_at, row.revocation_reason = "revoked", at, reason
         self.session.flush()
+
+    # -- compromised keys --------------------------------------------------------------------------
+    def compromised(self, spki_hash: str) -> CompromisedKey | None:
+        """The record of a key revoked for keyCompromise, by the SHA-256 of its SPKI."""
+        return self.session.get(CompromisedKey, spki_hash)
+
+    def is_compromised(self, spki_hash: str) -> bool:
+        return self.compromised(spki_hash) is not None
+
+    def compromised_among(self, spki_hashes: Iterable[str]) -> set[str]:
+        """Which of these keys are recorded as compromised (one query per 500)."""
+        found: set[str] = set()
+        for chunk in chunks(spki_hashes):
+            found.update(self.session.scalars(select(CompromisedKey.spki_sha256)
+                                              .where(CompromisedKey.spki_sha256.in_(chunk))))
+        return found
+
+    def record_compromised(self, spki_hash: str, reason: str, at: datetime, row: Certificate) -> None:
+        """Keep the key as compromised (the first record stays when it is found again)."""
+        if self.compromised(spki_hash) is None:
+            self.session.add(CompromisedKey(spki_sha256=spki_hash, reason=reason, compromised_at=at,
+                                            cert_name=row.name, serial=row.serial))
+            self.session.flush()
+
+    def holding_key(self, spki_hash: str, now: datetime, *, chunk: int = 1000) -> list[Certificate]:
+        """Every unexpired, unrevoked version of any certificate whose public key is this one
+        (a key reused across versions, or enrolled under another name through a CSR)."""
+        ids = [row.id for row in self.session.execute(
+            select(Certificate.id, Certificate.cert_der).where(Certificate.state != "revoked",
+                                                               Certificate.not_after > now)
+            .execution_options(yield_per=chunk))
+            if spki_sha256(x509.load_der_x509_certificate(row.cert_der).public_key()) == spki_hash]
+        found: list[Certificate] = []
+        for part in chunks(ids):
+            found.extend(self.session.scalars(select(Certificate).where(Certificate.id.in_(part))
+                                              .order_by(Certificate.name, Certificate.version)))
+        return found
 
     def retire(self, name: str) -> None:
         """The active version of a certificate removed everywhere becomes retired (history stays)."""

@@ -95,6 +95,17 @@ class Certificate(Base):
         return x509.load_der_x509_certificate(self.cert_der)
 
 
+class CompromisedKey(Base):
+    """A public key revoked for keyCompromise (revision 0004): every unexpired certificate holding
+    it is revoked, and no later issuance (renewal reusing it, CSR carrying it) certifies it again."""
+    __tablename__ = "compromised_keys"
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)   # hex SHA-256 of the SPKI
+    reason: Mapped[str] = mapped_column(String(32))
+    compromised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cert_name: Mapped[str] = mapped_column(String(63))       # the certificate revoked when it was found
+    serial: Mapped[str] = mapped_column(String(64))
+
+
 class Deployment(Base):
     """What certsync last wrote to one remote secret."""
     __tablename__ = "deployments"
