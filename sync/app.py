@@ -12,7 +12,7 @@ without it (a pull-request plan job needs no key).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Iterator
 
@@ -40,6 +40,7 @@ class InitResult:
     cas: list[hierarchy.CAStatus]
     schema_before: str | None     # None: a new store
     schema_after: str
+    untagged: list[str] = field(default_factory=list)   # rows from before 0004 whose certificate did not check
 
 
 class App:
@@ -87,15 +88,19 @@ class App:
 
     # -- commands ----------------------------------------------------------------------------------
     def init(self) -> InitResult:
-        """Create the store (or upgrade its schema) and every configured CA it lacks."""
+        """Create the store (or upgrade its schema) and every configured CA it lacks; tag the
+        certificates stored before the integrity tags (those that check against their sealed key
+        and issuer; the others are listed in `untagged` and refused wherever they would be used)."""
         self.close()
         self._store = self._open_store(create=True)
         self._store.unlock(create=True)
         with self.lock():                          # two first runs at once must not make two CAs
             with self.store.transaction() as tx:
                 cas = hierarchy.init_cas(self.config, tx, self.now)
+                # rows from before the integrity tags (revision 0004) are tagged once they check
+                untagged = tx.authorities.tag_untagged() + tx.certificates.tag_untagged()
         before, after = self.store.schema_change or (None, "")
-        return InitResult(cas, before, after)
+        return InitResult(cas, before, after, untagged)
 
     def plan(self) -> Plan:
         return snapshot(self.config, self.store, self.providers).plan(self.now)

@@ -26,6 +26,8 @@ def init(ctx: Context) -> None:
     """Create the store and the CAs declared in the config (idempotent)."""
     result = ctx.app.init()
     statuses = result.cas
+    for line in result.untagged:        # refused wherever used; stderr, also with --output json
+        diagnostic(logging.WARNING, line, "store.untagged")
     if ctx.json:
         ctx.emit({"cas": [{"name": s.name, "created": s.created, "subject": s.subject,
                            "not_after": rfc3339(s.not_after)} for s in statuses],

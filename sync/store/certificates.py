@@ -1,7 +1,9 @@
 """Certificate versions in the store: every version of every certificate, its state and sealed key.
 
 A new version is written through `new_version` (column values) and `add_many` (one multi-row
-INSERT, predecessors superseded): the batch issuance and a CSR enrollment take the same path.
+INSERT, predecessors superseded, integrity tags computed): the batch issuance and a CSR enrollment
+take the same path. `bundle` (what is pushed and exported) checks the tags of the leaf and of
+every CA certificate in its chain.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from sqlalchemy.orm import Session
 from sync.clock import utcnow
 from sync.pki.bundle import Bundle
 from sync.pki.certs import PrivateKey, spki_sha256
-from sync.store.authorities import Authorities
+from sync.errors import StoreError
+from sync.store.authorities import ALTERED, UNTAGGED, Authorities, signed_by
 from sync.store.keyring import MasterKey
 from sync.store.queries import chunks
 from sync.store.models import Authority, Certificate, CompromisedKey
@@ -28,11 +31,17 @@ def key_context(name: str, version: int) -> str:
     return f"certificate:{name}:{version}"
 
 
+def tag_context(name: str, version: int, authority_id: int) -> str:
+    """The row identity a version's certificate is tagged with (its issuer link included)."""
+    return f"certificate:{name}:{version}:authority={authority_id}"
+
 
 class Certificates:
-    def __init__(self, session: Session, master_key: Callable[[], MasterKey]) -> None:
+    def __init__(self, session: Session, master_key: Callable[[], MasterKey],
+                 authorities: Authorities | None = None) -> None:
         self.session = session
         self._master_key = master_key
+        self._authorities = authorities or Authorities(session, master_key)
 
     # -- reading -----------------------------------------------------------------------------------
     def current(self, name: str) -> Certificate | None:
@@ -120,9 +129,45 @@ class Certificates:
         return self._master_key().seal_private_keys((key, key_context(name, version)) for key, name, version in keys)
 
     def bundle(self, row: Certificate) -> Bundle:
-        """What a payload is rendered from: leaf, key (opened), intermediates, root."""
-        intermediates, root = Authorities.chain(row.authority)
-        return Bundle(row.name, row.version, row.certificate, self.private_key(row), intermediates, root)
+        """What a payload is rendered from: leaf, key (opened), intermediates, root; each
+        certificate's integrity tag checked (StoreError, one line, if one does not match)."""
+        leaf = self.checked(row)
+        intermediates, root = self._authorities.checked_chain(row.authority)
+        return Bundle(row.name, row.version, leaf, self.private_key(row), intermediates, root)
+
+    def checked(self, row: Certificate) -> x509.Certificate:
+        """The version's certificate once its integrity tag matches. A row from before the tags
+        (revision 0004) is tagged here if its certificate has the row's serial and is signed by
+        its (checked) CA; otherwise it is refused."""
+        what = f"certificate {row.name!r} version {row.version}"
+        context = tag_context(row.name, row.version, row.authority_id)
+        master_key = self._master_key()
+        if row.cert_tag is None:
+            try:
+                cert = row.certificate
+            except ValueError:
+                raise StoreError(f"{what}: {UNTAGGED}") from None
+            issuer = self._authorities.checked(row.authority)
+            if format(cert.serial_number, "x") != row.serial or not signed_by(cert, issuer):
+                raise StoreError(f"{what}: {UNTAGGED}")
+            row.cert_tag = master_key.tag(row.cert_der, context)
+        elif not master_key.tag_matches(row.cert_tag, row.cert_der, context):
+            raise StoreError(f"{what}: {ALTERED}")
+        return row.certificate
+
+    def tag_untagged(self, *, chunk: int = 500) -> list[str]:
+        """Tag every version from before the tags that checks (see `checked`); the refusals, one line each."""
+        refused = []
+        ids = list(self.session.scalars(select(Certificate.id).where(Certificate.cert_tag.is_(None))
+                                        .order_by(Certificate.id)))
+        for part in chunks(ids, chunk):
+            for row in self.session.scalars(select(Certificate).where(Certificate.id.in_(part))):
+                try:
+                    self.checked(row)
+                except StoreError as exc:
+                    refused.append(str(exc))
+            self.session.flush()
+        return refused
 
     # -- writing -----------------------------------------------------------------------------------
     @staticmethod
@@ -146,6 +191,9 @@ class Certificates:
                                                            Certificate.state == "active")
                                  .values(state="superseded").execution_options(synchronize_session=False))
         if values:
+            tag = self._master_key().tag
+            for v in values:
+                v["cert_tag"] = tag(v["cert_der"], tag_context(v["name"], v["version"], v["authority_id"]))
             self.session.execute(insert(Certificate.__table__), values)
 
     def revoke(self, row: Certificate, reason: str, at: datetime) -> None:

@@ -137,8 +137,9 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self.session() as session:
-            yield Transaction(session, Authorities(session, self.master_key),
-                              Certificates(session, self.master_key), Deployments(session), Settings(session))
+            authorities = Authorities(session, self.master_key)
+            yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
+                              Deployments(session), Settings(session))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

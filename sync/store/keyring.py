@@ -4,18 +4,24 @@ The master key comes from CERTSYNC_MASTER_KEY (base64 of 32 bytes) or from a key
 `init` creates with mode 0600. A missing or wrong key is an error, never a silent new key: the
 store keeps a verifier (a known text encrypted under the key) that every open checks.
 Each ciphertext is bound to the row it belongs to via associated data, so a key blob copied
-into another row does not decrypt.
+into another row does not decrypt. Certificates are public, so they are not encrypted, but each
+stored one carries an integrity tag: HMAC-SHA256 under a key derived from the master key (HKDF),
+over the row's identity and the DER, so a database writer cannot put another certificate (their
+own root, a leaf for the real key) into a row and have certsync send the real key out under it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sync.errors import MasterKeyError
 
@@ -23,6 +29,7 @@ ENV_VAR = "CERTSYNC_MASTER_KEY"
 _VERSION = b"\x01"
 _NONCE = 12
 _VERIFIER = b"certsync master key verifier v1"
+_TAG_INFO = b"certsync certificate integrity tag v1"     # HKDF info: the tag key is used for nothing else
 
 
 class MasterKey:
@@ -30,6 +37,7 @@ class MasterKey:
         if len(key) != 32:
             raise MasterKeyError(f"master key from {source} must be 32 bytes (base64-encoded), got {len(key)}")
         self._aead = AESGCM(key)
+        self._tag_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_TAG_INFO).derive(key)
         self.source = source
 
     def __repr__(self) -> str:  # never show the key
@@ -57,6 +65,15 @@ class MasterKey:
         except MasterKeyError:
             raise MasterKeyError(f"the master key from {self.source} does not match this store "
                                  "(wrong key, or a store created with another key)") from None
+
+    # -- certificate integrity tags -----------------------------------------------------------------
+    def tag(self, der: bytes, context: str) -> bytes:
+        """HMAC-SHA256 over the row identity (length-prefixed) and the certificate's DER."""
+        ctx = context.encode()
+        return hmac.new(self._tag_key, len(ctx).to_bytes(4, "big") + ctx + der, hashlib.sha256).digest()
+
+    def tag_matches(self, tag: bytes, der: bytes, context: str) -> bool:
+        return hmac.compare_digest(tag, self.tag(der, context))
 
     # -- private keys ------------------------------------------------------------------------------
     def seal_private_key(self, key, context: str) -> bytes:

@@ -55,6 +55,7 @@ class Authority(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_tag: Mapped[bytes | None] = mapped_column(LargeBinary)      # integrity tag (keyring); 0004
     key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -83,6 +84,7 @@ class Certificate(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(16), default="active")  # active|superseded|revoked|retired
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_tag: Mapped[bytes | None] = mapped_column(LargeBinary)  # integrity tag (keyring); None before 0004
     key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # None for CSR enrollments
     source: Mapped[str] = mapped_column(String(8), default="config")  # config | csr
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,4 +1,8 @@
-"""compromised_keys: public keys revoked for keyCompromise, refused by every later issuance.
+"""compromised_keys: public keys revoked for keyCompromise, refused by every later issuance;
+authorities.cert_tag and certificates.cert_tag: the certificates' integrity tags (HMAC under a key
+derived from the master key). A migration has no master key, so the columns start empty: the next
+run holding the key (`certsync init`, which this upgrade needs, or the first use of a row) tags
+each row after checking it against its sealed key and its issuer's signature.
 
 Revision ID: 0004
 Revises: 0003
@@ -23,7 +27,13 @@ def upgrade() -> None:
         sa.Column("serial", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("spki_sha256"),
     )
+    for table in ("authorities", "certificates"):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("cert_tag", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    for table in ("certificates", "authorities"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("cert_tag")
     op.drop_table("compromised_keys")
