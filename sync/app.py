@@ -12,7 +12,7 @@ without it (a pull-request plan job needs no key).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Iterator
 
@@ -42,6 +42,7 @@ class InitResult:
     cas: list[hierarchy.CAStatus]
     schema_before: str | None     # None: a new store
     schema_after: str
+    untagged: list[str] = field(default_factory=list)   # rows from before 0004 whose certificate did not check
 
 
 class App:
@@ -102,15 +103,19 @@ class App:
 
     # -- commands ----------------------------------------------------------------------------------
     def init(self) -> InitResult:
-        """Create the store (or upgrade its schema) and every configured CA it lacks."""
+        """Create the store (or upgrade its schema) and every configured CA it lacks; tag the
+        certificates stored before the integrity tags (those that check against their sealed key
+        and issuer; the others are listed in `untagged` and refused wherever they would be used)."""
         self.close()
         self._store = self._open_store(create=True)
         self._store.unlock(create=True)
         with self.lock():                          # two first runs at once must not make two CAs
             with self.store.transaction() as tx:
                 cas = hierarchy.init_cas(self.config, tx, self.now)
+                # rows from before the integrity tags (revision 0004) are tagged once they check
+                untagged = tx.authorities.tag_untagged() + tx.certificates.tag_untagged()
         before, after = self.store.schema_change or (None, "")
-        return InitResult(cas, before, after)
+        return InitResult(cas, before, after, untagged)
 
     def plan(self) -> Plan:
         return snapshot(self.config, self.store, self.providers).plan(self.now)
@@ -236,19 +241,25 @@ class App:
 
     def revoke(self, cert: str, reason: str, *, serial: str | None = None,
                replace: bool = False) -> tuple[dict, Report | None]:
-        """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now."""
+        """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now.
+        keyCompromise revokes every unexpired version holding the key (summary["also_revoked"])."""
         now = self.now
+        refused = UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
+        if replace and cert not in self.config.certificate:
+            raise refused                           # before anything is written
         with self.lock():
             with self.store.transaction(serialized=True) as tx:     # publishes a CRL
-                row = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
+                row, others = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
+                if replace and row.source == "csr":
+                    raise refused                   # inside the transaction: the revocation is rolled back
                 summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
                            "revoked_at": rfc3339(now), "ca": row.authority.name,
-                           "crl_number": row.authority.crl_number}
-                from_csr = row.source == "csr"
+                           "crl_number": row.authority.crl_number,
+                           # keyCompromise: every other unexpired version holding the same key
+                           "also_revoked": [{"certificate": o.name, "version": o.version, "serial": o.serial,
+                                             "ca": o.authority.name} for o in others]}
             if not replace:
                 return summary, None
-            if from_csr or cert not in self.config.certificate:
-                raise UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
             actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
                        *push_actions(self.config, cert, None, reason="replaces a revoked certificate")]
             return summary, execute(self, Plan(actions))

@@ -53,10 +53,10 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     Should the write itself fail, the batch is retried one certificate per transaction, so a
     store error too stays with the certificate it belongs to.
 
-    With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept;
-    otherwise a fresh key is made. The previous version stays valid (superseded, not revoked).
-    before_write is called before each batch's transaction (the run lock's check: an exception
-    from it ends the issuance)."""
+    With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept, unless
+    it was revoked for keyCompromise; otherwise a fresh key is made. The previous version stays
+    valid (superseded, not revoked). before_write is called before each batch's transaction (the
+    run lock's check: an exception from it ends the issuance)."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
     batch: list[IssueRequest] = []
     seen: set[str] = set()                  # a name at most once per batch (versions are per batch)
@@ -94,6 +94,9 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
         versions = tx.certificates.version_numbers(r.name for r in batch)
         reusing = [r.name for r in batch if _reuses_key(config, r)]
         previous = tx.certificates.current_many(reusing) if reusing else {}
+        key_ids = {name: certs.spki_sha256(row.certificate.public_key()) for name, row in previous.items()}
+        compromised = tx.certificates.compromised_among(key_ids.values()) if key_ids else set()
+        previous = {name: row for name, row in previous.items() if key_ids[name] not in compromised}
         pending: list[tuple[int, dict, object]] = []          # (index, column values, key)
         for i, request in enumerate(batch):
             try:
@@ -174,6 +177,11 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     if profile is None:
         raise PolicyError(f"--profile: unknown profile {profile_name!r} (defined: {', '.join(sorted(config.profile))})")
     request = csr_checks.check_csr(csr_checks.load_csr(csr_data), profile_name, profile)
+    compromised = tx.certificates.compromised(certs.spki_sha256(request.public_key))
+    if compromised is not None:
+        raise PolicyError(f"CSR: its public key is compromised (revoked for {compromised.reason} with "
+                          f"certificate {compromised.cert_name!r} serial {compromised.serial} on "
+                          f"{compromised.compromised_at:%Y-%m-%d}); generate a new key")
     generated = name is None
     name = name or names.store_name(request.common_name, request.dns_names)
     if name in config.certificate:

@@ -11,7 +11,7 @@ from cryptography.x509 import ocsp
 
 from sync.ca.hierarchy import issuer_for
 from sync.errors import NotFound, UsageError
-from sync.pki import crl as crls, ocsp as ocsp_responses
+from sync.pki import certs, crl as crls, ocsp as ocsp_responses
 from sync.store import Authority, Certificate, Transaction
 
 if TYPE_CHECKING:
@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 
 
 def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetime, *,
-           serial: str | None = None) -> Certificate:
-    """Revoke the active version of `name` (or the version with `serial`) and reissue its CA's CRL."""
+           serial: str | None = None) -> tuple[Certificate, list[Certificate]]:
+    """Revoke the active version of `name` (or the version with `serial`) and reissue its CA's CRL.
+    Returns (that version, the others revoked with it).
+
+    keyCompromise revokes the key, not one version: every unexpired version of any certificate
+    holding the same public key (older versions under key_rotation = "reuse", a CSR enrolled with
+    it under another name) is revoked too, each CA concerned reissues its CRL, and the key is
+    recorded as compromised so that no later issuance certifies it again."""
     reason = crls.parse_reason(reason)
     versions = tx.certificates.versions_of(name)
     if not versions:
@@ -35,9 +41,17 @@ def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetim
             raise UsageError(f"certificate {name!r} has no active version to revoke (use --serial for an older one)")
     if row.state == "revoked":
         raise UsageError(f"certificate {name!r} serial {row.serial} is already revoked ({row.revocation_reason})")
-    tx.certificates.revoke(row, reason, now)
-    publish_crl(config, tx, row.authority.name, now)
-    return row
+    others: list[Certificate] = []
+    if reason == "keyCompromise":
+        key = certs.spki_sha256(row.certificate.public_key())
+        others = [c for c in tx.certificates.holding_key(key, now) if c.id != row.id]
+        tx.certificates.record_compromised(key, reason, now, row)
+    for victim in (row, *others):
+        tx.certificates.revoke(victim, reason, now)
+    for ca_name in dict.fromkeys(c.authority.name for c in (row, *others)):
+        if ca_name in config.ca:        # a CA no longer configured has no CRL to publish
+            publish_crl(config, tx, ca_name, now)
+    return row, others
 
 
 def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) -> x509.CertificateRevocationList:

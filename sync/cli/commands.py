@@ -28,6 +28,8 @@ def init(ctx: Context) -> None:
     warnings = config_mod.warnings(ctx.app.config)
     for warning in warnings:
         diagnostic(logging.WARNING, warning, "config.warning")
+    for line in result.untagged:        # refused wherever used; stderr, also with --output json
+        diagnostic(logging.WARNING, line, "store.untagged")
     if ctx.json:
         ctx.emit({"cas": [{"name": s.name, "created": s.created, "subject": s.subject,
                            "not_after": rfc3339(s.not_after)} for s in statuses],
@@ -159,6 +161,9 @@ def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bo
         return
     ctx.say(f"revoked    {cert} serial {summary['serial']} ({summary['reason']}); "
             f"CRL {summary['ca']} #{summary['crl_number']}")
+    for other in summary["also_revoked"]:
+        ctx.say(f"revoked    {other['certificate']} version {other['version']} serial {other['serial']} "
+                f"(same key)")
     if report is not None:
         finish(ctx, report)
 

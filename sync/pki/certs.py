@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -38,6 +38,15 @@ def generate_key(key_type: str) -> PrivateKey:
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"unknown key type {key_type!r}")
+
+
+def spki_sha256(key: PrivateKey | PublicKey) -> str:
+    """SHA-256 (hex) of the SubjectPublicKeyInfo: one key's identity, whatever certifies it."""
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return digest.finalize().hex()
 
 
 def key_type_of(key: PrivateKey | PublicKey) -> str:

@@ -1,27 +1,52 @@
-"""The CAs in the store: every generation of each, its certificate, its sealed key, its CRL."""
+"""The CAs in the store: every generation of each, its certificate, its sealed key, its CRL.
+
+A CA's certificate carries an integrity tag (keyring.MasterKey.tag) bound to the row: name,
+generation and parent. It is checked wherever the certificate goes out with or next to a private
+key (a chain pushed or exported, a CA signing), that is, where the master key is loaded anyway;
+reading for plan, list and metrics needs no key and checks nothing.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sync.clock import utcnow
+from sync.errors import StoreError
 from sync.pki.certs import Issuer, PrivateKey
 from sync.store.keyring import MasterKey
 from sync.store.models import Authority
+
+ALTERED = "stored certificate does not match its integrity tag (altered in the database?)"
+UNTAGGED = ("stored certificate has no integrity tag and does not match its sealed key or its issuer's "
+            "signature (altered in the database?)")
 
 
 def _key_context(name: str, generation: int) -> str:
     return f"authority:{name}:{generation}"
 
 
+def _tag_context(name: str, generation: int, parent_id: int | None) -> str:
+    return f"authority:{name}:{generation}:parent={parent_id or ''}"
+
+
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 class Authorities:
     def __init__(self, session: Session, master_key: Callable[[], MasterKey]) -> None:
         self.session = session
         self._master_key = master_key
+        self._checked: set[int] = set()        # ids whose tag was checked in this transaction
 
     def active(self, name: str) -> Authority | None:
         """The newest active generation of CA `name`."""
@@ -35,29 +60,80 @@ class Authorities:
             parent: Authority | None) -> Authority:
         generation = 1 + max((a.generation for a in self.session.scalars(
             select(Authority).where(Authority.name == name))), default=0)
-        row = Authority(name=name, generation=generation, parent_id=parent.id if parent else None,
+        der = cert.public_bytes(serialization.Encoding.DER)
+        parent_id = parent.id if parent else None
+        master_key = self._master_key()
+        row = Authority(name=name, generation=generation, parent_id=parent_id,
                         subject=cert.subject.rfc4514_string(), key_type=key_type,
                         serial=format(cert.serial_number, "x"), not_before=cert.not_valid_before_utc,
-                        not_after=cert.not_valid_after_utc, cert_der=cert.public_bytes(serialization.Encoding.DER),
-                        key_enc=self._master_key().seal_private_key(key, _key_context(name, generation)),
+                        not_after=cert.not_valid_after_utc, cert_der=der,
+                        cert_tag=master_key.tag(der, _tag_context(name, generation, parent_id)),
+                        key_enc=master_key.seal_private_key(key, _key_context(name, generation)),
                         state="active", created_at=utcnow())
         self.session.add(row)
         self.session.flush()
+        self._checked.add(row.id)
         return row
 
+    def _open_key(self, authority: Authority) -> PrivateKey:
+        return self._master_key().open_private_key(authority.key_enc,
+                                                   _key_context(authority.name, authority.generation))
+
     def issuer(self, authority: Authority, crl_url: str | None, ocsp_url: str | None) -> Issuer:
-        """The CA as a signer: its certificate and its key, opened with the master key."""
-        key = self._master_key().open_private_key(authority.key_enc,
-                                                  _key_context(authority.name, authority.generation))
-        return Issuer(authority.certificate, key, crl_url, ocsp_url)
+        """The CA as a signer: its certificate (integrity checked) and its key, opened with the master key."""
+        return Issuer(self.checked(authority), self._open_key(authority), crl_url, ocsp_url)
+
+    def checked(self, authority: Authority) -> x509.Certificate:
+        """The CA's certificate once its integrity tag matches; StoreError (one line) if not.
+        A row from before the tags (revision 0004) is tagged here if its certificate carries the
+        public key of its sealed private key and is signed by its (checked) parent, or by itself
+        for a root; otherwise it is refused."""
+        what = f"CA {authority.name!r} generation {authority.generation}"
+        if authority.id in self._checked:
+            return authority.certificate
+        context = _tag_context(authority.name, authority.generation, authority.parent_id)
+        master_key = self._master_key()
+        if authority.cert_tag is None:
+            try:
+                cert = authority.certificate
+            except ValueError:
+                raise StoreError(f"{what}: {UNTAGGED}") from None
+            issuer = self.checked(authority.parent) if authority.parent is not None else cert
+            if cert.public_key() != self._open_key(authority).public_key() or not signed_by(cert, issuer):
+                raise StoreError(f"{what}: {UNTAGGED}")
+            authority.cert_tag = master_key.tag(authority.cert_der, context)
+        elif not master_key.tag_matches(authority.cert_tag, authority.cert_der, context):
+            raise StoreError(f"{what}: {ALTERED}")
+        self._checked.add(authority.id)
+        return authority.certificate
+
+    def tag_untagged(self) -> list[str]:
+        """Tag every CA row from before the tags that checks (see `checked`); the refusals, one line each."""
+        refused = []
+        for row in self.session.scalars(select(Authority).where(Authority.cert_tag.is_(None)).order_by(Authority.id)):
+            try:
+                self.checked(row)
+            except StoreError as exc:
+                refused.append(str(exc))
+        return refused
 
     @staticmethod
     def chain(authority: Authority) -> tuple[list[x509.Certificate], x509.Certificate]:
-        """(intermediates from `authority` upwards, root)."""
+        """(intermediates from `authority` upwards, root), unchecked: for fingerprints in a plan,
+        which runs without the master key. What goes out uses `checked_chain`."""
         certs = []
         node: Authority | None = authority
         while node is not None:
             certs.append(node.certificate)
+            node = node.parent
+        return certs[:-1], certs[-1]
+
+    def checked_chain(self, authority: Authority) -> tuple[list[x509.Certificate], x509.Certificate]:
+        """`chain` with every certificate's integrity tag checked (StoreError if one does not match)."""
+        certs = []
+        node: Authority | None = authority
+        while node is not None:
+            certs.append(self.checked(node))
             node = node.parent
         return certs[:-1], certs[-1]
 

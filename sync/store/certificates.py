@@ -1,7 +1,9 @@
 """Certificate versions in the store: every version of every certificate, its state and sealed key.
 
 A new version is written through `new_version` (column values) and `add_many` (one multi-row
-INSERT, predecessors superseded): the batch issuance and a CSR enrollment take the same path.
+INSERT, predecessors superseded, integrity tags computed): the batch issuance and a CSR enrollment
+take the same path. `bundle` (what is pushed and exported) checks the tags of the leaf and of
+every CA certificate in its chain.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from sync.clock import utcnow
 from sync.pki.bundle import Bundle
-from sync.pki.certs import PrivateKey
-from sync.store.authorities import Authorities
+from sync.pki.certs import PrivateKey, spki_sha256
+from sync.errors import StoreError
+from sync.store.authorities import ALTERED, UNTAGGED, Authorities, signed_by
 from sync.store.keyring import MasterKey
 from sync.store.queries import chunks
-from sync.store.models import Authority, Certificate
+from sync.store.models import Authority, Certificate, CompromisedKey
 
 
 
@@ -28,11 +31,17 @@ def key_context(name: str, version: int) -> str:
     return f"certificate:{name}:{version}"
 
 
+def tag_context(name: str, version: int, authority_id: int) -> str:
+    """The row identity a version's certificate is tagged with (its issuer link included)."""
+    return f"certificate:{name}:{version}:authority={authority_id}"
+
 
 class Certificates:
-    def __init__(self, session: Session, master_key: Callable[[], MasterKey]) -> None:
+    def __init__(self, session: Session, master_key: Callable[[], MasterKey],
+                 authorities: Authorities | None = None) -> None:
         self.session = session
         self._master_key = master_key
+        self._authorities = authorities or Authorities(session, master_key)
 
     # -- reading -----------------------------------------------------------------------------------
     def current(self, name: str) -> Certificate | None:
@@ -120,9 +129,45 @@ class Certificates:
         return self._master_key().seal_private_keys((key, key_context(name, version)) for key, name, version in keys)
 
     def bundle(self, row: Certificate) -> Bundle:
-        """What a payload is rendered from: leaf, key (opened), intermediates, root."""
-        intermediates, root = Authorities.chain(row.authority)
-        return Bundle(row.name, row.version, row.certificate, self.private_key(row), intermediates, root)
+        """What a payload is rendered from: leaf, key (opened), intermediates, root; each
+        certificate's integrity tag checked (StoreError, one line, if one does not match)."""
+        leaf = self.checked(row)
+        intermediates, root = self._authorities.checked_chain(row.authority)
+        return Bundle(row.name, row.version, leaf, self.private_key(row), intermediates, root)
+
+    def checked(self, row: Certificate) -> x509.Certificate:
+        """The version's certificate once its integrity tag matches. A row from before the tags
+        (revision 0004) is tagged here if its certificate has the row's serial and is signed by
+        its (checked) CA; otherwise it is refused."""
+        what = f"certificate {row.name!r} version {row.version}"
+        context = tag_context(row.name, row.version, row.authority_id)
+        master_key = self._master_key()
+        if row.cert_tag is None:
+            try:
+                cert = row.certificate
+            except ValueError:
+                raise StoreError(f"{what}: {UNTAGGED}") from None
+            issuer = self._authorities.checked(row.authority)
+            if format(cert.serial_number, "x") != row.serial or not signed_by(cert, issuer):
+                raise StoreError(f"{what}: {UNTAGGED}")
+            row.cert_tag = master_key.tag(row.cert_der, context)
+        elif not master_key.tag_matches(row.cert_tag, row.cert_der, context):
+            raise StoreError(f"{what}: {ALTERED}")
+        return row.certificate
+
+    def tag_untagged(self, *, chunk: int = 500) -> list[str]:
+        """Tag every version from before the tags that checks (see `checked`); the refusals, one line each."""
+        refused = []
+        ids = list(self.session.scalars(select(Certificate.id).where(Certificate.cert_tag.is_(None))
+                                        .order_by(Certificate.id)))
+        for part in chunks(ids, chunk):
+            for row in self.session.scalars(select(Certificate).where(Certificate.id.in_(part))):
+                try:
+                    self.checked(row)
+                except StoreError as exc:
+                    refused.append(str(exc))
+            self.session.flush()
+        return refused
 
     # -- writing -----------------------------------------------------------------------------------
     @staticmethod
@@ -146,11 +191,51 @@ class Certificates:
                                                            Certificate.state == "active")
                                  .values(state="superseded").execution_options(synchronize_session=False))
         if values:
+            tag = self._master_key().tag
+            for v in values:
+                v["cert_tag"] = tag(v["cert_der"], tag_context(v["name"], v["version"], v["authority_id"]))
             self.session.execute(insert(Certificate.__table__), values)
 
     def revoke(self, row: Certificate, reason: str, at: datetime) -> None:
         row.state, row.revoked_at, row.revocation_reason = "revoked", at, reason
         self.session.flush()
+
+    # -- compromised keys --------------------------------------------------------------------------
+    def compromised(self, spki_hash: str) -> CompromisedKey | None:
+        """The record of a key revoked for keyCompromise, by the SHA-256 of its SPKI."""
+        return self.session.get(CompromisedKey, spki_hash)
+
+    def is_compromised(self, spki_hash: str) -> bool:
+        return self.compromised(spki_hash) is not None
+
+    def compromised_among(self, spki_hashes: Iterable[str]) -> set[str]:
+        """Which of these keys are recorded as compromised (one query per 500)."""
+        found: set[str] = set()
+        for chunk in chunks(spki_hashes):
+            found.update(self.session.scalars(select(CompromisedKey.spki_sha256)
+                                              .where(CompromisedKey.spki_sha256.in_(chunk))))
+        return found
+
+    def record_compromised(self, spki_hash: str, reason: str, at: datetime, row: Certificate) -> None:
+        """Keep the key as compromised (the first record stays when it is found again)."""
+        if self.compromised(spki_hash) is None:
+            self.session.add(CompromisedKey(spki_sha256=spki_hash, reason=reason, compromised_at=at,
+                                            cert_name=row.name, serial=row.serial))
+            self.session.flush()
+
+    def holding_key(self, spki_hash: str, now: datetime, *, chunk: int = 1000) -> list[Certificate]:
+        """Every unexpired, unrevoked version of any certificate whose public key is this one
+        (a key reused across versions, or enrolled under another name through a CSR)."""
+        ids = [row.id for row in self.session.execute(
+            select(Certificate.id, Certificate.cert_der).where(Certificate.state != "revoked",
+                                                               Certificate.not_after > now)
+            .execution_options(yield_per=chunk))
+            if spki_sha256(x509.load_der_x509_certificate(row.cert_der).public_key()) == spki_hash]
+        found: list[Certificate] = []
+        for part in chunks(ids):
+            found.extend(self.session.scalars(select(Certificate).where(Certificate.id.in_(part))
+                                              .order_by(Certificate.name, Certificate.version)))
+        return found
 
     def retire(self, name: str) -> None:
         """The active version of a certificate removed everywhere becomes retired (history stays)."""

@@ -177,8 +177,9 @@ class Store:
                 # pysqlite sees a transaction open and so emits no BEGIN of its own; commit and
                 # rollback end this one (busy_timeout makes a second publisher wait here)
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            yield Transaction(session, Authorities(session, self.master_key),
-                              Certificates(session, self.master_key), Deployments(session), Settings(session))
+            authorities = Authorities(session, self.master_key)
+            yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
+                              Deployments(session), Settings(session))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

@@ -4,7 +4,10 @@ The master key comes from CERTSYNC_MASTER_KEY (base64 of 32 bytes) or from a key
 `init` creates with mode 0600. A missing or wrong key is an error, never a silent new key: the
 store keeps a verifier (a known text encrypted under the key) that every open checks.
 Each ciphertext is bound to the row it belongs to via associated data, so a key blob copied
-into another row does not decrypt.
+into another row does not decrypt. Certificates are public, so they are not encrypted, but each
+stored one carries an integrity tag: HMAC-SHA256 under a key derived from the master key (HKDF),
+over the row's identity and the DER, so a database writer cannot put another certificate (their
+own root, a leaf for the real key) into a row and have certsync send the real key out under it.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ ENV_VAR = "CERTSYNC_MASTER_KEY"
 _VERSION = b"\x01"
 _NONCE = 12
 _VERIFIER = b"certsync master key verifier v1"
-_TAG_INFO = b"certsync pkcs12 password tag v1"
+# HKDF info strings: each derived key serves one purpose only, never the encryption key itself.
+_PASSWORD_TAG_INFO = b"certsync pkcs12 password tag v1"
+_CERT_TAG_INFO = b"certsync certificate integrity tag v1"
 
 
 class MasterKey:
@@ -35,8 +40,8 @@ class MasterKey:
         if len(key) != 32:
             raise MasterKeyError(f"master key from {source} must be 32 bytes (base64-encoded), got {len(key)}")
         self._aead = AESGCM(key)
-        # A separate key (HKDF) for tagging PFX passwords: never the encryption key itself.
-        self._tag_key = HKDF(hashes.SHA256(), 32, salt=None, info=_TAG_INFO).derive(key)
+        self._password_tag_key = HKDF(hashes.SHA256(), 32, salt=None, info=_PASSWORD_TAG_INFO).derive(key)
+        self._cert_tag_key = HKDF(hashes.SHA256(), 32, salt=None, info=_CERT_TAG_INFO).derive(key)
         self.source = source
 
     def __repr__(self) -> str:  # never show the key
@@ -61,7 +66,7 @@ class MasterKey:
         master key, so a plan sees a password change; without the master key the tag reveals
         nothing (no dictionary attack on a label anyone with read access to the secret sees)."""
         message = context.encode() + b"\0" + password
-        return hmac.new(self._tag_key, message, hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self._password_tag_key, message, hashlib.sha256).hexdigest()[:32]
 
     def verifier(self) -> bytes:
         return self.encrypt(_VERIFIER, "verifier")
@@ -72,6 +77,15 @@ class MasterKey:
         except MasterKeyError:
             raise MasterKeyError(f"the master key from {self.source} does not match this store "
                                  "(wrong key, or a store created with another key)") from None
+
+    # -- certificate integrity tags -----------------------------------------------------------------
+    def tag(self, der: bytes, context: str) -> bytes:
+        """HMAC-SHA256 over the row identity (length-prefixed) and the certificate's DER."""
+        ctx = context.encode()
+        return hmac.new(self._cert_tag_key, len(ctx).to_bytes(4, "big") + ctx + der, hashlib.sha256).digest()
+
+    def tag_matches(self, tag: bytes, der: bytes, context: str) -> bool:
+        return hmac.compare_digest(tag, self.tag(der, context))
 
     # -- private keys ------------------------------------------------------------------------------
     def seal_private_key(self, key, context: str) -> bytes:

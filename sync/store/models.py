@@ -55,6 +55,7 @@ class Authority(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_tag: Mapped[bytes | None] = mapped_column(LargeBinary)      # integrity tag (keyring); 0004
     key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -83,6 +84,7 @@ class Certificate(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(16), default="active")  # active|superseded|revoked|retired
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_tag: Mapped[bytes | None] = mapped_column(LargeBinary)  # integrity tag (keyring); None before 0004
     key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)  # None for CSR enrollments
     source: Mapped[str] = mapped_column(String(8), default="config")  # config | csr
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -93,6 +95,17 @@ class Certificate(Base):
     @property
     def certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.cert_der)
+
+
+class CompromisedKey(Base):
+    """A public key revoked for keyCompromise (revision 0004): every unexpired certificate holding
+    it is revoked, and no later issuance (renewal reusing it, CSR carrying it) certifies it again."""
+    __tablename__ = "compromised_keys"
+    spki_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)   # hex SHA-256 of the SPKI
+    reason: Mapped[str] = mapped_column(String(32))
+    compromised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cert_name: Mapped[str] = mapped_column(String(63))       # the certificate revoked when it was found
+    serial: Mapped[str] = mapped_column(String(64))
 
 
 class Deployment(Base):

@@ -110,3 +110,25 @@ def test_store_from_a_newer_certsync_is_refused(store_dir, backend):
     for call in (lambda: App(cfg).inventory(), lambda: App(cfg).init()):
         with pytest.raises(StoreError, match=r"schema \(9999\) is newer than this certsync knows .*: upgrade certsync"):
             call()
+
+
+def test_upgrade_to_0004_tags_the_stored_certificates_once_checked(store_dir, backend):
+    """0004 adds the integrity tags empty (a migration has no master key); the `init` that upgrades
+    tags every row that checks, and what is exported afterwards is checked against them."""
+    from sync.pki.render import RenderOptions
+    cfg = config.load("sync.toml")
+    App(cfg).init()
+    App(cfg).apply()
+    _alembic(backend.url, "downgrade", "0003")
+    _alembic(backend.url, "upgrade", "0004")
+    engine = create_engine(backend.url)
+    untagged = "SELECT (SELECT count(*) FROM authorities WHERE cert_tag IS NULL) + " \
+               "(SELECT count(*) FROM certificates WHERE cert_tag IS NULL)"
+    with engine.connect() as conn:
+        assert conn.execute(text(untagged)).scalar() == 2 + len(CERT_NAMES)
+    assert App(cfg).init().untagged == []
+    with engine.connect() as conn:
+        assert conn.execute(text(untagged)).scalar() == 0
+    engine.dispose()
+    for name in CERT_NAMES:
+        App(cfg).export(name, RenderOptions("json"))

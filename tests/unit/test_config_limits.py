@@ -19,7 +19,7 @@ HUGE = "99999999999d"
     (f'[ca.other]\nsubject = "CN=Other"\ncrl_lifetime = "{HUGE}"\n', "ca.other.crl_lifetime"),
     (f'[profile.p]\nca = "issuing"\nvalidity = "{HUGE}"\n', "profile.p.validity"),
     (f'[profile.p]\nca = "issuing"\nrenew_before = "{HUGE}"\n', "profile.p.renew_before"),
-    (f'[profile.p]\nca = "issuing"\nvalidity = "36501d"\n', "profile.p.validity"),
+    ('[profile.p]\nca = "issuing"\nvalidity = "36501d"\n', "profile.p.validity"),
     ('[profile.p]\nca = "issuing"\nvalidity = "' + "9" * 5000 + 'd"\n', "profile.p.validity"),
     (f'[store]\nlock_timeout = "{HUGE}"\n', "store.lock_timeout"),
     (f'[notify]\nexpiring_within = "{HUGE}"\n', "notify.expiring_within"),

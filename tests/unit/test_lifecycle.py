@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from sync import config
 from sync.app import App
 from sync.clock import utcnow
+from sync.pki import certs
 from sync.pki.crl import REVOKE_REASONS
 
 
@@ -200,3 +201,100 @@ def test_malformed_csr(cfg, workdir):
     (workdir / "junk.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n")
     result = run("sign", "--csr", "junk.csr", "--profile", "tls-server", cwd=workdir, expect=2)
     assert result.stderr == "error: CSR: not a PEM or DER certificate signing request\n"
+
+
+def test_revoke_replace_of_a_csr_enrollment_is_refused_before_anything_is_written(cfg, workdir):
+    make_csr(workdir)
+    run("sign", "--csr", "client.csr", "--profile", "tls-server", cwd=workdir)
+    run("crl", "issuing", "--out", "before.crl", cwd=workdir)
+    with App(cfg).store.transaction() as tx:
+        crl_before = (tx.authorities.active("issuing").crl_number, tx.authorities.active("issuing").crl_der)
+    result = run("revoke", "svc-example-internal", "--reason", "keyCompromise", "--replace", cwd=workdir, expect=2)
+    assert result.stderr.count("\n") == 1 and "--replace" in result.stderr
+    with App(cfg).store.transaction() as tx:
+        assert [(v.version, v.state, v.revoked_at) for v in tx.certificates.versions_of("svc-example-internal")] \
+            == [(1, "active", None)]
+        authority = tx.authorities.active("issuing")
+        assert (authority.crl_number, authority.crl_der) == crl_before
+    run("crl", "issuing", "--out", "after.crl", cwd=workdir)
+    assert (workdir / "after.crl").read_bytes() == (workdir / "before.crl").read_bytes()
+
+
+def spki_of(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize("target", ["active", "oldest"])
+def test_key_compromise_revokes_the_key_not_one_version(workdir, target):
+    """reuse: three versions share a key (and a CSR enrolled with it under another name); a
+    keyCompromise revocation of one revokes all four, the CRL lists them, the key is refused afterwards."""
+    text = (workdir / "sync.toml").read_text().replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    (workdir / "sync.toml").write_text(text)
+    cfg = config.load("sync.toml")
+    App(cfg).init()
+    run("apply", cwd=workdir)
+    run("renew", "api", cwd=workdir)
+    run("renew", "api", cwd=workdir)
+    document = json.loads(run("export", "api", "--format", "json", cwd=workdir).stdout)
+    (workdir / "api.key").write_text(document["private_key"])
+    (workdir / "root.pem").write_text(document["ca_certificate"])
+    (workdir / "chain.pem").write_text(document["certificate_chain"])
+    # the same key enrolled under another name through a CSR
+    made = openssl("req", "-new", "-key", "api.key", "-out", "same.csr", "-subj", "/CN=svc.example.internal",
+                   "-addext", "subjectAltName=DNS:svc.example.internal", cwd=workdir)
+    assert made.returncode == 0, made.stderr
+    run("sign", "--csr", "same.csr", "--profile", "tls-server", cwd=workdir)
+    with App(cfg).store.transaction() as tx:
+        versions = tx.certificates.versions_of("api")
+        rows = [*versions, *tx.certificates.versions_of("svc-example-internal")]
+        leaves = {row.serial: row.certificate for row in rows}
+    assert [v.version for v in versions] == [3, 2, 1] and len(leaves) == 4
+    assert len({spki_of(c) for c in leaves.values()}) == 1
+
+    serial = [] if target == "active" else ["--serial", versions[-1].serial]
+    out = run("--output", "json", "revoke", "api", "--reason", "keyCompromise", *serial, cwd=workdir).stdout
+    revoked = json.loads(out)["revoked"]
+    assert {revoked["serial"], *(r["serial"] for r in revoked.get("also_revoked", []))} == set(leaves)
+
+    run("crl", "issuing", "--pem", "--out", "crl.pem", cwd=workdir)
+    listing = openssl("crl", "-in", "crl.pem", "-noout", "-text", cwd=workdir).stdout
+    for serial_hex, leaf in leaves.items():
+        assert f"Serial Number: {serial_hex.upper().zfill(len(serial_hex) + len(serial_hex) % 2)}" in listing
+        (workdir / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        check = verify_with_crl(workdir)
+        assert check.returncode != 0 and "certificate revoked" in check.stdout + check.stderr
+    assert listing.count("Key Compromise") == 4
+
+    with App(cfg).store.transaction() as tx:
+        assert {v.state for v in tx.certificates.versions_of("api")} == {"revoked"}
+        assert tx.certificates.is_compromised(certs.spki_sha256(versions[0].certificate.public_key()))
+    # the next renewal makes a new key, though the profile says reuse
+    run("renew", "api", "--reuse-key", cwd=workdir)
+    renewed = json.loads(run("export", "api", "--format", "json", cwd=workdir).stdout)
+    assert renewed["private_key"] != document["private_key"]
+    new_leaf = x509.load_pem_x509_certificate(renewed["certificate"].encode())
+    assert spki_of(new_leaf) != spki_of(versions[0].certificate)
+    # and a CSR carrying the compromised key is refused, under any name
+    result = run("sign", "--csr", "same.csr", "--profile", "tls-server", cwd=workdir, expect=2)
+    assert result.stderr.count("\n") == 1 and "compromised" in result.stderr
+    with App(cfg).store.transaction() as tx:
+        assert [v.version for v in tx.certificates.versions_of("svc-example-internal")] == [1]
+
+
+def test_renewal_never_reuses_a_key_recorded_as_compromised(workdir):
+    """Defence in depth: even with an active version still holding it, a compromised key is not reused."""
+    text = (workdir / "sync.toml").read_text().replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    (workdir / "sync.toml").write_text(text)
+    cfg = config.load("sync.toml")
+    App(cfg).init()
+    App(cfg).apply()
+    App(cfg).renew("api")
+    with App(cfg).store.transaction() as tx:
+        first, second = reversed(tx.certificates.versions_of("api"))
+        key = certs.spki_sha256(first.certificate.public_key())
+        assert certs.spki_sha256(second.certificate.public_key()) == key       # reuse
+        tx.certificates.record_compromised(key, "keyCompromise", utcnow(), second)
+    App(cfg).renew("api")
+    with App(cfg).store.transaction() as tx:
+        third = tx.certificates.current("api")
+        assert third.version == 3 and certs.spki_sha256(third.certificate.public_key()) != key
