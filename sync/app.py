@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Iterator
 
 from cryptography import x509
@@ -34,7 +35,7 @@ from sync.reconcile.destinations import ProviderFactory, Providers
 from sync.reconcile.plan import Action, Kind, Plan
 from sync.reconcile.report import Report
 from sync.reconcile.snapshot import snapshot
-from sync.store import RunLock, Store
+from sync.store import RunLock, Store, keyring
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,31 @@ class App:
             actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
                        *push_actions(self.config, cert, None, reason="replaces a revoked certificate")]
             return summary, execute(self, Plan(actions))
+
+    def rotate_master_key(self, *, new_key_file: Path | None = None, new_key_env: str | None = None) -> dict:
+        """Seal every private key again under a new master key and re-tag every certificate, in one
+        transaction under the run lock. The new key comes from `new_key_env`, or is made here and
+        written to `new_key_file` (0600, never over an existing file) before the commit: a crash
+        leaves the store under the old key (and, at worst, an unused new key file)."""
+        if (new_key_file is None) == (new_key_env is None):
+            raise UsageError("rotate-master-key: give exactly one of --new-key-file and --new-key-env")
+        if new_key_file is not None and (new_key_file.exists() or new_key_file.is_symlink()):
+            raise UsageError(f"--new-key-file: {new_key_file} already exists; refusing to overwrite a master key")
+        old = self.store.master_key()               # loaded and checked against the store
+        raw = keyring.new_key() if new_key_file is not None else None
+        new = keyring.MasterKey(raw, str(new_key_file)) if raw is not None else keyring.from_env(new_key_env or "")
+        if old.matches(new):
+            raise UsageError("rotate-master-key: the new key is the current key")
+        with self.lock():
+            with self.store.transaction(serialized=True) as tx:
+                authorities = tx.authorities.reseal(new)
+                versions = tx.certificates.reseal(new)
+                tx.settings.put("verifier", new.verifier())
+                tx.flush()
+                if new_key_file is not None and raw is not None:
+                    keyring.write_key_file(new_key_file, raw)
+        self.store.use_master_key(new)
+        return {"authorities": authorities, "certificate_versions": versions, "new_key": new.source}
 
     def crl(self, ca_name: str) -> x509.CertificateRevocationList:
         """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""

@@ -168,6 +168,25 @@ def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bo
         finish(ctx, report)
 
 
+@cli.command("rotate-master-key")
+@command_options
+@click.option("--new-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Make a new key and write it here (mode 0600; an existing file is never overwritten).")
+@click.option("--new-key-env", metavar="VAR", help="Take the new key from this environment variable (base64 of "
+                                                     "32 bytes, e.g. `openssl rand -base64 32`).")
+@pass_ctx
+def rotate_master_key(ctx: Context, new_key_file: Path | None, new_key_env: str | None) -> None:
+    """Seal every private key again under a new master key (one transaction, under the run lock)."""
+    result = ctx.app.rotate_master_key(new_key_file=new_key_file, new_key_env=new_key_env)
+    if ctx.json:
+        ctx.emit(result)
+        return
+    ctx.say(f"rotated  {result['authorities']} CA key(s) and {result['certificate_versions']} certificate "
+            f"version(s) to the key from {result['new_key']}")
+    ctx.say("next: point store.key_file (or CERTSYNC_MASTER_KEY) at the new key, run `certsync plan`, then "
+            "destroy the old key and its backups")
+
+
 @cli.command()
 @command_options
 @click.argument("ca_name", metavar="CA")

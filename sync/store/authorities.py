@@ -107,6 +107,17 @@ class Authorities:
         self._checked.add(authority.id)
         return authority.certificate
 
+    def reseal(self, new: MasterKey) -> int:
+        """Master key rotation: every CA's key sealed again and its certificate re-tagged under
+        `new`, each checked under the current key first (an altered row stops the rotation)."""
+        old = self._master_key()
+        rows = list(self.session.scalars(select(Authority).order_by(Authority.id)))
+        for row in rows:
+            self.checked(row)
+            row.key_enc = old.reseal(row.key_enc, _key_context(row.name, row.generation), new)
+            row.cert_tag = new.tag(row.cert_der, _tag_context(row.name, row.generation, row.parent_id))
+        return len(rows)
+
     def tag_untagged(self) -> list[str]:
         """Tag every CA row from before the tags that checks (see `checked`); the refusals, one line each."""
         refused = []

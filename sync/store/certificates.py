@@ -155,6 +155,22 @@ class Certificates:
             raise StoreError(f"{what}: {ALTERED}")
         return row.certificate
 
+    def reseal(self, new: MasterKey, *, chunk: int = 500) -> int:
+        """Master key rotation: every version's key sealed again and its certificate re-tagged
+        under `new`. Tagged rows are checked under the current key first (an altered row stops
+        the rotation); untagged ones stay untagged and are checked at first use, as before."""
+        old = self._master_key()
+        ids = list(self.session.scalars(select(Certificate.id).order_by(Certificate.id)))
+        for part in chunks(ids, chunk):
+            for row in self.session.scalars(select(Certificate).where(Certificate.id.in_(part))):
+                if row.cert_tag is not None:
+                    self.checked(row)
+                    row.cert_tag = new.tag(row.cert_der, tag_context(row.name, row.version, row.authority_id))
+                if row.key_enc is not None:
+                    row.key_enc = old.reseal(row.key_enc, key_context(row.name, row.version), new)
+            self.session.flush()
+        return len(ids)
+
     def tag_untagged(self, *, chunk: int = 500) -> list[str]:
         """Tag every version from before the tags that checks (see `checked`); the refusals, one line each."""
         refused = []

@@ -213,6 +213,10 @@ class Store:
         """The keyed tag of a PFX password (keyring.MasterKey.password_tag); loads the master key."""
         return self.master_key().password_tag(destination, password)
 
+    def use_master_key(self, key: keyring.MasterKey) -> None:
+        """After a rotation committed: seal and open with the new key from now on."""
+        self._master_key = key
+
     def master_key(self) -> keyring.MasterKey:
         """The master key, loaded and checked against the store on first use."""
         if self._master_key is None:

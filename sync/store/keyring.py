@@ -68,6 +68,18 @@ class MasterKey:
         message = context.encode() + b"\0" + password
         return hmac.new(self._password_tag_key, message, hashlib.sha256).hexdigest()[:32]
 
+    def matches(self, other: MasterKey) -> bool:
+        """Whether `other` is this same key (it opens what this key sealed)."""
+        try:
+            other.decrypt(self.encrypt(b"probe", "probe"), "probe")
+            return True
+        except MasterKeyError:
+            return False
+
+    def reseal(self, blob: bytes, context: str, new: MasterKey) -> bytes:
+        """A blob sealed under this key, sealed again under `new` (same context)."""
+        return new.encrypt(self.decrypt(blob, context), context)
+
     def verifier(self) -> bytes:
         return self.encrypt(_VERIFIER, "verifier")
 
@@ -139,7 +151,25 @@ def load(key_file: Path | None) -> MasterKey:
 
 def create_key_file(key_file: Path) -> MasterKey:
     """A new random key in a file only its owner can read; refuses to overwrite."""
-    key = AESGCM.generate_key(bit_length=256)
+    return write_key_file(key_file, new_key())
+
+
+def new_key() -> bytes:
+    """32 random bytes from the OS: a new master key."""
+    return AESGCM.generate_key(bit_length=256)
+
+
+def from_env(variable: str) -> MasterKey:
+    """A key given in another variable (rotation: `--new-key-env VAR`)."""
+    text = os.environ.get(variable)
+    if not text:
+        raise MasterKeyError(f"--new-key-env: {variable} is not set")
+    return MasterKey(_decode(text, variable), variable)
+
+
+def write_key_file(key_file: Path, key: bytes) -> MasterKey:
+    """Write `key` (32 bytes) to a new file only its owner can read, fsynced with its folder;
+    refuses to overwrite."""
     new_folder = not key_file.parent.exists()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     try:
