@@ -34,7 +34,7 @@ from sync.reconcile.deadline import Deadline
 from sync.reconcile.destinations import ProviderFactory, Providers
 from sync.reconcile.plan import Action, Kind, Plan
 from sync.reconcile.report import Report
-from sync.reconcile.snapshot import snapshot
+from sync.reconcile.snapshot import list_destinations, snapshot
 from sync.store import RunLock, Store, keyring
 
 
@@ -202,6 +202,15 @@ class App:
                 else:
                     actions.append(Action(Kind.ERROR, cert, dest, name, f"destination {dest!r} is no longer in "
                                           "the config; delete the remote secret by hand"))
+            # and by tag: a copy whose record a run lost when it died (one listing per destination)
+            known = set(deployed)
+            for dest, listing in list_destinations(sorted(self.config.destination), self.providers).items():
+                if isinstance(listing, str):
+                    actions.append(Action(Kind.ERROR, cert, dest, None, listing))
+                    continue
+                actions.extend(Action(Kind.DELETE, cert, dest, name, "retired (found by its tags; no record)")
+                               for name, secret in sorted(listing.items())
+                               if secret.labels.get(CERT_LABEL) == cert and (dest, name) not in known)
             return execute(self, Plan(actions), retired=[cert])
 
     def inventory(self) -> inventory_mod.Inventory:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from providers.base import ownership_labels
 from sync import logs
@@ -66,10 +66,16 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
             report.results.append(Result(action, Status.SKIPPED, why))
         else:
             lanes[action.destination].append(action)
+    adopted = _adopt(run, plan.of_kind(Kind.ADOPT))
     jobs = _prepare(run, lanes, report)
-    for result in report.results:   # what the lanes do is logged as it happens
+    for result in report.results + adopted:   # what the lanes do is logged as it happens
         logs.log_result(log, result)
-    report.results.extend(_run_lanes(run, jobs, progress, deadline))
+    report.results.extend(adopted)
+    journal = Journal(run)
+    try:
+        report.results.extend(_run_lanes(run, jobs, progress, deadline, on_result=journal.add))
+    finally:
+        journal.flush()     # even when the run dies (signal, SystemExit, lock lost): what landed is recorded
     if deadline is not None and deadline.reached:
         report.stopped = f"max duration {deadline} reached"
     run.check_lock()
@@ -121,9 +127,15 @@ def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[s
     return jobs
 
 
-def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: Deadline | None = None) -> list[Result]:
+def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: Deadline | None = None,
+               on_result: Callable[[Result], None] | None = None) -> list[Result]:
     """Quota domains in parallel; inside one, up to `concurrency` calls in flight, paced by a
-    token bucket set from the cloud's quota (or the destination's max_calls_per_second)."""
+    token bucket set from the cloud's quota (or the destination's max_calls_per_second).
+
+    The calls run in worker threads; each result comes back to this (the main) thread as it
+    lands and goes to `on_result` (the journal) at once. When the run is cut short (SystemExit,
+    KeyboardInterrupt, LockError), nothing new starts, the calls in flight finish, and their
+    results too reach `on_result` before the error goes on."""
     config = run.config
     domains: dict[str, list[tuple[str, Job]]] = defaultdict(list)
     quotas: dict[str, pacing.Quota] = {}
@@ -133,41 +145,144 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
         if known is None or quota.calls_per_second < known.calls_per_second:
             quotas[quota.domain] = quota
         domains[quota.domain].extend((destination, job) for job in items)
-
-    def run_domain(domain: str) -> list[Result]:
-        quota = quotas[domain]
-        bucket = pacing.TokenBucket(quota.calls_per_second)
-        items = domains[domain]
-        workers = min(len(items), max(config.destination[d].concurrency for d, _ in items))
-        if progress is not None:
-            progress.start(domain, len(items))
-
-        def one(item: tuple[str, Job]) -> Result:
-            destination, job = item
-            run.check_lock()         # a run that lost the store lock starts no push (LockError ends the run)
-            if deadline is not None and deadline.expired():
-                result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
-                logs.log_result(log, result)
-                return result
-            try:
-                provider = run.providers(destination)
-            except Exception as exc:
-                result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
-            else:
-                bucket.take(quota.calls_per_push if job.action.kind == Kind.PUSH else quota.calls_per_delete)
-                result = _run_job(provider, job, config.destination[destination].verify_after_write)
-            if progress is not None:
-                progress.advance(domain)
-            logs.log_result(log, result)
-            return result
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, items))
-
     if not domains:
         return []
-    with ThreadPoolExecutor(max_workers=len(domains)) as pool:
-        return [r for results in pool.map(run_domain, list(domains)) for r in results]
+
+    def one(domain: str, bucket: pacing.TokenBucket, item: tuple[str, Job]) -> Result:
+        quota = quotas[domain]
+        destination, job = item
+        run.check_lock()         # a run that lost the store lock starts no push (LockError ends the run)
+        if deadline is not None and deadline.expired():
+            result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
+            logs.log_result(log, result)
+            return result
+        try:
+            provider = run.providers(destination)
+        except Exception as exc:
+            result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
+        else:
+            bucket.take(quota.calls_per_push if job.action.kind == Kind.PUSH else quota.calls_per_delete)
+            result = _run_job(provider, job, config.destination[destination].verify_after_write)
+        if progress is not None:
+            progress.advance(domain)
+        logs.log_result(log, result)
+        return result
+
+    pools: list[ThreadPoolExecutor] = []
+    order: dict[Future, int] = {}
+    results: dict[int, Result] = {}
+    failure: BaseException | None = None
+    try:
+        for domain, items in domains.items():
+            workers = min(len(items), max(config.destination[d].concurrency for d, _ in items))
+            if progress is not None:
+                progress.start(domain, len(items))
+            pool = ThreadPoolExecutor(max_workers=workers)
+            pools.append(pool)
+            bucket = pacing.TokenBucket(quotas[domain].calls_per_second)
+            for item in items:
+                order[pool.submit(one, domain, bucket, item)] = len(order)
+        pending = set(order)
+        while pending and failure is None:
+            done, pending = wait(pending, timeout=_JOURNAL_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                failure = failure or _collect(future, order, results, on_result)
+            if on_result is not None and not done:
+                on_result(None)     # a quiet moment: the journal commits what waits
+    except BaseException as exc:   # KeyboardInterrupt in this thread, or submit failed
+        failure = exc
+    finally:
+        if failure is not None:
+            for future in order:
+                future.cancel()     # nothing new starts
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=failure is not None)
+    if failure is not None:
+        for future in order:        # calls that were in flight: their results are recorded too
+            if future not in results and future.done() and not future.cancelled():
+                _collect(future, order, results, on_result)
+        raise failure
+    return [results[i] for i in range(len(order))]
+
+
+def _collect(future: Future, order: dict[Future, int], results: dict[int, Result],
+             on_result: Callable[[Result | None], None] | None) -> BaseException | None:
+    """A finished call's result to `results` and `on_result`; the error that ends the run, if any."""
+    if future.cancelled():
+        return None
+    error = future.exception()
+    if error is not None:
+        results[order[future]] = None   # type: ignore[assignment]  (seen; the run is ending)
+        return error
+    result = future.result()
+    results[order[future]] = result
+    if on_result is not None:
+        on_result(result)
+    return None
+
+
+_JOURNAL_EVERY = 50         # results per journal commit, at most
+_JOURNAL_SECONDS = 0.5      # and at least this often while results come in
+
+
+class Journal:
+    """What the lanes did, recorded as it lands: the main thread commits every _JOURNAL_EVERY
+    results or every _JOURNAL_SECONDS, and once more at the end (also when the run is cut short).
+    A copy whose record a hard kill still lost (at most the last half second) carries our tags:
+    the next plan adopts it, and retire or removal from config finds it by its tags."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pushed: list[dict] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.last = time.monotonic()
+
+    def add(self, result: Result | None) -> None:
+        if result is not None and result.status == Status.DONE:
+            action = result.action
+            if action.kind == Kind.PUSH and result.job is not None and result.job.payload is not None:
+                self.pushed.append(dict(cert_name=action.cert, destination=action.destination,
+                                        remote_name=action.remote_name, certificate_id=result.job.certificate_id,
+                                        fingerprint=result.job.payload.fingerprint,
+                                        remote_version=result.detail or None, one_off=action.one_off))
+            elif action.kind == Kind.DELETE:
+                self.deleted.append((action.destination, action.remote_name))
+        waiting = len(self.pushed) + len(self.deleted)
+        if waiting >= _JOURNAL_EVERY or (waiting and time.monotonic() - self.last >= _JOURNAL_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        self.last = time.monotonic()
+        if not (self.pushed or self.deleted):
+            return
+        pushed, deleted, self.pushed, self.deleted = self.pushed, self.deleted, [], []
+        with self.run.store.transaction() as tx:
+            tx.deployments.record_pushes(pushed)       # in bulk: not one query per push
+            tx.deployments.record_deletes(deleted)
+
+
+def _adopt(run: Run, actions: list[Action]) -> list[Result]:
+    """Record copies found with our tags and the fingerprint of the version in force but no
+    record (a run died between the write and its record): one transaction, no cloud call."""
+    if not actions:
+        return []
+    run.check_lock()
+    results = []
+    with run.store.transaction() as tx:
+        current = tx.certificates.current_many(a.cert for a in actions)
+        pushed = []
+        for action in actions:
+            row = current.get(action.cert)
+            if row is None:
+                results.append(Result(action, Status.FAILED, f"certificate {action.cert!r} has no active version"))
+                continue
+            pushed.append(dict(cert_name=action.cert, destination=action.destination,
+                               remote_name=action.remote_name, certificate_id=row.id,
+                               fingerprint=action.fingerprint, remote_version=action.remote_version,
+                               one_off=action.one_off))
+            results.append(Result(action, Status.DONE, detail="adopted into the records"))
+        tx.deployments.record_pushes(pushed)
+    return results
 
 
 def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
@@ -193,25 +308,17 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
 
 
 def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
-    """Store what was pushed and deleted; certificates gone from config and from every
-    destination are marked retired (their history stays)."""
+    """Certificates gone from config and from every destination are marked retired (their
+    history stays). Pushes and deletes were recorded as they landed (Journal)."""
     all_deleted: dict[str, bool] = {name: True for name in retired}
-    pushed, deleted = [], []
+    if not all_deleted:
+        return
     for result in report.results:
         action = result.action
-        done = result.status == Status.DONE
-        if action.kind == Kind.PUSH and done and result.job is not None and result.job.payload is not None:
-            pushed.append(dict(cert_name=action.cert, destination=action.destination,
-                               remote_name=action.remote_name, certificate_id=result.job.certificate_id,
-                               fingerprint=result.job.payload.fingerprint, remote_version=result.detail or None,
-                               one_off=action.one_off))
-        elif action.kind == Kind.DELETE and done:
-            deleted.append((action.destination, action.remote_name))
-        elif action.cert in all_deleted and (action.kind == Kind.DELETE or result.status == Status.FAILED):
+        if action.cert in all_deleted and result.status != Status.UNCHANGED and (
+                (action.kind == Kind.DELETE and result.status != Status.DONE) or result.status == Status.FAILED):
             all_deleted[action.cert] = False
     with store.transaction() as tx:
-        tx.deployments.record_pushes(pushed)       # in bulk: not one query per push
-        tx.deployments.record_deletes(deleted)
         for name, gone_everywhere in all_deleted.items():
             if gone_everywhere:
                 tx.certificates.retire(name)

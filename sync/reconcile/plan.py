@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Iterable, Mapping
 
-from providers.base import RemoteSecret
+from providers.base import CERT_LABEL, RemoteSecret
 from sync.config import DEFAULT_RENEW_FRACTION
 
 
@@ -56,6 +56,7 @@ class Kind(StrEnum):
     ISSUE = "issue"            # a first version (or a new one after revocation or a config change)
     RENEW = "renew"            # a successor of the version in force
     PUSH = "push"
+    ADOPT = "adopt"            # a copy with our tags and fingerprint but no record: recorded, not written
     DELETE = "delete"
     UNCHANGED = "unchanged"
     SKIP = "skip"              # nothing will be done, and the reason says why
@@ -72,6 +73,8 @@ class Action:
     reuse_key: bool | None = None   # issue/renew: None = as the profile's key_rotation says
     exists: bool | None = None      # push: whether the listing showed the secret (None: not looked)
     one_off: bool = False           # push: to a destination the certificate does not list
+    fingerprint: str | None = None      # adopt: the fingerprint the copy carries
+    remote_version: str | None = None   # adopt: its version in the destination
 
     @property
     def changes(self) -> bool:
@@ -95,10 +98,11 @@ Listing = Mapping[str, RemoteSecret]
 
 def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deployed: Iterable[Deployed],
               listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = (),
-              latest_states: Mapping[str, str] | None = None) -> Plan:
+              latest_states: Mapping[str, str] | None = None, configured: Iterable[str] | None = None) -> Plan:
     """`listings` maps a destination to its managed secrets by name, or to an error message.
     `retired` are stored certificates gone from the config; `latest_states` the state of each
-    certificate's newest version (to tell a revoked or retired one from one never issued)."""
+    certificate's newest version (to tell a revoked or retired one from one never issued);
+    `configured` the destinations searched by tag for unrecorded copies of retired ones (default: all listed)."""
     plan = Plan()
     deployed_by_target = {(d.destination, d.remote_name): d for d in deployed}
     wanted: set[tuple[str, str]] = set()
@@ -129,7 +133,29 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
             plan.actions.append(Action(Kind.ERROR, record.cert_name, destination, remote_name, listing))
         else:
             plan.actions.append(Action(Kind.DELETE, record.cert_name, destination, remote_name, reason))
+    if gone:
+        scanned = listings if configured is None else {d: listings[d] for d in configured if d in listings}
+        plan.actions.extend(_unrecorded_copies(gone, deployed_by_target, wanted, scanned))
     return plan
+
+
+def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, str], Deployed],
+                       wanted: set[tuple[str, str]], listings: Mapping[str, Listing | str]) -> list[Action]:
+    """Copies of certificates removed from the config that the store has no record of (a run that
+    died between the write and its record), found by their certsync-cert tag: deleted too. A
+    destination whose listing failed may hold one: an error, so the certificate is not retired."""
+    actions = []
+    for destination, listing in sorted(listings.items()):
+        if isinstance(listing, str):
+            actions.extend(Action(Kind.ERROR, cert, destination, None, listing) for cert in sorted(gone))
+            continue
+        for name, secret in sorted(listing.items()):
+            cert = secret.labels.get(CERT_LABEL)
+            record = deployed_by_target.get((destination, name))
+            if cert in gone and (destination, name) not in wanted and (record is None or not record.present):
+                actions.append(Action(Kind.DELETE, cert, destination, name,
+                                      "certificate removed from config (found by its tags; no record)"))
+    return actions
 
 
 def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:
@@ -174,6 +200,11 @@ def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None,
         if record is not None and record.fingerprint == expected:
             return act(Kind.PUSH, "drift: changed outside certsync")
         return act(Kind.PUSH, "out of date")
+    if (record is None or not record.present) and remote.labels.get(CERT_LABEL) == want.name:
+        # written by a run that died before recording it: record it now, write nothing
+        return Action(Kind.ADOPT, want.name, destination, remote_name,
+                      "found with our tags and fingerprint, not recorded: adopting it into the records",
+                      exists=True, fingerprint=remote.fingerprint, remote_version=remote.version)
     if record is not None and record.remote_version and remote.version and record.remote_version != remote.version:
         return act(Kind.PUSH, "drift: value replaced outside certsync")
     return act(Kind.UNCHANGED, "")

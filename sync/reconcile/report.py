@@ -66,6 +66,8 @@ class Report:
                 key = r.status
             elif a.kind == Kind.DELETE:
                 key = "deleted"
+            elif a.kind == Kind.ADOPT:
+                key = "adopted"
             else:
                 key = {True: "updated", False: "created", None: "pushed"}[a.exists]
             table[a.destination][key] += 1

@@ -100,10 +100,11 @@ class Snapshot:
     retired: list[str]
     latest_states: dict[str, str]
     listings: dict[str, plan.Listing | str] = field(default_factory=dict)
+    configured: list[str] = field(default_factory=list)   # searched by tag for copies of retired certificates
 
     def plan(self, now: datetime) -> plan.Plan:
         return plan.make_plan(self.desired, self.current, self.deployed, self.listings, now, retired=self.retired,
-                              latest_states=self.latest_states)
+                              latest_states=self.latest_states, configured=self.configured)
 
 
 def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
@@ -113,7 +114,10 @@ def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapsh
     desired = desired_state(config)
     used = sorted({dest for want in desired for dest, _ in want.targets}
                   | {d.destination for d in deployed if d.present and d.destination in config.destination})
-    snap = Snapshot(desired, current, deployed, retired, latest_states)
+    if retired:   # certificates removed from config: every destination is searched for their copies by tag
+        used = sorted(set(used) | set(config.destination))
+    snap = Snapshot(desired, current, deployed, retired, latest_states,
+                    configured=sorted(config.destination) if retired else [])
     snap.listings = list_destinations(used, providers)
     for record in deployed:  # deployments to destinations dropped from the config cannot be reached
         if record.present and record.destination not in config.destination:
