@@ -160,6 +160,14 @@ class AwsProvider(BaseProvider[dict]):
                 time.sleep(pause)
                 pause = min(pause * 2, 4.0)
 
+    def _already_exists(self, exc) -> bool:
+        return getattr(exc, "code", None) == "ResourceExistsException"
+
+    def _written_already(self, name: str, current: dict, labels: Mapping[str, str]) -> RemoteSecret | None:
+        if current.get("DeletedDate"):
+            return None                 # pending deletion: not a write that landed
+        return super()._written_already(name, current, labels)
+
     def _write(self, name: str, current: dict, payload: str | bytes, content_type: str,
                labels: Mapping[str, str]) -> dict:
         """PutSecretValue only (description, policy, rotation, replicas untouched); a secret
@@ -205,7 +213,9 @@ class AwsProvider(BaseProvider[dict]):
             code = error.get("Code", "Unknown")
             message = _one_line(error.get("Message", ""), payload)
             cls = Throttled if code in THROTTLING_CODES else ProviderError
-            raise cls(f"{SERVICE} {operation} on {name!r} failed: {code}: {message}") from None
+            failure = cls(f"{SERVICE} {operation} on {name!r} failed: {code}: {message}")
+            failure.code = code         # type: ignore[attr-defined]  (for _already_exists)
+            raise failure from None
         except BotoCoreError as exc:
             raise ProviderError(f"{SERVICE} {operation} on {name!r} failed: "
                                 f"{_one_line(str(exc), payload)}") from None

@@ -123,7 +123,9 @@ class BaseProvider(Generic[H]):
 
         get(name)     check the name -> _lookup -> _read
         put(name, …)  check name, size (_prepare, _check_labels, certsync-cert present) -> _lookup
-                      -> absent: _create (which may finish the job) | present: _check_owner
+                      -> absent: _create (which may finish the job; "already exists", per
+                         _already_exists, after a lost answer: _lookup again, and a secret with our
+                         tags and fingerprint is the write done) | present: _check_owner
                       -> _write the value -> _relabel (labels after the value: a failed write
                          never leaves a fresh fingerprint vouching for an old value)
         delete(name, cert)  check the name -> _lookup -> present: _check_owner, _remove
@@ -168,10 +170,24 @@ class BaseProvider(Generic[H]):
             cert = label_cert(name, labels)
             current = self._lookup(name)
             if current is None:
-                created = self._create(name, payload, content_type, labels)
-                if isinstance(created, RemoteSecret):
-                    return created      # value and labels written in one call
-                current = created
+                try:
+                    created = self._create(name, payload, content_type, labels)
+                except CertsyncError as exc:
+                    if not self._already_exists(exc):
+                        raise
+                    # the create reached the cloud but its answer was lost, and the SDK's retry
+                    # heard "already exists" (or someone else created it meanwhile): look again
+                    current = self._lookup(name)
+                    if current is None:
+                        raise
+                    done = self._written_already(name, current, labels)
+                    if done is not None:
+                        return done     # our tags, our certificate, our fingerprint: the write is done
+                    self._check_owner(name, current, cert)
+                else:
+                    if isinstance(created, RemoteSecret):
+                        return created      # value and labels written in one call
+                    current = created
             else:
                 self._check_owner(name, current, cert)
             written = self._write(name, current, payload, content_type, labels)
@@ -227,6 +243,20 @@ class BaseProvider(Generic[H]):
                 labels: Mapping[str, str]) -> RemoteSecret | H | None:
         """Create an absent secret. Return the finished RemoteSecret when the create wrote value
         and labels; else the new handle (or None) for _write and _relabel to carry on with."""
+        return None
+
+    def _already_exists(self, exc: CertsyncError) -> bool:
+        """Whether `_create` failed because the secret exists (AWS ResourceExistsException, Google
+        ALREADY_EXISTS, Azure 409 on a create): then the template looks again."""
+        return False
+
+    def _written_already(self, name: str, current: H, labels: Mapping[str, str]) -> RemoteSecret | None:
+        """`current` as the finished write when it carries everything the put writes (managed-by,
+        certsync-cert and certsync-fp as in `labels`, which the value is labelled with only once it
+        is in place); else None, and the put carries on as an update (ownership checked)."""
+        view = self._view(name, current)
+        if view.managed and all(view.labels.get(k) == labels.get(k) for k in (CERT_LABEL, FP_LABEL)):
+            return view
         return None
 
     def _write(self, name: str, current: H | None, payload: str | bytes, content_type: str,

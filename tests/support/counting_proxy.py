@@ -7,6 +7,8 @@ and path. Subclasses may answer some calls themselves (`answer`), e.g. Throttlin
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,11 @@ class CountingProxy:
         of forwarding it; None forwards. The call is counted either way."""
         return None
 
+    def lose_response(self, name: str) -> bool:
+        """Hook: True forwards the call `name` upstream, then resets the connection instead of
+        answering (a write that reached the cloud whose answer was lost)."""
+        return False
+
     def _handler(self):
         proxy = self
 
@@ -79,6 +86,10 @@ class CountingProxy:
                     data = response.read()
                 finally:
                     conn.close()
+                if proxy.lose_response(name):
+                    self.close_connection = True      # RST: the client sees a reset, not an answer
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 self._reply(response.status, response.getheaders(), data, response.reason)
 
             def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes,
@@ -94,3 +105,19 @@ class CountingProxy:
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
         return Handler
+
+
+class LostResponseProxy(CountingProxy):
+    """Forwards every call; the first `times` calls named `lost` reach the emulator, and then the
+    connection is reset before the answer (the SDK sees a connection error and retries)."""
+
+    def __init__(self, upstream: str, lost: str, times: int = 1) -> None:
+        super().__init__(upstream)
+        self.lost, self.left = lost, times
+
+    def lose_response(self, name: str) -> bool:
+        with self._lock:
+            if name == self.lost and self.left > 0:
+                self.left -= 1
+                return True
+        return False
