@@ -261,7 +261,13 @@ class CrashRig:
         self.write()
         result = self.run("apply")
         problems = [] if result.returncode == 0 else [f"final apply exit {result.returncode}: {_last(result)}"]
-        return self.listing(), problems
+        left = self.listing()
+        for remote in left:      # counted and reported by the caller; not left behind in shared emulators
+            try:
+                self.clouds[remote.cloud].delete_outside(remote.name)
+            except Exception:  # noqa: BLE001
+                pass
+        return left, problems
 
 
 def _hex(serial: int | None) -> str:
