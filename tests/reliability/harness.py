@@ -127,8 +127,8 @@ class CrashRig:
 
     # -- running the CLI -----------------------------------------------------------------------------
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True,
-                              cwd=self.path, env=self.env, timeout=timeout)
+        return subprocess.run([sys.executable, "-m", "sync", *args], check=False, capture_output=True,
+                              text=True, cwd=self.path, env=self.env, timeout=timeout)
 
     def timed(self, *args: str) -> float:
         """Run untouched; the duration (process start to exit). Fails loudly if it fails."""
@@ -265,8 +265,8 @@ class CrashRig:
         for remote in left:      # counted and reported by the caller; not left behind in shared emulators
             try:
                 self.clouds[remote.cloud].delete_outside(remote.name)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"could not clean up {remote.cloud}/{remote.name}: {exc}")
         return left, problems
 
 
