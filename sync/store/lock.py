@@ -219,8 +219,8 @@ class RunLock:
 
     def renew(self) -> None:
         """Push our row's expiry one TTL ahead (the heartbeat calls this every quarter TTL). When
-        no row is ours any more (taken over after a pause longer than the TTL, or deleted), the
-        lock is recorded as lost."""
+        no row is ours any more (taken over once our lock died, or past its TTL where the row alone
+        decides, or deleted) or the lock's connection is gone, the lock is recorded as lost."""
         with self.store.session() as s:
             result = s.execute(update(Lock).where(Lock.name == self.name, Lock.owner == self.owner)
                                .values(expires_at=self._now(s) + self.ttl))
