@@ -92,8 +92,8 @@ class AdvisoryLock:
     open for the run. The server releases it when the connection ends, so a lost connection is a
     lost lock. TCP keepalives on that connection let the server notice a vanished client."""
 
-    SESSION = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
-               "idle_session_timeout": "0", "idle_in_transaction_session_timeout": "0"}
+    SESSION = (("tcp_keepalives_idle", "30"), ("tcp_keepalives_interval", "10"), ("tcp_keepalives_count", "3"),
+               ("idle_session_timeout", "0"), ("idle_in_transaction_session_timeout", "0"))
 
     def __init__(self, store: Store, name: str) -> None:
         self.store = store
@@ -109,7 +109,7 @@ class AdvisoryLock:
         except SQLAlchemyError as exc:
             raise StoreError(f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
         try:
-            for setting, value in self.SESSION.items():
+            for setting, value in self.SESSION:
                 try:
                     conn.exec_driver_sql("SELECT set_config(%s, %s, false)", (setting, value))
                 except SQLAlchemyError:   # a server without it (idle_session_timeout: 14+)
