@@ -106,9 +106,27 @@ def test_a_stale_lock_is_taken_over(url):
     store.close()
 
 
+def _lose(store: Store, lock: RunLock) -> None:
+    """What the end of its holder does to the lock itself, the holder's row left in place:
+    PostgreSQL: the server ends the lock's connection (as when the process dies or its connection
+    drops); SQLite: the descriptor holding the flock is closed (as the kernel does when it dies)."""
+    if store.engine.dialect.name == "postgresql":
+        pid = lock.guard.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+            for _ in range(100):    # until the server has let go of it
+                if not conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar():
+                    break
+                time.sleep(0.02)
+    else:
+        os.close(lock.guard.fd)
+        lock.guard.fd = None
+
+
 def test_a_long_run_keeps_its_lock_by_renewing_it(url):
-    """The holder renews its row every quarter of the TTL: a run three TTLs long is not taken over;
-    one that stops renewing (a crash) is, one TTL later."""
+    """The holder renews its row every quarter of the TTL, and while it lives its lock is not taken
+    over, even once its row's expiry is long past (it stopped renewing); when its lock dies (the
+    process or its connection), the lock is taken over at once, its TTL not yet over."""
     store, other, clock = _store(url), _store(url), FakeClock()
     ttl = timedelta(minutes=10)
     holder = _lock(store, clock, ttl=ttl)
@@ -118,9 +136,16 @@ def test_a_long_run_keeps_its_lock_by_renewing_it(url):
         holder.renew()
     with pytest.raises(LockError, match="another run holds the store lock"):
         _lock(other, clock, ttl=ttl).acquire()
-    clock.now += ttl + timedelta(seconds=1)  # no renewal for a whole TTL: taken over
+    clock.now += ttl + timedelta(seconds=1)  # no renewal for a whole TTL: a live holder keeps it
+    with pytest.raises(LockError, match="another run holds the store lock"):
+        _lock(other, clock, ttl=ttl).acquire()
+    clock.now += timedelta(seconds=1)
+    holder.renew()
+    _lose(store, holder)                     # its row still says it holds the lock until TTL ahead
     taker = _lock(other, clock, ttl=ttl)
     taker.acquire()
+    with other.session() as s:
+        assert s.get(Lock, "apply").owner == taker.owner
     taker.release()
     store.close(), other.close()
 
@@ -289,13 +314,14 @@ def test_a_client_whose_clock_runs_behind_writes_a_live_expiry(url, monkeypatch)
 
 
 def test_a_holder_whose_row_is_taken_knows_it_lost_the_lock(url):
-    """Renewing updates no row when the lock was taken over (or deleted): the holder records it
-    and check() stops it before its next write; release does not delete the new holder's row."""
+    """A holder whose lock went (its connection dropped; SQLite: simulated) while it lived is
+    taken over at once; renewing then updates no row: the holder records it and check() stops it
+    before its next write; release does not delete the new holder's row."""
     store, other, clock = _store(url), _store(url), FakeClock()
     holder = _lock(store, clock)
     holder.acquire()
     holder.check()                                    # held: no error
-    clock.now += timedelta(minutes=11)                # paused past its TTL: taken over
+    _lose(store, holder)
     taker = _lock(other, clock)
     taker.acquire()
     holder.renew()
@@ -308,6 +334,36 @@ def test_a_holder_whose_row_is_taken_knows_it_lost_the_lock(url):
         assert s.get(Lock, "apply").owner == taker.owner
     taker.release()
     store.close(), other.close()
+
+
+def test_postgresql_a_lost_lock_connection_is_a_lost_lock_at_the_next_check(backend, url):
+    """Fencing without waiting for the heartbeat: once the server ended the lock's connection, the
+    very next check() (before any write) fails with one line, and another run may take the lock."""
+    if backend.name != "postgresql":
+        pytest.skip("PostgreSQL's advisory lock")
+    store, other = _store(url), _store(url)
+    with RunLock(store).held(heartbeat=False) as held:
+        held.check()
+        _lose(store, held)
+        with pytest.raises(LockError, match=r"lost the store lock \(its database connection was lost") as caught:
+            held.check()
+        assert "\n" not in str(caught.value)
+        with RunLock(other).held(heartbeat=False):
+            pass
+    store.close(), other.close()
+
+
+def test_sqlite_lock_file_is_private_and_not_inherited(backend, url):
+    """SQLite: the flock is on certsync.db.lock next to the database, mode 0600, close-on-exec."""
+    if backend.name != "sqlite":
+        pytest.skip("SQLite's lock file")
+    import fcntl
+    store = _store(url)
+    with RunLock(store).held(heartbeat=False) as held:
+        path = Path(store.engine.url.database + ".lock")
+        assert path.exists() and path.stat().st_mode & 0o777 == 0o600
+        assert fcntl.fcntl(held.guard.fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    store.close()
 
 
 def test_a_deleted_lock_row_is_lost_and_a_failed_heartbeat_too(url, monkeypatch):
@@ -357,3 +413,88 @@ def test_apply_stops_before_its_next_write_once_the_lock_is_lost(url, store_dir)
     assert "\n" not in str(caught.value)
     assert _versions(app.store) == {}
     app.close()
+
+
+# -- a crashed run never blocks the next ----------------------------------------------------------
+
+SLOW_CERTS = [f"slow{i}" for i in range(8)]
+SLOW_CONFIG = '\n[profile.slow]\nca = "issuing"\nkey = "rsa-4096"\nvalidity = "90d"\n' \
+              'allowed_domains = ["*.example.internal"]\n' + "".join(
+                  f'\n[certificate.{name}]\nprofile = "slow"\ndns_names = ["{name}.example.internal"]\n'
+                  for name in SLOW_CERTS)
+
+HOLDER = """
+import sys, time
+from sync.store import RunLock, Store
+lock = RunLock(Store(sys.argv[1]))
+lock.acquire()
+print(lock.owner, flush=True)
+time.sleep(600)
+"""
+
+
+def _lock_row(store: Store) -> Lock | None:
+    with store.session() as s:
+        return s.get(Lock, "apply")
+
+
+def _apply(store_dir: Path, lock_timeout: str = "0") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CERTSYNC_STORE__LOCK_TIMEOUT": lock_timeout}
+    return subprocess.run([sys.executable, "-m", "sync", "apply"], cwd=store_dir, env=env, text=True,
+                          capture_output=True, timeout=300, check=False)
+
+
+def test_a_killed_apply_never_blocks_the_next(url, store_dir):
+    """An apply SIGKILLed while it holds the lock (issuing eight rsa-4096 certificates) leaves its
+    lock row behind, but the lock itself died with it: an apply started at once, with lock_timeout 0,
+    takes it and finishes the work (exit 0)."""
+    with open(store_dir / "sync.toml", "a") as f:
+        f.write(SLOW_CONFIG)
+    store = _store(url)
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "apply"], cwd=store_dir, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _lock_row(store) is None:
+            assert proc.poll() is None, "the apply ended before it held the lock"
+            assert time.monotonic() < deadline, "the apply never took the lock"
+            time.sleep(0.02)
+        time.sleep(0.3)                               # well inside its work: the rsa-4096 keys
+        assert proc.poll() is None, "the apply finished before it could be killed: make it slower"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -9
+    assert _lock_row(store) is not None               # the crashed run's record is still there
+    rerun = _apply(store_dir, "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert _versions(store) == {name: [1] for name in sorted(CERT_NAMES + SLOW_CERTS)}
+    assert _lock_row(store) is None                   # released at the end of the rerun
+    store.close()
+
+
+def test_a_live_holder_in_another_process_still_blocks_and_its_death_frees_the_lock(url, store_dir):
+    """A helper process holds the lock: apply fails at once (exit 1, one line naming the helper),
+    or waits lock_timeout and gives up; once the helper is SIGKILLed, the next apply runs (exit 0)."""
+    store = _store(url)
+    helper = subprocess.Popen([sys.executable, "-c", HOLDER, url], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              text=True, stdout=subprocess.PIPE)
+    try:
+        owner = helper.stdout.readline().strip()
+        assert owner, "the helper did not take the lock"
+        refused = _apply(store_dir, "0")
+        assert refused.returncode == 1
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and (m := HELD.match(lines[0].removeprefix("error: "))) and m["owner"] == owner
+        waited = _apply(store_dir, "1s")
+        assert waited.returncode == 1 and waited.stderr.strip().endswith(
+            "gave up after waiting 1s (store.lock_timeout)"), waited.stderr
+        assert _versions(store) == {}
+    finally:
+        helper.kill()
+        helper.wait(timeout=30)
+    rerun = _apply(store_dir, "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert _versions(store) == {name: [1] for name in CERT_NAMES}
+    store.close()
