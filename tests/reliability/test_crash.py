@@ -3,7 +3,7 @@ the three cloud emulators, rerun `apply` at once, and check that every target ho
 latest version, no private key is out there that the store does not know, nothing is orphaned and
 the store is intact. See tests/reliability/harness.py for the kill points and the checks.
 
-Size: CERTSYNC_CRASH_TRIALS trials in total (default 12, under 3 minutes with -n 2; split over the tests below; each trial
+Size: CERTSYNC_CRASH_TRIALS trials in total (default 26, about 3 minutes with -n 2; split over the tests below; each trial
 kills one run and reruns apply), CERTSYNC_CRASH_BATCH new certificates per apply trial (default 4),
 CERTSYNC_CRASH_SEED the seed (default fixed); CERTSYNC_CRASH_BREAK_LOCK=1 (diagnosis only) drops a
 killed run's lock row before the rerun, to see what fails behind the lock. Full size (-n 0 so the
@@ -21,7 +21,7 @@ import pytest
 from tests.reliability.harness import CrashRig, Trial
 from tests.support.counting_proxy import CountingProxy
 
-TRIALS = int(os.environ.get("CERTSYNC_CRASH_TRIALS", "12"))
+TRIALS = int(os.environ.get("CERTSYNC_CRASH_TRIALS", "26"))
 BATCH = int(os.environ.get("CERTSYNC_CRASH_BATCH", "4"))
 SEED = int(os.environ.get("CERTSYNC_CRASH_SEED", "20261201"))
 INITIAL = 24     # certificates issued and pushed by the untouched calibration run
