@@ -40,6 +40,9 @@ from urllib.parse import urlsplit
 
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
 ALL_FAULTS = ("429", "500", "503", "reset", "truncate", "slow")
+# What every cloud's SDK retries by itself (Google's REST transport does not retry a 500 or a
+# dropped connection: a write may have landed, and Secret Manager's own retry settings agree).
+RETRIED_FAULTS = ("429", "503", "slow")
 
 # Error bodies each cloud's SDK parses (and, for 429/5xx, retries).
 _AWS_CODES = {429: "ThrottlingException", 500: "InternalServiceError", 503: "ServiceUnavailable",
@@ -110,9 +113,12 @@ class FaultProxy:
         with self._lock:
             self.denials.append((substring, status))
 
-    def set_rate(self, rate: float) -> None:
+    def set_rate(self, rate: float, faults: tuple[str, ...] | None = None) -> None:
+        """Change the rate (and the kinds drawn) from the next request on."""
         with self._lock:
             self.rate = rate
+            if faults is not None:
+                self.fault_kinds = tuple(faults)
 
     @property
     def injected(self) -> int:
