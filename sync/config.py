@@ -449,7 +449,7 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>", base_dir: Path 
         raise ConfigError(_env_error_line(source, exc)) from None
     problems = list(_reference_problems(config))
     if problems:
-        raise ConfigError("\n".join(f"{source}: {key}: {rule}" for key, rule in problems))
+        raise ConfigError("\n".join(_printable(f"{source}: {key}: {rule}") for key, rule in problems))
     return config
 
 
@@ -463,12 +463,17 @@ def _key(part: Any) -> str:
     return text if _PLAIN_KEY.fullmatch(text) else json.dumps(text)
 
 
+def _printable(text: str) -> str:
+    """One line whatever a user's name holds: control characters and Unicode line breaks escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def _error_line(source: str, err: dict[str, Any]) -> str:
     loc = ".".join(_key(p) for p in err["loc"] if not _is_union_tag(p))
     msg = " ".join(err["msg"].removeprefix("Value error, ").split("\n"))
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"{source}: {loc}: {msg}"
+    return _printable(f"{source}: {loc}: {msg}")
 
 
 def _env_error_line(source: str, exc: SettingsError) -> str:

@@ -362,3 +362,27 @@ def test_csrs_are_issued_or_refused_with_nothing_written(ca_store, data):
         assert str(exc).strip() and "\n" not in str(exc).strip(), repr(str(exc))
         assert store_rows(db) == before, "a refused CSR wrote to the store"
     assert _NoCloud.calls == calls
+
+
+@pytest.mark.parametrize("name", ["\x85", "a\u2028b", "x\ty", "\x1b"])
+def test_a_certificate_name_with_a_line_break_stays_on_its_line(name):
+    data = copy.deepcopy(BASE_DICT)
+    data["certificate"][name] = dict(data["certificate"]["api"])
+    with pytest.raises(UsageError) as info:
+        cfgmod.from_dict(data, source="fuzz.toml")
+    assert_one_line_per_field(info.value, "fuzz.toml")
+    assert all(line.isprintable() for line in str(info.value).splitlines())
+
+
+@pytest.mark.parametrize("encoding", ["der", "pem"])
+def test_a_csr_with_an_unknown_version_is_refused_on_one_line(encoding):
+    from sync.pki.csr import load_csr
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")])).sign(_KEY, hashes.SHA256())
+    der = csr.public_bytes(serialization.Encoding.DER)
+    der = der.replace(b"\x02\x01\x00", b"\x02\x01\x01", 1)       # version v2: not a PKCS#10 version
+    data = der if encoding == "der" else (b"-----BEGIN CERTIFICATE REQUEST-----\n"
+                                          + __import__("base64").encodebytes(der)
+                                          + b"-----END CERTIFICATE REQUEST-----\n")
+    with pytest.raises(UsageError, match="^CSR: not a PEM or DER certificate signing request"):
+        load_csr(data)
