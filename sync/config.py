@@ -8,6 +8,7 @@ so a cron job started from / reads the same files as a user in the config's fold
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -448,16 +449,31 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>", base_dir: Path 
         raise ConfigError(_env_error_line(source, exc)) from None
     problems = list(_reference_problems(config))
     if problems:
-        raise ConfigError("\n".join(f"{source}: {key}: {rule}" for key, rule in problems))
+        raise ConfigError("\n".join(_printable(f"{source}: {key}: {rule}") for key, rule in problems))
     return config
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_*@+=/-][A-Za-z0-9_.*@+=/ -]*[A-Za-z0-9_.*@+=/-]|[A-Za-z0-9_*@+=/-]")
+
+
+def _key(part: Any) -> str:
+    """A config key as an error names it: quoted (JSON) when empty, padded or holding control
+    characters, so that the line stays one line and the key stays visible."""
+    text = str(part)
+    return text if _PLAIN_KEY.fullmatch(text) else json.dumps(text)
+
+
+def _printable(text: str) -> str:
+    """One line whatever a user's name holds: control characters and Unicode line breaks escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def _error_line(source: str, err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
-    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(_key(p) for p in err["loc"] if not _is_union_tag(p))
+    msg = " ".join(err["msg"].removeprefix("Value error, ").split("\n"))
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"{source}: {loc}: {msg}"
+    return _printable(f"{source}: {loc}: {msg}")
 
 
 def _env_error_line(source: str, exc: SettingsError) -> str:

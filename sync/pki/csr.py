@@ -58,7 +58,7 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):   # InvalidVersion: not a ValueError
         raise UsageError("CSR: not a PEM or DER certificate signing request") from None
 
 
