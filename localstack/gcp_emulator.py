@@ -74,6 +74,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -902,8 +903,28 @@ def _status_details(err: ApiError) -> grpc.Status:
                                                   details=details))
 
 
+class Faults:
+    """Seeded fault injection (--fault-rate): a share of the API calls (never Admin calls) is
+    answered UNAVAILABLE or RESOURCE_EXHAUSTED before anything is done, as a loaded service does.
+    Admin/SetFaults changes the rate while the emulator runs (tests turn faults off to check)."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate, self.rng, self.lock, self.injected = rate, random.Random(seed), threading.Lock(), 0
+
+    def draw(self) -> ApiError | None:
+        with self.lock:
+            if self.rate <= 0 or self.rng.random() >= self.rate:
+                return None
+            self.injected += 1
+            unavailable = self.rng.random() < 0.5
+        if unavailable:
+            return ApiError(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.")
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Resource has been exhausted (e.g. check quota).")
+
+
 def build_server(args) -> tuple[grpc.Server, int, Stats]:
     store = Store(ids_in_names=args.project_ids_in_names)
+    faults = Faults(getattr(args, "fault_rate", 0.0) or 0.0, getattr(args, "fault_seed", 0) or 0)
     api = SecretManager(store, args.default_page_size)
     quotas = Quotas({"write": args.write_quota_per_minute, "read": args.read_quota_per_minute,
                      "access": args.access_quota_per_minute}, args.quota_window_seconds)
@@ -917,6 +938,9 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
             project = None
             try:
                 project = request_project(method, request)
+                fault = faults.draw()
+                if fault is not None:
+                    raise fault
                 limit = quotas.admit(project, kind)
                 if limit is not None:
                     qname = QUOTA_NAMES[kind]
@@ -967,7 +991,17 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
             quotas.log.clear()
         return reset_stats() | {"reset": "all"}
 
-    admin_handlers = {"GetStats": admin(lambda: stats.snapshot()),
+    def set_faults(request: bytes) -> dict:
+        with faults.lock:
+            faults.rate = float(json.loads(request or b"{}").get("rate", 0.0))
+            return {"rate": faults.rate, "injected": faults.injected}
+
+    def admin_in(fn):
+        def handler(request, context):
+            return json.dumps(fn(request)).encode()
+        return grpc.unary_unary_rpc_method_handler(handler)
+
+    admin_handlers = {"SetFaults": admin_in(set_faults), "GetStats": admin(lambda: stats.snapshot()),
                       "ResetStats": admin(reset_stats), "Reset": admin(reset_all)}
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
                          options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
@@ -1000,6 +1034,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project-ids-in-names", action="store_true",
                    help="answer with projects/<id>/... instead of projects/<number>/...")
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--fault-rate", type=float, default=0.0,
+                   help="share of API calls answered UNAVAILABLE or RESOURCE_EXHAUSTED (seeded; Admin/SetFaults changes it)")
+    p.add_argument("--fault-seed", type=int, default=0)
     args = p.parse_args(argv)
 
     server, port, stats = build_server(args)

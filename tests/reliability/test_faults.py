@@ -14,8 +14,8 @@ CERTSYNC_FAULT_SEED (20240601). Figures (faults injected, requests, time) are pr
 
     CERTSYNC_FAULT_CERTS=100 python -m pytest tests/reliability/test_faults.py -s -p no:cacheprovider
 
-Google: drongo (REST) behind the proxy with `transport = "rest"`; our gRPC emulator would need a
-gRPC-level proxy. The SDK's retry predicate is the same (429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE).
+Google: drongo (REST) behind the proxy with `transport = "rest"`; the gRPC transport is faulted by our
+emulator itself (`--fault-rate`), in test_grpc_faults.py.
 """
 from __future__ import annotations
 
