@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,13 +17,9 @@ from sqlalchemy.orm import Session
 from sync.clock import utcnow
 from sync.errors import StoreError
 from sync.pki.certs import Issuer, PrivateKey
+from sync.store.integrity import check_tag, signed_by
 from sync.store.keyring import MasterKey
 from sync.store.models import Authority
-
-ALTERED = "stored certificate does not match its integrity tag (altered in the database?)"
-UNTAGGED = ("stored certificate has no integrity tag and does not match its sealed key or its issuer's "
-            "signature (altered in the database?)")
-
 
 def _key_context(name: str, generation: int) -> str:
     return f"authority:{name}:{generation}"
@@ -32,14 +27,6 @@ def _key_context(name: str, generation: int) -> str:
 
 def _tag_context(name: str, generation: int, parent_id: int | None) -> str:
     return f"authority:{name}:{generation}:parent={parent_id or ''}"
-
-
-def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 class Authorities:
@@ -91,21 +78,14 @@ class Authorities:
         what = f"CA {authority.name!r} generation {authority.generation}"
         if authority.id in self._checked:
             return authority.certificate
-        context = _tag_context(authority.name, authority.generation, authority.parent_id)
-        master_key = self._master_key()
-        if authority.cert_tag is None:
-            try:
-                cert = authority.certificate
-            except ValueError:
-                raise StoreError(f"{what}: {UNTAGGED}") from None
+        def genuine(cert: x509.Certificate) -> bool:
             issuer = self.checked(authority.parent) if authority.parent is not None else cert
-            if cert.public_key() != self._open_key(authority).public_key() or not signed_by(cert, issuer):
-                raise StoreError(f"{what}: {UNTAGGED}")
-            authority.cert_tag = master_key.tag(authority.cert_der, context)
-        elif not master_key.tag_matches(authority.cert_tag, authority.cert_der, context):
-            raise StoreError(f"{what}: {ALTERED}")
+            return cert.public_key() == self._open_key(authority).public_key() and signed_by(cert, issuer)
+
+        cert = check_tag(authority, what, _tag_context(authority.name, authority.generation, authority.parent_id),
+                         self._master_key(), genuine)
         self._checked.add(authority.id)
-        return authority.certificate
+        return cert
 
     def reseal(self, new: MasterKey) -> int:
         """Master key rotation: every CA's key sealed again and its certificate re-tagged under

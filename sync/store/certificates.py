@@ -19,7 +19,8 @@ from sync.clock import utcnow
 from sync.pki.bundle import Bundle
 from sync.pki.certs import PrivateKey, spki_sha256
 from sync.errors import StoreError
-from sync.store.authorities import ALTERED, UNTAGGED, Authorities, signed_by
+from sync.store.authorities import Authorities
+from sync.store.integrity import check_tag, signed_by
 from sync.store.keyring import MasterKey
 from sync.store.queries import chunks
 from sync.store.models import Authority, Certificate, CompromisedKey
@@ -140,20 +141,11 @@ class Certificates:
         (revision 0004) is tagged here if its certificate has the row's serial and is signed by
         its (checked) CA; otherwise it is refused."""
         what = f"certificate {row.name!r} version {row.version}"
-        context = tag_context(row.name, row.version, row.authority_id)
-        master_key = self._master_key()
-        if row.cert_tag is None:
-            try:
-                cert = row.certificate
-            except ValueError:
-                raise StoreError(f"{what}: {UNTAGGED}") from None
-            issuer = self._authorities.checked(row.authority)
-            if format(cert.serial_number, "x") != row.serial or not signed_by(cert, issuer):
-                raise StoreError(f"{what}: {UNTAGGED}")
-            row.cert_tag = master_key.tag(row.cert_der, context)
-        elif not master_key.tag_matches(row.cert_tag, row.cert_der, context):
-            raise StoreError(f"{what}: {ALTERED}")
-        return row.certificate
+        def genuine(cert: x509.Certificate) -> bool:
+            issuer = self._authorities.checked(row.authority)     # the CA first: its refusal names it
+            return format(cert.serial_number, "x") == row.serial and signed_by(cert, issuer)
+
+        return check_tag(row, what, tag_context(row.name, row.version, row.authority_id), self._master_key(), genuine)
 
     def reseal(self, new: MasterKey, *, chunk: int = 500) -> int:
         """Master key rotation: every version's key sealed again and its certificate re-tagged
