@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +27,7 @@ from sync.clock import rfc3339, utcnow
 from providers.base import CERT_LABEL
 from sync import config as config_mod, logs
 from sync.config import Config
+from sync.config_server import TOKEN_SCOPES
 from sync.errors import NotFound, UsageError, one_line
 from sync.pki import render
 from sync.reconcile.apply import execute, push_actions
@@ -334,3 +335,46 @@ class App:
         if cert not in self.config.certificate:
             raise UsageError(f"unknown certificate {cert!r} "
                              f"(defined: {', '.join(sorted(self.config.certificate)) or 'none'})")
+
+    # -- server credentials and the audit trail ----------------------------------------------------
+    def create_token(self, name: str, profile: str, scopes: list[str], expires_in: timedelta | None) -> dict:
+        """A new API token bound to `profile`: its facts and, this once, the secret."""
+        if profile not in self.config.profile:
+            raise UsageError(f"--profile: unknown profile {profile!r} (defined: {', '.join(sorted(self.config.profile))})")
+        unknown = sorted(set(scopes) - set(TOKEN_SCOPES))
+        if unknown:
+            raise UsageError(f"--scope: unknown scope {unknown[0]!r} (scopes: {', '.join(TOKEN_SCOPES)})")
+        if not config_mod.OBJECT_NAME.fullmatch(name):
+            raise UsageError(f"token name {name!r}: 1-63 lowercase letters, digits or '-'")
+        now = self.now
+        with self.store.transaction() as tx:
+            row, secret = tx.tokens.create(name, profile, scopes, now, now + expires_in if expires_in else None)
+            tx.audit.record(at=now, actor="cli", action="token.create", protocol="cli", detail={
+                "token": name, "profile": profile, "scopes": row.scopes})
+            return {**_token_facts(row), "token": secret}
+
+    def tokens(self) -> list[dict]:
+        with self.store.transaction() as tx:
+            return [_token_facts(row) for row in tx.tokens.all()]
+
+    def revoke_token(self, name: str) -> dict:
+        now = self.now
+        with self.store.transaction() as tx:
+            row = tx.tokens.revoke(name, now)
+            tx.audit.record(at=now, actor="cli", action="token.revoke", protocol="cli", detail={"token": name})
+            return _token_facts(row)
+
+    def audit(self, *, limit: int = 100, since: datetime | None = None, certificate: str | None = None,
+              action: str | None = None) -> list[dict]:
+        with self.store.transaction() as tx:
+            return [{"at": rfc3339(e.at), "actor": e.actor, "action": e.action, "protocol": e.protocol,
+                     "outcome": e.outcome, "certificate": e.certificate, "serial": e.serial,
+                     "remote_addr": e.remote_addr, "detail": e.detail or {}}
+                    for e in tx.audit.recent(limit=limit, since=since, certificate=certificate, action=action)]
+
+
+def _token_facts(row) -> dict:
+    return {"name": row.name, "profile": row.profile, "scopes": list(row.scopes), "created_at": rfc3339(row.created_at),
+            "expires_at": rfc3339(row.expires_at) if row.expires_at else None,
+            "revoked_at": rfc3339(row.revoked_at) if row.revoked_at else None,
+            "last_used_at": rfc3339(row.last_used_at) if row.last_used_at else None}

@@ -22,71 +22,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
+from sync.config_server import ServerConfig
+from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
+                             parse_duration, parse_wait)
 from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 Usage = Literal["serverAuth", "clientAuth"]
 
-_DURATION = re.compile(r"(\d+)([dhms])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 # Certificate and CA names become labels in every cloud: keep them to what all three accept.
 # Without renew_before, a certificate is renewed in the last third of its lifetime.
 DEFAULT_RENEW_FRACTION = 1 / 3
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
-_OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-MAX_DURATION = timedelta(days=36500)      # 100 years: past it, dates overflow (or mean nothing)
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
-class DurationTooLong(ValueError):
-    pass
-
-
-def parse_duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION.fullmatch(str(value).strip()) if isinstance(value, str) else None
-    digits = match.group(1).lstrip("0") if match else ""
-    if not digits:
-        raise ValueError("must be a positive duration like 90d, 12h, 30m or 45s")
-    if len(digits) > 12 or int(digits) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds():
-        raise DurationTooLong(f"must be at most {MAX_DURATION.days}d (100 years)")
-    return timedelta(**{_UNITS[match.group(2)]: int(digits)})
-
-
-def format_duration(value: timedelta) -> str:
-    """The config's spelling of a duration: the largest unit that divides it (90d, 12h, 30m, 45s)."""
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-# WithJsonSchema: editors see durations as the config spells them, not as ISO 8601 (docs/certsync.schema.json)
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(
-    {"type": "string", "pattern": r"^\s*[0-9]*[1-9][0-9]*[dhms]\s*$", "examples": ["90d", "12h", "30m", "45s"]})]
-
-
-def parse_wait(value: Any) -> timedelta:
-    """A duration that may also be zero ("0", "0s", 0): how long to wait, 0 = not at all."""
-    if isinstance(value, timedelta):
-        return value
-    if value == 0 or (isinstance(value, str) and re.fullmatch(r"0+[dhms]?", value.strip())):
-        return timedelta(0)
-    try:
-        return parse_duration(value)
-    except DurationTooLong:
-        raise
-    except ValueError:
-        raise ValueError("must be a duration like 30s or 5m, or 0 to fail at once") from None
-
-
-Wait = Annotated[timedelta, BeforeValidator(parse_wait), WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": r"^\s*(0+[dhms]?|[0-9]*[1-9][0-9]*[dhms])\s*$"}, {"const": 0}]})]
+OBJECT_NAME = _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class RenewBefore(BaseModel):
@@ -369,6 +318,8 @@ class Config(BaseSettings):
         "Certificates to issue, renew and push, by name: [certificate.NAME]."))
     notify: NotifyConfig | None = Field(None, description=(
         "Webhook alerts after apply, push, renew and revoke; no [notify] table (or no webhook_url): none."))
+    server: ServerConfig | None = Field(None, description=(
+        "`certsync serve`: listen address, TLS, client certificates, public URL, rate limits (docs/server.md)."))
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -414,6 +365,17 @@ class Config(BaseSettings):
         if spec.path_length is not None or spec.parent is None:
             return spec.path_length
         return self.levels_below(ca_name)[0]
+
+    def crl_url_of(self, ca_name: str) -> str | None:
+        """The CRL distribution point of `ca_name`'s certificates: as configured, else derived from
+        the server's public URL (PUBLIC/crl/CA.crl), else none."""
+        base = self.server.revocation_base() if self.server else None
+        return self.ca[ca_name].crl_url or (f"{base}/crl/{ca_name}.crl" if base else None)
+
+    def ocsp_url_of(self, ca_name: str) -> str | None:
+        """The OCSP responder URL of `ca_name`'s certificates, configured or derived (PUBLIC/ocsp/CA)."""
+        base = self.server.revocation_base() if self.server else None
+        return self.ca[ca_name].ocsp_url or (f"{base}/ocsp/{ca_name}" if base else None)
 
     def chain_of(self, ca_name: str) -> list[str]:
         """CA names from `ca_name` up to its root."""

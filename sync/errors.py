@@ -59,6 +59,14 @@ class NotFound(CertsyncError):
     pass
 
 
+class AuthError(CertsyncError):
+    """A server request without valid credentials (HTTP 401). Says which credential, never its value."""
+
+
+class Forbidden(CertsyncError):
+    """Valid credentials that do not allow this request: scope, profile, names (HTTP 403)."""
+
+
 class ProviderError(CertsyncError):
     """A cloud call failed. `destination` names where, the message says what."""
 

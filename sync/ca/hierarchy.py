@@ -50,8 +50,7 @@ def _create(config: Config, tx: Transaction, name: str, now: datetime) -> Author
     parent_row = tx.authorities.active(spec.parent) if spec.parent else None
     parent = None
     if parent_row is not None and spec.parent is not None:
-        parent_spec = config.ca[spec.parent]
-        parent = tx.authorities.issuer(parent_row, parent_spec.crl_url, parent_spec.ocsp_url)
+        parent = tx.authorities.issuer(parent_row, config.crl_url_of(spec.parent), config.ocsp_url_of(spec.parent))
     if parent_row is not None:
         _check_room_below(config, parent_row, name)
     key = certs.generate_key(spec.key)
@@ -90,5 +89,4 @@ def issuer_for(config: Config, tx: Transaction, ca_name: str) -> tuple[Authority
     row = tx.authorities.active(ca_name)
     if row is None:
         raise StoreError(f"CA {ca_name!r} is not in the store: run `certsync init`")
-    spec = config.ca[ca_name]
-    return row, tx.authorities.issuer(row, spec.crl_url, spec.ocsp_url)
+    return row, tx.authorities.issuer(row, config.crl_url_of(ca_name), config.ocsp_url_of(ca_name))

@@ -2,8 +2,8 @@
 OCSP requests from what the store knows. The signed structures are built by sync.pki.crl and sync.pki.ocsp."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -106,10 +106,16 @@ def _fresh(authority: Authority, now: datetime) -> x509.CertificateRevocationLis
     return None
 
 
-def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: bytes,
-                 now: datetime) -> ocsp.OCSPResponse:
-    """An RFC 6960 response signed by the CA: good, revoked (time, reason) or unknown."""
-    authority, issuer = issuer_for(config, tx, ca_name)
+def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: bytes, now: datetime, *,
+                 responder: ocsp_responses.Responder | None = None,
+                 lifetime: timedelta = ocsp_responses.DEFAULT_OCSP_LIFETIME) -> ocsp.OCSPResponse:
+    """An RFC 6960 response: good, revoked (time, reason) or unknown; signed by `responder` (a
+    delegated signer, see ocsp_signer) or, without one, by the CA (which opens its key)."""
+    _check_ca(config, ca_name)
+    if responder is not None:
+        authority, issuer = _authority(tx, ca_name), None
+    else:
+        authority, issuer = issuer_for(config, tx, ca_name)
 
     def status_of(serial: int) -> ocsp_responses.CertStatus:
         row = tx.certificates.by_serial(serial)
@@ -119,7 +125,23 @@ def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: byt
             return ocsp_responses.CertStatus.revoked(row.revoked_at, row.revocation_reason or "unspecified")
         return ocsp_responses.CertStatus.good()
 
-    return ocsp_responses.ocsp_response(issuer, request_der, status_of, now=now)
+    if issuer is None:          # delegated: the CA's certificate identifies it, its key stays sealed
+        issuer = certs.Issuer(tx.authorities.checked(authority), _NO_KEY)
+    return ocsp_responses.ocsp_response(issuer, request_der, status_of, now=now, next_update=lifetime,
+                                        responder=responder)
+
+
+_NO_KEY: Any = None     # an Issuer used only for its certificate (the responder signs)
+
+
+def ocsp_signer(config: Config, tx: Transaction, ca_name: str, validity: timedelta,
+                now: datetime) -> ocsp_responses.Responder:
+    """A fresh delegated OCSP signer for `ca_name`: a new key (never stored: each server process
+    holds its own, and makes a new one when half its life has passed) certified by the CA."""
+    _check_ca(config, ca_name)
+    _, issuer = issuer_for(config, tx, ca_name)
+    key = certs.generate_key("ec-p256")
+    return ocsp_responses.Responder(certs.issue_ocsp_signer(issuer, key.public_key(), validity, now=now), key)
 
 
 def _authority(tx: Transaction, ca_name: str) -> Authority:

@@ -66,5 +66,10 @@ class Context:
         if not self.quiet:
             click.echo(text)
 
+    def say_err(self, text: str) -> None:
+        """A note for the person at the terminal, on stderr (stdout carries only what was asked for)."""
+        if not self.quiet:
+            click.echo(text, err=True)
+
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -225,3 +225,22 @@ def _add_revocation_pointers(builder: x509.CertificateBuilder, issuer: Issuer) -
     for extension, critical in _revocation_pointers(issuer):
         builder = builder.add_extension(extension, critical=critical)
     return builder
+
+
+def issue_ocsp_signer(issuer: Issuer, public_key: PublicKey, validity: timedelta, *,
+                      now: datetime | None = None) -> x509.Certificate:
+    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2): issued directly by the CA,
+    id-kp-OCSPSigning, digitalSignature only, with id-pkix-ocsp-nocheck (its own status is not
+    checked: it is short-lived instead). It carries no revocation pointers."""
+    now = now or utcnow()
+    parts = issuer.leaf_parts
+    validity = min(validity, parts.not_after - now)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OCSP responder"),
+                         *issuer.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)])
+    builder = (_base_builder(subject, parts.subject, public_key, now, validity, None,
+                             authority_key_id=parts.authority_key_id)
+               .add_extension(_LEAF_CONSTRAINTS, critical=True)
+               .add_extension(_KEY_USAGES[False], critical=True)
+               .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+               .add_extension(x509.OCSPNoCheck(), critical=False))
+    return builder.sign(issuer.key, parts.hash)

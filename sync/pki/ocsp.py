@@ -1,9 +1,10 @@
 """OCSP responses (RFC 6960), signed by the CA that issued the certificate.
 
 Pure library code: no store, no clock, no I/O; the caller answers "what is the status of this
-serial". Responses are signed directly by the CA (no delegated responder), the responder id is the
-SHA-1 hash of the CA's public key, and the request's CertID is echoed exactly (same hash algorithm)
-so that any client can match it.
+serial". Responses are signed by the CA itself or by a delegated responder (a certificate the CA
+issued with id-kp-OCSPSigning, included in the response so clients can check it); the responder id
+is the SHA-1 hash of the signer's public key, and the request's CertID is echoed exactly (same hash
+algorithm) so that any client can match it.
 """
 from __future__ import annotations
 
@@ -54,12 +55,20 @@ class CertStatus:
 
 
 StatusLookup = Callable[[int], CertStatus]
+
+
+@dataclass(frozen=True)
+class Responder:
+    """A delegated OCSP signer: its certificate (issued by the CA, id-kp-OCSPSigning) and key."""
+    certificate: x509.Certificate
+    key: certs.PrivateKey
 _OCSP_STATUS = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
                 "unknown": ocsp.OCSPCertStatus.UNKNOWN}
 
 
 def ocsp_response(issuer: certs.Issuer, request_der: bytes, status_of: StatusLookup, *, now: datetime,
-                  next_update: timedelta = DEFAULT_OCSP_LIFETIME) -> ocsp.OCSPResponse:
+                  next_update: timedelta = DEFAULT_OCSP_LIFETIME,
+                  responder: Responder | None = None) -> ocsp.OCSPResponse:
     """Answer one DER OCSP request (RFC 6960) on behalf of `issuer`.
 
     * undecodable request, or one with several CertIDs (cryptography handles one) -> malformedRequest
@@ -79,7 +88,7 @@ def ocsp_response(issuer: certs.Issuer, request_der: bytes, status_of: StatusLoo
     if (name_hash, key_hash) != issuer_hashes(issuer.certificate, algorithm):
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     return _signed_response(issuer, name_hash, key_hash, serial, algorithm, status_of(serial),
-                            now=now, next_update=next_update, nonce=nonce)
+                            now=now, next_update=next_update, nonce=nonce, responder=responder)
 
 
 def ocsp_response_for_cert(issuer: certs.Issuer, cert: x509.Certificate, status: CertStatus, now: datetime, *,
@@ -105,7 +114,8 @@ def issuer_hashes(ca_cert: x509.Certificate, algorithm: hashes.HashAlgorithm) ->
 
 def _signed_response(issuer: certs.Issuer, name_hash: bytes, key_hash: bytes, serial: int,
                      algorithm: hashes.HashAlgorithm, status: CertStatus, *, now: datetime,
-                     next_update: timedelta, nonce: bytes | None) -> ocsp.OCSPResponse:
+                     next_update: timedelta, nonce: bytes | None,
+                     responder: Responder | None = None) -> ocsp.OCSPResponse:
     if next_update <= timedelta(0):
         raise ValueError("next_update must be a positive duration")
     revoked = status.state == "revoked"
@@ -118,10 +128,14 @@ def _signed_response(issuer: certs.Issuer, name_hash: bytes, key_hash: bytes, se
                                      next_update=now + next_update,
                                      revocation_time=status.revoked_at if revoked else None,
                                      revocation_reason=reason)
-               .responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.certificate))
+               .responder_id(ocsp.OCSPResponderEncoding.HASH,
+                             responder.certificate if responder else issuer.certificate))
+    if responder is not None:
+        builder = builder.certificates([responder.certificate])
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-    return builder.sign(issuer.key, certs.signature_hash(issuer.key))
+    signer = responder.key if responder else issuer.key
+    return builder.sign(signer, certs.signature_hash(signer))
 
 
 def _nonce_of(request: ocsp.OCSPRequest) -> bytes | None:

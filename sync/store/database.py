@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync import logs
 from sync.errors import MasterKeyError, StoreError
 from sync.store import keyring, migrations
+from sync.store.audit import Audit
 from sync.store.authorities import Authorities
 from sync.store.certificates import Certificates
 from sync.store.deployments import Deployments
 from sync.store.settings import Settings
+from sync.store.tokens import Tokens
 
 
 def redact_url(url: str) -> str:
@@ -100,6 +102,8 @@ class Transaction:
     certificates: Certificates
     deployments: Deployments
     settings: Settings
+    tokens: Tokens
+    audit: Audit
 
     def flush(self) -> None:
         self.session.flush()
@@ -179,7 +183,7 @@ class Store:
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             authorities = Authorities(session, self.master_key)
             yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
-                              Deployments(session), Settings(session))
+                              Deployments(session), Settings(session), Tokens(session), Audit(session))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

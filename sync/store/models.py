@@ -130,3 +130,33 @@ class Lock(Base):
     owner: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)   # revision 0002
+
+
+class ApiToken(Base):
+    """A credential for `certsync serve` (REST API bearer, EST Basic password): only its SHA-256 is
+    kept (revision 0005); the token itself is shown once, when created."""
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)      # hex
+    profile: Mapped[str] = mapped_column(String(63))
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Who did what through the server, when and from where (revision 0005). Never a secret."""
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(255))          # token:NAME, acme:ACCOUNT, cert:SERIAL, cli
+    action: Mapped[str] = mapped_column(String(32))          # issue, sign, renew, revoke, token.use, ...
+    protocol: Mapped[str] = mapped_column(String(16))        # api, est, acme, cli
+    outcome: Mapped[str] = mapped_column(String(16))         # ok, denied, failed
+    certificate: Mapped[str | None] = mapped_column(String(63), index=True)
+    serial: Mapped[str | None] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict | None] = mapped_column(JSON)

@@ -1,0 +1,141 @@
+"""The [server] table: how `certsync serve` listens, proves itself (TLS) and recognises clients.
+
+Deny by default: without TLS the server listens only on loopback (or behind a TLS-terminating
+proxy with plain_http = true, said out loud); client certificates come from the TLS handshake, or
+from a proxy's header only when that proxy's address is listed in trusted_proxies.
+"""
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sync.durations import Duration
+
+
+# What an API token may do (`certsync token create --scope`); a token is also bound to one profile.
+TOKEN_SCOPES = {"read": "list and get certificates and chains (never a private key)",
+                "issue": "issue a certificate whose key certsync makes (the key is returned once)",
+                "sign": "sign a CSR (REST sign, EST simpleenroll)",
+                "renew": "renew a certificate of the token's profile",
+                "revoke": "revoke a certificate of the token's profile"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """"HOST:PORT" (IPv6 in brackets) -> (host, port); ValueError names the rule."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"{value!r} must be HOST:PORT, like 127.0.0.1:8443 or [::1]:8443")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(_Strict):
+    listen: str = Field("127.0.0.1:8443", description=(
+        "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, the REST API "
+        "and the dashboard need TLS there unless it is a loopback address or plain_http is set."))
+    http_listen: str | None = Field(None, description=(
+        "An extra plain-HTTP listener serving only the CRL and OCSP endpoints (and /healthz), the way relying "
+        "parties fetch them (RFC 5280 and RFC 6960 use http:// URLs: revocation data is signed, and a TLS "
+        "fetch of it would need revocation checking itself)."))
+    public_url: str | None = Field(None, description=(
+        "The URL clients reach the server at, e.g. https://ca.example.internal:8443. When set, CAs without "
+        "crl_url/ocsp_url write PUBLIC_URL/crl/CA.crl and PUBLIC_URL/ocsp/CA (http_public_url if set) into "
+        "the certificates they issue."))
+    http_public_url: str | None = Field(None, description=(
+        "The URL of the plain-HTTP listener as clients reach it (for the CRL and OCSP URLs in certificates)."))
+    tls_cert_file: str | None = Field(None, description="PEM certificate chain the server presents.")
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file (keep it 0600).")
+    tls_certificate: str | None = Field(None, description=(
+        "Serve a certificate certsync itself issues: the name of a [certificate.NAME]. Its key is read from "
+        "the store (never written in clear to disk) and a renewed version is picked up without a restart."))
+    client_ca_file: str | None = Field(None, description=(
+        "PEM roots that client certificates (mTLS: EST re-enrollment, API) must chain to; unset: the roots of "
+        "certsync's own CAs."))
+    client_cert_header: str | None = Field(None, description=(
+        "Trusted-proxy mode: the header in which a TLS-terminating proxy passes the client certificate "
+        "(URL-encoded PEM, nginx's $ssl_client_escaped_cert), e.g. X-SSL-Client-Cert. Honoured only from "
+        "trusted_proxies, and the certificate is still verified here."))
+    trusted_proxies: list[str] = Field(default_factory=list, description=(
+        "Networks (CIDR) of proxies whose client_cert_header and X-Forwarded-For are believed; empty: none."))
+    plain_http: bool = Field(False, description=(
+        "Serve everything over plain HTTP on a non-loopback listen address (only behind a TLS-terminating "
+        "proxy): tokens and keys would otherwise cross the network in clear."))
+    rate_limit: int = Field(600, ge=0, description=(
+        "Requests per minute one client (token, or address) may make; 0: no limit. Each replica counts its own."))
+    ocsp_signer: Literal["delegated", "ca"] = Field("delegated", description=(
+        "Who signs OCSP responses: a short-lived delegated responder certificate (id-kp-OCSPSigning, made and "
+        "renewed automatically, so the CA key is opened only to certify it) or the CA itself."))
+    ocsp_signer_validity: Duration = Field(timedelta(days=7), description=(
+        "Lifetime of a delegated OCSP signing certificate; a new one is made when half of it has passed."))
+    ocsp_response_lifetime: Duration = Field(timedelta(hours=12), description=(
+        "nextUpdate - thisUpdate of each OCSP response."))
+    metrics_public: bool = Field(False, description=(
+        "Serve /metrics without a token; by default a scraper presents a token with the read scope "
+        "(Prometheus: authorization { credentials_file = ... }), since the page names every certificate."))
+    access_log: bool = Field(True, description="One JSON line per request on stderr (never a token or body).")
+
+    @field_validator("listen", "http_listen")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @field_validator("public_url", "http_public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.lower().startswith(("https://", "http://")):
+                raise ValueError("must be an http:// or https:// URL")
+            value = value.rstrip("/")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> "ServerConfig":
+        if self.tls_certificate and (self.tls_cert_file or self.tls_key_file):
+            raise ValueError("set tls_certificate or tls_cert_file + tls_key_file, not both")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.client_cert_header and not self.trusted_proxies:
+            raise ValueError("client_cert_header needs trusted_proxies (who may set it)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certificate or self.tls_cert_file)
+
+    def check_listen(self, listen: str) -> None:
+        """Refuse plain HTTP off loopback unless plain_http says a proxy terminates TLS (ValueError)."""
+        host, _ = split_listen(listen)
+        if not self.tls and not self.plain_http and not is_loopback(host):
+            raise ValueError(f"{listen} is not a loopback address and no TLS is configured: set tls_certificate "
+                             "(or tls_cert_file + tls_key_file), or plain_http = true behind a TLS-terminating proxy")
+
+    def revocation_base(self) -> str | None:
+        """The base of derived CRL and OCSP URLs: the plain-HTTP listener's when there is one."""
+        return self.http_public_url or self.public_url
