@@ -17,7 +17,7 @@ import uvicorn
 from sync.config import Config
 from sync.config_server import split_listen
 from sync.errors import ConfigError, NotFound
-from sync.pki import render
+from cryptography.hazmat.primitives.serialization import Encoding
 from sync.server import app as server_app, tls
 from sync.server.state import ServerState
 
@@ -70,7 +70,8 @@ class ServerCertificate:
                 raise NotFound(f"server.tls_certificate: certificate {name!r} has no active version "
                                "(run `certsync apply` first)")
             bundle = tx.certificates.bundle(row)
-            return render.pem_bundle(bundle).encode(), bundle.key, row.serial
+            chain = b"".join(c.public_bytes(Encoding.PEM) for c in (bundle.certificate, *bundle.intermediates))
+            return chain, bundle.private_key, row.serial
 
     def refresh(self, context: ssl.SSLContext) -> bool:
         """Load the current version if it changed (new handshakes present it); True when it did."""
