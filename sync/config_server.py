@@ -63,6 +63,8 @@ class ServerConfig(_Strict):
     tls_certificate: str | None = Field(None, description=(
         "Serve a certificate certsync itself issues: the name of a [certificate.NAME]. Its key is read from "
         "the store (never written in clear to disk) and a renewed version is picked up without a restart."))
+    tls_check_every: Duration = Field(timedelta(minutes=1), description=(
+        "How often the server looks for a renewed tls_certificate in the store (new connections get it)."))
     client_ca_file: str | None = Field(None, description=(
         "PEM roots that client certificates (mTLS: EST re-enrollment, API) must chain to; unset: the roots of "
         "certsync's own CAs."))

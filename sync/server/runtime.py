@@ -22,7 +22,6 @@ from sync.server import app as server_app, tls
 from sync.server.state import ServerState
 
 GRACE = 15                     # seconds requests in flight get on shutdown
-RELOAD_EVERY = 60.0            # seconds between checks for a renewed server certificate
 
 
 @dataclass
@@ -115,7 +114,7 @@ def listeners(config: Config, state: ServerState, listen: str | None) -> tuple[l
 
     async def keep_fresh() -> None:
         while context is not None and server.tls_certificate:
-            await asyncio.sleep(RELOAD_EVERY)
+            await asyncio.sleep(server.tls_check_every.total_seconds())
             try:
                 if await asyncio.to_thread(certificate.refresh, context):
                     _say(f"certsync serve: now presenting certificate {server.tls_certificate!r} serial "
