@@ -40,6 +40,10 @@ class Authorities:
         return self.session.scalars(select(Authority).where(Authority.name == name, Authority.state == "active")
                                     .order_by(Authority.generation.desc())).first()
 
+    def all(self) -> list[Authority]:
+        """Every CA generation the store holds (facts only: no key opened, no tag checked)."""
+        return list(self.session.scalars(select(Authority).order_by(Authority.id)))
+
     def get(self, authority_id: int) -> Authority | None:
         return self.session.get(Authority, authority_id)
 

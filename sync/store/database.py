@@ -29,6 +29,7 @@ from sync.store.audit import Audit
 from sync.store.authorities import Authorities
 from sync.store.certificates import Certificates
 from sync.store.deployments import Deployments
+from sync.store.discovery import Discovery
 from sync.store.settings import Settings
 from sync.store.tokens import Tokens
 
@@ -104,6 +105,7 @@ class Transaction:
     settings: Settings
     tokens: Tokens
     audit: Audit
+    discovery: Discovery
 
     def flush(self) -> None:
         self.session.flush()
@@ -183,7 +185,8 @@ class Store:
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             authorities = Authorities(session, self.master_key)
             yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
-                              Deployments(session), Settings(session), Tokens(session), Audit(session))
+                              Deployments(session), Settings(session), Tokens(session), Audit(session),
+                              Discovery(session))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

@@ -160,3 +160,39 @@ class AuditEvent(Base):
     serial: Mapped[str | None] = mapped_column(String(64))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class DiscoveredCertificate(Base):
+    """A certificate found by `certsync discover` (revision 0006): facts only, never a key or the
+    value it was found in."""
+    __tablename__ = "discovered_certificates"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)     # SHA-256 of the DER, hex
+    subject: Mapped[str] = mapped_column(String(1024))
+    issuer: Mapped[str] = mapped_column(String(1024))
+    serial: Mapped[str] = mapped_column(String(64))
+    sans: Mapped[list] = mapped_column(JSON)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    key_type: Mapped[str] = mapped_column(String(32))
+    key_size: Mapped[int] = mapped_column(Integer)
+    signature_algorithm: Mapped[str] = mapped_column(String(64))
+    self_signed: Mapped[bool] = mapped_column(Boolean)
+    is_ca: Mapped[bool] = mapped_column(Boolean)
+    managed: Mapped[bool] = mapped_column(Boolean)      # issued by certsync (its CA and a serial it holds)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DiscoveryLocation(Base):
+    """Where a found certificate was seen: tls://host:port[/sni], file:///path[#n], aws:DEST/NAME, ..."""
+    __tablename__ = "discovery_locations"
+    __table_args__ = (UniqueConstraint("location", "fingerprint"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(ForeignKey("discovered_certificates.fingerprint"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))        # tls | file | aws | gcp | azure
+    location: Mapped[str] = mapped_column(String(1024))
+    position: Mapped[int] = mapped_column(Integer, default=0)   # 0: the leaf / first certificate there
+    details: Mapped[dict] = mapped_column(JSON)          # chain verifies, hostname matches, protocol, ...
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
