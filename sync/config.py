@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
+from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig
 from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
                              parse_duration, parse_wait)
@@ -320,6 +321,9 @@ class Config(BaseSettings):
         "Webhook alerts after apply, push, renew and revoke; no [notify] table (or no webhook_url): none."))
     server: ServerConfig | None = Field(None, description=(
         "`certsync serve`: listen address, TLS, client certificates, public URL, rate limits (docs/server.md)."))
+    discovery: DiscoveryConfig | None = Field(None, description=(
+        "`certsync discover`: TLS endpoints, folders and cloud secret stores to scan for certificates "
+        "(docs/discovery.md)."))
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
