@@ -20,7 +20,7 @@ from typing import Iterator
 from cryptography import x509
 from cryptography.x509 import ocsp
 
-from sync import inventory as inventory_mod
+from sync import found, inventory as inventory_mod
 from sync.ca import hierarchy, revoke as revocations
 from sync.ca.issue import issue_from_csr
 from sync.clock import rfc3339, utcnow
@@ -28,6 +28,7 @@ from providers.base import CERT_LABEL
 from sync import config as config_mod, logs
 from sync.config import Config
 from sync.config_server import TOKEN_SCOPES
+from sync.discovery import scan as discovery
 from sync.errors import NotFound, UsageError, one_line
 from sync.pki import render
 from sync.reconcile.apply import execute, push_actions
@@ -220,9 +221,28 @@ class App:
             return inventory_mod.inventory(self.config, tx, self.now)
 
     def facts(self) -> inventory_mod.Facts:
-        """The inventory plus every copy in the clouds (for alerts and metrics)."""
+        """The inventory plus every copy in the clouds and the found certificates (for alerts and metrics)."""
+        within = self.config.discovery.expiring_within if self.config.discovery else timedelta(days=30)
         with self.store.transaction() as tx:
-            return inventory_mod.gather(self.config, tx, self.now)
+            gathered = inventory_mod.gather(self.config, tx, self.now)
+            return replace(gathered, discovered=found.rows(tx, self.now, within))
+
+    def discover(self, request: discovery.Request) -> discovery.Result:
+        """Scan what `request` lists (sources by name: tls, files, clouds) and record it in the
+        inventory. Nothing is written anywhere but the store; the scan runs outside any transaction."""
+        with self.store.transaction() as tx:
+            roots = [row.certificate for row in tx.authorities.all()]
+        now = self.now
+        observations, scopes = discovery.observe(request, discovery.Context(self.config, now, roots, self.providers))
+        with self.store.transaction() as tx:
+            return discovery.store(tx, observations, scopes, now, request.sources())
+
+    def discovered(self, *, expiring: timedelta | None = None, unmanaged: bool = False) -> list[dict]:
+        """The discovery inventory (certificates still seen somewhere), soonest expiry first."""
+        settings = self.config.discovery
+        within = settings.expiring_within if settings else timedelta(days=30)
+        with self.store.transaction() as tx:
+            return [row.as_dict() for row in found.rows(tx, self.now, within, expiring=expiring, unmanaged=unmanaged)]
 
     def export(self, cert: str, options: render.RenderOptions) -> render.Payload:
         """The payload for `cert` in the given format, rendered from the store."""

@@ -7,7 +7,7 @@ nothing replaced it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterator
 
@@ -77,6 +77,7 @@ class Facts:
     deployments: list[DeploymentView]
     targets: list[Target]
     now: datetime
+    discovered: list = field(default_factory=list)     # sync.found.FoundRow: the discovery inventory
 
 
 def _days(delta: timedelta) -> float:

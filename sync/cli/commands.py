@@ -223,9 +223,16 @@ def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
 @click.option("--expiring", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
               help="Only active certificates (and CAs) whose not-after is within DURATION, e.g. 30d "
                    "(expired ones included).")
+@click.option("--discovered", is_flag=True, help="The certificates `discover` found instead (docs/discovery.md).")
+@click.option("--unmanaged", is_flag=True, help="With --discovered: only those certsync did not issue.")
 @pass_ctx
-def list_(ctx: Context, expiring=None) -> None:
+def list_(ctx: Context, expiring=None, discovered: bool = False, unmanaged: bool = False) -> None:
     """Inventory: name, state, serial, not-after, days left, destinations in sync."""
+    if unmanaged and not discovered:
+        raise click.UsageError("--unmanaged goes with --discovered")
+    if discovered:
+        _list_discovered(ctx, expiring, unmanaged)
+        return
     inv = ctx.app.inventory()
     if expiring is not None:
         inv = inventory.expiring(inv, expiring, ctx.app.now)
@@ -244,6 +251,24 @@ def list_(ctx: Context, expiring=None) -> None:
     Console(soft_wrap=True).print(table)
     for warning in inv.warnings:
         diagnostic(logging.WARNING, warning, "inventory.warning")
+
+
+def _list_discovered(ctx: Context, expiring, unmanaged: bool) -> None:
+    rows = ctx.app.discovered(expiring=expiring, unmanaged=unmanaged)
+    if ctx.json:
+        ctx.emit({"discovered": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("fingerprint", "subject / names", "issuer", "not after", "days left", "key", "managed",
+                  "problems", "locations", box=None)
+    for r in rows:
+        names = ", ".join([r["subject"]] + [s for s in r["sans"] if s.split(":", 1)[1] not in r["subject"]][:3])
+        where = [loc["location"] for loc in r["locations"]]
+        table.add_row(r["fingerprint"][:16], names, r["issuer"], r["not_after"][:16].replace("T", " "),
+                      f"{r['days_left']:.1f}", r["key"], "yes" if r["managed"] else "no",
+                      ", ".join(r["problems"]) or "-", "\n".join(where[:3] + ([f"+{len(where) - 3} more"] if len(where) > 3 else [])))
+    Console(soft_wrap=True).print(table)
 
 
 @cli.command()

@@ -86,7 +86,7 @@ class Discovery:
         if not scopes:
             return []
         rows = self.session.scalars(select(DiscoveryLocation))
-        return [r for r in rows if r.location.startswith(scopes)]
+        return [r for r in rows if any(_covers(scope, r.location) for scope in scopes)]
 
     def found(self, *, not_after_before: datetime | None = None, unmanaged: bool = False,
               include_gone: bool = False) -> list[Found]:
@@ -123,3 +123,12 @@ class Discovery:
         locations = list(self.session.scalars(select(DiscoveryLocation).where(
             DiscoveryLocation.fingerprint == row.fingerprint).order_by(DiscoveryLocation.location)))
         return Found(row, locations)
+
+
+def _covers(scope: str, location: str) -> bool:
+    """A scope ending in punctuation is a prefix (file:///root/, aws:DEST/, tls://127.0.0.1:); one
+    ending in a letter or digit is one location (tls://host:443 covers neither tls://host:4430 nor
+    tls://host:443/other-sni), with its numbered entries (#N)."""
+    if not scope[-1:].isalnum():
+        return location.startswith(scope)
+    return location == scope or location.startswith(scope + "#")
