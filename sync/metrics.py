@@ -7,6 +7,9 @@ written atomically) or any scraper. No cloud call: what the store knows.
     certsync_ca_not_after_seconds{ca}                              notAfter of the CA's active generation
     certsync_destination_last_success_seconds{destination,remote_name,certificate}   last push
     certsync_destination_in_sync{destination,remote_name,certificate}   1 = carries the active version
+    certsync_discovered_not_after_seconds{fingerprint,subject,managed}   notAfter of a found certificate
+    certsync_discovered_locations{fingerprint}                 places it is still seen
+    certsync_discovered_problem{fingerprint,problem}           1 per problem (expired, untrusted, ...)
 """
 from __future__ import annotations
 
@@ -50,6 +53,29 @@ def families(gathered: inventory.Facts) -> list[GaugeMetricFamily]:
             in_sync.append(({"destination": t.destination, "remote_name": t.remote_name,
                              "certificate": t.certificate}, 0))
             seen.add((t.destination, t.remote_name))
+    return _certsync(certs, cas, pushed, in_sync) + _discovered(gathered.discovered)
+
+
+def _discovered(rows) -> list[GaugeMetricFamily]:
+    """The discovery inventory (sync.found.FoundRow); fingerprints shortened to 16 hex digits.
+    No family at all before anything was found (no discovery, no change to the page)."""
+    if not rows:
+        return []
+    expiry = [({"fingerprint": r.fingerprint[:16], "subject": r.subject, "managed": str(r.managed).lower()},
+               r.not_after.timestamp()) for r in rows]
+    places = [({"fingerprint": r.fingerprint[:16]}, float(len(r.locations))) for r in rows]
+    problems = [({"fingerprint": r.fingerprint[:16], "problem": p}, 1.0) for r in rows for p in r.problems]
+    return [
+        _gauge("certsync_discovered_not_after_seconds",
+               "Expiry (notAfter) of a certificate `certsync discover` found, in Unix seconds.", expiry),
+        _gauge("certsync_discovered_locations", "Places a found certificate is still seen.", places),
+        _gauge("certsync_discovered_problem",
+               "1 for each problem of a found certificate: expired, expiring, weak-key, weak-signature, untrusted, "
+               "hostname-mismatch, incomplete-chain.", problems),
+    ]
+
+
+def _certsync(certs, cas, pushed, in_sync) -> list[GaugeMetricFamily]:
     return [
         _gauge("certsync_certificate_not_after_seconds",
                "Expiry (notAfter) of the certificate's active version, in Unix seconds.", certs),

@@ -14,7 +14,11 @@ Event types (each with a severity):
   `expiring_within`;
 - `ca_expiring` (warning; error once expired): a CA likewise;
 - `stale_copy` (warning): a copy in a cloud that does not carry the certificate's current active
-  version (a failed sync left it behind, or the version it carries was revoked).
+  version (a failed sync left it behind, or the version it carries was revoked);
+- `discovered` (warning; error once expired): a certificate `certsync discover` found, still seen
+  somewhere, with problems (sync.found: expired, expiring within [discovery] expiring_within,
+  weak-key, weak-signature, untrusted chain, hostname-mismatch, incomplete-chain). Alerted after
+  `discover` and after every other run, once per repeat_every while the same problems stand.
 
 A webhook that fails is never a failed run: `after_run` returns a warning that names the setting
 (`notify.webhook_url`) and never the URL, which for Slack embeds a token.
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 TYPE_TITLES = {"failure": "Failures", "stale_copy": "Stale copies in the clouds",
                "expiring": "Certificates expiring", "ca_expiring": "CAs expiring",
-               "renewal": "Renewals", "revocation": "Revocations"}
+               "renewal": "Renewals", "revocation": "Revocations", "discovered": "Found certificates with problems"}
 TIMEOUT_SECONDS = 10.0
 RETRY_PAUSE_SECONDS = 1.0
 
@@ -58,12 +62,15 @@ class Event:
     destination: str | None = None
     remote_name: str | None = None
     not_after: datetime | None = None
+    fingerprint: str | None = None       # discovered: the found certificate (SHA-256, hex)
+    problems: tuple[str, ...] = ()       # discovered: what is wrong with it
 
     def as_dict(self) -> dict:
+        found = {"fingerprint": self.fingerprint, "problems": list(self.problems)} if self.fingerprint else {}
         return {"type": self.type, "severity": self.severity, "message": self.message,
                 "certificate": self.certificate, "ca": self.ca, "destination": self.destination,
                 "remote_name": self.remote_name,
-                "not_after": rfc3339(self.not_after) if self.not_after else None}
+                "not_after": rfc3339(self.not_after) if self.not_after else None, **found}
 
 
 def _days(delta: timedelta) -> str:
@@ -72,7 +79,7 @@ def _days(delta: timedelta) -> str:
 
 
 def build_events(report, inventory, deployments: Iterable[DeploymentView], *, now: datetime,
-                 expiring_within: timedelta, revocations: Iterable[dict] = ()) -> list[Event]:
+                 expiring_within: timedelta, revocations: Iterable[dict] = (), discovered: Iterable = ()) -> list[Event]:
     """The events of a run, pure: from its report (apply.Report or None), the inventory after it
     (inventory.Inventory), the copies in the clouds (inventory.DeploymentView) and what was revoked
     (App.revoke's summaries). Errors first, then warnings, then information."""
@@ -123,7 +130,25 @@ def build_events(report, inventory, deployments: Iterable[DeploymentView], *, no
         events.append(Event("ca_expiring", "error" if left.total_seconds() <= 0 else "warning",
                             f"CA {ca['name']} ({ca['subject']}) {text} ({not_after:%Y-%m-%d %H:%M}Z)",
                             ca=ca["name"], not_after=not_after))
+    events += _discovered(discovered, now)
     events.sort(key=lambda e: SEVERITY_ORDER[e.severity])   # stable: keeps the order within a severity
+    return events
+
+
+def _discovered(rows: Iterable, now: datetime) -> list[Event]:
+    """One event per found certificate with problems (sync.found.FoundRow)."""
+    events = []
+    for row in rows:
+        if not row.problems:
+            continue
+        left = row.not_after - now
+        when = f"expired {_days(-left)} ago" if left.total_seconds() <= 0 else f"expires in {_days(left)}"
+        where = row.locations[0]["location"] if row.locations else "?"
+        more = f" (+{len(row.locations) - 1} more)" if len(row.locations) > 1 else ""
+        events.append(Event("discovered", "error" if "expired" in row.problems else "warning",
+                            f"found {row.subject} at {where}{more}: {', '.join(row.problems)}; {when} "
+                            f"({row.not_after:%Y-%m-%d %H:%M}Z), fingerprint {row.fingerprint[:16]}",
+                            not_after=row.not_after, fingerprint=row.fingerprint, problems=tuple(row.problems)))
     return events
 
 
@@ -254,7 +279,8 @@ def after_run(app: App, command: str, report=None, *, revocations: Iterable[dict
         now = app.now
         gathered = app.facts()
         outcome.events = build_events(report, gathered.inventory, gathered.deployments, now=now,
-                                      expiring_within=settings.expiring_within, revocations=revocations)
+                                      expiring_within=settings.expiring_within, revocations=revocations,
+                                      discovered=gathered.discovered)
         outcome.events, marks = _not_alerted_lately(app.store, outcome.events, now, settings.repeat_every)
         if not outcome.events:
             return outcome
@@ -272,13 +298,14 @@ def after_run(app: App, command: str, report=None, *, revocations: Iterable[dict
 
 # --- standing conditions are alerted once per repeat_every -------------------------------------------
 
-STANDING = frozenset({"expiring", "ca_expiring", "stale_copy"})
+STANDING = frozenset({"expiring", "ca_expiring", "stale_copy", "discovered"})
 
 
 def _mark(event: Event) -> str:
     """The store key of a standing condition (a settings row): same condition, same key."""
     text = "|".join(str(x) for x in (event.type, event.certificate, event.ca, event.destination,
-                                      event.remote_name, event.not_after))
+                                      event.remote_name, event.not_after)
+                    + ((event.fingerprint, ",".join(event.problems)) if event.fingerprint else ()))
     return "notify:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -12,18 +12,10 @@ from sync.cli.options import command_options
 from sync.cli.output import diagnostic
 from sync.config_discovery import parse_ports
 from sync.discovery import scan as discovery
+from sync.errors import UsageError
 
 # Another source (clouds) adds its flag here and passes request_from(extra={"clouds": ...});
 # App.discover runs sources by name (sync.discovery.scan.SOURCES).
-
-
-def _ports(_ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return parse_ports(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
 
 
 @cli.command()
@@ -34,7 +26,7 @@ def _ports(_ctx, param, value):
               help="A file of TLS targets, one a line (repeatable).")
 @click.option("--cidr", "cidrs", multiple=True, metavar="NETWORK",
               help="Scan every address of this network (repeatable) on --ports; at most --max-hosts addresses.")
-@click.option("--ports", callback=_ports, metavar="LIST", help="Ports for --cidr, e.g. 443,8443 (default: the config's, 443).")
+@click.option("--ports", metavar="LIST", help="Ports for --cidr, e.g. 443,8443 (default: the config's, 443).")
 @click.option("--max-hosts", type=click.IntRange(1, 16777216), metavar="N",
               help="Largest network --cidr may name, in addresses (default 65536, a /16).")
 @click.option("--files", "files", multiple=True, metavar="DIR", type=click.Path(),
@@ -45,11 +37,15 @@ def discover(ctx: Context, tls, tls_files, cidrs, ports, max_hosts, files, pkcs1
     """Find certificates on TLS endpoints and in files and record them (never writes to a cloud).
 
     With no source on the command line, the [discovery] table's are scanned."""
+    try:
+        ports = parse_ports(ports) if ports is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--ports: {exc}") from None
     request = discovery.request_from(ctx.app.config, tls=list(tls), tls_files=list(tls_files), cidrs=list(cidrs),
                                      ports=ports, files=list(files), max_hosts=max_hosts,
                                      pkcs12_password_env=pkcs12_password_env)
     if not request.sources():
-        raise click.UsageError("nothing to scan: give --tls, --tls-file, --cidr or --files, or fill [discovery]")
+        raise UsageError("nothing to scan: give --tls, --tls-file, --cidr or --files, or fill [discovery]")
     result = ctx.app.discover(request)
     for error in result.errors:
         diagnostic(logging.WARNING, f"{error['location']}: {error['error']}", "discover.error")

@@ -92,16 +92,25 @@ class Servers:
         self.thread.start()
         self.servers: list[asyncio.AbstractServer] = []
 
-    def start(self, contexts: list[ssl.SSLContext], *, smtp: bool = False) -> list[int]:
-        return asyncio.run_coroutine_threadsafe(self._start(contexts, smtp), self.loop).result(60)
+    def start(self, contexts: list[ssl.SSLContext], *, smtp: bool = False, port: int = 0) -> list[int]:
+        return asyncio.run_coroutine_threadsafe(self._start(contexts, smtp, port), self.loop).result(60)
 
-    async def _start(self, contexts: list[ssl.SSLContext], smtp: bool) -> list[int]:
+    def stop(self, port: int) -> None:
+        async def stop():
+            for server in [s for s in self.servers if s.sockets and s.sockets[0].getsockname()[1] == port]:
+                server.close()
+                await server.wait_closed()
+                self.servers.remove(server)
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+
+    async def _start(self, contexts: list[ssl.SSLContext], smtp: bool, port: int) -> list[int]:
         ports = []
         for ctx in contexts:
             if smtp:
-                server = await asyncio.start_server(_smtp_handler(ctx), "127.0.0.1", 0)
+                server = await asyncio.start_server(_smtp_handler(ctx), "127.0.0.1", port)
             else:
-                server = await asyncio.start_server(_answer, "127.0.0.1", 0, ssl=ctx, backlog=1024)
+                server = await asyncio.start_server(_answer, "127.0.0.1", port, ssl=ctx, backlog=1024,
+                                                    reuse_address=True)
             self.servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
         return ports
