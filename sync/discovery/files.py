@@ -22,6 +22,7 @@ from sync.discovery.record import Observation
 
 HINTS = {".pem", ".crt", ".cer", ".der", ".p7b", ".p7c", ".pfx", ".p12", ".jks", ".cert", ".ca-bundle", ".chain"}
 PKCS12 = {".pfx", ".p12", ".jks"}
+JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
 SNIFF = 1024          # PEM may follow comments or openssl's Bag Attributes
 
 
@@ -88,7 +89,7 @@ def _file(path: str, options: FileScan) -> Iterator[Observation]:
             return
         with open(path, "rb") as fh:
             head = fh.read(SNIFF)
-            if not (hinted or _looks_like_certificate(head)):
+            if not (hinted or _looks_like_certificate(head) or head[:4] in JKS_MAGIC):
                 return
             data = head + fh.read()
     except OSError as exc:
@@ -98,10 +99,12 @@ def _file(path: str, options: FileScan) -> Iterator[Observation]:
     found = certificates(data, passwords=passwords)
     if found:
         yield Observation("file", location_of(path), certificates=found, details={"size": len(data)})
+    elif data[:4] in JKS_MAGIC:
+        yield Observation("file", location_of(path), error=(
+            "a Java keystore (JKS/JCEKS): not read; convert it with keytool -importkeystore -deststoretype PKCS12"))
     elif ext in PKCS12 and data[:1] == b"\x30":
         yield Observation("file", location_of(path), error=(
-            "not readable as PKCS#12 with the password given (set --pkcs12-password-env), or a Java keystore "
-            "(not read: convert it with keytool -importkeystore -deststoretype PKCS12)"))
+            "not readable as PKCS#12 with the password given (--pkcs12-password-env / pkcs12_password_env)"))
 
 
 def _looks_like_certificate(head: bytes) -> bool:
