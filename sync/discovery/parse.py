@@ -37,7 +37,8 @@ def certificates(data: bytes | str, *, passwords: Iterable[bytes | None] = (None
             return found
     if b"-----BEGIN" in stripped:
         return _pem(stripped)
-    found = _der(stripped, passwords)
+    # DER as given first: stripping "whitespace" bytes off the end of binary data corrupts ~2% of them
+    found = _der(raw, passwords) or (_der(stripped, passwords) if stripped != raw else [])
     if found:
         return found
     decoded = _base64(stripped)

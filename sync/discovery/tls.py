@@ -107,13 +107,23 @@ async def observe(target: Target, ctx: ssl.SSLContext, trust: "Trust", timeout: 
         return Observation("tls", target.location, error=f"no answer within {timeout:g}s")
     except (OSError, ssl.SSLError, EOFError, StartTLSRefused, asyncio.IncompleteReadError) as exc:
         return Observation("tls", target.location, error=_why(exc))
-    chain = [c for der in ders for c in parse_certificates(der)]
+    chain = _load(ders)
     if not chain:
         return Observation("tls", target.location, error="the server sent no certificate")
     details = {"protocol": protocol, **trust.judge(chain, target)}
     if target.scheme != "tls":
         details["starttls"] = target.scheme
     return Observation("tls", target.location, certificates=chain, details=details)
+
+
+def _load(ders: list[bytes]) -> list[x509.Certificate]:
+    chain = []
+    for der in ders:
+        try:
+            chain.append(x509.load_der_x509_certificate(der))
+        except ValueError:          # one unparsable certificate in a chain: keep the rest
+            continue
+    return chain
 
 
 def _why(exc: BaseException) -> str:

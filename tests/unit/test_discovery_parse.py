@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import json
+
+import pytest
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
@@ -64,3 +66,16 @@ def test_garbage_yields_nothing():
     for data in (b"", b"hello", b"\x30\x03\x02\x01\x01", b"{not json", b"A" * 100, b"-----BEGIN CERTIFICATE-----\nAAA\n"
                  b"-----END CERTIFICATE-----", b"x" * (5 * 1024 * 1024)):
         assert certificates(data) == []
+
+
+def test_der_ending_in_a_whitespace_byte():
+    """Binary DER is not stripped: a certificate whose last byte is 0x20, 0x09-0x0d still parses."""
+    from tests.support.tls_endpoints import make
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(400):
+        der = make("ws.example.test", key=key).cert.public_bytes(serialization.Encoding.DER)
+        if der[-1:] in b" \t\n\r\x0b\x0c":
+            break
+    else:
+        pytest.skip("no certificate ending in a whitespace byte in 400 tries")
+    assert [c.public_bytes(serialization.Encoding.DER) for c in certificates(der)] == [der]
