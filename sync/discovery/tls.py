@@ -134,7 +134,7 @@ def _why(exc: BaseException) -> str:
 
 
 async def handshake(target: Target, ctx: ssl.SSLContext) -> tuple[list[bytes], str]:
-    name = target.sni or (None if _is_address(target.host) else target.host)
+    name = target.server_name
     if target.scheme == "tls":
         reader, writer = await asyncio.open_connection(target.host, target.port, ssl=ctx, server_hostname=name,
                                                        ssl_handshake_timeout=None)

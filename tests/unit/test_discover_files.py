@@ -105,3 +105,19 @@ def test_missing_password_variable_is_one_line(tree):
     result = cli("discover", "--files", str(tree["tree"]), "--pkcs12-password-env", "CERTSYNC_TEST_UNSET_VAR",
                  cwd=tree["workdir"], check=False)
     assert result.returncode == 2 and "CERTSYNC_TEST_UNSET_VAR is not set" in result.stderr
+
+
+def test_discovered_problems_are_alerted_once_per_repeat_every(tree):
+    from tests.support.webhook import webhook_server
+    work, t = tree["workdir"], tree["tree"]
+    with webhook_server() as hook:
+        write_config(work / "sync.toml", f'\n[notify]\nwebhook_url = "{hook.url}"\n')
+        cli("init", "-q", cwd=work)
+        cli("discover", "--files", str(t / "chain.pem"), cwd=work)
+        events = [e for body in hook.bodies for e in body["events"] if e["type"] == "discovered"]
+        assert len(events) == 1 and events[0]["severity"] == "warning"
+        assert events[0]["problems"] == ["expiring"] and "CN=web.example.test" in events[0]["message"]
+        assert events[0]["fingerprint"] == listing(work)["CN=web.example.test"]["fingerprint"]
+        assert f"file://{t}/chain.pem" in events[0]["message"]
+        cli("discover", "--files", str(t / "chain.pem"), cwd=work)     # the same standing condition: not again
+        assert len(hook.bodies) == 1
