@@ -193,3 +193,16 @@ def test_bad_input_is_one_line_exit_2(lab, args, message):
 def test_unmanaged_needs_discovered(lab):
     result = cli("list", "--unmanaged", cwd=lab["work"], check=False)
     assert result.returncode == 2 and "--unmanaged goes with --discovered" in result.stderr
+
+
+def test_silent_endpoint_times_out(lab):
+    """A listener that never answers the ClientHello: one error after connect_timeout, not a hang."""
+    write_config(lab["work"] / "sync.toml", '\n[discovery.tls]\nconnect_timeout = "1s"\n')
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        out = json.loads(cli("discover", "--tls", f"127.0.0.1:{port}", "--output", "json", cwd=lab["work"]).stdout)
+    assert out["errors"] == [{"location": f"tls://127.0.0.1:{port}", "error": "no answer within 1s"}]
+    assert time.monotonic() - start < 10
