@@ -92,8 +92,10 @@ class Servers:
         self.thread.start()
         self.servers: list[asyncio.AbstractServer] = []
 
-    def start(self, contexts: list[ssl.SSLContext], *, smtp: bool = False, port: int = 0) -> list[int]:
-        return asyncio.run_coroutine_threadsafe(self._start(contexts, smtp, port), self.loop).result(60)
+    def start(self, contexts: list[ssl.SSLContext], *, smtp: bool = False, imap: bool = False,
+              port: int = 0) -> list[int]:
+        starttls = _smtp_handler if smtp else _imap_handler if imap else None
+        return asyncio.run_coroutine_threadsafe(self._start(contexts, starttls, port), self.loop).result(60)
 
     def stop(self, port: int) -> None:
         async def stop():
@@ -103,11 +105,11 @@ class Servers:
                 self.servers.remove(server)
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
 
-    async def _start(self, contexts: list[ssl.SSLContext], smtp: bool, port: int) -> list[int]:
+    async def _start(self, contexts: list[ssl.SSLContext], starttls, port: int) -> list[int]:
         ports = []
         for ctx in contexts:
-            if smtp:
-                server = await asyncio.start_server(_smtp_handler(ctx), "127.0.0.1", port)
+            if starttls:
+                server = await asyncio.start_server(starttls(ctx), "127.0.0.1", port)
             else:
                 server = await asyncio.start_server(_answer, "127.0.0.1", port, ssl=ctx, backlog=1024,
                                                     reuse_address=True)
@@ -131,6 +133,17 @@ def _smtp_handler(ctx: ssl.SSLContext):
         writer.write(b"250-mail.example.test\r\n250 STARTTLS\r\n")
         await reader.readline()
         writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        await writer.start_tls(ctx)
+        writer.close()
+    return handle
+
+
+def _imap_handler(ctx: ssl.SSLContext):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")
+        tag = (await reader.readline()).split(b" ", 1)[0]
+        writer.write(b"* a note first\r\n" + tag + b" OK Begin TLS negotiation now\r\n")
         await writer.drain()
         await writer.start_tls(ctx)
         writer.close()

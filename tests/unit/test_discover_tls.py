@@ -78,8 +78,9 @@ def lab(tmp_path_factory):
                            for n, c in (("expired", [expired]), ("wrong", [wrong, root]))]
                           + [server_context(work / "weak.crt", work / "weak.key")])
     smtp = servers.start([server_context(work / "api.crt", work / "api.key")], smtp=True)[0]
+    imap = servers.start([server_context(*write_chain(work, "imap", [wrong, root]))], imap=True)[0]
     yield {"work": work, "managed": p_managed, "missing": p_missing, "expired": ports[0], "wrong": ports[1],
-           "weak": ports[2], "smtp": smtp, "servers": servers, "expired_cert": expired, "ctx": server_context}
+           "weak": ports[2], "smtp": smtp, "imap": imap, "servers": servers, "expired_cert": expired, "ctx": server_context}
     servers.close()
     for proc in (managed, missing):
         proc.terminate()
@@ -99,7 +100,8 @@ def test_discover_endpoints_facts_and_listing(lab):
     work, p = lab["work"], lab
     targets = [f"127.0.0.1:{p['managed']}/api.example.internal", f"127.0.0.1:{p['missing']}/api.example.internal",
                f"localhost:{p['expired']}", f"127.0.0.1:{p['wrong']}/www.wrong.test", f"127.0.0.1:{p['weak']}",
-               f"smtp://127.0.0.1:{p['smtp']}/api.example.internal", f"127.0.0.1:{free_port()}"]
+               f"smtp://127.0.0.1:{p['smtp']}/api.example.internal", f"imap://127.0.0.1:{p['imap']}/www.other.test",
+               f"127.0.0.1:{free_port()}"]
     args = [a for t in targets for a in ("--tls", t)]
     result = cli("discover", *args, "--output", "json", cwd=work)
     summary = json.loads(result.stdout)
@@ -132,6 +134,8 @@ def test_discover_endpoints_facts_and_listing(lab):
     details = leaf_details(wrong, f"tls://127.0.0.1:{p['wrong']}/www.wrong.test")
     assert details["hostname_match"] is False and details["chain_complete"] and not details["verifies_system"]
     assert "hostname-mismatch" in wrong["problems"] and not wrong["self_signed"]
+    imap = leaf_details(wrong, f"tls://127.0.0.1:{p['imap']}/www.other.test")
+    assert imap["starttls"] == "imap" and imap["hostname_match"] and imap["chain_length"] == 2
 
     weak = rows["CN=weak.test"]
     assert weak["key"] == "rsa-1024" and {"weak-key", "weak-signature"} <= set(weak["problems"])
