@@ -12,6 +12,7 @@ import binascii
 from typing import Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pyasn1.codec.der import encoder
@@ -119,18 +120,19 @@ def _attribute(oid: str, value) -> _AttrOrOID:
     return choice
 
 
-def server_key_request(csr_data: bytes, key: object) -> bytes:
+def server_key_request(csr_data: bytes, key: certs.PrivateKey) -> bytes:
     """serverkeygen (RFC 7030 4.4): the client's CSR says what to certify (its subject and SAN; its
     own key is not used), so a CSR with the same subject and SAN is made for the key made here (DER)."""
     request = csr_checks.load_csr(csr_data)
-    if not request.is_signature_valid:
-        raise UsageError("CSR: the signature does not verify")
-    builder = x509.CertificateSigningRequestBuilder().subject_name(request.subject)
     try:
-        san = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=san.critical)
-    except x509.ExtensionNotFound:
-        pass
-    except (ValueError, x509.DuplicateExtension) as exc:
-        raise UsageError(f"CSR: malformed extension request ({exc})") from None
-    return builder.sign(key, certs.signature_hash(key)).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+        if not request.is_signature_valid:
+            raise UsageError("CSR: the signature does not verify")
+        builder = x509.CertificateSigningRequestBuilder().subject_name(request.subject)
+        try:
+            san = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            builder = builder.add_extension(san.value, critical=san.critical)
+        except x509.ExtensionNotFound:
+            pass
+        return builder.sign(key, certs.signature_hash(key)).public_bytes(serialization.Encoding.DER)
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        raise UsageError(f"CSR: malformed subject or extension request ({str(exc).splitlines()[0]})") from None

@@ -96,7 +96,11 @@ def _current(tx: Transaction, presented: x509.Certificate, profile: str, state: 
 
 def _same_names(csr: x509.CertificateSigningRequest, presented: x509.Certificate) -> None:
     """RFC 7030 4.2.2: Subject and SubjectAltName identical to the certificate's."""
-    if csr.subject != presented.subject:
+    try:
+        same_subject = csr.subject == presented.subject
+    except ValueError:
+        raise PolicyError("simplereenroll: the CSR's subject is malformed") from None
+    if not same_subject:
         raise PolicyError(f"simplereenroll: the CSR's subject {csr.subject.rfc4514_string()!r} differs from the "
                           f"certificate's {presented.subject.rfc4514_string()!r} (use simpleenroll for new names)")
     if _san(csr) != _san(presented):
