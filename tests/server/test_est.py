@@ -288,3 +288,22 @@ def test_header_from_an_untrusted_address_is_ignored(tmp_path):
         code, body = _header_reenroll(server, pem, "edge")
         assert code == "401" and "needs the current certificate" in body
         assert versions(server)["edge-example-internal"] == (1, "active")
+
+
+# -- configuration: EST is off unless profiles are listed ------------------------------------------------------
+def _est_paths(tmp_path: Path, server_toml: str) -> list[str]:
+    from sync import config
+    from sync.server import est as est_routes
+    from sync.server.state import ServerState
+    from tests.support.server import BASE_TOML
+    (tmp_path / "sync.toml").write_text("[server]\n" + server_toml + "\n" + BASE_TOML)
+    state = ServerState(config.load(tmp_path / "sync.toml"))
+    return [route.path for route in est_routes.routes(state)]
+
+
+def test_est_is_off_by_default_and_refuses_unknown_profiles(tmp_path):
+    from sync.errors import ConfigError
+    assert _est_paths(tmp_path, "") == []
+    assert "/.well-known/est/{label}/simpleenroll" in _est_paths(tmp_path, 'est = { profiles = ["web"] }')
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        _est_paths(tmp_path, 'est = { default_profile = "nope" }')
