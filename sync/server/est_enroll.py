@@ -161,4 +161,5 @@ def _multipart(parts: list[tuple[str, bytes]]) -> Response:
         body += (f"--{boundary}\r\nContent-Type: {media_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
                  .encode() + encoding.encode(der))
     body += f"--{boundary}--\r\n".encode()
-    return Response(body, media_type=f"multipart/mixed; boundary={boundary}")
+    return Response(body, media_type=f"multipart/mixed; boundary={boundary}",
+                    headers={"Cache-Control": "no-store"})          # a private key: no cache keeps it

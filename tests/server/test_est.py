@@ -60,6 +60,7 @@ def est(tmp_path_factory):
     with server:
         server.env = {"EST": f"{server.url}/.well-known/est", "TOKEN": server.tokens["enroller"]}
         yield server
+    assert "internal error" not in server.log()          # every refusal above was a 4xx, never a 500
 
 
 def enroll(est: CertsyncServer, name: str, cn: str) -> x509.Certificate:
@@ -229,6 +230,7 @@ def test_serverkeygen_returns_the_key_once_with_the_certificate(est):
     sh('curl -sS --fail-with-body -o kg.out -D kg.headers --cacert root.pem --user "keygen:$TOKEN" '
        '--data-binary @kg.csr.b64 -H "Content-Type: application/pkcs10" "$EST/serverkeygen"', est.folder, **env)
     headers = (est.folder / "kg.headers").read_bytes().split(b"\r\n", 1)[1]
+    assert b"cache-control: no-store" in headers.lower()
     message = email.message_from_bytes(headers + (est.folder / "kg.out").read_bytes(), policy=email.policy.HTTP)
     parts = {part.get_content_type(): part.get_payload(decode=True) for part in message.iter_parts()}
     key = serialization.load_der_private_key(parts["application/pkcs8"], None)
