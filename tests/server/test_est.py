@@ -96,6 +96,10 @@ def test_csrattrs_names_the_key_type(est):
 def test_enroll_verify_then_reenroll_with_the_certificate(est):
     cert = enroll(est, "dev1", "dev1.example.internal")
     assert "dev1.pem: OK" in sh("openssl verify -CAfile root.pem -untrusted issuing.pem dev1.pem", est.folder).stdout
+    # the chain as a device learns it: from cacerts
+    sh('curl -sS --cacert root.pem "$EST/cacerts" | base64 -d | openssl pkcs7 -inform DER -print_certs -out cas.pem',
+       est.folder, **est.env)
+    assert "dev1.pem: OK" in sh("openssl verify -CAfile root.pem -untrusted cas.pem dev1.pem", est.folder).stdout
     assert versions(est)["dev1-example-internal"] == (1, "active")
 
     # a new key, the same names, authenticated by the current certificate over TLS
