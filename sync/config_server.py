@@ -44,6 +44,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class EstConfig(_Strict):
+    """[server.est]: which profiles EST (RFC 7030) enrolls under. Deny by default: none listed, no EST."""
+    profiles: list[str] = Field(default_factory=list, description=(
+        "Profiles served over EST, each at /.well-known/est/PROFILE/ (the profile is the EST label); empty "
+        "(the default) with no default_profile: EST is off and its URLs answer 404."))
+    default_profile: str | None = Field(None, description=(
+        "The profile the unlabelled /.well-known/est/ URLs enroll under (served even if not in profiles); "
+        "unset: only labelled URLs."))
+
+    def served(self) -> list[str]:
+        """Every profile with EST URLs."""
+        extra = [self.default_profile] if self.default_profile and self.default_profile not in self.profiles else []
+        return [*self.profiles, *extra]
+
+
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:8443", description=(
         "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, the REST API "
@@ -90,6 +105,8 @@ class ServerConfig(_Strict):
         "Serve /metrics without a token; by default a scraper presents a token with the read scope "
         "(Prometheus: authorization { credentials_file = ... }), since the page names every certificate."))
     access_log: bool = Field(True, description="One JSON line per request on stderr (never a token or body).")
+    est: EstConfig = Field(default_factory=EstConfig, description=(
+        "EST (RFC 7030) enrollment: the profiles it serves ([server.est], docs/server.md)."))
 
     @field_validator("listen", "http_listen")
     @classmethod
