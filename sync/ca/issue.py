@@ -189,6 +189,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
                           "choose another name for a CSR enrollment")
     if check_name is not None:
         check_name(name)                    # the caller's rules (e.g. where it will be pushed)
+    tx.certificates.lock_name(name)        # the version number below is ours until commit
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, update, text
 from sqlalchemy.orm import Session
 
 from sync.clock import utcnow
@@ -109,6 +109,14 @@ class Certificates:
         """(id, name, version, state) of every version: plain rows, no certificates parsed."""
         yield from self.session.execute(
             select(Certificate.id, Certificate.name, Certificate.version, Certificate.state))
+
+    def lock_name(self, name: str) -> None:
+        """Hold `name` until the transaction ends, so that two enrollments of one name (two server
+        replicas, EST re-enrollment racing a REST renewal) number their versions one after the other
+        instead of colliding. PostgreSQL: a transaction-scoped advisory lock on the name's hash;
+        SQLite: nothing to do in a serialized transaction (BEGIN IMMEDIATE already holds the database)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 7411))"), {"name": name})
 
     def by_serial(self, serial: int) -> Certificate | None:
         return self.session.scalars(select(Certificate).where(Certificate.serial == format(serial, "x"))).first()
