@@ -149,8 +149,6 @@ def _location(name: str) -> dict[str, str]:
 def issue(state: ServerState):
     async def handler(request: Request, principal: Principal) -> Response:
         body = await read_json(request, models.IssueRequest)
-        if not (body.dns_names or body.ip_addresses or body.common_name):
-            raise UsageError("give at least one of dns_names, ip_addresses, common_name")
 
         def work(tx: Transaction) -> tuple[models.Issued, Certificate]:
             row, key = issuing.issue_with_new_key(
@@ -190,7 +188,7 @@ def renew(state: ServerState):
             source = versions(tx, principal, name)[0].source
         if source == "csr":
             if body.csr is None or body.reuse_key is not None:
-                raise UsageError(f"{name!r} was enrolled from a CSR: renew it with a new CSR (csr) for the same names")
+                raise Conflict(f"{name!r} was enrolled from a CSR: renew it with a new CSR (csr) for the same names")
             csr = body.csr.encode()
 
             def work(tx: Transaction) -> tuple[models.Renewed, Certificate]:
@@ -199,7 +197,7 @@ def renew(state: ServerState):
             result = await run_in_threadpool(audited, state, request, principal, "renew", name, work)
         else:
             if body.csr is not None:
-                raise UsageError(f"certsync holds the key of {name!r}: renew it with reuse_key (true or false), not a CSR")
+                raise Conflict(f"certsync holds the key of {name!r}: renew it with reuse_key (true or false), not a CSR")
             result = await run_in_threadpool(_renew_held, state, request, principal, name, body.reuse_key)
         state.metrics.issued.labels("api").inc()
         return json_response(result, 200, NO_STORE)

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from sync.pki.crl import REVOKE_REASONS
 
@@ -62,6 +62,20 @@ class IssueRequest(_Request):
     ip_addresses: list[IpAddress] = Field(default_factory=list, max_length=100)
     key_type: KeyType | None = None
 
+    @model_validator(mode="after")
+    def _named(self) -> "IssueRequest":
+        if not (self.dns_names or self.ip_addresses or self.common_name):
+            raise ValueError("give at least one of dns_names, ip_addresses, common_name")
+        return self
+
+
+# the same rule, for the schema (and so for clients generated from it)
+IssueRequest.model_config["json_schema_extra"] = {"examples": [{"dns_names": ["app.example.internal"]}], "anyOf": [
+    {"required": ["dns_names"], "properties": {"dns_names": {"minItems": 1}}},
+    {"required": ["ip_addresses"], "properties": {"ip_addresses": {"minItems": 1}}},
+    {"required": ["common_name"], "properties": {"common_name": {"type": "string"}}}]}
+IssueRequest.model_rebuild(force=True)
+
 
 class SignRequest(_Request):
     """A client's PKCS#10 CSR (PEM), enrolled as by `certsync sign`."""
@@ -72,11 +86,13 @@ class SignRequest(_Request):
 class RenewRequest(_Request):
     """Client-driven renewal. A CSR enrollment: `csr`, a new key for the same names (rekey). A
     certificate certsync holds the key of: `reuse_key` (omitted: the profile's key_rotation)."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reuse_key": False}]})
     csr: Pem | None = None
     reuse_key: bool | None = None
 
 
 class RevokeRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "superseded"}]})
     reason: Reason = Field(description="RFC 5280 reason; keyCompromise revokes every certificate with the key.")
     serial: str | None = Field(None, pattern=SERIAL_PATTERN, description="An older version (hex serial); "
                                "default: the active version.")
