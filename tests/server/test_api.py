@@ -275,6 +275,9 @@ def test_revoke_then_openssl_ocsp_says_revoked(server):
                   "-CAfile", str(server.root_pem), "-verify_other", str(server.chain_pem), cwd=server.folder)
     assert "doomed.pem: revoked" in out and "Reason: keyCompromise" in out
     again = call(server, "POST", "/api/v1/certificates/doomed/revoke", {"reason": "superseded"}, secret=secret)
+    assert again.status == 409 and "no active version" in again.json["detail"]
+    again = call(server, "POST", "/api/v1/certificates/doomed/revoke",
+                 {"reason": "superseded", "serial": issued["certificate"]["serial"]}, secret=secret)
     assert again.status == 409 and "already revoked" in again.json["detail"]
     assert call(server, "GET", "/api/v1/certificates/doomed", secret=secret).json["certificate"]["state"] == "revoked"
 
