@@ -213,6 +213,9 @@ def test_sign_a_csr_made_by_openssl(server):
     refused = call(server, "POST", "/api/v1/sign", {"csr": make_csr(server.folder, "bad", "evil.com")}, secret=secret)
     assert refused.status == 403 and "allowed_domains" in refused.json["detail"]
     assert call(server, "POST", "/api/v1/sign", {"csr": "not a csr"}, secret=secret).status == 400
+    rsa = call(server, "POST", "/api/v1/certificates", {"dns_names": ["k.example.internal"], "key_type": "rsa-4096"},
+               secret=secret)
+    assert rsa.status == 403 and "key type rsa-4096 is not allowed" in rsa.json["detail"]
 
 
 def test_renew_a_csr_enrollment_needs_a_new_csr_for_the_same_names(server):
@@ -362,3 +365,22 @@ def test_token_cli_errors_are_one_line_exit_2(server, args, message):
     err = result.stderr.decode().strip()
     assert result.returncode == 2 and message in err and len(err.splitlines()) == 1, err
     assert result.stdout == b""
+
+
+def test_documented_curl_example(server, tmp_path):
+    """docs/server-api.md's example, run as written, with curl, jq and openssl."""
+    doc = (Path(__file__).parents[2] / "docs" / "server-api.md").read_text()
+    script = next(block for block in doc.split("```bash\n")[1:] if block.startswith("# api-example"))
+    script = script.split("```")[0]
+    for name in ("root.pem", "issuing.pem"):
+        (tmp_path / name).write_bytes((server.folder / name).read_bytes())
+    secret = token(server, "doc-example", *ALL)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "CERTSYNC_URL": server.url, "TOKEN": secret})
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode() + out
+    assert "app.pem: OK" in out and "app.pem: revoked" in out and "web" in out
+    assert json.loads((tmp_path / "signed.json").read_text())["certificate"]["name"] == "web"
+    assert (tmp_path / "app.key").read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    versions = call(server, "GET", "/api/v1/certificates/web", secret=secret).json["versions"]
+    assert [v["state"] for v in versions] == ["active", "superseded"]
