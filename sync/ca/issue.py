@@ -215,13 +215,11 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     return row
 
 
-def issue_with_new_key(config: Config, tx: Transaction, name: str | None, profile_name: str, *,
-                       common_name: str | None, dns_names: list[str], ip_addresses: list[str],
-                       key_type: str | None, now: datetime,
-                       check_name: Callable[[str], None] | None = None) -> tuple[Certificate, certs.PrivateKey]:
-    """CSR-less enrollment (REST issue): a fresh key of `key_type` (default: the profile's), a CSR
-    made and signed with it here, then exactly `issue_from_csr`'s policy. The key is returned to
-    the caller, who hands it out once; like any CSR enrollment, the store never holds it."""
+def new_key_request(config: Config, profile_name: str, *, common_name: str | None, dns_names: list[str],
+                    ip_addresses: list[str], key_type: str | None) -> tuple[certs.PrivateKey, bytes]:
+    """CSR-less enrollment, first half (no store: a key can take a second to make): a fresh key
+    of `key_type` (default: the profile's) and a PEM CSR for the names, signed with it. The
+    second half is `issue_from_csr`, so the policy is exactly that of a client's CSR."""
     profile = config.profile.get(profile_name)
     if profile is None:
         raise PolicyError(f"unknown profile {profile_name!r}")
@@ -230,8 +228,7 @@ def issue_with_new_key(config: Config, tx: Transaction, name: str | None, profil
     if key_type not in allowed:         # before making a key nobody may use (an RSA 4096 takes a while)
         raise PolicyError(f"profile {profile_name!r}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})")
     key = certs.generate_key(key_type)
-    request = csr_checks.build_csr(key, common_name=common_name, dns_names=dns_names, ip_addresses=ip_addresses)
-    return issue_from_csr(config, tx, name, profile_name, request, now, check_name=check_name), key
+    return key, csr_checks.build_csr(key, common_name=common_name, dns_names=dns_names, ip_addresses=ip_addresses)
 
 
 def renew_from_csr(config: Config, tx: Transaction, name: str, csr_data: bytes, now: datetime) -> Certificate:

@@ -150,11 +150,17 @@ def issue(state: ServerState):
     async def handler(request: Request, principal: Principal) -> Response:
         body = await read_json(request, models.IssueRequest)
 
+        try:                    # the key is made before the (serialized) transaction
+            key, csr = await run_in_threadpool(
+                issuing.new_key_request, state.config, principal.profile or "", common_name=body.common_name,
+                dns_names=body.dns_names, ip_addresses=body.ip_addresses, key_type=body.key_type)
+        except CertsyncError as exc:
+            await run_in_threadpool(refused, state, request, principal, "issue", body.name, exc)
+            raise
+
         def work(tx: Transaction) -> tuple[models.Issued, Certificate]:
-            row, key = issuing.issue_with_new_key(
-                state.config, tx, body.name, principal.profile or "", common_name=body.common_name,
-                dns_names=body.dns_names, ip_addresses=body.ip_addresses, key_type=body.key_type, now=state.now,
-                check_name=taken_elsewhere(tx, principal))
+            row = issuing.issue_from_csr(state.config, tx, body.name, principal.profile or "", csr, state.now,
+                                         check_name=taken_elsewhere(tx, principal))
             key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
             return enrolled(tx, row, models.Issued, private_key_pem=key_pem), row
