@@ -76,6 +76,23 @@ class Certificates:
             newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .order_by(Certificate.name)))
 
+    def latest_page(self, profile: str, *, after: str | None = None, limit: int = 100, state: str | None = None,
+                    expiring_before: datetime | None = None) -> list[Certificate]:
+        """The newest version of each certificate of `profile`, by name after `after` (keyset
+        paging: stable while certificates are added), at most `limit`, optionally only in `state`
+        or ending before `expiring_before`."""
+        newest = self._newest()
+        query = (select(Certificate).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.profile == profile).order_by(Certificate.name).limit(limit))
+        if after is not None:
+            query = query.where(Certificate.name > after)
+        if state is not None:
+            query = query.where(Certificate.state == state)
+        if expiring_before is not None:
+            query = query.where(Certificate.not_after <= expiring_before)
+        return list(self.session.scalars(query))
+
     def latest_facts(self, *, chunk: int = 1000):
         """What a plan needs of the newest version of every certificate, by name, streamed in
         chunks as plain rows (no ORM objects, no key material): name, version, state, source,
