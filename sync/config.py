@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
+from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig
 from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
                              parse_duration, parse_wait)
@@ -320,6 +321,8 @@ class Config(BaseSettings):
         "Webhook alerts after apply, push, renew and revoke; no [notify] table (or no webhook_url): none."))
     server: ServerConfig | None = Field(None, description=(
         "`certsync serve`: listen address, TLS, client certificates, public URL, rate limits (docs/server.md)."))
+    discovery: DiscoveryConfig | None = Field(None, description=(
+        "`certsync discover`: what is scanned for certificates certsync did not issue (docs/discovery-clouds.md)."))
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -466,6 +469,10 @@ def _reference_problems(config: Config):
             yield f"profile.{name}.ca", f"unknown CA {profile.ca!r} (defined: {_names(config.ca)})"
         if profile.allowed_keys is not None and profile.key not in profile.allowed_keys:
             yield f"profile.{name}.key", f"{profile.key!r} is not in allowed_keys"
+    clouds = config.discovery.clouds if config.discovery else None
+    for i, name in enumerate(clouds.destinations or [] if clouds else []):
+        if name not in config.destination:
+            yield f"discovery.clouds.destinations[{i}]", f"unknown destination {name!r} (defined: {_names(config.destination)})"
     for name, dest in config.destination.items():
         if dest.pkcs12_password_env and dest.format != "pkcs12":
             yield f"destination.{name}.pkcs12_password_env", "only applies when format = \"pkcs12\""
