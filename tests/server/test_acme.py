@@ -121,7 +121,8 @@ def test_certbot_with_external_account_binding(tmp_path):
         assert refused.status == 403 and refused.problem.endswith(":externalAccountRequired")
 
         mac_key = server.cli("acme", "eab", "create", "team-a", "--profile", "web").stdout.decode().strip()
-        store = (server.folder / "certsync.db").read_bytes() if (server.folder / "certsync.db").exists() else b""
+        store = b"".join(p.read_bytes() for p in server.folder.glob("certsync.db*"))     # with the WAL
+        assert b"team-a" in store
         assert base64.urlsafe_b64decode(mac_key + "=" * (-len(mac_key) % 4)) not in store   # sealed, not in clear
         certbot_run(server, tmp_path, "certonly", *standalone(server), "-d", NAME, "--agree-tos",
                     "--register-unsafely-without-email", "--eab-kid", "team-a", "--eab-hmac-key", mac_key)
@@ -274,6 +275,16 @@ def test_csr_names_must_equal_the_order(acme):
     assert extra.problem.endswith(":badCSR"), extra.body
     done = client.post(order.json["finalize"], {"csr": _csr(key, "csr.example.internal")})
     assert done.json["status"] == "valid"
+
+    # revokeCert: not by a stranger's account; by the certificate's own key (jwk), once
+    der = x509.load_pem_x509_certificates(client.post(done.json["certificate"], None).body)[0].public_bytes(
+        serialization.Encoding.DER)
+    stranger = Client(acme.directory, acme.root_pem)
+    stranger.register()
+    url, payload = client.directory["revokeCert"], {"certificate": b64(der), "reason": 4}
+    assert stranger.post(url, payload).problem.endswith(":unauthorized")
+    assert client.post(url, payload, key=key, use_jwk=True).status == 200
+    assert client.post(url, payload).problem.endswith(":alreadyRevoked")
 
 
 # -- two servers, one PostgreSQL store --------------------------------------------------------------------------
