@@ -145,6 +145,7 @@ class Client:
         self.directory_url = directory_url
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.kid: str | None = None
+        self.saved_nonce: str | None = None          # the last answer's Replay-Nonce, used by the next request
         self.directory = self.request("GET", directory_url).json
 
     def request(self, method: str, url: str, body: dict | None = None, content_type: str = "application/jose+json"
@@ -154,12 +155,15 @@ class Client:
                                      headers={"Content-Type": content_type} if data else {})
         try:
             with urllib.request.urlopen(req, context=self.ssl, timeout=30) as resp:
-                return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+                reply = Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
         except urllib.error.HTTPError as exc:
-            return Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+            reply = Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+        self.saved_nonce = reply.headers.get("replay-nonce")
+        return reply
 
     def nonce(self) -> str:
-        return self.request("HEAD", self.directory["newNonce"]).headers["replay-nonce"]
+        saved, self.saved_nonce = self.saved_nonce, None
+        return saved or self.request("HEAD", self.directory["newNonce"]).headers["replay-nonce"]
 
     def jwk(self, key=None) -> dict:
         return josepy.JWKEC(key=(key or self.key).public_key()).to_json()

@@ -49,7 +49,8 @@ def dns(tmp_path_factory):
 def acme(tmp_path_factory, dns):
     """One TLS server for the module: profile web has ACME, profile other does not."""
     port = free_port()
-    server = CertsyncServer(tmp_path_factory.mktemp("acme"), tls=True, extra_toml=acme_toml(port, dns.port))
+    server = CertsyncServer(tmp_path_factory.mktemp("acme"), tls=True, extra_toml=acme_toml(port, dns.port),
+                            server_toml="rate_limit = 0")       # every test here comes from 127.0.0.1
     with server:
         server.http_port = port
         server.directory = f"{server.url}/acme/web/directory"
@@ -208,6 +209,23 @@ def test_nonce_url_and_signature_checks(acme):
     stranger = Client(acme.directory, acme.root_pem)
     stranger.kid = client.kid.rsplit("/", 1)[0] + "/nosuchaccount"
     assert stranger.new_order(NAME).problem.endswith(":accountDoesNotExist")
+
+
+def test_garbage_is_a_problem_not_a_crash(acme):
+    client = Client(acme.directory, acme.root_pem)
+    client.register()
+    url = client.directory["newOrder"]
+    good = client.jws(url, {"identifiers": [{"type": "dns", "value": NAME}]})
+    protected = json.loads(base64.urlsafe_b64decode(good["protected"] + "=="))
+    bodies = [[], {"protected": 1, "payload": "", "signature": ""}, {**good, "header": {}},
+              {**good, "signature": "***"}, {**good, "payload": b64(b"[1]")},
+              {**good, "protected": b64(json.dumps({**protected, "kid": "http://[::1"}).encode())},
+              {**good, "protected": b64(json.dumps({**protected, "alg": "none"}).encode())},
+              {**good, "protected": b64(json.dumps({**protected, "alg": "RS256"}).encode())}]
+    for body in bodies:
+        reply = client.request("POST", url, body)
+        assert 400 <= reply.status < 500 and reply.problem.startswith("urn:ietf:params:acme:error:"), (body, reply.body)
+    assert client.request("POST", url, None).status in (400, 415)
 
 
 def test_account_cannot_touch_another_accounts_order(acme):

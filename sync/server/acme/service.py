@@ -99,7 +99,10 @@ class Ctx:
     def account_id_from(self, kid: str) -> str:
         """The account id in a kid URL of this profile's directory. The host is not compared:
         replicas behind different names serve the same accounts."""
-        path = urlsplit(kid).path
+        try:
+            path = urlsplit(kid).path
+        except ValueError:
+            raise AcmeError("malformed", "kid: not a URL") from None
         head, _, account_id = path.rpartition("/")
         if head != f"/acme/{self.profile}/acct" or not account_id:
             raise AcmeError("accountDoesNotExist", "kid is not an account URL of this directory")
