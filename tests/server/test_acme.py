@@ -251,6 +251,13 @@ def test_only_return_existing_and_deactivation(acme):
     assert again.status == 200 and again.headers["location"] == client.kid
     assert client.post(client.kid, {"status": "deactivated"}).json["status"] == "deactivated"
     assert client.new_order(NAME).problem.endswith(":unauthorized")
+    assert client.register().problem.endswith(":unauthorized")          # no way back in with that key
+
+
+def test_unknown_acme_profile_fails_the_start(tmp_path):
+    server = CertsyncServer(tmp_path, extra_toml='[server.acme]\nprofiles = ["nosuch"]\n', start_timeout=20)
+    with pytest.raises(AssertionError, match="server.acme.profiles: unknown profile 'nosuch'"):
+        server.start()
 
 
 def test_key_rollover(acme):

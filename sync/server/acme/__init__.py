@@ -13,12 +13,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
+from sync.errors import ConfigError
 from sync.server.acme import accounts, orders, revocation
 from sync.server.acme.service import endpoint, new_nonce_reply
 from sync.server.state import ServerState
 
 
 def routes(state: ServerState) -> list[BaseRoute]:
+    unknown = sorted(set(state.server.acme.profiles) - set(state.config.profile))
+    if unknown:            # at start, not as a 404 nobody understands
+        raise ConfigError(f"server.acme.profiles: unknown profile {unknown[0]!r} "
+                          f"(defined: {', '.join(sorted(state.config.profile))})")
     def post(path: str, handler) -> Route:
         return Route("/acme/{profile}/" + path, endpoint(state, handler), methods=["POST"])
     return [Route("/acme/{profile}/directory", endpoint(state, accounts.directory), methods=["GET"]),

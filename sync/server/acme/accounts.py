@@ -46,6 +46,8 @@ def new_account(ctx: Ctx) -> Reply:
         if existing is not None:
             if existing.profile != ctx.profile:
                 raise AcmeError("unauthorized", "this key holds an account in another directory")
+            if existing.status != "valid":
+                raise AcmeError("unauthorized", f"the account of this key is {existing.status}")
             return Reply(account_view(ctx, existing), 200, {"Location": ctx.link("acct", existing.id)})
         if payload.get("onlyReturnExisting") is True:
             raise AcmeError("accountDoesNotExist", "no account holds this key")
