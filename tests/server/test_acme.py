@@ -312,6 +312,25 @@ def test_csr_names_must_equal_the_order(acme):
     assert client.post(url, payload).problem.endswith(":alreadyRevoked")
 
 
+def test_failed_validation_invalidates_the_order(acme, dns):
+    client = Client(acme.directory, acme.root_pem)
+    client.register()
+    order = client.new_order("fail.example.internal", "fail2.example.internal").json
+    with TokenServer(acme.http_port) as tokens:
+        authz = client.post(order["authorizations"][0], None).json
+        challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+        tokens.tokens[challenge["token"]] = "not-the-key-authorization"
+        failed = client.post(challenge["url"], {}).json
+    assert failed["status"] == "invalid" and failed["error"]["type"].endswith(":incorrectResponse")
+    authz = client.post(order["authorizations"][1], None).json
+    dns_challenge = next(c for c in authz["challenges"] if c["type"] == "dns-01")
+    dns.set("_acme-challenge.fail2.example.internal", "wrong")
+    assert client.post(dns_challenge["url"], {}).json["error"]["type"].endswith(":incorrectResponse")
+    assert client.post(order["finalize"].rsplit("/", 1)[0], None).json["status"] == "invalid"
+    again = client.post(challenge["url"], {}).json                       # no second try on an invalid authz
+    assert again["status"] == "invalid"
+
+
 # -- two servers, one PostgreSQL store --------------------------------------------------------------------------
 @pytest.mark.postgres
 def test_one_order_across_two_servers(tmp_path, monkeypatch):
