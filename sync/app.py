@@ -294,6 +294,7 @@ class App:
             with self.store.transaction(serialized=True) as tx:
                 authorities = tx.authorities.reseal(new)
                 versions = tx.certificates.reseal(new)
+                tx.acme.reseal(new)
                 tx.settings.put("verifier", new.verifier())
                 tx.flush()
                 if new_key_file is not None and raw is not None:
