@@ -106,8 +106,15 @@ class AwsProvider(BaseProvider[dict]):
         # Tag filters match by prefix and independently of each other: the template checks again.
         filters = [{"Key": "tag-key", "Values": [MANAGED_BY]},
                    {"Key": "tag-value", "Values": [MANAGED_BY_VALUE]}]
+        return self._pages(Filters=filters)
+
+    def _list_all(self) -> Iterator[RemoteSecret]:
+        # ListSecrets leaves out secrets pending deletion (IncludePlannedDeletion unset): no value to read
+        return self._pages()
+
+    def _pages(self, **request: Any) -> Iterator[RemoteSecret]:
         pages = self.client.get_paginator("list_secrets").paginate(
-            Filters=filters, PaginationConfig={"PageSize": self.page_size})
+            **request, PaginationConfig={"PageSize": self.page_size})
         with self._errors("ListSecrets", "*"):
             for page in pages:
                 for entry in page["SecretList"]:
@@ -258,5 +265,8 @@ DESCRIPTOR = ProviderDescriptor(
     config=AwsDestination, adapter=AwsProvider, factory=from_destination,
     # PutSecretValue/UpdateSecret 50/s per region (TagResource has its own 50/s bucket);
     # a push is one write, a delete one DeleteSecret.
-    quota=QuotaRule(calls_per_second=50.0, calls_per_push=1.0, calls_per_delete=1.0),
+    # Reads: DescribeSecret and GetSecretValue (a `get` makes both) 10,000/s; ListSecrets is paged
+    # 100 to a call.
+    quota=QuotaRule(calls_per_second=50.0, calls_per_push=1.0, calls_per_delete=1.0,
+                    reads_per_second=10_000.0, calls_per_read=2.0),
     quota_domain=_quota_domain)

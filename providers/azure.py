@@ -96,6 +96,9 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             for props in self.client.list_properties_of_secrets(max_page_size=self.page_size):
                 yield _remote(props)
 
+    def _list_all(self) -> Iterator[RemoteSecret]:
+        return self._list()        # no filter either way; soft-deleted secrets are not listed
+
     def _lookup(self, name: str) -> RemoteSecret | None:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -242,7 +245,7 @@ DESCRIPTOR = ProviderDescriptor(
     # is a GET, the DELETE and at least one poll by the SDK's poller, plus a GET and a PURGE
     # when purging.
     quota=QuotaRule(calls_per_second=400.0, calls_per_push=2.0, calls_per_delete=3.0,
-                    calls_per_purge=2.0),
+                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0),
     quota_domain=_quota_domain)
 
 
@@ -250,7 +253,8 @@ DESCRIPTOR = ProviderDescriptor(
 
 def _remote(props: Any, value: str | None = None) -> RemoteSecret:
     return RemoteSecret(name=props.name, labels=dict(props.tags or {}), version=props.version,
-                        updated=props.updated_on, value=value, content_type=props.content_type)
+                        updated=props.updated_on, value=value, content_type=props.content_type,
+                        enabled=props.enabled is not False)
 
 
 def _text(name: str, payload: str | bytes) -> str:

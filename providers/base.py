@@ -42,6 +42,7 @@ class RemoteSecret:
     updated: datetime | None = None
     value: str | bytes | None = None    # only from get()
     content_type: str | None = None
+    enabled: bool = True                # False: the service will not hand out its value (Key Vault: disabled)
 
     @property
     def managed(self) -> bool:
@@ -56,6 +57,8 @@ class Provider(Protocol):
     kind: str
 
     def list_managed(self) -> Iterator[RemoteSecret]: ...
+
+    def list_all(self) -> Iterator[RemoteSecret]: ...
 
     def get(self, name: str) -> RemoteSecret | None: ...
 
@@ -131,6 +134,8 @@ class BaseProvider(Generic[H]):
         delete(name, cert)  check the name -> _lookup -> present: _check_owner, _remove
                       -> _after_delete (absent is not an error)
         list_managed  _list, keeping only secrets labelled managed-by=certsync
+        list_all      _list_all: every secret (names, labels, no values), for discovery; reading
+                      one is `get`, which never checks ownership (a foreign secret reads the same)
 
     `H` is whatever `_lookup` returns for an existing secret (AWS: the DescribeSecret response,
     Google: the Secret with its etag, Azure: the current version with its tags). Hooks wrap
@@ -153,6 +158,11 @@ class BaseProvider(Generic[H]):
             for secret in self._list():
                 if secret.managed:      # server-side filters are prefixes or absent: check again
                     yield secret
+
+    def list_all(self) -> Iterator[RemoteSecret]:
+        """Every secret of the destination, managed or not, paged by the SDK; no values."""
+        with self._naming():
+            yield from self._list_all()
 
     def get(self, name: str) -> RemoteSecret | None:
         with self._naming():
@@ -211,6 +221,10 @@ class BaseProvider(Generic[H]):
 
     def _list(self) -> Iterator[RemoteSecret]:
         """Every secret the listing returns (no values); the template drops unmanaged ones."""
+        raise NotImplementedError
+
+    def _list_all(self) -> Iterator[RemoteSecret]:
+        """Every secret the service lists, without a filter (no values)."""
         raise NotImplementedError
 
     def _lookup(self, name: str) -> H | None:
@@ -398,6 +412,10 @@ class QuotaRule:
     calls_per_push: float
     calls_per_delete: float = 1.0
     calls_per_purge: float = 0.0        # added to a delete when the destination purges (purge_on_delete)
+    # reads (discovery): what the service allows per domain for the calls a `get` makes, and how
+    # many of them one `get` makes (a listing page counts one too)
+    reads_per_second: float = 10.0
+    calls_per_read: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -114,10 +114,15 @@ class GcpProvider(BaseProvider[Any]):
 
     def _list(self) -> Iterator[RemoteSecret]:
         """Secrets labelled managed-by=certsync (server-side filter; the template re-checks)."""
+        return self._pages(filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}")
+
+    def _list_all(self) -> Iterator[RemoteSecret]:
+        return self._pages()
+
+    def _pages(self, **request: Any) -> Iterator[RemoteSecret]:
         with self._guard("list", None):
             pager = self._call("list_secrets", parent=f"projects/{self.project}",
-                               filter=f"labels.{MANAGED_BY}={MANAGED_BY_VALUE}",
-                               page_size=self.page_size)
+                               page_size=self.page_size, **request)
             for secret in pager:            # the pager fetches further pages with the retry
                 yield self._remote(secret.name.rsplit("/", 1)[-1], secret)
 
@@ -326,5 +331,8 @@ DESCRIPTOR = ProviderDescriptor(
     config=GcpDestination, adapter=GcpProvider, factory=from_destination,
     # 600 writes/min per project; a push is AddSecretVersion + UpdateSecret (labels) and, once
     # keep_versions is reached, DestroySecretVersion; a delete is one DeleteSecret.
-    quota=QuotaRule(calls_per_second=10.0, calls_per_push=3.0, calls_per_delete=1.0),
+    # Reads: 600/min per project (GetSecret, ListSecrets pages); AccessSecretVersion has its own
+    # 90,000/min, so a `get` (GetSecret + AccessSecretVersion) costs one read.
+    quota=QuotaRule(calls_per_second=10.0, calls_per_push=3.0, calls_per_delete=1.0,
+                    reads_per_second=10.0, calls_per_read=1.0),
     quota_domain=_quota_domain)

@@ -28,7 +28,7 @@ from providers.base import CERT_LABEL
 from sync import config as config_mod, logs
 from sync.config import Config
 from sync.config_server import TOKEN_SCOPES
-from sync.discovery import scan as discovery
+from sync.discovery import adopt as adoption, clouds, scan as discovery
 from sync.errors import NotFound, UsageError, one_line
 from sync.pki import render
 from sync.reconcile.apply import execute, push_actions
@@ -313,6 +313,7 @@ class App:
             with self.store.transaction(serialized=True) as tx:
                 authorities = tx.authorities.reseal(new)
                 versions = tx.certificates.reseal(new)
+                tx.acme.reseal(new)
                 tx.settings.put("verifier", new.verifier())
                 tx.flush()
                 if new_key_file is not None and raw is not None:
@@ -333,6 +334,25 @@ class App:
         """Answer one OCSP request for `ca_name`."""
         with self.store.transaction() as tx:
             return revocations.ocsp_respond(self.config, tx, ca_name, request_der, self.now)
+
+    # -- discovery ---------------------------------------------------------------------------------
+    def discover_clouds(self, destinations: list[str] | None = None) -> clouds.CloudDiscovery:
+        """Inspect every secret of the destinations (default: [discovery.clouds] or all) for
+        certificates and record their facts; reads only, paced under each cloud's read quota."""
+        return clouds.discover(self.config, self.providers, self.store, destinations, self.now)
+
+    def adopt(self, key: str, name: str, profile: str, *, append_to: Path | None = None) -> adoption.Proposal:
+        """The [certificate.NAME] stanza replacing a found certificate (by fingerprint or location);
+        appended to `append_to` (the config file) when given and every name passes the profile."""
+        with self.store.transaction() as tx:
+            found = tx.discovery.lookup(key)
+            if found is None:
+                raise NotFound(f"{key!r}: no discovered certificate has this fingerprint or location "
+                               "(run `certsync discover` first)")
+            proposal = adoption.propose(self.config, found, key, name, profile)
+        if append_to is not None:
+            adoption.append(append_to, proposal)
+        return proposal
 
     # -- argument checks ---------------------------------------------------------------------------
     def _check_destinations(self, destinations: list[str] | None) -> None:

@@ -323,7 +323,7 @@ class Config(BaseSettings):
         "`certsync serve`: listen address, TLS, client certificates, public URL, rate limits (docs/server.md)."))
     discovery: DiscoveryConfig | None = Field(None, description=(
         "`certsync discover`: TLS endpoints, folders and cloud secret stores to scan for certificates "
-        "(docs/discovery.md)."))
+        "(docs/discovery.md, docs/discovery-clouds.md)."))
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @classmethod
@@ -470,6 +470,10 @@ def _reference_problems(config: Config):
             yield f"profile.{name}.ca", f"unknown CA {profile.ca!r} (defined: {_names(config.ca)})"
         if profile.allowed_keys is not None and profile.key not in profile.allowed_keys:
             yield f"profile.{name}.key", f"{profile.key!r} is not in allowed_keys"
+    clouds = config.discovery.clouds if config.discovery else None
+    for i, name in enumerate(clouds.destinations or [] if clouds else []):
+        if name not in config.destination:
+            yield f"discovery.clouds.destinations[{i}]", f"unknown destination {name!r} (defined: {_names(config.destination)})"
     for name, dest in config.destination.items():
         if dest.pkcs12_password_env and dest.format != "pkcs12":
             yield f"destination.{name}.pkcs12_password_env", "only applies when format = \"pkcs12\""

@@ -1,5 +1,5 @@
 """The [discovery] table: what `certsync discover` scans (only ever what is listed here or on its
-command line) and how hard it may knock.
+command line) and how hard it may knock. The cloud part is `[discovery.clouds]`.
 
 TLS targets are spelled `[SCHEME://]HOST:PORT[/SNI]` (IPv6 in brackets): SCHEME is tls (the
 default), smtp or imap (STARTTLS first); ports 25 and 587 mean smtp and 143 means imap unless a
@@ -156,8 +156,22 @@ class FilesDiscovery(_Strict):
         "Files larger than this (bytes) are skipped unread: certificate files are small."))
 
 
+class CloudDiscoveryConfig(BaseModel):
+    """`certsync discover --clouds`: which destinations are read, and how fast."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    destinations: list[str] | None = Field(None, description=(
+        "Destinations ([destination.NAME]) whose secrets are inspected; unset: every configured destination. "
+        "--destination on the command line overrides it."))
+    max_reads_per_second: float | None = Field(default=None, gt=0, description=(
+        "Pace reads (listing pages and secret reads) at this rate per quota domain; unset: 95% of the cloud's "
+        "documented read quota (AWS 10,000/s, Google 600/min per project, Key Vault 4,000 per 10 s per vault)."))
+
+
 class DiscoveryConfig(_Strict):
     expiring_within: Duration = Field(timedelta(days=30), description=(
         "A found certificate whose notAfter is within this is `expiring` (list --discovered, metrics, [notify])."))
     tls: TLSDiscovery = Field(default_factory=TLSDiscovery, description="[discovery.tls]: TLS endpoints to scan.")
     files: FilesDiscovery = Field(default_factory=FilesDiscovery, description="[discovery.files]: folders to search.")
+    clouds: CloudDiscoveryConfig = Field(default_factory=CloudDiscoveryConfig, description=(
+        "Cloud secret stores: [discovery.clouds]."))

@@ -44,6 +44,62 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class EstConfig(_Strict):
+    """[server.est]: which profiles EST (RFC 7030) enrolls under. Deny by default: none listed, no EST."""
+    profiles: list[str] = Field(default_factory=list, description=(
+        "Profiles served over EST, each at /.well-known/est/PROFILE/ (the profile is the EST label); empty "
+        "(the default) with no default_profile: EST is off and its URLs answer 404."))
+    default_profile: str | None = Field(None, description=(
+        "The profile the unlabelled /.well-known/est/ URLs enroll under (served even if not in profiles); "
+        "unset: only labelled URLs."))
+
+    def served(self) -> list[str]:
+        """Every profile with EST URLs."""
+        extra = [self.default_profile] if self.default_profile and self.default_profile not in self.profiles else []
+        return [*self.profiles, *extra]
+
+
+class AcmeConfig(_Strict):
+    """[server.acme]: the ACME (RFC 8555) endpoints, one directory per profile that opts in."""
+    profiles: list[str] = Field(default_factory=list, description=(
+        "Profiles served over ACME, each at /acme/PROFILE/directory. Deny by default: empty, no ACME at all. "
+        "Anyone who proves control of a name (http-01, dns-01) the profile allows gets a certificate for it, "
+        "so list only profiles meant for that (or set require_eab)."))
+    require_eab: bool = Field(False, description=(
+        "New accounts must carry an External Account Binding: a key id and MAC key made with "
+        "`certsync acme eab create KID --profile PROFILE` (each usable for one account)."))
+    dns_resolver: str | None = Field(None, description=(
+        "HOST:PORT of the DNS server asked for dns-01 TXT records (_acme-challenge.NAME); unset: the "
+        "system's resolvers."))
+    http_port: int = Field(80, ge=1, le=65535, description=(
+        "Port http-01 validation connects to (80 per RFC 8555; another only for tests)."))
+    resolve: dict[str, str] = Field(default_factory=dict, description=(
+        "Fixed addresses for http-01 validation, name pattern -> IP, e.g. {\"*.example.internal\" = "
+        "\"127.0.0.1\"} (the machine's resolver is used for other names and is never changed)."))
+    validation_timeout: Duration = Field(timedelta(seconds=10), description=(
+        "How long one http-01 or dns-01 check may take."))
+    order_lifetime: Duration = Field(timedelta(days=1), description=(
+        "How long an order and its authorizations stay usable before they expire."))
+    nonce_lifetime: Duration = Field(timedelta(hours=1), description="How long an unused Replay-Nonce is accepted.")
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _resolver(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @field_validator("resolve")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern, address in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"resolve[{pattern!r}]: {address!r} is not an IP address") from None
+        return value
+
+
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:8443", description=(
         "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, the REST API "
@@ -90,6 +146,11 @@ class ServerConfig(_Strict):
         "Serve /metrics without a token; by default a scraper presents a token with the read scope "
         "(Prometheus: authorization { credentials_file = ... }), since the page names every certificate."))
     access_log: bool = Field(True, description="One JSON line per request on stderr (never a token or body).")
+    est: EstConfig = Field(default_factory=EstConfig, description=(
+        "EST (RFC 7030) enrollment: the profiles it serves ([server.est], docs/server.md)."))
+    acme: AcmeConfig = Field(default_factory=AcmeConfig, description=(
+        "ACME (RFC 8555): which profiles have a directory, External Account Binding, validation settings "
+        "(docs/server-acme.md)."))
 
     @field_validator("listen", "http_listen")
     @classmethod

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from sync.ca.hierarchy import check_name_constraints, issuer_for
-from sync.errors import CertsyncError, PolicyError, StoreError
+from sync.errors import CertsyncError, NotFound, PolicyError, StoreError
 from sync.pki import certs, names, policy
 from sync.pki import csr as csr_checks
 from sync.store import Certificate, Store, Transaction
@@ -189,6 +189,7 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
                           "choose another name for a CSR enrollment")
     if check_name is not None:
         check_name(name)                    # the caller's rules (e.g. where it will be pushed)
+    tx.certificates.lock_name(name)        # the version number below is ours until commit
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
@@ -213,3 +214,41 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     row = tx.certificates.current(name)
     assert row is not None and row.version == version
     return row
+
+
+def new_key_request(config: Config, profile_name: str, *, common_name: str | None, dns_names: list[str],
+                    ip_addresses: list[str], key_type: str | None) -> tuple[certs.PrivateKey, bytes]:
+    """CSR-less enrollment, first half (no store: a key can take a second to make): a fresh key
+    of `key_type` (default: the profile's) and a PEM CSR for the names, signed with it. The
+    second half is `issue_from_csr`, so the policy is exactly that of a client's CSR."""
+    profile = config.profile.get(profile_name)
+    if profile is None:
+        raise PolicyError(f"unknown profile {profile_name!r}")
+    key_type = key_type or profile.key
+    allowed = profile.allowed_keys if profile.allowed_keys is not None else [profile.key]
+    if key_type not in allowed:         # before making a key nobody may use (an RSA 4096 takes a while)
+        raise PolicyError(f"profile {profile_name!r}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})")
+    key = certs.generate_key(key_type)
+    return key, csr_checks.build_csr(key, common_name=common_name, dns_names=dns_names, ip_addresses=ip_addresses)
+
+
+def renew_from_csr(config: Config, tx: Transaction, name: str, csr_data: bytes, now: datetime) -> Certificate:
+    """Client-driven renewal of a CSR enrollment: a new CSR (a new key: rekey) for exactly the
+    names of the current version, issued as its next version under the same profile's policy."""
+    versions = tx.certificates.versions_of(name)
+    if not versions:
+        raise NotFound(f"certificate {name!r} is not in the store")
+    newest = versions[0]
+    if newest.source != "csr":
+        raise PolicyError(f"{name!r}: certsync holds its key; renew it with reuse_key instead of a CSR")
+    profile = config.profile.get(newest.profile)
+    if profile is None:
+        raise PolicyError(f"{name!r}: its profile {newest.profile!r} is no longer configured")
+    request = csr_checks.check_csr(csr_checks.load_csr(csr_data), newest.profile, profile)
+    sans = names.san_strings(request.dns_names, request.ip_addresses)
+    if set(sans) != set(newest.sans or []):
+        raise PolicyError(f"CSR: renewal must ask for the same names as {name!r} "
+                          f"({', '.join(newest.sans or []) or 'none'}), not {', '.join(sans) or 'none'}")
+    if certs.spki_sha256(request.public_key) == certs.spki_sha256(newest.certificate.public_key()):
+        raise PolicyError("CSR: carries the current key; renewal is a rekey: generate a new key")
+    return issue_from_csr(config, tx, name, newest.profile, csr_data, now)

@@ -58,7 +58,7 @@ def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: b
     ctx.call_on_close(ctx.obj.close)
 
 
-from sync.cli import commands, discovery_commands, server_commands  # noqa: E402,F401  (register the commands on `cli`)
+from sync.cli import acme_commands, commands, discover_clouds, discovery_commands, server_commands  # noqa: E402,F401  (register the commands on `cli`)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as exc:      # bad usage: click's message, exit 2
-        exc.show()
+    except click.ClickException as exc:      # bad usage: one line naming the option and the rule, exit 2
+        message = exc.format_message()
+        if isinstance(exc, click.UsageError) and exc.ctx is not None and not isinstance(exc, click.BadParameter):
+            message += f" (see `{exc.ctx.command_path} --help`)"
+        click.echo(f"error: {' '.join(message.split())}", err=True)
         sys.exit(2)
     if isinstance(code, int) and code:         # ctx.exit(n) from an error, returned by click
         sys.exit(code)

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
 from sync.cli import cli
 from sync.cli.commands import _notify
 from sync.cli.context import Context, pass_ctx
+from sync.cli.discover_clouds import cloud_options, listing_failed, run_clouds
 from sync.cli.options import command_options
 from sync.cli.output import diagnostic
 from sync.config_discovery import parse_ports
 from sync.discovery import scan as discovery
 from sync.errors import UsageError
 
-# Another source (clouds) adds its flag here and passes request_from(extra={"clouds": ...});
-# App.discover runs sources by name (sync.discovery.scan.SOURCES).
 
 
 @cli.command()
@@ -32,27 +32,43 @@ from sync.errors import UsageError
 @click.option("--files", "files", multiple=True, metavar="DIR", type=click.Path(),
               help="A folder (or file) to search for certificate files (repeatable).")
 @click.option("--pkcs12-password-env", metavar="VAR", help="Environment variable holding the PKCS#12 password.")
+@cloud_options
 @pass_ctx
-def discover(ctx: Context, tls, tls_files, cidrs, ports, max_hosts, files, pkcs12_password_env) -> None:
-    """Find certificates on TLS endpoints and in files and record them (never writes to a cloud).
+def discover(ctx: Context, tls, tls_files, cidrs, ports, max_hosts, files, pkcs12_password_env,
+             clouds: bool, cloud_destinations: tuple[str, ...]) -> None:
+    """Find certificates on TLS endpoints, in files and in cloud secret stores and record them
+    (never writes to a cloud).
 
-    With no source on the command line, the [discovery] table's are scanned."""
+    With no source on the command line, the [discovery] table's TLS endpoints and folders are scanned."""
     try:
         ports = parse_ports(ports) if ports is not None else None
     except ValueError as exc:
         raise UsageError(f"--ports: {exc}") from None
     request = discovery.request_from(ctx.app.config, tls=list(tls), tls_files=list(tls_files), cidrs=list(cidrs),
                                      ports=ports, files=list(files), max_hosts=max_hosts,
-                                     pkcs12_password_env=pkcs12_password_env)
-    if not request.sources():
-        raise UsageError("nothing to scan: give --tls, --tls-file, --cidr or --files, or fill [discovery]")
+                                     pkcs12_password_env=pkcs12_password_env, cli_given=clouds)
+    if not request.sources() and not clouds:
+        raise UsageError("nothing to scan: give --tls, --tls-file, --cidr, --files or --clouds, or fill [discovery]")
+    document = _scan(ctx, request) if request.sources() else {}
+    if clouds:
+        document["clouds"] = run_clouds(ctx, cloud_destinations)
+    _notify(ctx, "discover", None)
+    if ctx.json:
+        ctx.emit(document)
+    if clouds and listing_failed(document["clouds"]):
+        sys.exit(1)
+
+
+def _scan(ctx: Context, request: discovery.Request) -> dict:
     result = ctx.app.discover(request)
     for error in result.errors:
         diagnostic(logging.WARNING, f"{error['location']}: {error['error']}", "discover.error")
-    _notify(ctx, "discover", None)
-    if ctx.json:
-        ctx.emit(result.as_dict())
-        return
+    if not ctx.json:
+        _say_summary(ctx, result)
+    return result.as_dict()
+
+
+def _say_summary(ctx: Context, result: discovery.Result) -> None:
     ctx.say(f"found {result.found} certificate(s) at {result.locations} location(s): {result.new} new, "
             f"{result.managed} managed, {result.found - result.managed} unmanaged; {result.gone} location(s) gone; "
             f"{len(result.errors)} error(s)")

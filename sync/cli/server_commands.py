@@ -36,7 +36,7 @@ def token() -> None:
 @command_options
 @click.argument("name")
 @click.option("--profile", required=True, help="The one profile the token may act on.")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(list(TOKEN_SCOPES)), metavar="SCOPE",
+@click.option("--scope", "scopes", multiple=True, metavar="SCOPE",   # checked by create_token: one-line error
               help="What it may do (repeatable): " + "; ".join(f"{k}: {v}" for k, v in TOKEN_SCOPES.items())
               + ". Default: read and sign.")
 @click.option("--expires", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),

@@ -105,12 +105,13 @@ def _fingerprints(obs: Observation) -> list[str]:
 
 def request_from(config: Config, *, tls: list[str] = (), tls_files: list[str] = (), cidrs: list[str] = (),
                  ports: list[int] | None = None, files: list[str] = (), max_hosts: int | None = None,
-                 pkcs12_password_env: str | None = None, extra: dict | None = None) -> Request:
-    """The command line's sources when it names any, else the config's; settings from the config
-    unless the command line gives them. Bad input: UsageError (exit 2), one line."""
+                 pkcs12_password_env: str | None = None, extra: dict | None = None, cli_given: bool = False) -> Request:
+    """The command line's sources when it names any (cli_given: it named another, e.g. --clouds),
+    else the config's; settings from the config unless the command line gives them. Bad input:
+    UsageError (exit 2), one line."""
     settings = config.discovery or DiscoveryConfig()
     t = settings.tls
-    cli_given = bool(tls or tls_files or cidrs or files or extra)
+    cli_given = cli_given or bool(tls or tls_files or cidrs or files or extra)
     if not cli_given:
         tls, tls_files, cidrs = t.targets, [str(config.resolve(f)) for f in t.target_files], t.cidrs
         files = [str(config.resolve(r)) for r in settings.files.roots]

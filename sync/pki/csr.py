@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
@@ -103,6 +104,23 @@ def check_csr(csr: x509.CertificateSigningRequest, profile_name: str, profile: P
     policy.check_request(profile_name, profile, dns_names=dns_names, ip_addresses=ip_addresses,
                          key_type=key_type, validity=profile.validity)
     return CsrRequest(public_key, key_type, common_name, tuple(dns_names), tuple(ip_addresses))
+
+
+def build_csr(key: certs.PrivateKey, *, common_name: str | None, dns_names: list[str],
+              ip_addresses: list[str]) -> bytes:
+    """A PEM CSR for `key` asking for these names (CSR-less issuance: the same checks then apply
+    as to a client's CSR). UsageError for a value no CSR can carry."""
+    try:
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        csr = builder.sign(key, certs.signature_hash(key))
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise UsageError(f"cannot make a request for these names: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def _public_key(csr: x509.CertificateSigningRequest) -> certs.PublicKey:

@@ -35,6 +35,21 @@ def quota_of(dest) -> Quota:
     return Quota(provider.quota_domain(dest), rate, rule.calls_per_push, per_delete)
 
 
+@dataclass(frozen=True)
+class ReadQuota:
+    domain: str                # what shares one quota
+    reads_per_second: float
+    calls_per_read: float      # budget one secret read (a provider `get`) takes
+
+
+def read_quota_of(dest, max_reads_per_second: float | None = None) -> ReadQuota:
+    """The read budget of a destination's quota domain (discovery reads, never writes)."""
+    provider = descriptor(dest.provider)
+    rule = provider.quota
+    rate = max_reads_per_second or rule.reads_per_second * HEADROOM
+    return ReadQuota(provider.quota_domain(dest), rate, rule.calls_per_read)
+
+
 class TokenBucket:
     """Thread-safe pacing at `rate` calls per second.
 

@@ -99,7 +99,8 @@ Listing = Mapping[str, RemoteSecret]
 def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deployed: Iterable[Deployed],
               listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = (),
               latest_states: Mapping[str, str] | None = None, configured: Iterable[str] | None = None) -> Plan:
-    """`listings` maps a destination to its managed secrets by name, or to an error message.
+    """`listings` maps a destination to its managed secrets by name (every secret where adopt = true),
+    or to an error message.
     `retired` are stored certificates gone from the config; `latest_states` the state of each
     certificate's newest version (to tell a revoked or retired one from one never issued);
     `configured` the destinations searched by tag for unrecorded copies of retired ones (default: all listed)."""
@@ -150,7 +151,7 @@ def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, st
             actions.extend(Action(Kind.ERROR, cert, destination, None, listing) for cert in sorted(gone))
             continue
         for name, secret in sorted(listing.items()):
-            cert = secret.labels.get(CERT_LABEL)
+            cert = secret.labels.get(CERT_LABEL) if secret.managed else None
             record = deployed_by_target.get((destination, name))
             if cert in gone and (destination, name) not in wanted and (record is None or not record.present):
                 actions.append(Action(Kind.DELETE, cert, destination, name,
@@ -191,6 +192,9 @@ def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None,
     def act(kind: Kind, reason: str) -> Action:
         return Action(kind, want.name, destination, remote_name, reason, exists=remote is not None)
 
+    if remote is not None and not remote.managed:    # listed only where adopt = true
+        return act(Kind.PUSH, "update adopting a secret certsync does not manage (adopt = true): replaced by "
+                              + ("a new certificate version" if lifecycle is not None or cur is None else "this one"))
     if lifecycle is not None or cur is None:
         return act(Kind.PUSH, "new certificate version")
     expected = cur.fingerprints[destination]

@@ -78,11 +78,15 @@ def deployed_state(tx: Transaction) -> list[plan.Deployed]:
             for d in tx.deployments.facts() if d.cert_name not in csr_names]
 
 
-def list_destinations(destinations: list[str], providers: ProviderFactory) -> dict[str, plan.Listing | str]:
-    """Managed secrets per destination, or the error message when a listing failed."""
+def list_destinations(destinations: list[str], providers: ProviderFactory,
+                      everything: frozenset[str] | set[str] = frozenset()) -> dict[str, plan.Listing | str]:
+    """Managed secrets per destination, or the error message when a listing failed. Destinations
+    in `everything` (adopt = true) list every secret, so the plan can show what it takes over."""
     def one(destination: str):
         try:
-            return {s.name: s for s in providers(destination).list_managed()}
+            provider = providers(destination)
+            listing = provider.list_all() if destination in everything else provider.list_managed()
+            return {s.name: s for s in listing}
         except Exception as exc:  # an SDK error that escaped an adapter too: still one line
             return f"listing failed: {one_line(exc)}"
 
@@ -118,7 +122,7 @@ def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapsh
         used = sorted(set(used) | set(config.destination))
     snap = Snapshot(desired, current, deployed, retired, latest_states,
                     configured=sorted(config.destination) if retired else [])
-    snap.listings = list_destinations(used, providers)
+    snap.listings = list_destinations(used, providers, {d for d in used if config.destination[d].adopt})
     for record in deployed:  # deployments to destinations dropped from the config cannot be reached
         if record.present and record.destination not in config.destination:
             snap.listings.setdefault(record.destination, f"destination {record.destination!r} is no longer "

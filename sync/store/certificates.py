@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, update, text
 from sqlalchemy.orm import Session
 
 from sync.clock import utcnow
@@ -76,6 +76,23 @@ class Certificates:
             newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .order_by(Certificate.name)))
 
+    def latest_page(self, profile: str, *, after: str | None = None, limit: int = 100, state: str | None = None,
+                    expiring_before: datetime | None = None) -> list[Certificate]:
+        """The newest version of each certificate of `profile`, by name after `after` (keyset
+        paging: stable while certificates are added), at most `limit`, optionally only in `state`
+        or ending before `expiring_before`."""
+        newest = self._newest()
+        query = (select(Certificate).join(
+            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.profile == profile).order_by(Certificate.name).limit(limit))
+        if after is not None:
+            query = query.where(Certificate.name > after)
+        if state is not None:
+            query = query.where(Certificate.state == state)
+        if expiring_before is not None:
+            query = query.where(Certificate.not_after <= expiring_before)
+        return list(self.session.scalars(query))
+
     def latest_facts(self, *, chunk: int = 1000):
         """What a plan needs of the newest version of every certificate, by name, streamed in
         chunks as plain rows (no ORM objects, no key material): name, version, state, source,
@@ -109,6 +126,14 @@ class Certificates:
         """(id, name, version, state) of every version: plain rows, no certificates parsed."""
         yield from self.session.execute(
             select(Certificate.id, Certificate.name, Certificate.version, Certificate.state))
+
+    def lock_name(self, name: str) -> None:
+        """Hold `name` until the transaction ends, so that two enrollments of one name (two server
+        replicas, EST re-enrollment racing a REST renewal) number their versions one after the other
+        instead of colliding. PostgreSQL: a transaction-scoped advisory lock on the name's hash;
+        SQLite: nothing to do in a serialized transaction (BEGIN IMMEDIATE already holds the database)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 7411))"), {"name": name})
 
     def by_serial(self, serial: int) -> Certificate | None:
         return self.session.scalars(select(Certificate).where(Certificate.serial == format(serial, "x"))).first()

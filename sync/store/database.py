@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync import logs
 from sync.errors import MasterKeyError, StoreError
 from sync.store import keyring, migrations
+from sync.store.acme import Acme
 from sync.store.audit import Audit
 from sync.store.authorities import Authorities
 from sync.store.certificates import Certificates
@@ -106,6 +107,7 @@ class Transaction:
     tokens: Tokens
     audit: Audit
     discovery: Discovery
+    acme: Acme
 
     def flush(self) -> None:
         self.session.flush()
@@ -186,7 +188,7 @@ class Store:
             authorities = Authorities(session, self.master_key)
             yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
                               Deployments(session), Settings(session), Tokens(session), Audit(session),
-                              Discovery(session))
+                              Discovery(session), Acme(session, self.master_key))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

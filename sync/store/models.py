@@ -196,3 +196,66 @@ class DiscoveryLocation(Base):
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+# -- ACME (revision 0007): what one server replica hands to another through the store ---------------
+class AcmeAccount(Base):
+    """An ACME account: its public key (JWK) and which profile's directory it belongs to."""
+    __tablename__ = "acme_accounts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(63))
+    thumbprint: Mapped[str] = mapped_column(String(64), unique=True)    # RFC 7638, base64url SHA-256
+    jwk: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))                     # valid | deactivated
+    contact: Mapped[list] = mapped_column(JSON)
+    eab_kid: Mapped[str | None] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AcmeOrder(Base):
+    __tablename__ = "acme_orders"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("acme_accounts.id"), index=True)
+    profile: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16))          # pending | ready | processing | valid | invalid
+    identifiers: Mapped[list] = mapped_column(JSON)          # ["a.example.internal", ...] (dns)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[dict | None] = mapped_column(JSON)
+    certificate_serial: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AcmeAuthorization(Base):
+    __tablename__ = "acme_authorizations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("acme_orders.id"), index=True)
+    identifier: Mapped[str] = mapped_column(String(255))     # the name without "*."
+    wildcard: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))          # pending | valid | invalid | deactivated
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AcmeChallenge(Base):
+    __tablename__ = "acme_challenges"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    authz_id: Mapped[str] = mapped_column(ForeignKey("acme_authorizations.id"), index=True)
+    type: Mapped[str] = mapped_column(String(16))            # http-01 | dns-01
+    token: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))          # pending | processing | valid | invalid
+    validated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[dict | None] = mapped_column(JSON)
+
+
+class AcmeNonce(Base):
+    """An unused Replay-Nonce: deleted when used, so a second use (on any replica) finds nothing."""
+    __tablename__ = "acme_nonces"
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AcmeEabKey(Base):
+    """An External Account Binding key: its MAC key sealed under the master key, bound to one account once used."""
+    __tablename__ = "acme_eab_keys"
+    kid: Mapped[str] = mapped_column(String(63), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(63))
+    key_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account_id: Mapped[str | None] = mapped_column(String(32))

@@ -59,6 +59,9 @@ class MemoryProvider(BaseProvider[RemoteSecret]):
             listed = [replace(s, value=None) for s in self.cloud.values()]
         yield from listed
 
+    def _list_all(self) -> Iterator[RemoteSecret]:
+        return self._list()
+
     def _lookup(self, name: str) -> RemoteSecret | None:
         return self.cloud.get(name)
 
