@@ -191,6 +191,11 @@ class ProfileConfig(Strict):
         "init and plan warn about every profile that sets it."))
     usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
         "Extended key usages of the certificates."))
+    deploy_to: list[str] = Field(default_factory=list, description=(
+        "Destinations that certificates enrolled under this profile through `certsync serve` (ACME, EST, REST "
+        "sign) are pushed to once issued, chain only (the key stays with the client), like `certsync sign --to`. "
+        "A push that cannot run now (the run lock is held, a cloud fails) is retried, and a server that "
+        "restarts pushes what is missing."))
 
     @model_validator(mode="after")
     def _windows(self) -> "ProfileConfig":
@@ -470,6 +475,9 @@ def _reference_problems(config: Config):
             yield f"profile.{name}.ca", f"unknown CA {profile.ca!r} (defined: {_names(config.ca)})"
         if profile.allowed_keys is not None and profile.key not in profile.allowed_keys:
             yield f"profile.{name}.key", f"{profile.key!r} is not in allowed_keys"
+        for i, dest in enumerate(profile.deploy_to):
+            if dest not in config.destination:
+                yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest!r} (defined: {_names(config.destination)})"
     clouds = config.discovery.clouds if config.discovery else None
     for i, name in enumerate(clouds.destinations or [] if clouds else []):
         if name not in config.destination:

@@ -34,7 +34,7 @@ def simpleenroll(state: ServerState, request: Request, profile: str, body: bytes
             row = issue_from_csr(state.config, tx, None, profile, der, state.now)
             _record(state, tx, request, "certificate.enroll", principal.actor, row)
             cert = row.certificate
-    state.metrics.issued.labels("est").inc()
+    state.enrolled("est", row.name, profile)
     return _certificate_response(cert)
 
 
@@ -56,7 +56,7 @@ def simplereenroll(state: ServerState, request: Request, profile: str, body: byt
                                  csr.public_bytes(serialization.Encoding.DER), state.now)
             _record(state, tx, request, "certificate.reenroll", actor, row, previous=current.serial)
             cert = row.certificate
-    state.metrics.issued.labels("est").inc()
+    state.enrolled("est", row.name, current.profile)
     return _certificate_response(cert)
 
 
@@ -71,7 +71,7 @@ def serverkeygen(state: ServerState, request: Request, profile: str, body: bytes
             row = issue_from_csr(state.config, tx, None, profile, der, state.now)
             _record(state, tx, request, "certificate.serverkeygen", principal.actor, row)
             cert = row.certificate
-    state.metrics.issued.labels("est").inc()
+    state.enrolled("est", row.name, profile)
     key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return _multipart([("application/pkcs8", key_der),

@@ -53,6 +53,14 @@ class ServerState:
         self._signers: dict[str, Responder] = {}
         self._signer_lock = threading.Lock()
         self._trust: tuple[list[x509.Certificate], list[x509.Certificate]] | None = None
+        from sync.server.deploy import Deployer          # it needs this module's ServerState
+        self.deployer = Deployer(self)
+        self._opened = False
+
+    def enrolled(self, protocol: str, name: str, profile: str) -> None:
+        """After an enrollment through the server committed: count it, push it where its profile says."""
+        self.metrics.issued.labels(protocol).inc()
+        self.deployer.enrolled(name, profile)
 
     @property
     def now(self) -> datetime:
@@ -66,10 +74,15 @@ class ServerState:
             yield tx
 
     def open(self) -> None:
-        """At startup: the store and the master key, so that a wrong key fails the start, not a request."""
+        """At startup: the store and the master key, so that a wrong key fails the start, not a request;
+        then the pushes a previous process left undone."""
         self.app.store.master_key()
+        if not self._opened:
+            self._opened = True
+            self.deployer.start()
 
     def close(self) -> None:
+        self.deployer.stop()
         self.app.close()
 
     def client_trust(self) -> tuple[list[x509.Certificate], list[x509.Certificate]]:

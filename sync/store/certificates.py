@@ -50,6 +50,15 @@ class Certificates:
         return self.session.scalars(select(Certificate).where(Certificate.name == name, Certificate.state == "active")
                                     .order_by(Certificate.version.desc())).first()
 
+    def current_enrollments(self) -> list[Certificate]:
+        """The newest active version of every CSR enrollment (certificates whose key the client holds)."""
+        rows = self.session.scalars(select(Certificate).where(Certificate.source == "csr", Certificate.state == "active")
+                                    .order_by(Certificate.name, Certificate.version.desc()))
+        newest: dict[str, Certificate] = {}
+        for row in rows:
+            newest.setdefault(row.name, row)
+        return list(newest.values())
+
     def current_many(self, names: Iterable[str]) -> dict[str, Certificate]:
         """`current` for many names, one query per 500: name -> newest active version."""
         found: dict[str, Certificate] = {}

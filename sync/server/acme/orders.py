@@ -214,7 +214,7 @@ def finalize(ctx: Ctx) -> Reply:
         audit(ctx, tx, "issue", certificate=row.name, serial=row.serial,
               detail={"order": order.id, "names": list(order.identifiers)})
         view = order_view(ctx, order, authzs)
-    ctx.state.metrics.issued.labels("acme").inc()
+    ctx.state.enrolled("acme", row.name, ctx.profile)
     return Reply(view, 200, {"Location": ctx.link("order", order.id)})
 
 

@@ -166,7 +166,7 @@ def issue(state: ServerState):
             return enrolled(tx, row, models.Issued, private_key_pem=key_pem), row
 
         result = await run_in_threadpool(audited, state, request, principal, "issue", body.name, work)
-        state.metrics.issued.labels("api").inc()
+        state.enrolled("api", result.certificate.name, principal.profile or "")
         return json_response(result, 201, {**NO_STORE, **_location(result.certificate.name)})
     return handler
 
@@ -181,7 +181,7 @@ def sign(state: ServerState):
             return enrolled(tx, row), row
 
         result = await run_in_threadpool(audited, state, request, principal, "sign", body.name, work)
-        state.metrics.issued.labels("api").inc()
+        state.enrolled("api", result.certificate.name, principal.profile or "")
         return json_response(result, 201, _location(result.certificate.name))
     return handler
 
@@ -205,7 +205,10 @@ def renew(state: ServerState):
             if body.csr is not None:
                 raise Conflict(f"certsync holds the key of {name!r}: renew it with reuse_key (true or false), not a CSR")
             result = await run_in_threadpool(_renew_held, state, request, principal, name, body.reuse_key)
-        state.metrics.issued.labels("api").inc()
+        if source == "csr":
+            state.enrolled("api", result.certificate.name, principal.profile or "")
+        else:                   # a configured certificate: App.renew pushed it to its own destinations
+            state.metrics.issued.labels("api").inc()
         return json_response(result, 200, NO_STORE)
     return handler
 
