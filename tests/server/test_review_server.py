@@ -96,3 +96,18 @@ def test_review_huge_body_is_refused_before_it_is_all_sent(server, path, media):
         except socket.timeout:
             pytest.fail(f"{path}: no answer while the announced body was still coming")
     assert first.startswith(b"HTTP/1.1 4") or first.startswith(b"HTTP/1.1 200"), first   # OCSP: 200 malformed
+
+
+# -- rate limits count clients, not Authorization headers ---------------------------------------------------
+def test_review_random_credentials_do_not_bypass_the_rate_limit(tmp_path):
+    """The limiter keyed on a hash of whatever Authorization header came: a fresh made-up token per
+    request gave each its own full bucket. Unproven credentials must count against the address."""
+    with CertsyncServer(tmp_path, server_toml="rate_limit = 60") as s:      # burst 10
+        statuses = [call(s, "GET", "/openapi.json", headers={"Authorization": f"Bearer cst_{secrets.token_hex(8)}"})[0]
+                    for _ in range(25)]
+        assert 429 in statuses, statuses
+        good = s.token("good", "read")
+        # a real token still has a bucket of its own once it has been seen to work
+        ok = [call(s, "GET", "/api/v1/certificates", headers={"Authorization": f"Bearer {good}"})[0]
+              for _ in range(5)]
+        assert ok.count(200) >= 4, ok
