@@ -111,3 +111,69 @@ def test_review_random_credentials_do_not_bypass_the_rate_limit(tmp_path):
         ok = [call(s, "GET", "/api/v1/certificates", headers={"Authorization": f"Bearer {good}"})[0]
               for _ in range(5)]
         assert ok.count(200) >= 4, ok
+
+
+# -- an enrollment never adds a version to another profile's certificate ------------------------------------
+def test_review_est_enroll_cannot_take_over_another_profiles_certificate(server):
+    """EST stored a CSR under a name made from its first DNS name; the same names enrolled under
+    another profile became the next version of the first profile's certificate (superseding it,
+    moving it to the other profile and out of its own tokens' sight)."""
+    assert est_enroll(server, "web", "shared.example.internal")[0] == 200
+    status, before = api_get(server, "web", "shared-example-internal")
+    assert status == 200 and before["certificate"]["version"] == 1
+    status, _ = est_enroll(server, "web2", "shared.example.internal")
+    assert status == 200                                  # web2 gets its certificate, under a name of its own
+    status, after = api_get(server, "web", "shared-example-internal")
+    assert status == 200, after
+    assert after["certificate"]["profile"] == "web" and after["certificate"]["version"] == 1
+    assert after["certificate"]["state"] == "active"
+
+
+def acme_certificate(server: CertsyncServer, profile: str, *names: str) -> tuple[dict, Client]:
+    client = Client(f"{server.url}/acme/{profile}/directory")
+    assert client.register().status == 201
+    order = client.new_order(*names).json
+    with TokenServer(server.http_port) as tokens:
+        for authz_url in order["authorizations"]:
+            authz = client.post(authz_url, None).json
+            challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+            tokens.tokens[challenge["token"]] = f"{challenge['token']}.{client.thumbprint()}"
+            assert client.post(challenge["url"], {}).json["status"] == "valid"
+    done = client.post(order["finalize"], {"csr": b64(csr_der(*names))})
+    return {"http": done.status, **done.json}, client
+
+
+def test_review_acme_finalize_cannot_take_over_another_profiles_certificate(server):
+    assert est_enroll(server, "web", "taken.example.internal")[0] == 200
+    done, _ = acme_certificate(server, "web2", "taken.example.internal")
+    assert done["http"] == 200 and done["status"] == "valid", done
+    status, after = api_get(server, "web", "taken-example-internal")
+    assert status == 200 and after["certificate"]["profile"] == "web" and after["certificate"]["version"] == 1
+
+
+def test_review_acme_order_adding_a_name_gets_its_certificate(server):
+    """certbot --expand: a second order for the first order's names plus one. Its generated store
+    name was the first order's, holding other names: finalize answered badCSR ('choose a name with
+    --name'), which no ACME client can do."""
+    first, _ = acme_certificate(server, "web", "grow.example.internal")
+    assert first["http"] == 200 and first["status"] == "valid", first
+    second, _ = acme_certificate(server, "web", "grow.example.internal", "more.example.internal")
+    assert second["http"] == 200 and second["status"] == "valid", second
+
+
+# -- the SQLite store under parallel requests -----------------------------------------------------------------
+def test_review_parallel_enrollments_never_hit_the_sqlite_lock(server):
+    """A handful of EST and REST enrollments at once, with token checks and audit writes between
+    them: every one issued, no 'database is locked' 5xx."""
+    def est(i: int) -> int:
+        return est_enroll(server, "web", f"par{i}.example.internal")[0]
+
+    def api(i: int) -> int:
+        body = json.dumps({"csr": x509.load_der_x509_csr(csr_der(f"api{i}.example.internal")).public_bytes(
+            serialization.Encoding.PEM).decode()}).encode()
+        return call(server, "POST", "/api/v1/sign", body, {"Content-Type": "application/json",
+                                                             "Authorization": f"Bearer {server.tokens['web']}"})[0]
+    started = time.monotonic()
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda i: est(i) if i % 2 else api(i), range(24)))
+    assert statuses.count(200) + statuses.count(201) == 24, (statuses, time.monotonic() - started)
