@@ -177,3 +177,42 @@ def test_review_parallel_enrollments_never_hit_the_sqlite_lock(server):
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda i: est(i) if i % 2 else api(i), range(24)))
     assert statuses.count(200) + statuses.count(201) == 24, (statuses, time.monotonic() - started)
+
+
+# -- http-01 validation has a total deadline ----------------------------------------------------------------
+def test_review_http01_trickling_responder_cannot_hold_a_worker(tmp_path):
+    """validation_timeout was a per-read socket timeout: a responder sending one byte a second kept
+    a server thread for hours (8 KiB), and a few dozen such challenges stall every handler."""
+    import threading
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 9000\r\n\r\n" + b"x" * 9000:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.5)
+    threading.Thread(target=trickle, daemon=True).start()
+    toml = server_toml(port) + '\nvalidation_timeout = "2s"'          # the last table is [server.acme]
+    try:
+        with CertsyncServer(tmp_path, server_toml=toml, extra_toml=WEB2) as s:
+            client = Client(f"{s.url}/acme/web/directory")
+            client.register()
+            order = client.new_order("slow.example.internal").json
+            authz = client.post(order["authorizations"][0], None).json
+            challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+            started = time.monotonic()
+            answer = client.post(challenge["url"], {})
+            elapsed = time.monotonic() - started
+            assert answer.json["status"] == "invalid", answer.body
+            assert elapsed < 8, elapsed
+    finally:
+        stop.set()
+        listener.close()
