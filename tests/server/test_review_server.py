@@ -216,3 +216,21 @@ def test_review_http01_trickling_responder_cannot_hold_a_worker(tmp_path):
     finally:
         stop.set()
         listener.close()
+
+
+# -- OCSP answers for a CA only about that CA's certificates (judged fine; kept as a guard) -------------------
+def test_review_ocsp_of_one_ca_says_nothing_good_about_another_cas_certificate(server):
+    from cryptography.x509 import ocsp
+    status, body = est_enroll(server, "web", "ocsp.example.internal")
+    assert status == 200
+    from cryptography.hazmat.primitives.serialization import pkcs7
+    leaf = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))[0]
+    root = x509.load_pem_x509_certificate(server.root_pem.read_bytes())
+    issuing = x509.load_pem_x509_certificate(server.chain_pem.read_bytes())
+    for ca, issuer in (("root", root), ("root", issuing), ("issuing", root)):
+        request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+        _, der = call(server, "POST", f"/ocsp/{ca}", request.public_bytes(serialization.Encoding.DER),
+                      {"Content-Type": "application/ocsp-request"})
+        answer = ocsp.load_der_ocsp_response(der)
+        assert (answer.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL
+                or answer.certificate_status != ocsp.OCSPCertStatus.GOOD), (ca, issuer.subject)
