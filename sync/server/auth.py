@@ -93,6 +93,7 @@ def authenticate(state: ServerState, request: Request, scope: str, profile: str 
         state.metrics.denied.labels(protocol).inc()
         raise failure
     assert principal is not None
+    state.limiter.vouch(request.headers.get("authorization", ""))
     return principal
 
 

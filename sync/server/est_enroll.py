@@ -18,7 +18,7 @@ from sync.ca.issue import issue_from_csr
 from sync.errors import AuthError, CertsyncError, Forbidden, PolicyError
 from sync.pki import certs, est as encoding
 from sync.pki import csr as csr_checks
-from sync.server import auth, tls
+from sync.server import auth, enroll_names, tls
 from sync.server.state import ServerState
 from sync.store import Certificate, Transaction
 
@@ -31,7 +31,8 @@ def simpleenroll(state: ServerState, request: Request, profile: str, body: bytes
     with _audited(state, request, "certificate.enroll", principal.actor):
         der = encoding.decode(body)
         with state.transaction(serialized=True) as tx:
-            row = issue_from_csr(state.config, tx, None, profile, der, state.now)
+            name = enroll_names.store_name(state.config, tx, profile, der)
+            row = issue_from_csr(state.config, tx, name, profile, der, state.now)
             _record(state, tx, request, "certificate.enroll", principal.actor, row)
             cert = row.certificate
     state.enrolled("est", row.name, profile)
@@ -68,7 +69,8 @@ def serverkeygen(state: ServerState, request: Request, profile: str, body: bytes
         key = certs.generate_key(state.config.profile[profile].key)
         der = encoding.server_key_request(encoding.decode(body), key)
         with state.transaction(serialized=True) as tx:
-            row = issue_from_csr(state.config, tx, None, profile, der, state.now)
+            name = enroll_names.store_name(state.config, tx, profile, der)
+            row = issue_from_csr(state.config, tx, name, profile, der, state.now)
             _record(state, tx, request, "certificate.serverkeygen", principal.actor, row)
             cert = row.certificate
     state.enrolled("est", row.name, profile)

@@ -9,6 +9,7 @@ from sync.ca.hierarchy import check_name_constraints
 from sync.ca.issue import issue_from_csr
 from sync.errors import CertsyncError, UsageError
 from sync.pki import csr as csr_checks, names, policy
+from sync.server import enroll_names
 from sync.server.acme import jws as jose
 from sync.server.acme.errors import AcmeError
 from sync.server.acme.service import Ctx, Reply, audit, owned
@@ -207,7 +208,8 @@ def finalize(ctx: Ctx) -> Reply:
             raise AcmeError("orderNotReady", f"the order is {order.status}, not ready")
         _check_csr_names(ctx, order, csr_der)
         try:
-            row = issue_from_csr(ctx.state.config, tx, None, ctx.profile, csr_der, ctx.now)
+            name = enroll_names.store_name(ctx.state.config, tx, ctx.profile, csr_der)
+            row = issue_from_csr(ctx.state.config, tx, name, ctx.profile, csr_der, ctx.now)
         except UsageError as exc:                       # PolicyError too: what `certsync sign` refuses
             raise AcmeError("badCSR", exc.message) from None
         order.status, order.certificate_serial = "valid", row.serial

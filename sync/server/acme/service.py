@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sync.errors import CertsyncError, StoreError, UsageError
+from sync.errors import CertsyncError, PayloadTooLarge, StoreError, UsageError
 from sync.server import tls
+from sync.server.bodies import read_limited
 from sync.server.acme import jws as jose
 from sync.server.acme.errors import AcmeError
 from sync.server.state import ServerState
@@ -120,8 +121,9 @@ def endpoint(state: ServerState, handler: Callable[[Ctx], Reply], *, methods: st
         profile = request.path_params["profile"]
         if profile not in state.server.acme.profiles or profile not in state.config.profile:
             return AcmeError("malformed", f"no ACME directory for profile {profile!r}", status=404).response()
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        try:
+            body = await read_limited(request, MAX_BODY)
+        except PayloadTooLarge:
             return AcmeError("malformed", "request body too large", status=413).response()
         ctx = Ctx(state, request, profile, body)
         return await run_in_threadpool(answer, ctx, handler)

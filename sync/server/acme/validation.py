@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import ipaddress
 import socket
+import threading
 
 import dns.exception
 import dns.resolver
@@ -48,22 +49,36 @@ def address_of(name: str, config: AcmeConfig) -> str:
 def http_01(name: str, token: str, expected: str, config: AcmeConfig) -> None:
     address = address_of(name, config)
     host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
-    connection = http.client.HTTPConnection(host.strip("[]"), config.http_port,
-                                            timeout=config.validation_timeout.total_seconds())
+    timeout = config.validation_timeout.total_seconds()
+    connection = http.client.HTTPConnection(host.strip("[]"), config.http_port, timeout=timeout)
+    # the socket timeout is per read: a responder trickling a byte at a time would hold this thread
+    # for hours, so the whole fetch is cut off at the deadline (shutdown wakes a blocked read)
+    deadline = threading.Timer(timeout, _cut, (connection,))
+    deadline.start()
     try:
         connection.request("GET", f"/.well-known/acme-challenge/{token}", headers={"Host": name})
         response = connection.getresponse()
         body = response.read(MAX_BODY + 1)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise AcmeError("connection", f"http-01: cannot fetch http://{name}:{config.http_port}/.well-known/"
                         f"acme-challenge/...: {exc.__class__.__name__}") from None
     finally:
+        deadline.cancel()
         connection.close()
     if response.status != 200:
         raise AcmeError("incorrectResponse", f"http-01: http://{name}/.well-known/acme-challenge/... answered "
                         f"{response.status}")
     if body.decode("ascii", "replace").strip() != expected:
         raise AcmeError("incorrectResponse", "http-01: the response is not the key authorization")
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def dns_01(name: str, expected: str, config: AcmeConfig) -> None:
