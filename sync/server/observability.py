@@ -7,6 +7,7 @@ token. /healthz and /metrics answer here too.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from datetime import datetime, timezone
@@ -16,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sync import metrics as store_metrics
+from sync import logs, metrics as store_metrics
 from sync.errors import CertsyncError
 from sync.server import problems, tls
 from sync.server.state import ServerState
 
+log = logging.getLogger("certsync.server")
 ROUTE_GROUPS = ("/healthz", "/metrics", "/crl", "/ocsp", "/.well-known/est", "/acme", "/api/v1", "/openapi.json",
                 "/dashboard")
 
@@ -84,8 +86,9 @@ def healthz(state: ServerState):
         try:
             with state.transaction() as tx:
                 tx.settings.get("verifier")
-        except CertsyncError as exc:
-            return JSONResponse({"status": "unavailable", "detail": exc.message}, status_code=503)
+        except CertsyncError as exc:      # unauthenticated: say that, not why (the log has the error)
+            log.warning("healthz: store unavailable: %s", logs.redact(exc.message))
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
     return endpoint
 
