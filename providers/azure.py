@@ -219,20 +219,30 @@ def from_destination(dest: Any) -> AzureProvider:
     ca_bundle = getattr(dest, "ca_bundle", None)
     verify_challenge = getattr(dest, "verify_challenge_resource", True)
 
+    provider: list[AzureProvider] = []     # the adapter, once made: the throttle watch reports to it
+
     def build() -> Any:
+        from azure.core.pipeline.policies import SansIOHTTPPolicy
         from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
+
+        class ThrottleWatch(SansIOHTTPPolicy):
+            """After the retry policy: sees every 429 the SDK then retries (after Retry-After)."""
+            def on_response(self, request: Any, response: Any) -> None:
+                if response.http_response.status_code == 429 and provider:
+                    provider[0]._throttled()
 
         # ca_bundle is trusted by the credential's own HTTPS calls too (the emulator's token
         # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
         tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
         return SecretClient(str(vault_url), DefaultAzureCredential(**tls),
-                            verify_challenge_resource=verify_challenge, **tls)
+                            verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()], **tls)
 
-    return AzureProvider(build, adopt=getattr(dest, "adopt", False),
-                         purge_on_delete=getattr(dest, "purge_on_delete", False),
-                         on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
-                         destination=getattr(dest, "name", None))
+    provider.append(AzureProvider(build, adopt=getattr(dest, "adopt", False),
+                                  purge_on_delete=getattr(dest, "purge_on_delete", False),
+                                  on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+                                  destination=getattr(dest, "name", None)))
+    return provider[0]
 
 
 def _quota_domain(dest: AzureDestination) -> str:
@@ -244,8 +254,10 @@ DESCRIPTOR = ProviderDescriptor(
     # 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT. A delete
     # is a GET, the DELETE and at least one poll by the SDK's poller, plus a GET and a PURGE
     # when purging.
+    # Reads and writes share the vault's budget; GetSecrets pages hold 25 secrets.
     quota=QuotaRule(calls_per_second=400.0, calls_per_push=2.0, calls_per_delete=3.0,
-                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0),
+                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0,
+                    page_size=25, one_budget=True),
     quota_domain=_quota_domain)
 
 
