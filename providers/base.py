@@ -342,7 +342,8 @@ class DestinationBase(BaseModel):
     pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
         "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
     max_calls_per_second: float | None = Field(default=None, gt=0, description=(
-        "Pace calls to this cloud at this rate; unset: 95% of the cloud's documented quota."))
+        "Pace writes to this cloud at this rate; unset: 95% of the cloud's documented quota. Reads (look-ups, "
+        "listing pages) are paced at the cloud's read quota scaled by the same factor."))
     concurrency: int = Field(default=8, ge=1, le=64, description=(
         "Calls in flight at once per quota domain (account and region, project, or vault)."))
     verify_after_write: Literal["response", "read", "off"] = Field("response", description=(

@@ -60,6 +60,9 @@ def read_quota_of(dest, max_reads_per_second: float | None = None) -> ReadQuota:
     provider = descriptor(dest.provider)
     rule = provider.quota
     rate = max_reads_per_second or rule.reads_per_second * HEADROOM
+    if max_reads_per_second is None and getattr(dest, "max_calls_per_second", None):
+        # a write rate set by hand (a raised quota, a share of one): reads follow the same factor
+        rate = rule.reads_per_second * dest.max_calls_per_second / rule.calls_per_second
     return ReadQuota(provider.quota_domain(dest), rate, rule.calls_per_read)
 
 

@@ -47,6 +47,9 @@ class CountingProxy:
         with self._lock:
             self.calls[name] += 1
 
+    def observe(self, name: str, body: bytes | None) -> None:
+        """Hook for subclasses: sees each call and its body first (in the handler's thread)."""
+
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         """Hook for subclasses: (status, headers, body) to answer the call `name` here instead
         of forwarding it; None forwards. The call is counted either way."""
@@ -73,6 +76,7 @@ class CountingProxy:
                 target = self.headers.get("X-Amz-Target")
                 name = target.split(".")[-1] if target else f"{self.command} {self.path.split('?')[0]}"
                 proxy.count(name)
+                proxy.observe(name, body)
                 canned = proxy.answer(name)
                 if canned is not None:
                     status, canned_headers, data = canned
