@@ -230,8 +230,7 @@ class Pacer:
         """Calls in flight needed to reach the quota: pushes per second times one push's time
         (observed once pushes have landed, else `assumed_latency` per call), with 50% to spare;
         never fewer than configured (destination.concurrency)."""
-        per_push = self.push_seconds or assumed_latency * (1 + self.rule.reads_per_push
-                                                           + self.rule.calls_per_push)
+        per_push = self.push_seconds or assumed_latency * (self.rule.reads_per_push + self.rule.calls_per_push)
         pushes_per_second = self.quota.calls_per_second / max(self.quota.calls_per_push, 1e-9)
         return max(configured, min(cap, math.ceil(pushes_per_second * per_push * 1.5)))
 
