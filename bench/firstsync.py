@@ -23,7 +23,8 @@ of its quota (issuance, start-up and listings not included). Calls are counted a
 the proxy: per secret (no secret may be written twice) and per second. The last line is the ratio
 wall / minimum, the throttling errors surfaced, and the peak RSS. With --runners 3 the store is a
 throwaway PostgreSQL server and three `certsync apply --shared --runner k` start at once. With
---rss-compare the run is repeated at N = 10,000 (same scale) and the peak RSS ratio printed.
+--rss-compare the run is repeated at N = 10,000 (its own auto scale: also about a minute) and the
+peak RSS ratio printed.
 Everything started here is stopped and its temp dirs removed; nothing is installed (LocalStack must
 be available as for bench/paced.py; PostgreSQL, for --runners > 1, as for the store tests).
 """
@@ -44,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._clouds import run_measured  # noqa: E402
+from bench._clouds import Run  # noqa: E402
 from tests.emulators.azure_harness import running_azure_emulator  # noqa: E402
 from tests.support import gcp_harness  # noqa: E402
 from tests.support.rate_limiting_proxy import AWS_LIMITS, RateLimitingProxy  # noqa: E402
@@ -147,6 +148,29 @@ def _azure_stats(url: str, ca: str) -> dict:
         return json.load(resp)
 
 
+def run_measured(argv: list[str], *, cwd: Path, env: dict, timeout: float, check: bool = True) -> Run:
+    """bench/_clouds.run_measured, plus the child's CPU time (user + system) in .cpu."""
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - started > timeout:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise SystemExit(f"bench: {' '.join(argv[-3:])} took more than {timeout:.0f} s")
+        time.sleep(0.01)
+    out.seek(0), err.seek(0)
+    run = Run(time.perf_counter() - started, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+              out.read().decode(), err.read().decode())
+    run.cpu = usage.ru_utime + usage.ru_stime                   # type: ignore[attr-defined]
+    if check and run.returncode != 0:
+        raise SystemExit(f"bench: `{' '.join(argv[2:])}` exited {run.returncode}:\n{run.stderr[-3000:]}")
+    return run
+
+
 @contextlib.contextmanager
 def clouds_running(tmp: Path, scale: float, latency_ms: float):
     clouds = Clouds(scale)
@@ -189,6 +213,7 @@ class Outcome:
     wall: float
     minimum: dict[str, float]
     rss_mb: float
+    cpu: float
     failed: int
     surfaced: int
     counts: dict[str, dict]
@@ -237,8 +262,8 @@ def first_sync(tmp: Path, clouds: Clouds, env: dict, n: int, key: str, runners: 
                 surfaced += bool(THROTTLE_RE.search(r.get("error") or ""))
                 if failed <= 3:
                     log(f"failed: {r['action']} {r['certificate']} {r.get('destination')}: {r.get('error')}")
-    return Outcome(n, runners, wall, clouds.minimum(n), max(r.max_rss_mb for r in runs), failed, surfaced,
-                   clouds.counts())
+    return Outcome(n, runners, wall, clouds.minimum(n), max(r.max_rss_mb for r in runs), sum(r.cpu for r in runs),
+                   failed, surfaced, clouds.counts())
 
 
 def _parallel(folder: Path, env: dict, runners: int):
@@ -253,7 +278,9 @@ def _parallel(folder: Path, env: dict, runners: int):
 
 def report(o: Outcome) -> None:
     print(f"N = {o.n}, {o.runners} runner(s): wall {o.wall:.1f}s, quota-bound minimum {o.bound:.1f}s "
-          f"(" + ", ".join(f"{k} {v:.1f}s" for k, v in o.minimum.items()) + f"), peak RSS {o.rss_mb:.0f} MB")
+          f"(" + ", ".join(f"{k} {v:.1f}s" for k, v in o.minimum.items()) + f"), peak RSS {o.rss_mb:.0f} MB, "
+          f"certsync CPU {o.cpu:.1f}s ({o.cpu / o.wall:.0%} of wall; machine load {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores)")
     head = ("cloud", "secrets", "max writes/secret", "writes/push", "peak calls/s", "quota/s", "throttled")
     rows = [head] + [(k, str(c["secrets"]), str(c["max_writes"]), str(c["per_push"]), str(c["peak"]),
                       f"{c['quota']:.0f}", str(c["throttled"])) for k, c in o.counts.items()]
@@ -271,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", type=float, default=20.0)
     p.add_argument("--scale", default="auto", help="quota multiplier for every cloud (auto: N / 200, ~1 minute)")
     p.add_argument("--runners", type=int, default=1, help="certsync apply --shared processes on one PostgreSQL store")
-    p.add_argument("--rss-compare", action="store_true", help="also run N = 10,000 (same scale): peak RSS ratio")
+    p.add_argument("--rss-compare", action="store_true", help="also run N = 10,000 (about a minute too): peak RSS ratio")
     args = p.parse_args(argv)
     scale = args.n / 200 if args.scale == "auto" else float(args.scale)
     env = {k: v for k, v in os.environ.items()
@@ -283,18 +310,23 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         sizes = [args.n] + ([10_000] if args.rss_compare and args.n != 10_000 else [])
         for i, n in enumerate(sizes):
-            with clouds_running(tmp / f"clouds{i}", scale, args.latency_ms) as (clouds, cloud_env):
+            # --rss-compare: each size at its own auto scale (about a minute each; peak RSS is compared)
+            size_scale = n / 200 if args.scale == "auto" else scale
+            with clouds_running(tmp / f"clouds{i}", size_scale, args.latency_ms) as (clouds, cloud_env):
                 outcomes.append(first_sync(tmp, clouds, env | cloud_env, n, args.key, args.runners, f"c{i}x"))
             report(outcomes[-1])
     o = outcomes[0]
     twice = [k for k, c in o.counts.items() if c["max_writes"] > c["per_push"]]
     over = [k for k, c in o.counts.items() if c["throttled"]]
-    crypto = "" if o.ratio < 1.15 else (" (crypto-bound: issuance dominates)" if args.key.startswith("rsa") else "")
+    bound = ""
+    if o.ratio >= 1.15:        # what held it back: key generation, or this machine's CPU, not the quotas
+        bound = (" (crypto-bound: issuance dominates)" if args.key.startswith("rsa")
+                 else f" (CPU-bound here: certsync used {o.cpu / o.wall:.0%} of a core, load {os.getloadavg()[0]:.1f})")
     rss = ""
     if len(outcomes) > 1:
         rss = f"; peak RSS N=10000 / N={args.n}: {outcomes[1].rss_mb / o.rss_mb:.2f}x"
     print(f"first sync {o.n} {args.key}, {o.runners} runner(s), scale {scale:g}, {args.latency_ms:g} ms/call: "
-          f"wall/quota-bound minimum = {o.ratio:.2f}x ({o.wall:.1f}s / {o.bound:.1f}s){crypto}; "
+          f"wall/quota-bound minimum = {o.ratio:.2f}x ({o.wall:.1f}s / {o.bound:.1f}s){bound}; "
           f"{o.surfaced} throttling errors surfaced ({o.failed} failures); throttling answers at the clouds: "
           f"{sum(c['throttled'] for c in o.counts.values())}; secrets written twice: {', '.join(twice) or 'none'}; "
           f"peak RSS {o.rss_mb:.0f} MB{rss}")

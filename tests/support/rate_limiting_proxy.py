@@ -11,8 +11,9 @@ throttled call consumes nothing. Calls outside every group are forwarded untouch
         proxy.admitted["CreateSecret"], proxy.throttled["CreateSecret"], proxy.times["CreateSecret"]
 
 `times[group]` / `throttled_times[group]` hold the monotonic arrival time of every admitted / throttled
-call (for achieved-rate figures); `writes_by_secret[(group, secret)]` counts the admitted calls of the
-write groups per secret (SecretId or Name). `latency` (seconds) delays every call before it is
+call (for achieved-rate figures); `writes_by_secret[(group, secret)]` counts the calls of the write
+groups per secret (SecretId or Name) that the upstream carried out (2xx: a retried CreateSecret that
+heard "already exists" wrote nothing). `latency` (seconds) delays every call before it is
 admitted or throttled: a network's round trip, for benchmarks.
 """
 from __future__ import annotations
@@ -83,6 +84,13 @@ class RateLimitingProxy(CountingProxy):
             doc = {}
         self._call.secret = (doc.get("SecretId") or doc.get("Name")) if isinstance(doc, dict) else None
 
+    def settled(self, name: str, status: int) -> None:
+        group = self.group_of.get(name)
+        secret = getattr(self._call, "secret", None)
+        if group and secret and limit_is_write(group) and 200 <= status < 300:
+            with self._rate_lock:
+                self.writes_by_secret[(group, secret)] += 1
+
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         group = self.group_of.get(name)
         if group is None:
@@ -100,9 +108,6 @@ class RateLimitingProxy(CountingProxy):
                 recent.append(now)
                 self.admitted[group] += 1
                 self.times[group].append(now)
-                secret = getattr(self._call, "secret", None)
-                if secret and limit_is_write(group):
-                    self.writes_by_secret[(group, secret)] += 1
                 return None
         return 400, {"Content-Type": "application/x-amz-json-1.1",
                      "x-amzn-RequestId": f"throttled-{n}"}, THROTTLED_BODY
