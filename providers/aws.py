@@ -64,7 +64,8 @@ def from_destination(dest: Any) -> "AwsProvider":
     from botocore.config import Config
     from botocore.exceptions import NoRegionError
 
-    config = Config(retries={"mode": "standard", "max_attempts": 6},
+    # a pool as large as a quota domain's workers (pacing caps them at 64; botocore's default is 10)
+    config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=64,
                     connect_timeout=5, read_timeout=30, user_agent_extra="certsync")
     try:
         client = boto3.session.Session().client(

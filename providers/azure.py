@@ -212,6 +212,25 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             self._purge(name)          # _set then waits until the purge has finished
 
 
+POOL_SIZE = 64     # connections kept per vault: as many as a quota domain's workers (pacing caps them at 64)
+
+
+def _pooled_transport(tls: dict) -> Any:
+    """azure-core's requests transport with a pool as large as the workers: with its default of 10,
+    the connections beyond it are closed after each call, and every call then pays a TLS handshake."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE,
+                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True, **tls)
+
+
 def from_destination(dest: Any) -> AzureProvider:
     vault_url = getattr(dest, "vault_url", None)
     if not vault_url:
@@ -236,7 +255,8 @@ def from_destination(dest: Any) -> AzureProvider:
         # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
         tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
         return SecretClient(str(vault_url), DefaultAzureCredential(**tls),
-                            verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()], **tls)
+                            verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()],
+                            transport=_pooled_transport(tls), **tls)
 
     provider.append(AzureProvider(build, adopt=getattr(dest, "adopt", False),
                                   purge_on_delete=getattr(dest, "purge_on_delete", False),
