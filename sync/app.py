@@ -155,12 +155,13 @@ class App:
         started = time.monotonic()
         by_domain = runners.domains(self.config)
         for domain in runners.order(list(by_domain), runner):
+            taken = False
             try:
                 with RunLock(self.store, runners.lock_name(domain)).held() as held:
-                    self._held = held
+                    taken, self._held = True, held
                     runners.merge(report, self._apply_domain(set(by_domain[domain]), progress, deadline))
             except LockError as exc:
-                if self._held is not None and self._held.lost:
+                if taken:              # lost while working, or the issuance wait ran out: the run fails
                     raise
                 log.info("domain %s: another runner holds it (%s)", domain, one_line(exc))
             finally:
