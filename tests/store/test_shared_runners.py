@@ -26,8 +26,11 @@ pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parents[2]
 N = 24
-GCP_PER_WINDOW, GCP_WINDOW = 60, 3.0          # 20 writes/s per project
-AZURE_PER_WINDOW, AZURE_WINDOW = 100, 2.0     # 50 transactions/s per vault
+# The quotas' windows are the real ones (Google: a minute, Azure: 10 s) shortened to 10 s, not less:
+# pacing charges a push's calls when the push starts, so a stall of the machine (this one is shared)
+# that bunches up calls must stay within the 5% of a window certsync leaves free (0.5 s here).
+GCP_PER_WINDOW, GCP_WINDOW = 200, 10.0        # 20 writes/s per project
+AZURE_PER_WINDOW, AZURE_WINDOW = 500, 10.0    # 50 transactions/s per vault
 
 
 def _config(url: str, gcp: str, vault: str, ca: str) -> str:
