@@ -324,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                  else f" (CPU-bound here: certsync used {o.cpu / o.wall:.0%} of a core, load {os.getloadavg()[0]:.1f})")
     rss = ""
     if len(outcomes) > 1:
-        rss = f"; peak RSS N=10000 / N={args.n}: {outcomes[1].rss_mb / o.rss_mb:.2f}x"
+        big = outcomes[1]
+        rss = (f"; peak RSS N=10000 / N={args.n}: {big.rss_mb / o.rss_mb:.2f}x ({big.rss_mb:.0f} MB; that run: "
+               f"{big.ratio:.2f}x, {big.failed} failures, {big.surfaced} of them throttling)")
     print(f"first sync {o.n} {args.key}, {o.runners} runner(s), scale {scale:g}, {args.latency_ms:g} ms/call: "
           f"wall/quota-bound minimum = {o.ratio:.2f}x ({o.wall:.1f}s / {o.bound:.1f}s){bound}; "
           f"{o.surfaced} throttling errors surfaced ({o.failed} failures); throttling answers at the clouds: "
