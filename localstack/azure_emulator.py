@@ -3,7 +3,7 @@
 
 Run:  .venv/bin/python localstack/azure_emulator.py --port 8443 --state-dir .emulators/azure
       [--host 127.0.0.1] [--throttle-per-10s T] [--throttle-window S] [--retention-days D]
-      [--delete-latency S] [--tenant-id GUID] [--accept-any-token]
+      [--delete-latency S] [--latency-ms MS] [--tenant-id GUID] [--accept-any-token]
 
 At start it creates (or reuses, when present in --state-dir) a CA and a server certificate for
 127.0.0.1/localhost, writes the CA to DIR/ca.pem and prints one line, then serves:
@@ -27,12 +27,16 @@ What is emulated (shapes follow the 2025-07-01 OpenAPI description of the secret
 Not part of the Key Vault API (emulator only):
   GET    /_emulator/stats   per-operation request counts, by HTTP status (JSON, no auth)
   DELETE /_emulator/stats   reset the counts
+The stats also hold `writes_by_secret` (admitted SetSecret/UpdateSecret/DeleteSecret per name) and
+`per_second` (admitted transactions, the quota's unit, per wall-clock second). --latency-ms delays
+every vault call (a network's round trip, for benchmarks).
 Counts use the OpenAPI operationIds (SetSecret, GetSecret, ...); every request to a vault route is
 counted, including 401 challenges and 429 throttles (see by_status), plus ManagedIdentityToken.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import collections
 import datetime as dt
@@ -386,20 +390,31 @@ class Stats:
         self.lock = threading.Lock()
         self.reset()
 
+    WRITES = frozenset({"SetSecret", "UpdateSecret", "DeleteSecret"})
+
     def reset(self) -> None:
         with self.lock:
             self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+            self.writes_by_secret: collections.Counter[str] = collections.Counter()
+            self.per_second: collections.Counter[int] = collections.Counter()
             self.since = int(time.time())
 
-    def add(self, op: str, status: int) -> None:
+    def add(self, op: str, status: int, name: str | None = None) -> None:
         with self.lock:
             self.counts[op][str(status)] += 1
+            if status not in (401, 429) and op not in ("ManagedIdentityToken", "Unknown"):
+                self.per_second[int(time.time())] += 1
+                if op in self.WRITES and status < 300 and name:
+                    self.writes_by_secret[name.lower()] += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             ops = {op: {"total": sum(c.values()), "by_status": dict(sorted(c.items()))}
                    for op, c in sorted(self.counts.items())}
-        return {"since": self.since, "total": sum(o["total"] for o in ops.values()), "operations": ops}
+            writes = dict(self.writes_by_secret)
+            per_second = {str(k): v for k, v in sorted(self.per_second.items())}
+        return {"since": self.since, "total": sum(o["total"] for o in ops.values()), "operations": ops,
+                "writes_by_secret": writes, "per_second": per_second}
 
 
 # --- routing -------------------------------------------------------------------------------------
@@ -451,6 +466,7 @@ class App:
                  identity_header: str | None) -> None:
         self.vault, self.tokens, self.throttle, self.stats = vault, tokens, throttle, stats
         self.identity_header = identity_header
+        self.latency = 0.0
 
     def asgi(self) -> Any:
         from starlette.applications import Starlette
@@ -497,11 +513,13 @@ class App:
                 err = KVError(404, "NotFound", f"The requested resource {path} was not found.")
             self.stats.add("Unknown", err.status)
             return self._response(request, err.status, err.body())
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)       # the network's share of a real call
         try:
             status, body, extra = await self.run(op, match.groupdict(), request)
         except KVError as err:
             status, body, extra = err.status, err.body(), err.headers
-        self.stats.add(op.operation_id, status)
+        self.stats.add(op.operation_id, status, match.groupdict().get("name"))
         return self._response(request, status, body, extra)
 
     async def run(self, op: Op, params: dict[str, str], request: Any) -> tuple[int, Any, dict[str, str]]:
@@ -756,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retention-days", type=int, default=90, choices=range(7, 91), metavar="7..90")
     p.add_argument("--delete-latency", type=float, default=0.0, metavar="SECONDS",
                    help="time a delete/recover/purge stays in progress (real vaults: a few seconds)")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                   help="added to every vault call: a network's round trip, for benchmarks")
     p.add_argument("--tenant-id", default=DEFAULT_TENANT)
     p.add_argument("--identity-header", default=None, help="require this X-IDENTITY-HEADER value (default: any)")
     p.add_argument("--accept-any-token", action="store_true",
@@ -767,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     ca_pem, cert_pem, key_pem = ensure_tls(args.state_dir)
     app = App(Vault(args.retention_days, args.delete_latency), Tokens(args.tenant_id, args.accept_any_token),
               Throttle(args.throttle_per_10s, args.throttle_window), Stats(), args.identity_header)
+    app.latency = args.latency_ms / 1000.0
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets that say so; without it

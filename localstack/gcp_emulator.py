@@ -8,7 +8,7 @@ messages of ``google-cloud-secret-manager`` (proto-plus ``deserialize``/``serial
 
     .venv/bin/python localstack/gcp_emulator.py --port 8085 [--host 127.0.0.1]
         [--write-quota-per-minute 600] [--read-quota-per-minute 600]
-        [--access-quota-per-minute 90000] [--default-page-size 25000]
+        [--access-quota-per-minute 90000] [--default-page-size 25000] [--latency-ms 20]
         [--stats-file PATH] [--project-ids-in-names]
 
 It prints ``READY port=N`` on stdout (flushed) once it serves; ``--port 0`` picks a free port.
@@ -811,6 +811,15 @@ METHODS = {
 _PROJECT_IDS: dict[str, str] = {}      # project number -> the id clients used for it
 
 
+def request_secret(method: str, req) -> str | None:
+    """The secret a write names (projects/P/secrets/S), for the per-secret write counts."""
+    if method == "CreateSecret":
+        return f"{req.parent}/secrets/{req.secret_id}"
+    name = req.secret.name if method == "UpdateSecret" else (getattr(req, "parent", None) or getattr(req, "name", None))
+    m = re.match(r"projects/[^/]+/secrets/[^/]+", name or "")
+    return m.group(0) if m else None
+
+
 def request_project(method: str, req) -> str | None:
     """The project a request is billed to (for quotas and per-project counts), spelled as
     the project id when a client has used the id, whether this request used id or number."""
@@ -859,14 +868,22 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
+        # admitted writes: per secret (name without the project) and per wall-clock second, per project
+        self.writes_by_secret: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.writes_per_second: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.calls: collections.Counter = collections.Counter()
         self.errors: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.by_project: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
         self.started = time.time()
 
-    def record(self, method: str, project: str | None, code: grpc.StatusCode | None) -> None:
+    def record(self, method: str, project: str | None, code: grpc.StatusCode | None,
+               secret: str | None = None) -> None:
         with self.lock:
+            if code is None and project is not None and QUOTA_KIND.get(method) == "write":
+                self.writes_per_second[project][int(time.time())] += 1
+                if secret:
+                    self.writes_by_secret[project][secret.rsplit("/", 1)[-1]] += 1
             self.calls[method] += 1
             if project is not None:
                 self.by_project[project][method] += 1
@@ -879,6 +896,9 @@ class Stats:
         return {"calls": dict(self.calls), "total": sum(self.calls.values()),
                 "errors": {m: dict(c) for m, c in self.errors.items()},
                 "by_project": {p: dict(c) for p, c in self.by_project.items()},
+                "writes_by_secret": {p: dict(c) for p, c in self.writes_by_secret.items()},
+                "writes_per_second": {p: {str(k): v for k, v in sorted(c.items())}
+                                      for p, c in self.writes_per_second.items()},
                 "since": self.started}
 
     def _write(self) -> None:
@@ -929,6 +949,7 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
     quotas = Quotas({"write": args.write_quota_per_minute, "read": args.read_quota_per_minute,
                      "access": args.access_quota_per_minute}, args.quota_window_seconds)
     stats = Stats(args.stats_file)
+    latency = (getattr(args, "latency_ms", 0.0) or 0.0) / 1000.0
 
     def make(method: str, req_cls, resp_cls):
         impl = getattr(api, method)
@@ -936,6 +957,8 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
 
         def handler(request, context):
             project = None
+            if latency > 0:
+                time.sleep(latency)         # the network's share of a real call
             try:
                 project = request_project(method, request)
                 fault = faults.draw()
@@ -964,7 +987,7 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
             except Exception as exc:  # a bug here must not look like a server hang
                 stats.record(method, project, grpc.StatusCode.INTERNAL)
                 context.abort(grpc.StatusCode.INTERNAL, f"emulator error: {exc!r}")
-            stats.record(method, project, None)
+            stats.record(method, project, None, request_secret(method, request))
             return result
 
         return grpc.unary_unary_rpc_method_handler(
@@ -1034,6 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project-ids-in-names", action="store_true",
                    help="answer with projects/<id>/... instead of projects/<number>/...")
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="added to every API call (not Admin): a network's round trip, for benchmarks")
     p.add_argument("--fault-rate", type=float, default=0.0,
                    help="share of API calls answered UNAVAILABLE or RESOURCE_EXHAUSTED (seeded; Admin/SetFaults changes it)")
     p.add_argument("--fault-seed", type=int, default=0)

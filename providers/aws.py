@@ -64,7 +64,8 @@ def from_destination(dest: Any) -> "AwsProvider":
     from botocore.config import Config
     from botocore.exceptions import NoRegionError
 
-    config = Config(retries={"mode": "standard", "max_attempts": 6},
+    # a pool as large as a quota domain's workers (pacing caps them at 64; botocore's default is 10)
+    config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=64,
                     connect_timeout=5, read_timeout=30, user_agent_extra="certsync")
     try:
         client = boto3.session.Session().client(
@@ -73,9 +74,26 @@ def from_destination(dest: Any) -> "AwsProvider":
     except NoRegionError:
         error = ConfigError("no AWS region; set region in the destination or AWS_DEFAULT_REGION")
         raise (name_destination(error, dest.name) if getattr(dest, "name", None) else error) from None
-    return AwsProvider(client, adopt=getattr(dest, "adopt", False),
-                       recovery_window_days=getattr(dest, "recovery_window_days", None),
-                       destination=getattr(dest, "name", None))
+    provider = AwsProvider(client, adopt=getattr(dest, "adopt", False),
+                           recovery_window_days=getattr(dest, "recovery_window_days", None),
+                           destination=getattr(dest, "name", None))
+    client.meta.events.register("needs-retry.secretsmanager", _throttle_watch(provider))
+    return provider
+
+
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException",
+                              "RequestLimitExceeded"})
+
+
+def _throttle_watch(provider: "AwsProvider"):
+    """A botocore needs-retry hook that only watches: each throttling answer tells the pacing."""
+    def watch(response=None, **_: Any) -> None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+        code = (parsed or {}).get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        if code in THROTTLING_CODES:
+            provider._throttled()
+        return None         # botocore's own retry decides
+    return watch
 
 
 class AwsProvider(BaseProvider[dict]):
@@ -267,6 +285,8 @@ DESCRIPTOR = ProviderDescriptor(
     # a push is one write, a delete one DeleteSecret.
     # Reads: DescribeSecret and GetSecretValue (a `get` makes both) 10,000/s; ListSecrets is paged
     # 100 to a call.
+    # A push and a delete look the secret up first (DescribeSecret: a read).
     quota=QuotaRule(calls_per_second=50.0, calls_per_push=1.0, calls_per_delete=1.0,
-                    reads_per_second=10_000.0, calls_per_read=2.0),
+                    reads_per_second=10_000.0, calls_per_read=2.0, reads_per_push=1.0, reads_per_delete=1.0,
+                    page_size=100),
     quota_domain=_quota_domain)

@@ -212,6 +212,25 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             self._purge(name)          # _set then waits until the purge has finished
 
 
+POOL_SIZE = 64     # connections kept per vault: as many as a quota domain's workers (pacing caps them at 64)
+
+
+def _pooled_transport(tls: dict) -> Any:
+    """azure-core's requests transport with a pool as large as the workers: with its default of 10,
+    the connections beyond it are closed after each call, and every call then pays a TLS handshake."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE,
+                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True, **tls)
+
+
 def from_destination(dest: Any) -> AzureProvider:
     vault_url = getattr(dest, "vault_url", None)
     if not vault_url:
@@ -219,20 +238,31 @@ def from_destination(dest: Any) -> AzureProvider:
     ca_bundle = getattr(dest, "ca_bundle", None)
     verify_challenge = getattr(dest, "verify_challenge_resource", True)
 
+    provider: list[AzureProvider] = []     # the adapter, once made: the throttle watch reports to it
+
     def build() -> Any:
+        from azure.core.pipeline.policies import SansIOHTTPPolicy
         from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
+
+        class ThrottleWatch(SansIOHTTPPolicy):
+            """After the retry policy: sees every 429 the SDK then retries (after Retry-After)."""
+            def on_response(self, request: Any, response: Any) -> None:
+                if response.http_response.status_code == 429 and provider:
+                    provider[0]._throttled()
 
         # ca_bundle is trusted by the credential's own HTTPS calls too (the emulator's token
         # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
         tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
         return SecretClient(str(vault_url), DefaultAzureCredential(**tls),
-                            verify_challenge_resource=verify_challenge, **tls)
+                            verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()],
+                            transport=_pooled_transport(tls), **tls)
 
-    return AzureProvider(build, adopt=getattr(dest, "adopt", False),
-                         purge_on_delete=getattr(dest, "purge_on_delete", False),
-                         on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
-                         destination=getattr(dest, "name", None))
+    provider.append(AzureProvider(build, adopt=getattr(dest, "adopt", False),
+                                  purge_on_delete=getattr(dest, "purge_on_delete", False),
+                                  on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+                                  destination=getattr(dest, "name", None)))
+    return provider[0]
 
 
 def _quota_domain(dest: AzureDestination) -> str:
@@ -244,8 +274,10 @@ DESCRIPTOR = ProviderDescriptor(
     # 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT. A delete
     # is a GET, the DELETE and at least one poll by the SDK's poller, plus a GET and a PURGE
     # when purging.
+    # Reads and writes share the vault's budget; GetSecrets pages hold 25 secrets.
     quota=QuotaRule(calls_per_second=400.0, calls_per_push=2.0, calls_per_delete=3.0,
-                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0),
+                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0,
+                    page_size=25, one_budget=True),
     quota_domain=_quota_domain)
 
 

@@ -147,9 +147,17 @@ class BaseProvider(Generic[H]):
     name_rule: ClassVar[NameRule]
     max_payload: ClassVar[int]          # bytes
 
+    # called once per throttling answer the SDK retried on its own (pacing slows down on it)
+    on_throttle: Callable[[], None] | None = None
+
     def __init__(self, *, adopt: bool = False, destination: str | None = None) -> None:
         self.adopt = adopt
         self.destination = destination  # the [destination.NAME] this adapter serves; in every error
+
+    def _throttled(self) -> None:
+        """An adapter's SDK hook saw a throttling answer (which the SDK then retries)."""
+        if self.on_throttle is not None:
+            self.on_throttle()
 
     # --- protocol (the template) -----------------------------------------------------------
 
@@ -334,7 +342,8 @@ class DestinationBase(BaseModel):
     pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
         "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
     max_calls_per_second: float | None = Field(default=None, gt=0, description=(
-        "Pace calls to this cloud at this rate; unset: 95% of the cloud's documented quota."))
+        "Pace writes to this cloud at this rate; unset: 95% of the cloud's documented quota. Reads (look-ups, "
+        "listing pages) are paced at the cloud's read quota scaled by the same factor."))
     concurrency: int = Field(default=8, ge=1, le=64, description=(
         "Calls in flight at once per quota domain (account and region, project, or vault)."))
     verify_after_write: Literal["response", "read", "off"] = Field("response", description=(
@@ -416,6 +425,13 @@ class QuotaRule:
     # many of them one `get` makes (a listing page counts one too)
     reads_per_second: float = 10.0
     calls_per_read: float = 1.0
+    # what else a run's calls cost (sync/reconcile/pacing.py counts every call): the reads a push
+    # and a delete make before writing (their look-up), the secrets one listing page holds, and
+    # whether the service counts reads and writes in one budget (Key Vault: all transactions)
+    reads_per_push: float = 0.0
+    reads_per_delete: float = 0.0
+    page_size: int = 100
+    one_budget: bool = False
 
 
 @dataclass(frozen=True)

@@ -80,11 +80,11 @@ def validate_labels(name: str, labels: Mapping[str, str]) -> None:
                              f"{name!r}: at most 63 lowercase letters, digits, '_' or '-'")
 
 
-def default_retry(timeout: float = 120.0):
+def default_retry(timeout: float = 120.0, on_error: Any = None):
     from google.api_core import exceptions as gexc
     from google.api_core.retry import Retry, if_exception_type
     return Retry(predicate=if_exception_type(gexc.TooManyRequests, gexc.ServiceUnavailable),
-                 initial=1.0, maximum=32.0, multiplier=2.0, timeout=timeout)
+                 initial=1.0, maximum=32.0, multiplier=2.0, timeout=timeout, on_error=on_error)
 
 
 class GcpProvider(BaseProvider[Any]):
@@ -107,7 +107,7 @@ class GcpProvider(BaseProvider[Any]):
         self._client = client
         self.project = project
         self.keep_versions = keep_versions
-        self._retry = retry if retry is not None else default_retry()
+        self._retry = retry if retry is not None else default_retry(on_error=self._retried)
         self._timeout = timeout
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -221,6 +221,12 @@ class GcpProvider(BaseProvider[Any]):
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _retried(self, exc: Exception) -> None:
+        """The retry's on_error: a RESOURCE_EXHAUSTED answer tells the pacing to slow down."""
+        from google.api_core import exceptions as gexc
+        if isinstance(exc, gexc.TooManyRequests):
+            self._throttled()
+
     def _path(self, name: str) -> str:
         return f"projects/{self.project}/secrets/{name}"
 
@@ -333,6 +339,9 @@ DESCRIPTOR = ProviderDescriptor(
     # keep_versions is reached, DestroySecretVersion; a delete is one DeleteSecret.
     # Reads: 600/min per project (GetSecret, ListSecrets pages); AccessSecretVersion has its own
     # 90,000/min, so a `get` (GetSecret + AccessSecretVersion) costs one read.
+    # A push and a delete look the secret up first (GetSecret: a read); ListSecrets pages hold up
+    # to 25,000 secrets.
     quota=QuotaRule(calls_per_second=10.0, calls_per_push=3.0, calls_per_delete=1.0,
-                    reads_per_second=10.0, calls_per_read=1.0),
+                    reads_per_second=10.0, calls_per_read=1.0, reads_per_push=1.0, reads_per_delete=1.0,
+                    page_size=MAX_PAGE_SIZE),
     quota_domain=_quota_domain)

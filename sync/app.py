@@ -11,6 +11,7 @@ without it (a pull-request plan job needs no key).
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -29,15 +30,18 @@ from sync import config as config_mod, logs
 from sync.config import Config
 from sync.config_server import TOKEN_SCOPES
 from sync.discovery import adopt as adoption, clouds, scan as discovery
-from sync.errors import NotFound, UsageError, one_line
+from sync.errors import LockError, NotFound, UsageError, one_line
 from sync.pki import render
+from sync.reconcile import pacing, runners
 from sync.reconcile.apply import execute, push_actions
 from sync.reconcile.deadline import Deadline
 from sync.reconcile.destinations import ProviderFactory, Providers
 from sync.reconcile.plan import Action, Kind, Plan
-from sync.reconcile.report import Report
+from sync.reconcile.report import Report, Result, Status
 from sync.reconcile.snapshot import list_destinations, snapshot
 from sync.store import RunLock, Store, keyring
+
+log = logs.get("app")
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,25 @@ class App:
         now: a fixed clock (tests, what-if runs); default the current time at each reading."""
         self.config = config
         logs.add_url_secrets(config.store_url())     # masked in every output, even out of the URL
-        self.providers: ProviderFactory = providers or Providers(config)
+        # every call through self.providers is paced under its quota domain (pacing.PacedProvider);
+        # discovery paces its own reads and uses the bare ones
+        self.pacing = pacing.Pacing(config)
+        self.providers = providers or Providers(config)
         self._now = now
         self._store: Store | None = None
         self._held: RunLock | None = None
 
     # -- what the commands share -------------------------------------------------------------------
+    @property
+    def providers(self) -> ProviderFactory:
+        """Destination name -> provider, its calls paced (set: the bare factory, wrapped here)."""
+        return self._paced
+
+    @providers.setter
+    def providers(self, factory: ProviderFactory) -> None:
+        self.raw_providers = factory
+        self._paced = self.pacing.wrap(factory)
+
     @property
     def now(self) -> datetime:
         return self._now or utcnow()
@@ -129,6 +146,66 @@ class App:
         with self.lock():
             snap = snapshot(self.config, self.store, self.providers)
             return execute(self, snap.plan(self.now), retired=snap.retired, progress=progress, deadline=deadline)
+
+    def apply_shared(self, *, runner: int = 0, progress=None, deadline: Deadline | None = None) -> Report:
+        """`apply --shared`: one of several runners on one store (sync/reconcile/runners.py). Each
+        quota domain is done by whichever runner takes its lock; its budget is shared in the store."""
+        self.pacing.share(self._reserve)
+        report = Report()
+        started = time.monotonic()
+        by_domain = runners.domains(self.config)
+        for domain in runners.order(list(by_domain), runner):
+            taken = False
+            try:
+                with RunLock(self.store, runners.lock_name(domain)).held() as held:
+                    taken, self._held = True, held
+                    runners.merge(report, self._apply_domain(set(by_domain[domain]), progress, deadline))
+            except LockError as exc:
+                if taken:              # lost while working, or the issuance wait ran out: the run fails
+                    raise
+                log.info("domain %s: another runner holds it (%s)", domain, one_line(exc))
+            finally:
+                self._held = None
+        if not by_domain:          # certificates without destinations: issuance only
+            with self.lock():
+                snap = snapshot(self.config, self.store, self.providers, only=set())
+                runners.merge(report, execute(self, snap.plan(self.now), deadline=deadline))
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _apply_domain(self, dests: set[str], progress, deadline: Deadline | None) -> Report:
+        snap = snapshot(self.config, self.store, self.providers, only=dests)
+        issue, rest = runners.split(snap.plan(self.now))
+        report = Report()
+        failed: set[str] = set()
+        if issue:
+            domain_lock, self._held = self._held, None
+            try:
+                wait = max(self.config.store.lock_timeout, runners.ISSUANCE_WAIT)
+                with RunLock(self.store, timeout=wait).held() as held:   # issuance is shared: one runner at a time
+                    self._held = held
+                    planned = {a.cert: (snap.current[a.cert].version if a.cert in snap.current else None)
+                               for a in issue}
+                    todo, done = runners.still_needed(issue, planned, self._versions_in_force)
+                    runners.merge(report, execute(self, Plan(todo), deadline=deadline))
+            finally:
+                self._held = domain_lock
+            report.results.extend(Result(a, Status.UNCHANGED, "issued by another runner") for a in done)
+            failed = {r.action.cert for r in report.results
+                      if r.status != Status.DONE and r.action.kind in (Kind.ISSUE, Kind.RENEW)}
+        rest, skipped = runners.after_issuance(rest, failed)
+        report.results.extend(skipped)
+        runners.merge(report, execute(self, Plan(rest), progress=progress, deadline=deadline))
+        return report
+
+    def _versions_in_force(self, names: list[str]) -> dict[str, int]:
+        with self.store.transaction() as tx:
+            return {name: row.version for name, row in tx.certificates.current_many(names).items()}
+
+    def _reserve(self, key: str, tokens: float, rate: float) -> float:
+        """A block of a domain's shared budget (pacing.SharedBucket): seconds to wait for its first token."""
+        with self.store.transaction(serialized=True) as tx:
+            return tx.budgets.reserve(key, tokens, rate)
 
     def push(self, cert: str, destinations: list[str] | None = None) -> Report:
         """Push one certificate now, even if unchanged; issues it first if it was never issued.
@@ -339,7 +416,7 @@ class App:
     def discover_clouds(self, destinations: list[str] | None = None) -> clouds.CloudDiscovery:
         """Inspect every secret of the destinations (default: [discovery.clouds] or all) for
         certificates and record their facts; reads only, paced under each cloud's read quota."""
-        return clouds.discover(self.config, self.providers, self.store, destinations, self.now)
+        return clouds.discover(self.config, self.raw_providers, self.store, destinations, self.now)
 
     def adopt(self, key: str, name: str, profile: str, *, append_to: Path | None = None) -> adoption.Proposal:
         """The [certificate.NAME] stanza replacing a found certificate (by fingerprint or location);

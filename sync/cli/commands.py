@@ -58,16 +58,22 @@ def plan(ctx: Context, detailed_exitcode: bool) -> None:
 @click.option("--max-duration", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
               help="Start no new action after DURATION (e.g. 30m); the rest is reported skipped and the "
                    "run exits 1.")
+@click.option("--shared", is_flag=True,
+              help="One of several runners on one store (a CI matrix, a Kubernetes Indexed Job): take "
+                   "quota domains one by one under a lock each, share each domain's budget through the store.")
+@click.option("--runner", type=click.IntRange(min=0), default=0, show_default=True, metavar="INDEX",
+              help="With --shared: this runner's index; runner k starts at the k-th quota domain.")
 @pass_ctx
-def apply(ctx: Context, max_duration=None) -> None:
+def apply(ctx: Context, max_duration=None, shared: bool = False, runner: int = 0) -> None:
     """Issue missing, renew due, push changed, repair drift, delete retired."""
     from sync.cli import progress
     deadline = Deadline(max_duration) if max_duration else None
+    run = (lambda **kw: ctx.app.apply_shared(runner=runner, **kw)) if shared else ctx.app.apply
     if progress.wanted(ctx.quiet, ctx.json) and not logs.json_enabled():   # bars would break JSON lines
         with progress.DomainProgress() as bars:
-            report = ctx.app.apply(progress=bars, deadline=deadline)
+            report = run(progress=bars, deadline=deadline)
     else:
-        report = ctx.app.apply(deadline=deadline)
+        report = run(deadline=deadline)
     _notify(ctx, "apply", report)
     finish(ctx, report)
 

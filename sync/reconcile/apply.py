@@ -148,8 +148,7 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
     if not domains:
         return []
 
-    def one(domain: str, bucket: pacing.TokenBucket, item: tuple[str, Job]) -> Result:
-        quota = quotas[domain]
+    def one(domain: str, item: tuple[str, Job]) -> Result:
         destination, job = item
         run.check_lock()         # a run that lost the store lock starts no push (LockError ends the run)
         if deadline is not None and deadline.expired():
@@ -160,8 +159,7 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
             provider = run.providers(destination)
         except Exception as exc:
             result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
-        else:
-            bucket.take(quota.calls_per_push if job.action.kind == Kind.PUSH else quota.calls_per_delete)
+        else:   # the provider paces its own calls (pacing.PacedProvider: every call counted)
             result = _run_job(provider, job, config.destination[destination].verify_after_write)
         if progress is not None:
             progress.advance(domain)
@@ -174,14 +172,14 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
     failure: BaseException | None = None
     try:
         for domain, items in domains.items():
-            workers = min(len(items), max(config.destination[d].concurrency for d, _ in items))
+            configured = max(config.destination[d].concurrency for d, _ in items)
+            workers = min(len(items), _workers(run, items[0][0], configured))
             if progress is not None:
                 progress.start(domain, len(items))
             pool = ThreadPoolExecutor(max_workers=workers)
             pools.append(pool)
-            bucket = pacing.TokenBucket(quotas[domain].calls_per_second)
             for item in items:
-                order[pool.submit(one, domain, bucket, item)] = len(order)
+                order[pool.submit(one, domain, item)] = len(order)
         pending = set(order)
         while pending and failure is None:
             done, pending = wait(pending, timeout=_JOURNAL_SECONDS, return_when=FIRST_COMPLETED)
@@ -203,6 +201,13 @@ def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: De
                 _collect(future, order, results, on_result)
         raise failure
     return [results[i] for i in range(len(order))]
+
+
+def _workers(run: Run, destination: str, configured: int) -> int:
+    """Threads for a domain: enough calls in flight to reach its quota at the latency its calls
+    see (pacing.Pacer.workers); a run without pacing (a bare provider factory) keeps `configured`."""
+    pacer = getattr(run, "pacing", None)
+    return pacer.pacer(destination).workers(configured) if pacer is not None else configured
 
 
 def _collect(future: Future, order: dict[Future, int], results: dict[int, Result],

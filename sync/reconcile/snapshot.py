@@ -3,7 +3,7 @@ remote listings (destinations listed in parallel; no secret value is read)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
 
@@ -111,17 +111,24 @@ class Snapshot:
                               latest_states=self.latest_states, configured=self.configured)
 
 
-def snapshot(config: Config, store: Store, providers: ProviderFactory) -> Snapshot:
+def snapshot(config: Config, store: Store, providers: ProviderFactory, only: set[str] | None = None) -> Snapshot:
+    """only: the destinations of one quota domain (a shared runner's part): the others are
+    neither listed nor planned."""
     with store.transaction() as tx:
         current, retired, latest_states = current_state(config, tx, store.password_tag)
         deployed = deployed_state(tx)
     desired = desired_state(config)
+    if only is not None:
+        desired = [replace(w, targets=tuple(t for t in w.targets if t[0] in only)) for w in desired]
+        deployed = [d for d in deployed if d.destination in only]
     used = sorted({dest for want in desired for dest, _ in want.targets}
                   | {d.destination for d in deployed if d.present and d.destination in config.destination})
     if retired:   # certificates removed from config: every destination is searched for their copies by tag
         used = sorted(set(used) | set(config.destination))
+    if only is not None:
+        used = [d for d in used if d in only]
     snap = Snapshot(desired, current, deployed, retired, latest_states,
-                    configured=sorted(config.destination) if retired else [])
+                    configured=[d for d in sorted(config.destination) if only is None or d in only] if retired else [])
     snap.listings = list_destinations(used, providers, {d for d in used if config.destination[d].adopt})
     for record in deployed:  # deployments to destinations dropped from the config cannot be reached
         if record.present and record.destination not in config.destination:

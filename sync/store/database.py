@@ -28,6 +28,7 @@ from sync.store import keyring, migrations
 from sync.store.acme import Acme
 from sync.store.audit import Audit
 from sync.store.authorities import Authorities
+from sync.store.budgets import Budgets
 from sync.store.certificates import Certificates
 from sync.store.deployments import Deployments
 from sync.store.discovery import Discovery
@@ -108,6 +109,7 @@ class Transaction:
     audit: Audit
     discovery: Discovery
     acme: Acme
+    budgets: Budgets
 
     def flush(self) -> None:
         self.session.flush()
@@ -188,7 +190,7 @@ class Store:
             authorities = Authorities(session, self.master_key)
             yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
                               Deployments(session), Settings(session), Tokens(session), Audit(session),
-                              Discovery(session), Acme(session, self.master_key))
+                              Discovery(session), Acme(session, self.master_key), Budgets(session))
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from cryptography import x509
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator,
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, TypeDecorator,
                         UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -259,3 +259,12 @@ class AcmeEabKey(Base):
     key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     account_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class QuotaBudget(Base):
+    """A quota domain's shared budget (revision 0008): when its token bucket is (or will be) empty,
+    in seconds on the store's clock (GCRA). Runners on one store reserve from it; see
+    sync/store/budgets.py."""
+    __tablename__ = "quota_budgets"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    empty_at: Mapped[float] = mapped_column(Float)

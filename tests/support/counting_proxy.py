@@ -47,6 +47,12 @@ class CountingProxy:
         with self._lock:
             self.calls[name] += 1
 
+    def observe(self, name: str, body: bytes | None) -> None:
+        """Hook for subclasses: sees each call and its body first (in the handler's thread)."""
+
+    def settled(self, name: str, status: int) -> None:
+        """Hook for subclasses: the upstream's status for a forwarded call (in the handler's thread)."""
+
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         """Hook for subclasses: (status, headers, body) to answer the call `name` here instead
         of forwarding it; None forwards. The call is counted either way."""
@@ -73,6 +79,7 @@ class CountingProxy:
                 target = self.headers.get("X-Amz-Target")
                 name = target.split(".")[-1] if target else f"{self.command} {self.path.split('?')[0]}"
                 proxy.count(name)
+                proxy.observe(name, body)
                 canned = proxy.answer(name)
                 if canned is not None:
                     status, canned_headers, data = canned
@@ -86,6 +93,7 @@ class CountingProxy:
                     data = response.read()
                 finally:
                     conn.close()
+                proxy.settled(name, response.status)
                 if proxy.lose_response(name):
                     self.close_connection = True      # RST: the client sees a reset, not an answer
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -11,11 +11,15 @@ throttled call consumes nothing. Calls outside every group are forwarded untouch
         proxy.admitted["CreateSecret"], proxy.throttled["CreateSecret"], proxy.times["CreateSecret"]
 
 `times[group]` / `throttled_times[group]` hold the monotonic arrival time of every admitted / throttled
-call (for achieved-rate figures).
+call (for achieved-rate figures); `writes_by_secret[(group, secret)]` counts the calls of the write
+groups per secret (SecretId or Name) that the upstream carried out (2xx: a retried CreateSecret that
+heard "already exists" wrote nothing). `latency` (seconds) delays every call before it is
+admitted or throttled: a network's round trip, for benchmarks.
 """
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from typing import Callable, Mapping
@@ -46,8 +50,11 @@ AWS_LIMITS: dict[str, tuple[frozenset[str], int]] = {
 
 class RateLimitingProxy(CountingProxy):
     def __init__(self, upstream: str, limits: Mapping[str, tuple[frozenset[str], int]] = AWS_LIMITS, *,
-                 window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 window: float = 1.0, clock: Callable[[], float] = time.monotonic, latency: float = 0.0) -> None:
         super().__init__(upstream)
+        self.latency = latency
+        self._call = threading.local()          # the secret the handler thread's call names
+        self.writes_by_secret: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits = {group: limit for group, (_, limit) in limits.items()}
         self.group_of = {call: group for group, (calls, _) in limits.items() for call in calls}
         self.window, self._clock = window, clock
@@ -66,6 +73,23 @@ class RateLimitingProxy(CountingProxy):
             self.throttled.clear()
             self.times.clear()
             self.throttled_times.clear()
+            self.writes_by_secret.clear()
+
+    def observe(self, name: str, body: bytes | None) -> None:
+        if self.latency > 0:
+            time.sleep(self.latency)
+        try:
+            doc = json.loads(body) if body else {}
+        except ValueError:
+            doc = {}
+        self._call.secret = (doc.get("SecretId") or doc.get("Name")) if isinstance(doc, dict) else None
+
+    def settled(self, name: str, status: int) -> None:
+        group = self.group_of.get(name)
+        secret = getattr(self._call, "secret", None)
+        if group and secret and limit_is_write(group) and 200 <= status < 300:
+            with self._rate_lock:
+                self.writes_by_secret[(group, secret)] += 1
 
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         group = self.group_of.get(name)
@@ -87,3 +111,8 @@ class RateLimitingProxy(CountingProxy):
                 return None
         return 400, {"Content-Type": "application/x-amz-json-1.1",
                      "x-amzn-RequestId": f"throttled-{n}"}, THROTTLED_BODY
+
+
+def limit_is_write(group: str) -> bool:
+    """The groups whose calls change a secret (reads and listings are not writes)."""
+    return group not in ("DescribeSecret+GetSecretValue", "ListSecrets", "BatchGetSecretValue", "ResourcePolicy")
