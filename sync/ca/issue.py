@@ -44,7 +44,7 @@ def san_list(spec: CertificateConfig) -> list[str]:
 
 def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], now: datetime, *,
                batch_size: int = BATCH_SIZE, before_write: Callable[[], None] | None = None,
-               ) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
+               until: Callable[[], bool] | None = None) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
     """Issue new versions of configured certificates: yields (request, Issued or the
     CertsyncError that failed it), in request order, batch by batch. One transaction per batch
     (one query for the version numbers, one UPDATE, one multi-row INSERT); each CA key is
@@ -56,17 +56,20 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept, unless
     it was revoked for keyCompromise; otherwise a fresh key is made. The previous version stays
     valid (superseded, not revoked). before_write is called before each batch's transaction (the
-    run lock's check: an exception from it ends the issuance)."""
+    run lock's check: an exception from it ends the issuance). When `until` returns True before
+    a batch, issuance stops there: the requests not answered yet were not started."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
     batch: list[IssueRequest] = []
     seen: set[str] = set()                  # a name at most once per batch (versions are per batch)
     for request in requests:
         if len(batch) >= batch_size or request.name in seen:
+            if until is not None and until():
+                return
             yield from _issue_isolated(config, store, batch, issuers, now, before_write)
             batch, seen = [], set()
         batch.append(request)
         seen.add(request.name)
-    if batch:
+    if batch and not (until is not None and until()):
         yield from _issue_isolated(config, store, batch, issuers, now, before_write)
 
 
