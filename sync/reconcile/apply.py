@@ -27,7 +27,7 @@ from sync import logs
 from sync.ca.issue import IssueRequest, issue_many
 from sync.config import Config
 from sync.errors import CertsyncError, VerifyError, one_line
-from sync.pki import render
+from sync.pki import workers
 from sync.pki.bundle import check_bundle
 from sync.reconcile import pacing
 from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
@@ -131,12 +131,13 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
 
 def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: Lanes) -> None:
     """Render one chunk's payloads (one transaction; each key opened once and dropped with the
-    chunk), then hand them to their lanes, waiting where a lane is full."""
-    jobs: list[Job] = []
+    chunk; PFX with a password in the crypto pool), then hand them to their lanes in order,
+    waiting where a lane is full."""
+    pending: list[tuple[Action, int, Future]] = []     # (action, certificate id, payload)
     pushing = [a for a in actions if a.kind != Kind.DELETE]
     if pushing:
         with run.store.transaction() as tx:
-            bundles = {}
+            bundles, items = {}, []
             current = tx.certificates.current_many({a.cert for a in pushing})   # one query per chunk
             for action in pushing:
                 try:
@@ -147,14 +148,27 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
                     options = render_options(run.config, action.destination, run.store.password_tag)
-                    jobs.append(Job(action, render.render(bundles[row.id], options), row.id))
+                    items.append((action, row.id, bundles[row.id], options))
                 except CertsyncError as exc:
-                    report.results.append(Result(action, Status.FAILED, one_line(exc)))
-                    logs.log_result(log, report.results[-1])
-            del bundles             # the opened keys go now, not with the run
-    jobs.extend(Job(a) for a in actions if a.kind == Kind.DELETE)
-    for job in jobs:
-        lanes.submit(job)
+                    _fail(report, action, exc)
+        rendered = workers.render_all([(bundle, options) for _, _, bundle, options in items])
+        pending = [(action, row_id, future) for (action, row_id, _, _), future in zip(items, rendered)]
+        del bundles, items                  # the opened keys go now, not with the run
+    for action, row_id, future in pending:
+        try:
+            payload = future.result()
+        except CertsyncError as exc:
+            _fail(report, action, exc)
+            continue
+        lanes.submit(Job(action, payload, row_id))
+    for action in actions:
+        if action.kind == Kind.DELETE:
+            lanes.submit(Job(action))
+
+
+def _fail(report: Report, action: Action, exc: Exception) -> None:
+    report.results.append(Result(action, Status.FAILED, one_line(exc)))
+    logs.log_result(log, report.results[-1])
 
 
 @dataclass

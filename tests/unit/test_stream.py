@@ -84,3 +84,43 @@ def test_payloads_alive_at_once_do_not_grow_with_n(tmp_path, monkeypatch, sizes)
         peaks.append(provider.live_peak)
     bound = apply.STAGE + apply.BACKLOG_MAX + 8       # one chunk being rendered + a full lane
     assert 0 < peaks[0] <= bound and 0 < peaks[1] <= bound, peaks
+
+
+def pfx_config(workdir, n: int, key: str):
+    body = ('\n[destination.vault]\nprovider = "aws"\nregion = "eu-west-1"\nconcurrency = 4\n'
+            'max_calls_per_second = 5000\nformat = "pkcs12"\npkcs12_password_env = "PFX_PASSWORD"\n')
+    body += "".join(f'\n[certificate.r{i}]\nprofile = "tls-server"\nkey = "{key}"\n'
+                    f'common_name = "r{i}.example.internal"\ndestinations = ["vault"]\n' for i in range(n))
+    write_config(workdir / "sync.toml", body)
+    cfg = config.load("sync.toml")
+    App(cfg).init()
+    return cfg
+
+
+def test_rsa_keys_and_password_pfx_are_made_in_worker_processes(workdir, monkeypatch):
+    import base64
+    import multiprocessing
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from sync.pki import workers
+    monkeypatch.setenv("CERTSYNC_CRYPTO_WORKERS", "2")
+    monkeypatch.setenv("PFX_PASSWORD", "correct horse")
+    n = workers.POOL_MIN + 2
+    cfg = pfx_config(workdir, n, "rsa-2048")
+    cloud = MemoryCloud()
+    report = App(cfg, providers=lambda d: MemoryProvider(cloud)).apply()
+    assert report.summary() == {"issue": n + 1, "push": n}
+    assert len(multiprocessing.active_children()) >= 2          # the pool did the work
+    for name, secret in cloud.items():
+        key, cert, chain = pkcs12.load_key_and_certificates(base64.b64decode(secret.value), b"correct horse")
+        assert key.key_size == 2048 and cert.public_key() == key.public_key() and len(chain) == 1
+    assert App(cfg, providers=lambda d: MemoryProvider(cloud)).apply().summary() == {"unchanged": n}
+
+
+def test_no_workers_keeps_crypto_in_process(workdir, monkeypatch):
+    from sync.pki import workers
+    monkeypatch.setenv("CERTSYNC_CRYPTO_WORKERS", "0")
+    assert workers.pool(1000) is None
+    monkeypatch.setenv("CERTSYNC_CRYPTO_WORKERS", "2")
+    assert workers.pool(workers.POOL_MIN - 1) is None       # too little work to start workers for
