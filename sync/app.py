@@ -244,6 +244,11 @@ class App:
         with self.store.transaction() as tx:
             return [row.as_dict() for row in found.rows(tx, self.now, within, expiring=expiring, unmanaged=unmanaged)]
 
+    def alert_facts(self, expiring_within: timedelta) -> inventory_mod.Facts:
+        """What alerts need: certificates ending within `expiring_within`, stale copies, the CAs."""
+        with self.store.transaction() as tx:
+            return inventory_mod.alert_facts(self.config, tx, self.now, expiring_within)
+
     def export(self, cert: str, options: render.RenderOptions) -> render.Payload:
         """The payload for `cert` in the given format, rendered from the store."""
         self._check_cert(cert)

@@ -397,9 +397,7 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
                 (action.kind == Kind.DELETE and result.status != Status.DONE) or result.status == Status.FAILED):
             all_deleted[action.cert] = False
     with store.transaction() as tx:
-        for name, gone_everywhere in all_deleted.items():
-            if gone_everywhere:
-                tx.certificates.retire(name)
+        tx.certificates.retire_many(name for name, gone_everywhere in all_deleted.items() if gone_everywhere)
 
 
 def push_actions(config: Config, cert: str, destinations: list[str] | None,
