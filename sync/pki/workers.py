@@ -5,7 +5,8 @@ keeps everything in this process), started on first need and kept for the proces
 only when a call has at least POOL_MIN such jobs, so that a worker's start (~0.1-0.3 s) pays off:
 ec-p256 keys (~50 µs) and payloads without a password stay in-process, where a round trip
 through a worker would cost more than the work itself. Workers come from a fork server (no fork
-of a process that runs threads). Keys cross to and from the workers as PKCS#8 DER over the
+of a process that runs threads), started without the parent's __main__ (a CLI script would
+otherwise be imported again in every worker, ~1 s each). Keys cross to and from the workers as PKCS#8 DER over the
 pool's pipes to our own child processes, never through a file; a pool that breaks falls back to
 in-process work.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
+import types
 from collections import defaultdict, deque
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from typing import Iterable
@@ -24,9 +27,30 @@ from cryptography.hazmat.primitives import serialization
 from sync.pki import certs, render
 from sync.pki.bundle import Bundle
 
-POOL_MIN = 8            # jobs in one call before the pool is worth starting
+POOL_MIN = 16           # jobs in one call before the pool is worth starting
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_BLANK_MAIN = types.ModuleType("__main__")
+
+
+class _Process(multiprocessing.context.ForkServerProcess):
+    """A worker started without the parent's __main__: the pool runs only this module's functions,
+    so re-running the parent's script (the CLI, a benchmark, pytest) in each worker is pure cost."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        from multiprocessing import popen_forkserver
+        main = sys.modules["__main__"]
+        with _pool_lock:            # workers start from one thread at a time (the pool's own)
+            sys.modules["__main__"] = _BLANK_MAIN
+            try:
+                return popen_forkserver.Popen(process_obj)
+            finally:
+                sys.modules["__main__"] = main
+
+
+class _Context(multiprocessing.context.ForkServerContext):
+    Process = _Process
 
 
 def worker_count() -> int:
@@ -44,10 +68,10 @@ def pool(jobs: int) -> ProcessPoolExecutor | None:
         return None
     with _pool_lock:
         if _pool is None:
-            context = multiprocessing.get_context("forkserver")
+            context = _Context()
             context.set_forkserver_preload([__name__])
             _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        return _pool
+    return _pool
 
 
 def shutdown() -> None:
@@ -99,12 +123,16 @@ class Keys:
         self.next = max(self.next, upto)
 
     def make(self, key_type: str) -> certs.PrivateKey:
+        """A key made ahead if one is ready; otherwise this thread makes one rather than wait (it
+        would idle while the workers start or catch up), and the ones under way serve later."""
         queue = self.ahead.get(key_type)
-        while queue:
+        if queue and queue[0].done():
             try:
                 return _load_key(queue.popleft().result())
             except Exception:             # a worker died (BrokenProcessPool): make it here
-                break
+                pass
+        elif queue and queue[-1].cancel():    # made here instead: one fewer to make there
+            queue.pop()
         return certs.generate_key(key_type)
 
     def close(self) -> None:
