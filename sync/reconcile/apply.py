@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from providers.base import ownership_labels
 from sync import logs
-from sync.ca.issue import IssueRequest, issue_many
+from sync.ca.issue import BATCH_SIZE, IssueRequest, issue_many
 from sync.config import Config
 from sync.errors import CertsyncError, VerifyError, one_line
 from sync.pki import workers
@@ -81,7 +81,9 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
         for start in range(0, len(ready), STAGE):
             _render_and_submit(run, [a for c in ready[start:start + STAGE] for a in per_cert[c]], report, lanes)
         not_issued: dict[str, str] = {}         # certificate -> why its pushes are skipped
-        for issued in _issue_stream(run, to_issue, report, deadline, not_issued):
+        # nothing to push after issuance (e.g. no destination): larger batches, fewer commits
+        batch = STAGE if any(c in per_cert for c in issuing) else BATCH_SIZE
+        for issued in _issue_stream(run, to_issue, report, deadline, not_issued, batch):
             _render_and_submit(run, [a for c in issued for a in per_cert.get(c, ())], report, lanes)
         for cert, why in not_issued.items():
             for action in per_cert.get(cert, ()):
@@ -100,14 +102,14 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
 
 
 def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Deadline | None,
-                  not_issued: dict[str, str]) -> Iterator[list[str]]:
-    """Issue in batches of STAGE (issue_many: one transaction per batch, CA keys decrypted once
+                  not_issued: dict[str, str], batch: int = STAGE) -> Iterator[list[str]]:
+    """Issue in batches (issue_many: one transaction per batch, CA keys decrypted once
     per run); after each batch, yield the names it issued. A certificate that fails (policy,
     store) fails alone; once the deadline has passed, no new batch starts."""
     requests = [IssueRequest(a.cert, a.reuse_key) for a in actions]
     until = deadline.expired if deadline is not None else None
     answered, issued = 0, []
-    for _, outcome in issue_many(run.config, run.store, requests, run.now, batch_size=STAGE,
+    for _, outcome in issue_many(run.config, run.store, requests, run.now, batch_size=batch,
                                  before_write=run.check_lock, until=until):
         action = actions[answered]
         answered += 1
@@ -120,7 +122,7 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
             result = Result(action, Status.DONE, detail=detail)
         report.results.append(result)
         logs.log_result(log, result)
-        if answered % STAGE == 0 or answered == len(actions):     # a batch is complete
+        if answered % batch == 0 or answered == len(actions):     # a batch is complete
             yield issued
             issued = []
     for action in actions[answered:]:           # --max-duration: not started
