@@ -15,9 +15,10 @@ touches the store.
 """
 from __future__ import annotations
 
+import queue
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Iterator, Protocol
@@ -208,6 +209,7 @@ class Lanes:
             if progress is not None:
                 progress.start(name, domain.count)
         self.order: dict[Future, tuple[int, _Domain]] = {}
+        self.landed: queue.SimpleQueue[Future] = queue.SimpleQueue()   # done futures, as they finish
         self.results: dict[int, Result] = {}
         self.submitted = 0
 
@@ -226,7 +228,7 @@ class Lanes:
     def submit(self, job: Job) -> None:
         domain = self.domains[self.domain_of[job.action.destination]]
         while len(domain.waiting) >= domain.backlog:
-            self._collect(domain.waiting)            # room in this lane: wait for one to land
+            self._collect()                          # room in this lane: wait for results to land
         if domain.pool is None:
             domain.pool = ThreadPoolExecutor(max_workers=domain.workers)
             domain.bucket = pacing.TokenBucket(domain.quota.calls_per_second)
@@ -234,27 +236,37 @@ class Lanes:
         self.order[future] = (self.submitted, domain)
         domain.waiting.add(future)
         self.submitted += 1
+        future.add_done_callback(self.landed.put)     # O(1) per result, however many wait
 
     def finish(self) -> list[Result]:
         """Wait for every job; their results in the order they were submitted."""
         while self.order:
-            self._collect(set(self.order))
+            self._collect()
         return [self.results[i] for i in range(self.submitted)]
 
-    def _collect(self, among: set[Future]) -> None:
-        """Wait for one of `among` (or a quiet half second: the journal commits what waits), then
-        take every finished result; a worker's error ends the run here."""
-        done, _ = wait(among, timeout=_JOURNAL_SECONDS, return_when=FIRST_COMPLETED)
-        if not done and self.on_result is not None:
-            self.on_result(None)
-        finished = [f for f in self.order if f.done()]
+    def _collect(self) -> None:
+        """Wait for a result to land (or a quiet half second: the journal commits what waits),
+        then take every result that has landed; a worker's error ends the run here."""
+        try:
+            landed = [self.landed.get(timeout=_JOURNAL_SECONDS)]
+        except queue.Empty:
+            if self.on_result is not None:
+                self.on_result(None)
+            return
+        while True:
+            try:
+                landed.append(self.landed.get_nowait())
+            except queue.Empty:
+                break
         error = None
-        for future in finished:
+        for future in landed:
             error = self._take(future) or error
         if error is not None:
             raise error
 
     def _take(self, future: Future) -> BaseException | None:
+        if future not in self.order:      # taken already
+            return None
         index, domain = self.order.pop(future)
         domain.waiting.discard(future)
         if future.cancelled():
@@ -275,7 +287,8 @@ class Lanes:
             if domain.pool is not None:
                 domain.pool.shutdown(wait=True, cancel_futures=True)
         for future in list(self.order):
-            self._take(future)
+            if future.done():
+                self._take(future)
 
     def _one(self, domain: _Domain, job: Job) -> Result:
         destination = job.action.destination
