@@ -214,6 +214,9 @@ class Lanes:
         self.submitted = 0
 
     def _plan(self, destination: str) -> None:
+        if destination in self.domain_of:          # known: one more action in its domain
+            self.domains[self.domain_of[destination]].count += 1
+            return
         dest = self.run.config.destination[destination]
         quota = pacing.quota_of(dest)
         self.domain_of[destination] = quota.domain
