@@ -321,6 +321,14 @@ class App:
         with self.store.transaction() as tx:
             return [row.as_dict() for row in found.rows(tx, self.now, within, expiring=expiring, unmanaged=unmanaged)]
 
+    def alert_facts(self, expiring_within: timedelta) -> inventory_mod.Facts:
+        """What alerts need: certificates ending within `expiring_within`, stale copies, the CAs,
+        and the found certificates with problems."""
+        within = self.config.discovery.expiring_within if self.config.discovery else timedelta(days=30)
+        with self.store.transaction() as tx:
+            gathered = inventory_mod.alert_facts(self.config, tx, self.now, expiring_within)
+            return replace(gathered, discovered=found.rows(tx, self.now, within))
+
     def export(self, cert: str, options: render.RenderOptions) -> render.Payload:
         """The payload for `cert` in the given format, rendered from the store."""
         self._check_cert(cert)

@@ -95,10 +95,14 @@ def inventory(config: Config, tx: Transaction, now: datetime) -> Inventory:
         rows.append(InventoryRow(cert.name, cert.state, cert.version, cert.serial, cert.not_after,
                                  _days(cert.not_after - now), in_sync, len(targets)))
     authorities = {name: tx.authorities.active(name) for name in config.ca}
-    cas = [{"name": name, "subject": row.subject, "generation": row.generation,
-            "not_after": rfc3339(row.not_after), "days_left": round(_days(row.not_after - now), 1)}
-           for name, row in authorities.items() if row is not None]
+    cas = _cas(authorities, now)
     return Inventory(rows, cas, list(_ca_warnings(config, authorities, now)))
+
+
+def _cas(authorities: dict[str, Authority | None], now: datetime) -> list[dict]:
+    return [{"name": name, "subject": row.subject, "generation": row.generation,
+             "not_after": rfc3339(row.not_after), "days_left": round(_days(row.not_after - now), 1)}
+            for name, row in authorities.items() if row is not None]
 
 
 def _ca_warnings(config: Config, authorities: dict[str, Authority | None], now: datetime) -> Iterator[str]:
@@ -134,6 +138,19 @@ def gather(config: Config, tx: Transaction, now: datetime) -> Facts:
                for ref in spec.targets(name)]
     views.sort(key=lambda v: (v.certificate, v.destination, v.remote_name))
     return Facts(inventory(config, tx, now), views, targets, now)
+
+
+def alert_facts(config: Config, tx: Transaction, now: datetime, within: timedelta) -> Facts:
+    """Only what alerts read, with set-based queries: the newest version of each certificate
+    when active and ending within `within`, the copies that are stale, and the configured CAs.
+    No certificate or key is loaded, and not every version ever stored."""
+    rows = [InventoryRow(r.name, r.state, r.version, "", r.not_after, _days(r.not_after - now), 0, 0)
+            for r in tx.certificates.expiring_facts(now + within)]
+    views = [DeploymentView(d.cert_name, d.destination, d.remote_name, d.certificate_id, d.version,
+                            d.current_id, d.current_version, d.pushed_at) for d in tx.deployments.stale_facts()]
+    authorities = {name: tx.authorities.active(name) for name in config.ca}
+    cas = _cas(authorities, now)
+    return Facts(Inventory(rows, cas, []), views, [], now)
 
 
 def expiring(found: Inventory, within: timedelta, now: datetime) -> Inventory:

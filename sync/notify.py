@@ -277,7 +277,7 @@ def after_run(app: App, command: str, report=None, *, revocations: Iterable[dict
     outcome = Outcome()
     try:
         now = app.now
-        gathered = app.facts()
+        gathered = app.alert_facts(settings.expiring_within)    # only what alerts need, set-based
         outcome.events = build_events(report, gathered.inventory, gathered.deployments, now=now,
                                       expiring_within=settings.expiring_within, revocations=revocations,
                                       discovered=gathered.discovered)
@@ -316,14 +316,15 @@ def _not_alerted_lately(store: Store, events: list[Event], now: datetime,
         return events, []
     keep, marks = [], []
     with store.transaction() as tx:
-        for event in events:
-            if event.type in STANDING:
-                key = _mark(event)
-                sent = tx.settings.get(key)
-                if sent is not None and now - datetime.fromisoformat(sent.decode()) < repeat_every:
-                    continue
-                marks.append(key)
-            keep.append(event)
+        sent_at = tx.settings.get_many(_mark(e) for e in events if e.type in STANDING)   # one query per 500
+    for event in events:
+        if event.type in STANDING:
+            key = _mark(event)
+            sent = sent_at.get(key)
+            if sent is not None and now - datetime.fromisoformat(sent.decode()) < repeat_every:
+                continue
+            marks.append(key)
+        keep.append(event)
     return keep, marks
 
 
@@ -331,5 +332,4 @@ def _remember(store: Store, marks: list[str], now: datetime) -> None:
     if not marks:
         return
     with store.transaction() as tx:
-        for key in marks:
-            tx.settings.put(key, now.isoformat().encode())
+        tx.settings.put_many(dict.fromkeys(marks, now.isoformat().encode()))

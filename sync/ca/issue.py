@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from sync.ca.hierarchy import check_name_constraints, issuer_for
 from sync.errors import CertsyncError, NotFound, PolicyError, StoreError
-from sync.pki import certs, names, policy
+from sync.pki import certs, names, policy, workers
 from sync.pki import csr as csr_checks
 from sync.store import Certificate, Store, Transaction
 
@@ -44,7 +44,7 @@ def san_list(spec: CertificateConfig) -> list[str]:
 
 def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], now: datetime, *,
                batch_size: int = BATCH_SIZE, before_write: Callable[[], None] | None = None,
-               ) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
+               until: Callable[[], bool] | None = None) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
     """Issue new versions of configured certificates: yields (request, Issued or the
     CertsyncError that failed it), in request order, batch by batch. One transaction per batch
     (one query for the version numbers, one UPDATE, one multi-row INSERT); each CA key is
@@ -56,38 +56,58 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     With a previous version and key_rotation = "reuse" (or reuse_key=True) the key is kept, unless
     it was revoked for keyCompromise; otherwise a fresh key is made. The previous version stays
     valid (superseded, not revoked). before_write is called before each batch's transaction (the
-    run lock's check: an exception from it ends the issuance)."""
+    run lock's check: an exception from it ends the issuance). When `until` returns True before
+    a batch, issuance stops there: the requests not answered yet were not started."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
-    batch: list[IssueRequest] = []
-    seen: set[str] = set()                  # a name at most once per batch (versions are per batch)
-    for request in requests:
-        if len(batch) >= batch_size or request.name in seen:
-            yield from _issue_isolated(config, store, batch, issuers, now, before_write)
-            batch, seen = [], set()
-        batch.append(request)
-        seen.add(request.name)
-    if batch:
-        yield from _issue_isolated(config, store, batch, issuers, now, before_write)
+    requests = list(requests)
+    keys = workers.Keys(_fresh_key_type(config, r) for r in requests)   # RSA keys made ahead, in parallel
+    try:
+        batch: list[IssueRequest] = []
+        seen: set[str] = set()              # a name at most once per batch (versions are per batch)
+        start = 0
+        for request in requests:
+            if len(batch) >= batch_size or request.name in seen:
+                if until is not None and until():
+                    return
+                keys.prefetch(start + 2 * batch_size)       # this batch's keys and the next one's
+                yield from _issue_isolated(config, store, batch, issuers, now, before_write, keys)
+                start += len(batch)
+                batch, seen = [], set()
+            batch.append(request)
+            seen.add(request.name)
+        if batch and not (until is not None and until()):
+            keys.prefetch(start + 2 * batch_size)
+            yield from _issue_isolated(config, store, batch, issuers, now, before_write, keys)
+    finally:
+        keys.close()
+
+
+def _fresh_key_type(config: Config, request: IssueRequest) -> str | None:
+    """The key type a request will make a new key of (None: it may reuse its key, or is invalid)."""
+    spec = config.certificate.get(request.name)
+    if spec is None or spec.profile not in config.profile or _reuses_key(config, request):
+        return None
+    return spec.key or config.profile[spec.profile].key
 
 
 def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime,
-                    before_write: Callable[[], None] | None = None):
+                    before_write: Callable[[], None] | None, keys: workers.Keys):
     if before_write is not None:
         before_write()
     try:
-        outcomes = _issue_batch(config, store, batch, issuers, now)
+        outcomes = _issue_batch(config, store, batch, issuers, now, keys)
     except StoreError as exc:
         if len(batch) == 1:
             yield batch[0], exc
             return
         for request in batch:                     # isolate the certificate the store refused
-            yield from _issue_isolated(config, store, [request], issuers, now, before_write)
+            yield from _issue_isolated(config, store, [request], issuers, now, before_write, keys)
         return
     yield from zip(batch, outcomes)
 
 
 def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuers: dict,
-                 now: datetime) -> list[Issued | CertsyncError]:
+                 now: datetime, keys: workers.Keys) -> list[Issued | CertsyncError]:
     """One transaction; raises StoreError (nothing written) when the store refuses the batch."""
     outcomes: list = [None] * len(batch)
     with store.transaction() as tx:
@@ -101,7 +121,7 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
         for i, request in enumerate(batch):
             try:
                 values, key = _sign_one(config, tx, request, previous.get(request.name),
-                                        versions.get(request.name, 0) + 1, issuers, now)
+                                        versions.get(request.name, 0) + 1, issuers, now, keys.make)
                 pending.append((i, values, key))
             except CertsyncError as exc:
                 outcomes[i] = exc
@@ -141,7 +161,8 @@ def _issuer(config: Config, tx: Transaction, ca_name: str, issuers: dict, now: d
 
 
 def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: Certificate | None,
-              version: int, issuers: dict, now: datetime) -> tuple[dict, object]:
+              version: int, issuers: dict, now: datetime,
+              make_key: Callable[[str], certs.PrivateKey] = certs.generate_key) -> tuple[dict, object]:
     """Policy, issuer, key, signature: the column values of the new version, and its key."""
     spec = config.certificate[request.name]
     profile = config.profile[spec.profile]
@@ -157,7 +178,7 @@ def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: 
     if _reuses_key(config, request) and previous is not None and previous.key_type == key_type:
         key = tx.certificates.private_key(previous)
     if key is None:
-        key = certs.generate_key(key_type)
+        key = make_key(key_type)
     cert = certs.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
                             ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now,
                             sans=list(sans))

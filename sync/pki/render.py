@@ -78,8 +78,10 @@ def bundle_fingerprint(bundle: Bundle, options: RenderOptions) -> str:
     return fingerprint(certs, bundle.private_key is not None, options)
 
 
-def render(bundle: Bundle, options: RenderOptions) -> Payload:
-    body = {"json": _json, "pem": pem_bundle, "pkcs12": lambda b: _pkcs12(b, options)}[options.format](bundle)
+def render(bundle: Bundle, options: RenderOptions, *, password: bytes | None = None) -> Payload:
+    """`password`: the PFX password when the caller read it already (a worker process)."""
+    body = {"json": _json, "pem": pem_bundle,
+            "pkcs12": lambda b: _pkcs12(b, options, password)}[options.format](bundle)
     return Payload(body, CONTENT_TYPES[options.format], bundle_fingerprint(bundle, options))
 
 
@@ -98,11 +100,11 @@ def _json(bundle: Bundle) -> str:
     return json.dumps(document, indent=None, separators=(",", ":"))
 
 
-def _pkcs12(bundle: Bundle, options: RenderOptions) -> str:
+def _pkcs12(bundle: Bundle, options: RenderOptions, password: bytes | None = None) -> str:
     if bundle.private_key is None:
         raise ConfigError(f"certificate {bundle.name!r} has no private key in the store "
                           "(CSR enrollment); format pkcs12 needs one")
-    password = _password(options)
+    password = password or _password(options)
     if password is None:
         encryption = serialization.NoEncryption()   # what Azure services expect
     elif options.pkcs12_encryption == "legacy":

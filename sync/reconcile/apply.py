@@ -1,25 +1,35 @@
-"""Carrying out a plan: issue and renew, then push and delete per destination.
+"""Carrying out a plan: a pipeline per quota domain, issue -> render -> push.
+
+Certificates are issued in small batches (one transaction each); as each batch lands, the pushes
+of its certificates are rendered (keys opened only for that chunk, then dropped) and handed to
+their quota domain's lane, so pushes start while issuance goes on. Each lane holds at most
+`backlog` rendered payloads: when one is full the main thread waits (journaling what lands)
+before it renders or issues more, so a run's memory is bounded by these queue sizes, not by the
+number of certificates. Results are journaled in batches as they land.
 
 One failure does not stop the run: every other action still happens, and the report says what
 failed and where (certbot's "carry on, then fail at the end"). Quota domains (a region, a
-project, a vault) run in parallel; inside one, up to `concurrency` actions are in flight, paced by
-the domain's token bucket; no two actions of a run touch the same secret. Only the main thread
+project, a vault) run in parallel; inside one, up to `concurrency` actions are in flight (more when the
+latency seen needs them to reach the quota), each call paced by the provider wrapper
+(pacing.PacedProvider); no two actions of a run touch the same secret. Only the main thread
 touches the store.
 """
 from __future__ import annotations
 
+import queue
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from providers.base import ownership_labels
 from sync import logs
-from sync.ca.issue import IssueRequest, issue_many
+from sync.ca.issue import BATCH_SIZE, IssueRequest, issue_many
 from sync.config import Config
 from sync.errors import CertsyncError, VerifyError, one_line
-from sync.pki import render
+from sync.pki import workers
 from sync.pki.bundle import check_bundle
 from sync.reconcile import pacing
 from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
@@ -30,6 +40,10 @@ from sync.reconcile.verify import check_written
 from sync.store import Store
 
 log = logs.get("apply")
+
+STAGE = 100             # certificates per issuance batch and per render chunk: the pipeline's grain
+BACKLOG_SECONDS = 2.0   # a lane holds about this long of work at its quota ...
+BACKLOG_MIN, BACKLOG_MAX = 32, 512   # ... within these bounds (rendered payloads per quota domain)
 
 
 class Run(Protocol):
@@ -53,28 +67,33 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     report = Report()
     report.results.extend(Result(a, Status.UNCHANGED) for a in plan.of_kind(Kind.UNCHANGED))
     report.results.extend(Result(a, Status.FAILED, a.reason) for a in plan.of_kind(Kind.ERROR))
-    to_issue, not_started = plan.of_kind(Kind.ISSUE, Kind.RENEW), set()
-    if to_issue and deadline is not None and deadline.expired():   # --max-duration: start nothing new
-        not_started = {a.cert for a in to_issue}
-        report.results.extend(Result(a, Status.SKIPPED, MAX_DURATION_REACHED) for a in to_issue)
-        to_issue = []
-    failed_certs = _issue_all(run, to_issue, report) | not_started
-    lanes: dict[str, list[Action]] = defaultdict(list)
-    for action in plan.of_kind(Kind.PUSH, Kind.DELETE):
-        if action.cert in failed_certs:
-            why = MAX_DURATION_REACHED if action.cert in not_started else "issuance failed"
-            report.results.append(Result(action, Status.SKIPPED, why))
-        else:
-            lanes[action.destination].append(action)
     adopted = _adopt(run, plan.of_kind(Kind.ADOPT))
-    jobs = _prepare(run, lanes, report)
-    for result in report.results + adopted:   # what the lanes do is logged as it happens
+    for result in report.results + adopted:   # what the pipeline does is logged as it happens
         logs.log_result(log, result)
     report.results.extend(adopted)
+    to_issue = plan.of_kind(Kind.ISSUE, Kind.RENEW)
+    issuing = {a.cert for a in to_issue}
+    per_cert: dict[str, list[Action]] = defaultdict(list)      # certificate -> its pushes and deletes
+    for action in plan.of_kind(Kind.PUSH, Kind.DELETE):
+        per_cert[action.cert].append(action)
     journal = Journal(run)
+    lanes = Lanes(run, plan.of_kind(Kind.PUSH, Kind.DELETE), progress, deadline, on_result=journal.add)
     try:
-        report.results.extend(_run_lanes(run, jobs, progress, deadline, on_result=journal.add))
+        ready = [cert for cert in per_cert if cert not in issuing]   # versions already stored
+        for start in range(0, len(ready), STAGE):
+            _render_and_submit(run, [a for c in ready[start:start + STAGE] for a in per_cert[c]], report, lanes)
+        not_issued: dict[str, str] = {}         # certificate -> why its pushes are skipped
+        # nothing to push after issuance (e.g. no destination): larger batches, fewer commits
+        batch = STAGE if any(c in per_cert for c in issuing) else BATCH_SIZE
+        for issued in _issue_stream(run, to_issue, report, deadline, not_issued, batch):
+            _render_and_submit(run, [a for c in issued for a in per_cert.get(c, ())], report, lanes)
+        for cert, why in not_issued.items():
+            for action in per_cert.get(cert, ()):
+                report.results.append(Result(action, Status.SKIPPED, why))
+                logs.log_result(log, report.results[-1])
+        report.results.extend(lanes.finish())
     finally:
+        lanes.close()
         journal.flush()     # even when the run dies (signal, SystemExit, lock lost): what landed is recorded
     if deadline is not None and deadline.reached:
         report.stopped = f"max duration {deadline} reached"
@@ -84,35 +103,47 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     return report
 
 
-def _issue_all(run: Run, actions: Iterable[Action], report: Report) -> set[str]:
-    """Batched (issue_many: one transaction per batch, CA keys decrypted once per run); a
-    certificate that fails (policy, store) fails alone."""
-    failed: set[str] = set()
-    actions = list(actions)
+def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Deadline | None,
+                  not_issued: dict[str, str], batch: int = STAGE) -> Iterator[list[str]]:
+    """Issue in batches (issue_many: one transaction per batch, CA keys decrypted once
+    per run); after each batch, yield the names it issued. A certificate that fails (policy,
+    store) fails alone; once the deadline has passed, no new batch starts."""
     requests = [IssueRequest(a.cert, a.reuse_key) for a in actions]
-    for action, (_, outcome) in zip(actions, issue_many(run.config, run.store, requests, run.now,
-                                                          before_write=run.check_lock)):
+    until = deadline.expired if deadline is not None else None
+    answered, issued = 0, []
+    for _, outcome in issue_many(run.config, run.store, requests, run.now, batch_size=batch,
+                                 before_write=run.check_lock, until=until):
+        action = actions[answered]
+        answered += 1
         if isinstance(outcome, CertsyncError):
-            failed.add(action.cert)
-            report.results.append(Result(action, Status.FAILED, one_line(outcome)))
+            not_issued[action.cert] = "issuance failed"
+            result = Result(action, Status.FAILED, one_line(outcome))
         else:
+            issued.append(action.cert)
             detail = f"version {outcome.version}, serial {outcome.serial}, not after {outcome.not_after:%Y-%m-%d}"
-            report.results.append(Result(action, Status.DONE, detail=detail))
-    return failed
+            result = Result(action, Status.DONE, detail=detail)
+        report.results.append(result)
+        logs.log_result(log, result)
+        if answered % batch == 0 or answered == len(actions):     # a batch is complete
+            yield issued
+            issued = []
+    for action in actions[answered:]:           # --max-duration: not started
+        not_issued[action.cert] = MAX_DURATION_REACHED
+        report.results.append(Result(action, Status.SKIPPED, MAX_DURATION_REACHED))
+        logs.log_result(log, report.results[-1])
 
 
-def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[str, list[Job]]:
-    """Render every payload up front, in the main thread (store access stays single-threaded)."""
-    jobs: dict[str, list[Job]] = defaultdict(list)
-    with run.store.transaction() as tx:
-        bundles = {}
-        current = tx.certificates.current_many(a.cert for actions in lanes.values() for a in actions
-                                               if a.kind != Kind.DELETE)   # one query per 500, not one per push
-        for destination, actions in lanes.items():
-            for action in actions:
-                if action.kind == Kind.DELETE:
-                    jobs[destination].append(Job(action))
-                    continue
+def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: Lanes) -> None:
+    """Render one chunk's payloads (one transaction; each key opened once and dropped with the
+    chunk; PFX with a password in the crypto pool), then hand them to their lanes in order,
+    waiting where a lane is full."""
+    pending: list[tuple[Action, int, Future]] = []     # (action, certificate id, payload)
+    pushing = [a for a in actions if a.kind != Kind.DELETE]
+    if pushing:
+        with run.store.transaction() as tx:
+            bundles, items = {}, []
+            current = tx.certificates.current_many({a.cert for a in pushing})   # one query per chunk
+            for action in pushing:
                 try:
                     row = current.get(action.cert)
                     if row is None:
@@ -120,87 +151,164 @@ def _prepare(run: Run, lanes: dict[str, list[Action]], report: Report) -> dict[s
                     if row.id not in bundles:
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
-                    payload = render.render(bundles[row.id], render_options(run.config, destination, run.store.password_tag))
-                    jobs[destination].append(Job(action, payload, row.id))
+                    options = render_options(run.config, action.destination, run.store.password_tag)
+                    items.append((action, row.id, bundles[row.id], options))
                 except CertsyncError as exc:
-                    report.results.append(Result(action, Status.FAILED, one_line(exc)))
-    return jobs
+                    _fail(report, action, exc)
+        rendered = workers.render_all([(bundle, options) for _, _, bundle, options in items])
+        pending = [(action, row_id, future) for (action, row_id, _, _), future in zip(items, rendered)]
+        del bundles, items                  # the opened keys go now, not with the run
+    for action, row_id, future in pending:
+        try:
+            payload = future.result()
+        except CertsyncError as exc:
+            _fail(report, action, exc)
+            continue
+        lanes.submit(Job(action, payload, row_id))
+    for action in actions:
+        if action.kind == Kind.DELETE:
+            lanes.submit(Job(action))
 
 
-def _run_lanes(run: Run, jobs: dict[str, list[Job]], progress=None, deadline: Deadline | None = None,
-               on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Quota domains in parallel; inside one, up to `concurrency` calls in flight, paced by a
-    token bucket set from the cloud's quota (or the destination's max_calls_per_second).
+def _fail(report: Report, action: Action, exc: Exception) -> None:
+    report.results.append(Result(action, Status.FAILED, one_line(exc)))
+    logs.log_result(log, report.results[-1])
 
-    The calls run in worker threads; each result comes back to this (the main) thread as it
-    lands and goes to `on_result` (the journal) at once. When the run is cut short (SystemExit,
-    KeyboardInterrupt, LockError), nothing new starts, the calls in flight finish, and their
-    results too reach `on_result` before the error goes on."""
-    config = run.config
-    domains: dict[str, list[tuple[str, Job]]] = defaultdict(list)
-    quotas: dict[str, pacing.Quota] = {}
-    for destination, items in jobs.items():
-        quota = pacing.quota_of(config.destination[destination])
-        known = quotas.get(quota.domain)   # destinations sharing a quota: the strictest rate wins
-        if known is None or quota.calls_per_second < known.calls_per_second:
-            quotas[quota.domain] = quota
-        domains[quota.domain].extend((destination, job) for job in items)
-    if not domains:
-        return []
 
-    def one(domain: str, item: tuple[str, Job]) -> Result:
-        destination, job = item
-        run.check_lock()         # a run that lost the store lock starts no push (LockError ends the run)
-        if deadline is not None and deadline.expired():
+@dataclass
+class _Domain:
+    quota: pacing.Quota
+    workers: int
+    backlog: int                       # rendered jobs queued or in flight, at most
+    count: int = 0                     # actions planned in this domain
+    pool: ThreadPoolExecutor | None = None
+    waiting: set[Future] = field(default_factory=set)
+
+
+class Lanes:
+    """One lane per quota domain: a thread pool of `concurrency` workers behind the domain's
+    token bucket (its rate from the cloud's quota, or the destination's max_calls_per_second;
+    destinations sharing a quota: the strictest wins), fed with at most `backlog` jobs at once.
+
+    The calls run in worker threads; each result comes back to the main thread as it lands
+    (while it waits for room in a lane, or in `finish`) and goes to `on_result` (the journal) at
+    once. When the run is cut short (SystemExit, KeyboardInterrupt, LockError), `close` starts
+    nothing new, lets the calls in flight finish, and passes their results to `on_result` too."""
+
+    def __init__(self, run: Run, actions: list[Action], progress=None, deadline: Deadline | None = None,
+                 on_result: Callable[[Result | None], None] | None = None) -> None:
+        self.run, self.progress, self.deadline, self.on_result = run, progress, deadline, on_result
+        self.domain_of: dict[str, str] = {}
+        self.domains: dict[str, _Domain] = {}
+        for action in actions:
+            self._plan(action.destination)
+        for name, domain in self.domains.items():
+            domain.workers = min(domain.count, domain.workers)
+            domain.backlog = max(domain.workers, min(BACKLOG_MAX, max(
+                BACKLOG_MIN, round(domain.quota.calls_per_second * BACKLOG_SECONDS))))
+            if progress is not None:
+                progress.start(name, domain.count)
+        self.order: dict[Future, tuple[int, _Domain]] = {}
+        self.landed: queue.SimpleQueue[Future] = queue.SimpleQueue()   # done futures, as they finish
+        self.results: dict[int, Result] = {}
+        self.submitted = 0
+
+    def _plan(self, destination: str) -> None:
+        if destination in self.domain_of:          # known: one more action in its domain
+            self.domains[self.domain_of[destination]].count += 1
+            return
+        dest = self.run.config.destination[destination]
+        quota = pacing.quota_of(dest)
+        self.domain_of[destination] = quota.domain
+        domain = self.domains.get(quota.domain)
+        if domain is None:
+            domain = self.domains[quota.domain] = _Domain(quota, dest.concurrency, 0)
+        elif quota.calls_per_second < domain.quota.calls_per_second:
+            domain.quota = quota
+        domain.workers = max(domain.workers, dest.concurrency)
+        domain.count += 1
+
+    def submit(self, job: Job) -> None:
+        domain = self.domains[self.domain_of[job.action.destination]]
+        while len(domain.waiting) >= domain.backlog:
+            self._collect()                          # room in this lane: wait for results to land
+        if domain.pool is None:
+            domain.pool = ThreadPoolExecutor(max_workers=_workers(self.run, job.action.destination, domain.workers))
+        future = domain.pool.submit(self._one, domain, job)
+        self.order[future] = (self.submitted, domain)
+        domain.waiting.add(future)
+        self.submitted += 1
+        future.add_done_callback(self.landed.put)     # O(1) per result, however many wait
+
+    def finish(self) -> list[Result]:
+        """Wait for every job; their results in the order they were submitted."""
+        while self.order:
+            self._collect()
+        return [self.results[i] for i in range(self.submitted)]
+
+    def _collect(self) -> None:
+        """Wait for a result to land (or a quiet half second: the journal commits what waits),
+        then take every result that has landed; a worker's error ends the run here."""
+        try:
+            landed = [self.landed.get(timeout=_JOURNAL_SECONDS)]
+        except queue.Empty:
+            if self.on_result is not None:
+                self.on_result(None)
+            return
+        while True:
+            try:
+                landed.append(self.landed.get_nowait())
+            except queue.Empty:
+                break
+        error = None
+        for future in landed:
+            error = self._take(future) or error
+        if error is not None:
+            raise error
+
+    def _take(self, future: Future) -> BaseException | None:
+        if future not in self.order:      # taken already
+            return None
+        index, domain = self.order.pop(future)
+        domain.waiting.discard(future)
+        if future.cancelled():
+            return None
+        error = future.exception()
+        if error is not None:
+            return error
+        self.results[index] = result = future.result()
+        if self.on_result is not None:
+            self.on_result(result)
+        return None
+
+    def close(self) -> None:
+        """Nothing new starts; the calls in flight finish and their results are passed on."""
+        for future in self.order:
+            future.cancel()
+        for domain in self.domains.values():
+            if domain.pool is not None:
+                domain.pool.shutdown(wait=True, cancel_futures=True)
+        for future in list(self.order):
+            if future.done():
+                self._take(future)
+
+    def _one(self, domain: _Domain, job: Job) -> Result:
+        destination = job.action.destination
+        self.run.check_lock()     # a run that lost the store lock starts no push (LockError ends the run)
+        if self.deadline is not None and self.deadline.expired():
             result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
             logs.log_result(log, result)
             return result
         try:
-            provider = run.providers(destination)
+            provider = self.run.providers(destination)
         except Exception as exc:
             result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
         else:   # the provider paces its own calls (pacing.PacedProvider: every call counted)
-            result = _run_job(provider, job, config.destination[destination].verify_after_write)
-        if progress is not None:
-            progress.advance(domain)
+            result = _run_job(provider, job, self.run.config.destination[destination].verify_after_write)
+        if self.progress is not None:
+            self.progress.advance(self.domain_of[destination])
         logs.log_result(log, result)
         return result
-
-    pools: list[ThreadPoolExecutor] = []
-    order: dict[Future, int] = {}
-    results: dict[int, Result] = {}
-    failure: BaseException | None = None
-    try:
-        for domain, items in domains.items():
-            configured = max(config.destination[d].concurrency for d, _ in items)
-            workers = min(len(items), _workers(run, items[0][0], configured))
-            if progress is not None:
-                progress.start(domain, len(items))
-            pool = ThreadPoolExecutor(max_workers=workers)
-            pools.append(pool)
-            for item in items:
-                order[pool.submit(one, domain, item)] = len(order)
-        pending = set(order)
-        while pending and failure is None:
-            done, pending = wait(pending, timeout=_JOURNAL_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                failure = failure or _collect(future, order, results, on_result)
-            if on_result is not None and not done:
-                on_result(None)     # a quiet moment: the journal commits what waits
-    except BaseException as exc:   # KeyboardInterrupt in this thread, or submit failed
-        failure = exc
-    finally:
-        if failure is not None:
-            for future in order:
-                future.cancel()     # nothing new starts
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=failure is not None)
-    if failure is not None:
-        for future in order:        # calls that were in flight: their results are recorded too
-            if future not in results and future.done() and not future.cancelled():
-                _collect(future, order, results, on_result)
-        raise failure
-    return [results[i] for i in range(len(order))]
 
 
 def _workers(run: Run, destination: str, configured: int) -> int:
@@ -208,22 +316,6 @@ def _workers(run: Run, destination: str, configured: int) -> int:
     see (pacing.Pacer.workers); a run without pacing (a bare provider factory) keeps `configured`."""
     pacer = getattr(run, "pacing", None)
     return pacer.pacer(destination).workers(configured) if pacer is not None else configured
-
-
-def _collect(future: Future, order: dict[Future, int], results: dict[int, Result],
-             on_result: Callable[[Result | None], None] | None) -> BaseException | None:
-    """A finished call's result to `results` and `on_result`; the error that ends the run, if any."""
-    if future.cancelled():
-        return None
-    error = future.exception()
-    if error is not None:
-        results[order[future]] = None   # type: ignore[assignment]  (seen; the run is ending)
-        return error
-    result = future.result()
-    results[order[future]] = result
-    if on_result is not None:
-        on_result(result)
-    return None
 
 
 _JOURNAL_EVERY = 50         # results per journal commit, at most
@@ -245,10 +337,10 @@ class Journal:
     def add(self, result: Result | None) -> None:
         if result is not None and result.status == Status.DONE:
             action = result.action
-            if action.kind == Kind.PUSH and result.job is not None and result.job.payload is not None:
+            if action.kind == Kind.PUSH and result.job is not None and result.job.fingerprint is not None:
                 self.pushed.append(dict(cert_name=action.cert, destination=action.destination,
                                         remote_name=action.remote_name, certificate_id=result.job.certificate_id,
-                                        fingerprint=result.job.payload.fingerprint,
+                                        fingerprint=result.job.fingerprint,
                                         remote_version=result.detail or None, one_off=action.one_off))
             elif action.kind == Kind.DELETE:
                 self.deleted.append((action.destination, action.remote_name))
@@ -306,7 +398,9 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
             if read is None:
                 raise VerifyError(f"verify after write: {action.remote_name!r} is not there")
             check_written(read, job.payload.fingerprint, job.payload.body)
-        return Result(action, Status.DONE, detail=remote.version or "", job=job)
+        # the result keeps what the journal needs, not the payload (a run holds N results)
+        landed = Job(action, None, job.certificate_id, job.payload.fingerprint)
+        return Result(action, Status.DONE, detail=remote.version or "", job=landed)
     except Exception as exc:  # one line per failure; the run goes on
         # the result names its destination already: not twice (`-> aws/x: destination 'aws': ...`)
         return Result(action, Status.FAILED, one_line(exc).removeprefix(f"destination {action.destination!r}: "))
@@ -324,9 +418,7 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
                 (action.kind == Kind.DELETE and result.status != Status.DONE) or result.status == Status.FAILED):
             all_deleted[action.cert] = False
     with store.transaction() as tx:
-        for name, gone_everywhere in all_deleted.items():
-            if gone_everywhere:
-                tx.certificates.retire(name)
+        tx.certificates.retire_many(name for name, gone_everywhere in all_deleted.items() if gone_everywhere)
 
 
 def push_actions(config: Config, cert: str, destinations: list[str] | None,

@@ -21,6 +21,7 @@ class Job:
     action: Action
     payload: render.Payload | None = None
     certificate_id: int | None = None
+    fingerprint: str | None = None      # of the payload that landed (kept once the payload is dropped)
 
 
 @dataclass

@@ -281,6 +281,20 @@ class Certificates:
 
     def retire(self, name: str) -> None:
         """The active version of a certificate removed everywhere becomes retired (history stays)."""
-        row = self.current(name)
-        if row is not None:
-            row.state = "retired"
+        self.retire_many([name])
+
+    def retire_many(self, names: Iterable[str]) -> None:
+        """`retire` for many names: one UPDATE per 500 (only active versions are retired)."""
+        for chunk in chunks(names):
+            self.session.execute(update(Certificate).where(Certificate.name.in_(chunk), Certificate.state == "active")
+                                 .values(state="retired").execution_options(synchronize_session=False))
+
+    def expiring_facts(self, horizon: datetime):
+        """The newest version of each certificate when it is active and ends by `horizon`, as plain
+        rows (name, state, version, not_after): one query, no certificate or key loaded."""
+        newest = self._newest()
+        return self.session.execute(
+            select(Certificate.name, Certificate.state, Certificate.version, Certificate.not_after)
+            .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.state == "active", Certificate.not_after <= horizon)
+            .order_by(Certificate.name)).all()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from sync.clock import utcnow
 from sync.store.queries import chunks
-from sync.store.models import Deployment
+from sync.store.models import Certificate, Deployment
 
 
 
@@ -30,6 +30,25 @@ class Deployments:
         stmt = select(Deployment.cert_name, Deployment.destination, Deployment.remote_name, Deployment.fingerprint,
                       Deployment.remote_version, Deployment.state, Deployment.one_off)
         return self.session.execute(stmt.execution_options(yield_per=chunk))
+
+    def stale_facts(self):
+        """Copies that do not carry their certificate's newest active version, as plain rows
+        (cert_name, destination, remote_name, certificate_id, version, current_id, current_version,
+        pushed_at): one query, no certificate or key loaded."""
+        active = (select(Certificate.name, func.max(Certificate.version).label("version"))
+                  .where(Certificate.state == "active").group_by(Certificate.name).subquery())
+        current, carried = aliased(Certificate), aliased(Certificate)
+        stmt = (select(Deployment.cert_name, Deployment.destination, Deployment.remote_name,
+                       Deployment.certificate_id, carried.version.label("version"), current.id.label("current_id"),
+                       current.version.label("current_version"), Deployment.pushed_at)
+                .outerjoin(carried, carried.id == Deployment.certificate_id)
+                .outerjoin(active, active.c.name == Deployment.cert_name)
+                .outerjoin(current, (current.name == active.c.name) & (current.version == active.c.version))
+                .where(Deployment.state == "present",
+                       (current.id.is_(None)) | (Deployment.certificate_id.is_(None))
+                       | (Deployment.certificate_id != current.id))
+                .order_by(Deployment.cert_name, Deployment.destination, Deployment.remote_name))
+        return self.session.execute(stmt).all()
 
     def record_pushes(self, pushes: list[dict]) -> None:
         """Record what was pushed (dicts: cert_name, destination, remote_name, certificate_id,
