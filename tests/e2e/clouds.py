@@ -110,7 +110,9 @@ class Cloud:
         import os
         from azure.identity import ManagedIdentityCredential
         from azure.keyvault.secrets import SecretClient
-        os.environ.update(self.env())
+        # the managed identity endpoint comes from the environment; the CA bundle is passed explicitly
+        # (in os.environ it would reach every later HTTPS client of this process, pip among them)
+        os.environ.update({k: v for k, v in self.env().items() if k != "REQUESTS_CA_BUNDLE"})
         ca = self.entry["ca_bundle"]
         return SecretClient(self.entry["endpoint"], ManagedIdentityCredential(connection_verify=ca),
                             verify_challenge_resource=False, connection_verify=ca)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -35,13 +36,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 # -- installing the real clients ---------------------------------------------------------------------------
+def _installer_env() -> dict[str, str]:
+    """The environment for pip and npm: without a CA bundle a test put in this process's environment
+    (an emulator's self-signed root there would make the package index untrusted); pip and npm keep
+    their own configuration (PIP_CERT, pip.conf, npm's cafile)."""
+    return {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+
+
 def certbot() -> Path:
     """certbot from PyPI in <repo>/.venv-certbot (made once)."""
     binary = CERTBOT_VENV / "bin" / "certbot"
     with FileLock(str(REPO / ".venv-certbot.lock")):
         if not binary.exists():
             subprocess.run([sys.executable, "-m", "venv", str(CERTBOT_VENV)], check=True, timeout=300)
-            subprocess.run([str(CERTBOT_VENV / "bin" / "pip"), "install", "-q", "certbot"], check=True, timeout=900)
+            subprocess.run([str(CERTBOT_VENV / "bin" / "pip"), "install", "-q", "certbot"], check=True, timeout=900,
+                           env=_installer_env())
     return binary
 
 
@@ -52,7 +61,8 @@ def acme_client() -> Path:
     with FileLock(str(NODE_DIR.parent / "acme-client.lock")):
         if not (modules / "acme-client" / "package.json").exists():
             subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR),
-                            f"acme-client@{ACME_CLIENT_VERSION}"], check=True, timeout=600, capture_output=True)
+                            f"acme-client@{ACME_CLIENT_VERSION}"], check=True, timeout=600, capture_output=True,
+                           env=_installer_env())
     return modules
 
 
