@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
 from sync.config_discovery import DiscoveryConfig
-from sync.config_server import ServerConfig
+from sync.config_server import ServerConfig, ip_networks
 from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
                              parse_duration, parse_wait)
 from sync.errors import ConfigError
@@ -212,12 +212,7 @@ class ProfileConfig(Strict):
     @field_validator("allowed_ips")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8") from None
-        return value
+        return ip_networks(value)
 
 
 # [destination.NAME]: DestinationBase (keys of every kind) and each cloud's model live in

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from providers.base import is_loopback
 from sync.durations import Duration
 
 
@@ -27,21 +28,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def ip_networks(value: list[str]) -> list[str]:
+    """A list of IP networks (CIDR, host bits allowed), each checked; ValueError names the first bad one."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8") from None
+    return value
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """"HOST:PORT" (IPv6 in brackets) -> (host, port); ValueError names the rule."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
         raise ValueError(f"{value!r} must be HOST:PORT, like 127.0.0.1:8443 or [::1]:8443")
     return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class EstConfig(_Strict):
@@ -171,12 +173,7 @@ class ServerConfig(_Strict):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP network like 10.0.0.0/8") from None
-        return value
+        return ip_networks(value)
 
     @model_validator(mode="after")
     def _tls(self) -> "ServerConfig":

@@ -93,7 +93,6 @@ def answer(state: ServerState, ca: str, request_der: bytes) -> ocsp.OCSPResponse
 
 
 def _ocsp_http(response: ocsp.OCSPResponse, now: datetime, cacheable: bool) -> Response:
-    headers = {}
     if cacheable and response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL and not _has_nonce(response):
         headers = _cache_headers(response.this_update_utc, response.next_update_utc, now)
     else:

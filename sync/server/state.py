@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Iterator
 
 from cryptography import x509
@@ -124,4 +124,4 @@ class ServerState:
 
 def _half_life(signer: Responder) -> datetime:
     cert = signer.certificate
-    return cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2 + timedelta(0)
+    return cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
