@@ -1,8 +1,8 @@
 """Streaming apply: pushes start while issuance goes on, and what a run holds at once (rendered
 payloads, opened bundles) is bounded by the pipeline's queue sizes, not by the number of
 certificates."""
-import gc
 import threading
+import weakref
 
 import pytest
 
@@ -26,13 +26,37 @@ def many_certs(workdir, n: int):
     return cfg
 
 
+class Alive:
+    """Counts the instances of some classes alive right now: +1 as one is made, -1 as it dies.
+
+    Not gc.get_objects(): called from a push thread it can take a reference to a tuple the main
+    thread is still building, and CPython then fails that tuple's resize with a SystemError."""
+
+    def __init__(self, monkeypatch, *classes) -> None:
+        self.count, self.lock = 0, threading.Lock()
+        for cls in classes:
+            def init(obj, *args, __init=cls.__init__, **kwargs):
+                __init(obj, *args, **kwargs)
+                self.change(+1)
+                weakref.finalize(obj, self.change, -1)
+            monkeypatch.setattr(cls, "__init__", init)
+
+    def change(self, by: int) -> None:
+        with self.lock:
+            self.count += by
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class Watching(MemoryProvider):
     """Notes, at each put, how many certificates were issued so far; every `sample`-th put it
-    counts the payloads and bundles alive in the process."""
+    counts the payloads and bundles alive in the process (those in `alive`)."""
 
-    def __init__(self, cloud: MemoryCloud, issued: list, sample: int = 0) -> None:
+    def __init__(self, cloud: MemoryCloud, issued: list, sample: int = 0,
+                 alive: Alive | None = None) -> None:
         super().__init__(cloud)
-        self.issued, self.sample = issued, sample
+        self.issued, self.sample, self.alive = issued, sample, alive
         self.lock = threading.Lock()
         self.seen_at_put: list[int] = []
         self.live_peak = 0
@@ -41,7 +65,7 @@ class Watching(MemoryProvider):
         with self.lock:
             self.seen_at_put.append(len(self.issued))
             if self.sample and len(self.seen_at_put) % self.sample == 0:
-                live = sum(isinstance(o, (render.Payload, Bundle)) for o in gc.get_objects())
+                live = len(self.alive)
                 self.live_peak = max(self.live_peak, live)
         return super().put(name, payload, content_type=content_type, labels=labels)
 
@@ -72,13 +96,14 @@ def test_pushes_start_while_issuance_goes_on(workdir, caplog, monkeypatch):
 @pytest.mark.parametrize("sizes", [(300, 1200)])
 def test_payloads_alive_at_once_do_not_grow_with_n(tmp_path, monkeypatch, sizes):
     peaks = []
+    alive = Alive(monkeypatch, render.Payload, Bundle)
     for n in sizes:
         folder = tmp_path / str(n)
         folder.mkdir()
         monkeypatch.chdir(folder)
         (folder / "sync.toml").write_text("")
         cfg = many_certs(folder, n)
-        provider = Watching(MemoryCloud(), [], sample=25)
+        provider = Watching(MemoryCloud(), [], sample=25, alive=alive)
         report = App(cfg, providers=lambda d: provider).apply()
         assert report.summary() == {"issue": n + 1, "push": n}
         peaks.append(provider.live_peak)
