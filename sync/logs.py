@@ -24,6 +24,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Collection
 
+from sync.jsonstream import Lazy
+
 ROOT = "certsync"
 STANDARD_FIELDS = ("time", "level", "event", "certificate", "destination", "message")
 EXTRA_FIELDS = ("remote_name", "action", "status", "command", "detail", "reason")
@@ -73,6 +75,8 @@ def redact_document(value: Any, keep: Collection[str] = ()) -> Any:
         return {k: v if k in keep else redact_document(v, keep) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_document(v, keep) for v in value]
+    if isinstance(value, Lazy):        # redacted item by item as it is written
+        return value.map(lambda v: redact_document(v, keep))
     return value
 
 

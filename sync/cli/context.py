@@ -2,11 +2,11 @@
 application object per run, closed when the command ends."""
 from __future__ import annotations
 
-import json
+import sys
 
 import click
 
-from sync import config as config_mod, logs
+from sync import config as config_mod, jsonstream, logs
 from sync.app import App
 
 
@@ -60,7 +60,7 @@ class Context:
     def emit(self, document) -> None:
         """The one JSON document of --output json, on stdout; every other string redacted
         (error text may repeat a URL with credentials in it)."""
-        click.echo(json.dumps(logs.redact_document(document, self.PAYLOAD_KEYS), indent=2, default=str))
+        jsonstream.write(logs.redact_document(document, self.PAYLOAD_KEYS), sys.stdout)
 
     def say(self, text: str = "") -> None:
         if not self.quiet:

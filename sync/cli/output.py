@@ -9,10 +9,11 @@ import sys
 import click
 
 from sync import logs
+from sync.jsonstream import Lazy
 from sync.cli.context import Context
 from sync.reconcile.deadline import MAX_DURATION_REACHED
 from sync.reconcile.plan import Action, Kind, Plan
-from sync.reconcile.report import Report, Status
+from sync.reconcile.report import Report, Result, Status
 
 
 def action_dict(a: Action) -> dict:
@@ -30,7 +31,7 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
     """Print a plan (text or one JSON document); exit 1 on errors, 2 on changes when asked.
     warnings (e.g. a profile that allows any name): on stderr, and in the document."""
     errors = the_plan.of_kind(Kind.ERROR)
-    document = {"actions": [action_dict(a) for a in the_plan.actions],
+    document = {"actions": Lazy(the_plan.actions, action_dict),
                 "changes": len(the_plan.changes), "errors": len(errors)}
     if warnings is not None:
         document["warnings"] = warnings
@@ -54,7 +55,7 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
 
 
 def report_document(report: Report) -> dict:
-    return {"results": [r.as_dict() for r in report.results], "summary": report.summary(),
+    return {"results": Lazy(report.results, Result.as_dict), "summary": report.summary(),
             "destinations": report.by_destination(), "seconds": round(report.seconds, 3),
             "ok": not report.failed and not report.stopped}
 

@@ -63,7 +63,7 @@ class Kind(StrEnum):
     ERROR = "error"            # cannot be planned (e.g. a listing failed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: Kind
     cert: str

@@ -16,7 +16,7 @@ class Status(StrEnum):
     UNCHANGED = "unchanged"
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     action: Action
     payload: render.Payload | None = None
@@ -24,7 +24,7 @@ class Job:
     fingerprint: str | None = None      # of the payload that landed (kept once the payload is dropped)
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     action: Action
     status: Status
