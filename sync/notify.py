@@ -89,6 +89,11 @@ def build_events(report, inventory, deployments: Iterable[DeploymentView], *, no
                                     destination=a.destination, remote_name=a.remote_name))
             elif r.status == "done" and a.kind == "renew":
                 events.append(Event("renewal", "info", f"{a.cert} renewed ({a.reason}): {r.detail}", a.cert))
+        for h in getattr(report, "hooks", ()):
+            if not h.ok:      # the push stands; the hook runs again on the next run
+                events.append(Event("failure", "error", f"deploy hook {h.hook} {h.cert} -> {h.destination}/"
+                                                        f"{h.remote_name}: {h.error}", h.cert,
+                                    destination=h.destination, remote_name=h.remote_name))
         not_started = [r for r in report.results if r.status == "skipped" and r.error == MAX_DURATION_REACHED]
         stopped = getattr(report, "stopped", None)
         if stopped or not_started:
