@@ -144,6 +144,12 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
         logs.log_result(log, report.results[-1])
 
 
+def _recorded(tx, action: Action) -> bool:
+    """A forced push (push, renew: no listing) updates a copy when one is on record, else creates one."""
+    return any(d.destination == action.destination and d.remote_name == action.remote_name
+               for d in tx.deployments.present_of(action.cert))
+
+
 def _both(*callbacks: Callable[[Result | None], None]) -> Callable[[Result | None], None]:
     def call(result: Result | None) -> None:
         for callback in callbacks:
@@ -171,8 +177,10 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
                     options = render_options(run.config, action.destination, run.store.password_tag)
-                    facts = facts_of(run.config, action, row, bundles[row.id].certificate) \
-                        if hooks is not None and hooks.wanted(action.destination) else None
+                    facts = None
+                    if hooks is not None and hooks.wanted(action.destination):
+                        existed = action.exists if action.exists is not None else _recorded(tx, action)
+                        facts = facts_of(run.config, action, row, bundles[row.id].certificate, existed)
                     items.append((action, row.id, bundles[row.id], options, facts))
                 except CertsyncError as exc:
                     _fail(report, action, exc)

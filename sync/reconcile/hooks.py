@@ -66,7 +66,7 @@ class HookResult:
                 "attempt": self.attempt}
 
 
-def facts_of(config: Config, action: Action, row, leaf: x509.Certificate) -> dict:
+def facts_of(config: Config, action: Action, row, leaf: x509.Certificate, existed: bool | None = None) -> dict:
     """What a hook is told about a push (public facts only: the key and payload never come here)."""
     dest = config.destination[action.destination]
     sans = san_strings(leaf)
@@ -78,7 +78,7 @@ def facts_of(config: Config, action: Action, row, leaf: x509.Certificate) -> dic
         "domains": [s[4:] for s in sans if s.startswith("DNS:")],
         "destination": action.destination, "provider": dest.provider, "secret_name": action.remote_name,
         "location": location(dest, action.remote_name),
-        "action": {True: "updated", False: "created"}.get(action.exists, "pushed"),
+        "action": "updated" if existed else "created",
         "reason": action.reason, "remote_version": None,
     }
 
