@@ -94,16 +94,24 @@ def location(dest, name: str) -> str:
     return f"aws:{service}:{getattr(dest, 'region', None) or 'default'}:{name}"
 
 
+# facts whose plain CERTSYNC_<KEY> would be read as a config override (CERTSYNC_DESTINATION is the
+# [destination] table) by a certsync the hook runs
+ENV_NAMES = {"certificate": "CERTSYNC_CERT_NAME", "destination": "CERTSYNC_DESTINATION_NAME"}
+PASSED_ON = {"CERTSYNC_CONFIG", "CERTSYNC_LOG_FORMAT"}    # not secret; a hook may run certsync itself
+
+
 def environment(config: Config, facts: dict, attempt: int) -> dict[str, str]:
-    """The command's environment: ours without secrets, plus the facts."""
+    """The command's environment: ours without secrets (every CERTSYNC_* but the config path and log
+    format: the master key, a store URL with a password; the PFX passwords and webhook
+    Authorization the config names), plus the facts."""
     hidden = {n for d in config.destination.values()
               for n in (d.pkcs12_password_env, d.deploy_webhook_auth_env) if n}
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CERTSYNC_") and k not in hidden}
+    env = {k: v for k, v in os.environ.items()
+           if (k.upper() in PASSED_ON or not k.upper().startswith("CERTSYNC_")) and k not in hidden}
     for key, value in facts.items():
         if isinstance(value, list):
             value = " ".join(value)          # like certbot's RENEWED_DOMAINS
-        env["CERTSYNC_" + key.upper()] = "" if value is None else str(value)
-    env["CERTSYNC_CERT_NAME"] = facts["certificate"]
+        env[ENV_NAMES.get(key, "CERTSYNC_" + key.upper())] = "" if value is None else str(value)
     env["CERTSYNC_ATTEMPT"] = str(attempt)
     return env
 

@@ -5,6 +5,7 @@ push stays and is not redone, and the hook runs again on the next run until it s
 import base64
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -82,14 +83,14 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         env, facts = call["env"], json.loads(call["stdin"])
         assert call["argv"] == [str(out), "--fast"]
         pushed = json.loads(secretsmanager.get_secret_value(SecretId=name_prefix)["SecretString"])
-        assert env["CERTSYNC_CERT_NAME"] == env["CERTSYNC_CERTIFICATE"] == name_prefix
+        assert env["CERTSYNC_CERT_NAME"] == name_prefix
         assert env["CERTSYNC_VERSION"] == "1" and env["CERTSYNC_SERIAL"] == pushed["serial"]
         assert env["CERTSYNC_FINGERPRINT_SHA256"] == pushed["fingerprint_sha256"]
         assert env["CERTSYNC_NOT_AFTER"] == pushed["not_after"]
         assert env["CERTSYNC_SUBJECT"] == "CN=api.example.internal"
         assert env["CERTSYNC_DOMAINS"] == "api.example.internal www.example.internal"
         assert env["CERTSYNC_SANS"] == "DNS:api.example.internal DNS:www.example.internal"
-        assert (env["CERTSYNC_DESTINATION"], env["CERTSYNC_PROVIDER"], env["CERTSYNC_SECRET_NAME"]) == (
+        assert (env["CERTSYNC_DESTINATION_NAME"], env["CERTSYNC_PROVIDER"], env["CERTSYNC_SECRET_NAME"]) == (
             "aws", "aws", name_prefix)
         assert env["CERTSYNC_LOCATION"] == f"aws:secretsmanager:us-east-1:{name_prefix}"
         assert env["CERTSYNC_ACTION"] == "created" and env["CERTSYNC_ATTEMPT"] == "1"
@@ -98,6 +99,10 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         assert facts["serial"] == pushed["serial"] and facts["version"] == 1
         # secrets of certsync's own stay out of the hook's environment
         assert "CERTSYNC_MASTER_KEY" not in env and "HOOK_AUTH" not in env
+        # and a hook can run certsync itself: no fact reads as a config override (CERTSYNC_DESTINATION...)
+        inner = subprocess.run([sys.executable, "-m", "sync", "--output", "json", "list"], env=env, cwd=project.path,
+                               capture_output=True, text=True)
+        assert inner.returncode == 0 and name_prefix in inner.stdout, inner.stderr
 
         [request] = hook.received
         body = request["body"]
