@@ -172,3 +172,46 @@ def test_a_hook_that_hangs_is_killed_at_its_timeout(project, tmp_path, aws_proxy
     assert report["summary"] == {"issue": 1, "push": 1}
     hooks = {h["hook"]: h for h in report["hooks"]}
     assert hooks["command"]["error"] == "timed out after 2s (killed)" and hooks["webhook"]["status"] == "ok"
+
+
+WAITING_HOOK = textwrap.dedent('''
+    import os, sys, time
+    import boto3
+    endpoint, names = sys.argv[1], sys.argv[2:]
+    client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1")
+    for _ in range(600):          # at most a minute: the other pushes must land while this hook runs
+        found = {s["Name"] for page in client.get_paginator("list_secrets").paginate() for s in page["SecretList"]}
+        if set(names) <= found:
+            sys.exit(0)
+        time.sleep(0.1)
+    print("the other pushes did not land while the hook ran")
+    sys.exit(1)
+''')
+
+
+def test_a_running_hook_does_not_hold_up_the_other_pushes(project, tmp_path, aws_proxy, name_prefix):
+    """Each hook waits until every certificate's secret exists: they can all succeed only if the
+    pushes go on while hooks run (a hook in the write path would hold the later pushes up)."""
+    names = [f"{name_prefix}-{i}" for i in range(3)]
+    script = tmp_path / "wait.py"
+    script.write_text(WAITING_HOOK)
+    certificates = "".join(f"""
+        [certificate.{n}]
+        profile = "tls-server"
+        common_name = "{n}.example.internal"
+        destinations = ["aws"]
+        """ for n in names)
+    argv = json.dumps([sys.executable, str(script), aws_proxy.url, *names])
+    project.write(f"""
+        [destination.aws]
+        provider = "aws"
+        region = "us-east-1"
+        endpoint_url = "{aws_proxy.url}"
+        concurrency = 1
+        deploy_hook = {argv}
+        deploy_hook_timeout = "90s"
+        """ + certificates)
+    project.run("init")
+    report = project.json("apply")
+    assert report["summary"] == {"issue": 3, "push": 3}
+    assert [h["status"] for h in report["hooks"]] == ["ok"] * 3
