@@ -19,11 +19,9 @@ import ipaddress
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping, Protocol, TypeVar, \
     get_args
-
-from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from urllib.parse import urlsplit
