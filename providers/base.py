@@ -19,13 +19,14 @@ import ipaddress
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping, Protocol, TypeVar, \
     get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from urllib.parse import urlsplit
 
+from sync.durations import Duration
 from sync.errors import CertsyncError, NameError_, NotOwned, PayloadTooLarge, UsageError
 
 MANAGED_BY = "managed-by"
@@ -356,7 +357,67 @@ class DestinationBase(BaseModel):
         "127.0.0.0/8, ::1): secrets and credentials may then travel in plaintext or to the wrong server. Unset, "
         "such a setting is refused for any other host; it is warned about on every run either way."))
 
+    # deploy hooks (sync/reconcile/hooks.py): run after each successful push here, with facts, never the key
+    deploy_hook: list[str] | None = Field(None, min_length=1, description=(
+        "Command run after each successful push (and its verify) to this destination, as an argv list (no shell), "
+        "e.g. [\"/usr/local/bin/reload\", \"--fast\"]. It gets the certificate's facts in CERTSYNC_* environment "
+        "variables (docs/hooks.md), never the key or the payload. A failure is reported and retried on later runs; "
+        "it never undoes the push."))
+    deploy_webhook: str | None = Field(None, description=(
+        "http(s) URL POSTed a JSON document of the same facts after each successful push to this destination."))
+    deploy_webhook_auth_env: str | None = Field(None, description=(
+        "Name of the environment variable whose value is sent as the webhook's Authorization header (e.g. "
+        "\"Bearer ...\"); the value itself never goes into the config."))
+    deploy_hook_timeout: Duration = Field(timedelta(seconds=60), description=(
+        "How long a deploy hook command (killed with its process group) or webhook call may take."))
+
     _name: str | None = PrivateAttr(None)
+
+    @field_validator("deploy_hook", mode="before")
+    @classmethod
+    def _not_a_shell_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("must be an argv list like [\"/usr/local/bin/reload\", \"--fast\"], not a shell "
+                             "string (no shell runs it; for shell syntax use [\"/bin/sh\", \"-c\", \"...\"])")
+        return value
+
+    @field_validator("deploy_hook")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0].strip():
+            raise ValueError("the command (first item) must not be empty; write an argv list like "
+                             "[\"/usr/local/bin/reload\", \"--fast\"]")
+        if value is not None and any("\0" in arg for arg in value):
+            raise ValueError("an argument holds a NUL character")
+        return value
+
+    @field_validator("deploy_webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")   # never echo it: it may hold a token
+        return value
+
+    @field_validator("deploy_webhook_auth_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not its value")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_auth(self) -> "DestinationBase":
+        if self.deploy_webhook_auth_env and not self.deploy_webhook:
+            raise ValueError("deploy_webhook_auth_env needs deploy_webhook")
+        if self.deploy_webhook_auth_env and self.deploy_webhook.lower().startswith("http://") \
+                and not is_loopback(url_host(self.deploy_webhook)) and not self.allow_insecure_transport:
+            raise ValueError("deploy_webhook is http:// and deploy_webhook_auth_env is set: the Authorization "
+                             f"header would travel in plaintext; use https:// (http:// only for {LOOPBACK})")
+        return self
+
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.deploy_hook or self.deploy_webhook)
 
     @property
     def name(self) -> str | None:

@@ -26,11 +26,7 @@ A webhook that fails is never a failed run: `after_run` returns a warning that n
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
@@ -39,6 +35,8 @@ from sync.inventory import DeploymentView, ca_not_after
 from sync import logs
 from sync.clock import rfc3339, utcnow
 from sync.reconcile.deadline import MAX_DURATION_REACHED
+from sync.webhook import (RETRY_PAUSE_SECONDS, TIMEOUT_SECONDS, DeliveryError, send,  # noqa: F401 (re-exported)
+                          why as _why)
 
 if TYPE_CHECKING:
     from sync.app import App
@@ -48,8 +46,6 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 TYPE_TITLES = {"failure": "Failures", "stale_copy": "Stale copies in the clouds",
                "expiring": "Certificates expiring", "ca_expiring": "CAs expiring",
                "renewal": "Renewals", "revocation": "Revocations", "discovered": "Found certificates with problems"}
-TIMEOUT_SECONDS = 10.0
-RETRY_PAUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +89,11 @@ def build_events(report, inventory, deployments: Iterable[DeploymentView], *, no
                                     destination=a.destination, remote_name=a.remote_name))
             elif r.status == "done" and a.kind == "renew":
                 events.append(Event("renewal", "info", f"{a.cert} renewed ({a.reason}): {r.detail}", a.cert))
+        for h in getattr(report, "hooks", ()):
+            if not h.ok:      # the push stands; the hook runs again on the next run
+                events.append(Event("failure", "error", f"deploy hook {h.hook} {h.cert} -> {h.destination}/"
+                                                        f"{h.remote_name}: {h.error}", h.cert,
+                                    destination=h.destination, remote_name=h.remote_name))
         not_started = [r for r in report.results if r.status == "skipped" and r.error == MAX_DURATION_REACHED]
         stopped = getattr(report, "stopped", None)
         if stopped or not_started:
@@ -209,55 +210,6 @@ def _slack(events: list[Event], *, command: str, host: str, stamp: str) -> dict:
 
 
 # --- delivery -------------------------------------------------------------------------------------
-
-class DeliveryError(Exception):
-    """Says what went wrong without the URL (it may embed a token)."""
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code}"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(exc, urllib.error.URLError):
-        reason = exc.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            return "timed out"
-        if isinstance(reason, OSError) and reason.strerror:
-            return reason.strerror
-        return reason.__class__.__name__ if not isinstance(reason, str) else "connection failed"
-    return exc.__class__.__name__
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500 or exc.code == 429
-    return True
-
-
-def send(url: str, body: dict, *, timeout: float = TIMEOUT_SECONDS, attempts: int = 2,
-         pause: float = RETRY_PAUSE_SECONDS) -> None:
-    """POST `body` as JSON; retry once on a network error, a timeout, a 5xx or a 429."""
-    logs.add_secret(url)
-    if not url.lower().startswith(("https://", "http://")):
-        raise DeliveryError("not an http(s) URL")
-    data = json.dumps(logs.redact_document(body)).encode()    # error text may repeat credentials
-    last = "no attempt"
-    for attempt in range(attempts):
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "certsync"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
-            return
-        except Exception as exc:   # urllib raises several kinds; all become one line without the URL
-            last = _why(exc)
-            if not _retryable(exc):
-                break
-        if attempt + 1 < attempts:
-            time.sleep(pause)
-    raise DeliveryError(f"{last} after {attempt + 1} attempt(s)")
-
 
 @dataclass
 class Outcome:

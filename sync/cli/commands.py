@@ -143,7 +143,7 @@ def sign(ctx: Context, csr_file, profile: str, name: str | None, destinations: t
         ctx.say(f"issued {name}; chain written to {out}")
     if report is not None and not ctx.json:
         finish(ctx, report)
-    elif report is not None and report.failed:
+    elif report is not None and (report.failed or report.hooks_failed):
         sys.exit(1)
 
 
@@ -162,7 +162,7 @@ def revoke(ctx: Context, cert: str, reason: str, serial: str | None, replace: bo
     _notify(ctx, "revoke", report, revocations=[summary])
     if ctx.json:
         ctx.emit({"revoked": summary, "replacement": [r.as_dict() for r in report.results] if report else []})
-        if report is not None and report.failed:
+        if report is not None and (report.failed or report.hooks_failed):
             sys.exit(1)
         return
     ctx.say(f"revoked    {cert} serial {summary['serial']} ({summary['reason']}); "

@@ -45,7 +45,12 @@ def annotations(document: Mapping) -> list[str]:
         if r.get("status") == "failed":
             lines.append(workflow_command("error", f"{r['action']} {_target(r)}: {r.get('error') or 'failed'}",
                                           title=f"certsync {r['action']} {r['certificate']} failed"))
-    if document.get("ok") is False and not any(r.get("status") == "failed" for r in results):
+    hooks_failed = [h for h in document.get("hooks", []) if h.get("status") == "failed"]
+    for h in hooks_failed:
+        lines.append(workflow_command("error", f"deploy hook {h['hook']} {h['certificate']} -> {h['destination']}/"
+                                               f"{h['remote_name']}: {h.get('error') or 'failed'} (the push stands)",
+                                      title=f"certsync deploy hook for {h['certificate']} failed"))
+    if document.get("ok") is False and not hooks_failed and not any(r.get("status") == "failed" for r in results):
         skipped = [r for r in results if r.get("status") == "skipped"]   # e.g. --max-duration stopped the run
         why = f": {skipped[0].get('error')}" if skipped and skipped[0].get("error") else ""
         lines.append(workflow_command("error", f"{len(skipped)} action(s) not done{why}",

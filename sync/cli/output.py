@@ -55,9 +55,13 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
 
 
 def report_document(report: Report) -> dict:
+    destinations = report.by_destination()
+    for destination, counts in report.hooks_by_destination().items():   # "hook ok" / "hook failed" beside the rest
+        destinations.setdefault(destination, {}).update(counts)
     return {"results": Lazy(report.results, Result.as_dict), "summary": report.summary(),
-            "destinations": report.by_destination(), "seconds": round(report.seconds, 3),
-            "ok": not report.failed and not report.stopped}
+            "hooks": [h.as_dict() for h in report.hooks],
+            "destinations": dict(sorted(destinations.items())), "seconds": round(report.seconds, 3),
+            "ok": not report.failed and not report.stopped and not report.hooks_failed}
 
 
 def finish(ctx: Context, report: Report) -> None:
@@ -72,6 +76,10 @@ def finish(ctx: Context, report: Report) -> None:
             if r.status != Status.UNCHANGED or not ctx.quiet:
                 label = r.action.kind if r.status == Status.DONE else r.status
                 ctx.say(action_line(label, r.action, f": {r.detail}" if r.detail else ""))
+        for h in report.hooks:
+            if h.ok:
+                retry = f" (attempt {h.attempt})" if h.attempt > 1 else ""
+                ctx.say(f"{'hook':<10} {h.cert} -> {h.destination}/{h.remote_name}: {h.hook} ok{retry}")
         summary = ", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do"
         ctx.say(f"\n{summary} in {report.seconds:.2f}s")
         for destination, counts in document["destinations"].items():
@@ -79,13 +87,17 @@ def finish(ctx: Context, report: Report) -> None:
     for r in report.failed if not logs.json_enabled() else ():   # json logs: apply logged each one
         where = f"{r.action.destination}/{r.action.remote_name}" if r.action.destination else r.action.cert
         click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {logs.redact(r.error or '')}", err=True)
+    for h in report.hooks_failed if not logs.json_enabled() else ():   # json logs: hooks logged each one
+        click.echo(f"error: deploy hook {h.hook} {h.cert} -> {h.destination}/{h.remote_name} failed "
+                   f"(attempt {h.attempt}; the push stands, the hook runs again on the next run): "
+                   f"{logs.redact(h.error or '')}", err=True)
     if report.stopped:
         skipped = sum(1 for r in report.results if r.status == Status.SKIPPED and r.error == MAX_DURATION_REACHED)
         diagnostic(logging.ERROR, f"run stopped: {report.stopped}; {skipped} action(s) not started", "run.stopped")
     logs.get("run").info(", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do",
                          extra={"event": "run.finished", "command": click.get_current_context().info_name})
     publish(ctx, document)
-    if report.failed or report.stopped:
+    if report.failed or report.stopped or report.hooks_failed:
         sys.exit(1)
 
 

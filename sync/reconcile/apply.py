@@ -34,6 +34,7 @@ from sync.pki.bundle import check_bundle
 from sync.reconcile import pacing
 from sync.reconcile.deadline import MAX_DURATION_REACHED, Deadline
 from sync.reconcile.destinations import ProviderFactory, render_options
+from sync.reconcile.hooks import Hooks, facts_of
 from sync.reconcile.plan import Action, Kind, Plan
 from sync.reconcile.report import Job, Report, Result, Status
 from sync.reconcile.verify import check_written
@@ -77,24 +78,34 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     for action in plan.of_kind(Kind.PUSH, Kind.DELETE):
         per_cert[action.cert].append(action)
     journal = Journal(run)
-    lanes = Lanes(run, plan.of_kind(Kind.PUSH, Kind.DELETE), progress, deadline, on_result=journal.add)
+    # deploy hooks: run beside the lanes as pushes land, and again for copies whose hooks failed before
+    hooks = Hooks(run.config, run.store) if any(d.has_hooks for d in run.config.destination.values()) else None
+    if hooks is not None:
+        hooks.retry_pending(plan.of_kind(Kind.UNCHANGED))
+    lanes = Lanes(run, plan.of_kind(Kind.PUSH, Kind.DELETE), progress, deadline,
+                  on_result=journal.add if hooks is None else _both(journal.add, hooks.landed))
+    completed = False
     try:
         ready = [cert for cert in per_cert if cert not in issuing]   # versions already stored
         for start in range(0, len(ready), STAGE):
-            _render_and_submit(run, [a for c in ready[start:start + STAGE] for a in per_cert[c]], report, lanes)
+            _render_and_submit(run, [a for c in ready[start:start + STAGE] for a in per_cert[c]], report, lanes,
+                               hooks)
         not_issued: dict[str, str] = {}         # certificate -> why its pushes are skipped
         # nothing to push after issuance (e.g. no destination): larger batches, fewer commits
         batch = STAGE if any(c in per_cert for c in issuing) else BATCH_SIZE
         for issued in _issue_stream(run, to_issue, report, deadline, not_issued, batch):
-            _render_and_submit(run, [a for c in issued for a in per_cert.get(c, ())], report, lanes)
+            _render_and_submit(run, [a for c in issued for a in per_cert.get(c, ())], report, lanes, hooks)
         for cert, why in not_issued.items():
             for action in per_cert.get(cert, ()):
                 report.results.append(Result(action, Status.SKIPPED, why))
                 logs.log_result(log, report.results[-1])
         report.results.extend(lanes.finish())
+        completed = True
     finally:
         lanes.close()
         journal.flush()     # even when the run dies (signal, SystemExit, lock lost): what landed is recorded
+        if hooks is not None:   # a run cut short starts no more hooks; those running finish (timeout-bounded)
+            report.hooks = hooks.finish(cancel=not completed)
     if deadline is not None and deadline.reached:
         report.stopped = f"max duration {deadline} reached"
     run.check_lock()
@@ -133,11 +144,25 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
         logs.log_result(log, report.results[-1])
 
 
-def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: Lanes) -> None:
+def _recorded(tx, action: Action) -> bool:
+    """A forced push (push, renew: no listing) updates a copy when one is on record, else creates one."""
+    return any(d.destination == action.destination and d.remote_name == action.remote_name
+               for d in tx.deployments.present_of(action.cert))
+
+
+def _both(*callbacks: Callable[[Result | None], None]) -> Callable[[Result | None], None]:
+    def call(result: Result | None) -> None:
+        for callback in callbacks:
+            callback(result)
+    return call
+
+
+def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: Lanes,
+                       hooks: Hooks | None = None) -> None:
     """Render one chunk's payloads (one transaction; each key opened once and dropped with the
     chunk; PFX with a password in the crypto pool), then hand them to their lanes in order,
-    waiting where a lane is full."""
-    pending: list[tuple[Action, int, Future]] = []     # (action, certificate id, payload)
+    waiting where a lane is full. A destination with deploy hooks also gets the facts they need."""
+    pending: list[tuple[Action, int, Future, dict | None]] = []     # (action, certificate id, payload, facts)
     pushing = [a for a in actions if a.kind != Kind.DELETE]
     if pushing:
         with run.store.transaction() as tx:
@@ -152,19 +177,24 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
                     options = render_options(run.config, action.destination, run.store.password_tag)
-                    items.append((action, row.id, bundles[row.id], options))
+                    facts = None
+                    if hooks is not None and hooks.wanted(action.destination):
+                        existed = action.exists if action.exists is not None else _recorded(tx, action)
+                        facts = facts_of(run.config, action, row, bundles[row.id].certificate, existed)
+                    items.append((action, row.id, bundles[row.id], options, facts))
                 except CertsyncError as exc:
                     _fail(report, action, exc)
-        rendered = workers.render_all([(bundle, options) for _, _, bundle, options in items])
-        pending = [(action, row_id, future) for (action, row_id, _, _), future in zip(items, rendered)]
+        rendered = workers.render_all([(bundle, options) for _, _, bundle, options, _ in items])
+        pending = [(action, row_id, future, facts)
+                   for (action, row_id, _, _, facts), future in zip(items, rendered)]
         del bundles, items                  # the opened keys go now, not with the run
-    for action, row_id, future in pending:
+    for action, row_id, future, facts in pending:
         try:
             payload = future.result()
         except CertsyncError as exc:
             _fail(report, action, exc)
             continue
-        lanes.submit(Job(action, payload, row_id))
+        lanes.submit(Job(action, payload, row_id, facts=facts))
     for action in actions:
         if action.kind == Kind.DELETE:
             lanes.submit(Job(action))
@@ -399,7 +429,7 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
                 raise VerifyError(f"verify after write: {action.remote_name!r} is not there")
             check_written(read, job.payload.fingerprint, job.payload.body)
         # the result keeps what the journal needs, not the payload (a run holds N results)
-        landed = Job(action, None, job.certificate_id, job.payload.fingerprint)
+        landed = Job(action, None, job.certificate_id, job.payload.fingerprint, job.facts)
         return Result(action, Status.DONE, detail=remote.version or "", job=landed)
     except Exception as exc:  # one line per failure; the run goes on
         # the result names its destination already: not twice (`-> aws/x: destination 'aws': ...`)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sync.pki import render
+from sync.reconcile.hooks import HookResult
 from sync.reconcile.plan import Action, Kind
 
 
@@ -22,6 +23,7 @@ class Job:
     payload: render.Payload | None = None
     certificate_id: int | None = None
     fingerprint: str | None = None      # of the payload that landed (kept once the payload is dropped)
+    facts: dict | None = None           # for the destination's deploy hooks (hooks.facts_of); None: no hooks
 
 
 @dataclass(slots=True)
@@ -44,10 +46,22 @@ class Report:
     results: list[Result] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str | None = None   # set when --max-duration left actions unstarted (the run fails)
+    hooks: list[HookResult] = field(default_factory=list)   # deploy hooks run (after pushes, or retried)
 
     @property
     def failed(self) -> list[Result]:
         return [r for r in self.results if r.status == Status.FAILED]
+
+    @property
+    def hooks_failed(self) -> list[HookResult]:
+        """Deploy hooks that failed: the run fails, the pushes stand (sync.reconcile.hooks)."""
+        return [h for h in self.hooks if not h.ok]
+
+    def hooks_by_destination(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for h in self.hooks:
+            table[h.destination][f"hook {'ok' if h.ok else 'failed'}"] += 1
+        return {dest: dict(counts) for dest, counts in sorted(table.items())}
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)

@@ -85,3 +85,4 @@ def after_issuance(rest: list[Action], failed: set[str]) -> tuple[list[Action], 
 def merge(into: Report, part: Report) -> None:
     into.results.extend(part.results)
     into.stopped = into.stopped or part.stopped
+    into.hooks.extend(part.hooks)

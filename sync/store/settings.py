@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from sync.store.queries import chunks
@@ -41,3 +41,8 @@ class Settings:
         changed = [{"key": k, "value": v} for k, v in values.items() if k in existing]
         if changed:
             self.session.execute(update(Setting), changed)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Unset those keys (absent ones are no error): one query per 500."""
+        for chunk in chunks(keys):
+            self.session.execute(delete(Setting).where(Setting.key.in_(chunk)))

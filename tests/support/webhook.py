@@ -30,6 +30,7 @@ class _Server:
                 hook: Webhook = hook_ref["hook"]
                 data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 hook.received.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
+                                      "authorization": self.headers.get("Authorization"),
                                       "body": json.loads(data)})
                 status = hook.statuses.pop(0) if hook.statuses else 200
                 self.send_response(status)
