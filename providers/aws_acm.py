@@ -183,8 +183,9 @@ class AcmProvider(BaseProvider[RemoteSecret]):
         return current
 
     def _prepare(self, name: str, payload: str | bytes) -> str:
-        _parts(name, payload)           # refuse what ACM cannot import, before any call
-        return payload.decode() if isinstance(payload, bytes) else payload
+        # the pem bundle is split and checked (key type, part sizes) before the import itself,
+        # in _create/_write: after the look-up, before any write
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
 
     def _create(self, name: str, payload: str | bytes, content_type: str,
                 labels: Mapping[str, str]) -> RemoteSecret:
@@ -322,13 +323,15 @@ def _sha256(pem: bytes) -> str | None:
 
 
 def _remote(arn: str, tags: Mapping[str, str], updated: Any = None) -> RemoteSecret:
-    return RemoteSecret(name=tags.get(NAME_TAG) or arn, labels=dict(tags), version=arn, updated=updated)
+    """The Name tag is the certificate's name here, not one of its labels; unnamed: its ARN."""
+    labels = {k: v for k, v in tags.items() if k != NAME_TAG}
+    return RemoteSecret(name=tags.get(NAME_TAG) or arn, labels=labels, version=arn, updated=updated)
 
 
 def _index_of(found: Iterator[RemoteSecret] | list[RemoteSecret]) -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
     for remote in found:
-        if NAME_TAG in remote.labels and remote.version:
+        if remote.version and remote.name != remote.version:
             index.setdefault(remote.name, []).append(remote.version)
     return index
 

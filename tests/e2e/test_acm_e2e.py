@@ -3,10 +3,14 @@
 Import, re-import into the same ARN on renewal, a no-op decided from ListCertificates + tags
 alone, delete on retire, and the config-time refusal of key types ACM's services do not take.
 """
+import json
+
 import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+
+from tests.support.counting_proxy import CountingProxy
 
 IMPORTS = {"ImportCertificate", "AddTagsToCertificate", "DeleteCertificate", "RemoveTagsFromCertificate"}
 
@@ -142,3 +146,37 @@ def test_a_profile_key_acm_does_not_take_is_refused_naming_the_destination(proje
     result = project.run("plan", expect=2)
     line, = result.stderr.strip().splitlines()
     assert f"certificate.{name_prefix}-lb.destinations[0]" in line and "profile 'tls-server'" in line, line
+
+
+class InUseProxy(CountingProxy):
+    """LocalStack's free edition has no ELB/CloudFront to attach a certificate to, so this proxy
+    answers DescribeCertificate itself with the certificate in use by a load balancer, the way
+    ACM describes an attached one; every other call reaches LocalStack."""
+    LB = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/50dc6c495c0c9188"
+
+    def observe(self, name, body):
+        if name == "DescribeCertificate":
+            self.arn = json.loads(body)["CertificateArn"]
+
+    def answer(self, name):
+        if name != "DescribeCertificate":
+            return None
+        body = {"Certificate": {"CertificateArn": self.arn, "Type": "IMPORTED", "InUseBy": [self.LB]}}
+        return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(body).encode()
+
+
+def test_delete_is_refused_while_the_certificate_is_in_use_naming_the_users(project, aws_endpoint, acm, name_prefix):
+    cert = f"{name_prefix}-lb"
+    with InUseProxy(aws_endpoint) as proxy:
+        project.write(config(name_prefix, proxy))
+        project.run("init")
+        project.run("apply")
+        [(arn, _)] = by_name(acm, cert)
+        result = project.run("retire", cert, expect=1)
+        assert InUseProxy.LB in result.stdout + result.stderr and "in use by" in result.stdout + result.stderr
+        assert "DeleteCertificate" not in proxy.calls
+        assert by_name(acm, cert) == [(arn, by_name(acm, cert)[0][1])]      # still there, same ARN
+    with CountingProxy(aws_endpoint) as plain:              # detached: the retire goes through
+        project.write(config(name_prefix, plain))
+        project.run("retire", cert)
+        assert by_name(acm, cert) == []
