@@ -20,7 +20,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from providers.azure import AzureProvider, _errors, _inner_code, client_builder
-from providers.base import CERT_LABEL, RemoteSecret
+from providers.base import CERT_LABEL, RemoteSecret, check_payload_size
 from sync.errors import ProviderError, VerifyError
 
 PEM_TYPE, PFX_TYPE = "application/x-pem-file", "application/x-pkcs12"
@@ -49,10 +49,11 @@ class AzureCertificateProvider(AzureProvider):
                 certificate = self.client.get_certificate(name)
             except ResourceNotFoundError:
                 return None
-        return _remote(certificate.properties, _content_type(certificate))
+        return _remote(certificate.properties)
 
     def _prepare(self, name: str, payload: str | bytes) -> str:
         text = payload.decode("ascii", "replace") if isinstance(payload, bytes) else payload
+        check_payload_size(name, text, self.max_payload, self.service)
         _import_bytes(name, text)          # PFX (base64) or PEM with a key: refused before any call
         return text
 
@@ -76,7 +77,7 @@ class AzureCertificateProvider(AzureProvider):
 
     def _relabel(self, name: str, current: RemoteSecret | None, written: Any, content_type: str,
                  labels: Mapping[str, str]) -> RemoteSecret:
-        return _remote(written.properties, _content_type(written))      # the tags came with the version
+        return _remote(written.properties)      # the tags came with the version
 
     def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -186,12 +187,7 @@ def _verify(name: str, cer: bytes | None, data: bytes, kind: str, password: str 
                           "just imported")
 
 
-def _content_type(certificate: Any) -> str | None:
-    policy = getattr(certificate, "policy", None)
-    kind = getattr(policy, "content_type", None) if policy is not None else None
-    return getattr(kind, "value", kind)
-
-
-def _remote(props: Any, content_type: str | None = None) -> RemoteSecret:
+def _remote(props: Any) -> RemoteSecret:
+    """No content type: the certificates API keeps the import's (its policy's), not a put's."""
     return RemoteSecret(name=props.name, labels=dict(props.tags or {}), version=props.version,
-                        updated=props.updated_on, content_type=content_type, enabled=props.enabled is not False)
+                        updated=props.updated_on, enabled=props.enabled is not False)
