@@ -560,7 +560,7 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
             yield f"{key}.validity", "must be longer than the profile's renew_before"
         if cert.key and profile.allowed_keys is not None and cert.key not in profile.allowed_keys:
             yield f"{key}.key", f"{cert.key!r} is not allowed by profile {cert.profile!r}"
-    yield from _key_type_problems(config, key, cert, profile)
+    yield from _key_type_problems(config, name, cert, profile)
     seen: set[tuple[str, str]] = set()
     for i, ref in enumerate(cert.targets(name)):
         where = f"{key}.destinations[{i}]"
@@ -576,11 +576,11 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
         seen.add((ref.to, ref.name))
 
 
-def _key_type_problems(config: Config, key: str, cert: CertificateConfig, profile: ProfileConfig | None):
+def _key_type_problems(config: Config, name: str, cert: CertificateConfig, profile: ProfileConfig | None):
     """A destination that takes only some key types (ACM) refuses a certificate of another: one
     line, on the certificate's `key` (or its first such destination, when the key is the profile's)."""
-    chosen = cert.key or (profile.key if profile is not None else None)
-    for i, ref in enumerate(cert.targets(key.split(".", 1)[1])):
+    key, chosen = f"certificate.{name}", cert.key or (profile.key if profile is not None else None)
+    for i, ref in enumerate(cert.targets(name)):
         dest = config.destination.get(ref.to)
         taken = descriptor(dest.provider).key_types if dest is not None else None
         if chosen and taken and chosen not in taken:
