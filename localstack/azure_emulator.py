@@ -23,6 +23,12 @@ What is emulated (shapes follow the 2025-07-01 OpenAPI description of the secret
   Retry-After. Names are case-insensitive like the real service. State is in memory only.
   Tokens: only bearer tokens issued by this process's /msi/token are accepted (HMAC-signed JWTs
   with aud https://vault.azure.net), unless --accept-any-token is given.
+  Certificates (shapes of the 2025-07-01 certificates description): POST /certificates/{name}/import
+  (PFX, or PEM with a PKCS#8 key when the policy says application/x-pem-file; a new version each
+  time), GET /certificates/{name}[/{version}], PATCH (tags, enabled), GET /certificates,
+  GET .../versions, GET .../policy, DELETE with /deletedcertificates (get, list, recover, purge).
+  Not emulated: create/merge/pending operations, issuers, contacts, backup/restore, and the key and
+  secret that back a real certificate (their ids are returned, their routes do not serve them).
 
 Not part of the Key Vault API (emulator only):
   GET    /_emulator/stats   per-operation request counts, by HTTP status (JSON, no auth)
@@ -92,14 +98,15 @@ def bad(message: str, inner: str | None = None) -> KVError:
     return KVError(400, "BadParameter", message, inner)
 
 
-def secret_not_found(name: str, version: str | None = None) -> KVError:
+def secret_not_found(name: str, version: str | None = None, noun: str = "Secret") -> KVError:
     nid = f"{name}/{version}" if version else name
-    return KVError(404, "SecretNotFound",
-                   f"A secret with (name/id) {nid} was not found in this key vault. {NOT_FOUND_HINT}")
+    hint = NOT_FOUND_HINT.replace("secret", noun.lower())
+    return KVError(404, f"{noun}NotFound",
+                   f"A {noun.lower()} with (name/id) {nid} was not found in this key vault. {hint}")
 
 
-def deleted_not_found(name: str) -> KVError:
-    return KVError(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+def deleted_not_found(name: str, noun: str = "Secret") -> KVError:
+    return KVError(404, f"{noun}NotFound", f"Deleted {noun} not found: {name}")
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -115,6 +122,7 @@ class Version:
     exp: int | None
     created: int
     updated: int
+    extra: dict[str, Any] = field(default_factory=dict)     # certificates: x5t, policy
 
 
 @dataclass
@@ -127,9 +135,11 @@ class Secret:
 
 
 class Vault:
-    """All secrets of one vault. Every method takes the lock; handlers do no I/O under it."""
+    """All secrets (or, with noun="Certificate", all certificates) of one vault. Every method takes
+    the lock; handlers do no I/O under it."""
 
-    def __init__(self, retention_days: int, delete_latency: float) -> None:
+    def __init__(self, retention_days: int, delete_latency: float, noun: str = "Secret") -> None:
+        self.noun = noun
         self.lock = threading.Lock()
         self.live: dict[str, Secret] = {}
         self.deleted: dict[str, Secret] = {}
@@ -152,7 +162,7 @@ class Vault:
         """While a delete/recover/purge is in progress the name is neither live nor deleted."""
         t = self.transitions.get(name.lower())
         if t:
-            raise KVError(409, "Conflict", f"Secret {name} is currently being {t[1]}.")
+            raise KVError(409, "Conflict", f"{self.noun} {name} is currently being {t[1]}.")
 
     def _hidden(self, name: str) -> bool:
         return name.lower() in self.transitions
@@ -164,13 +174,13 @@ class Vault:
     def _live(self, name: str) -> Secret:
         s = self.live.get(name.lower())
         if s is None or self._hidden(name):
-            raise secret_not_found(name)
+            raise secret_not_found(name, noun=self.noun)
         return s
 
     def _gone(self, name: str) -> Secret:
         s = self.deleted.get(name.lower())
         if s is None or self._hidden(name):
-            raise deleted_not_found(name)
+            raise deleted_not_found(name, self.noun)
         return s
 
     # operations
@@ -182,8 +192,9 @@ class Vault:
             self._busy(name)
             if name.lower() in self.deleted:
                 raise KVError(409, "Conflict",
-                              f"Secret {name} is currently in a deleted but recoverable state, and its name "
-                              "cannot be reused; in this state, the secret can only be recovered or purged.",
+                              f"{self.noun} {name} is currently in a deleted but recoverable state, and its name "
+                              f"cannot be reused; in this state, the {self.noun.lower()} can only be recovered or "
+                              "purged.",
                               "ObjectIsDeletedButRecoverable")
             s = self.live.setdefault(name.lower(), Secret(name=name))
             v = Version(version=uuid.uuid4().hex, value=value, content_type=content_type, tags=tags,
@@ -199,7 +210,7 @@ class Vault:
             s = self._live(name)
             v = s.versions.get(version or s.latest)
             if v is None:
-                raise secret_not_found(name, version)
+                raise secret_not_found(name, version, self.noun)
             return s, v
 
     def update(self, name: str, version: str, content_type: str | None, tags: dict[str, str] | None,
@@ -209,7 +220,7 @@ class Vault:
             s = self._live(name)
             v = s.versions.get(version or s.latest)
             if v is None:
-                raise secret_not_found(name, version)
+                raise secret_not_found(name, version, self.noun)
             if content_type is not None:
                 v.content_type = content_type
             if tags is not None:
@@ -315,6 +326,94 @@ def deleted_fields(base: str, s: Secret) -> dict[str, Any]:
             "scheduledPurgeDate": s.scheduled_purge}
 
 
+# --- certificates (shapes of the certificates OpenAPI description) -------------------------------
+
+PEM_TYPE, PFX_TYPE = "application/x-pem-file", "application/x-pkcs12"
+
+
+def parse_certificate_import(value: str, pwd: str | None, content_type: str) -> tuple[Any, list[Any]]:
+    """(leaf, chain) from an ImportCertificate body: base64 PFX, or base64 PEM when the policy's
+    secret_props.contentType says PEM (the key must be PKCS#8, as the service demands); the key
+    must belong to the leaf. Raises 400 BadParameter otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
+
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise bad("The certificate value is not valid base64.") from None
+    try:
+        if content_type == PEM_TYPE:
+            text = raw.decode("ascii")
+            if "-----BEGIN PRIVATE KEY-----" not in text:
+                raise bad("The PEM file must contain the private key in PKCS#8 format.")
+            key_pem = text[text.index("-----BEGIN PRIVATE KEY-----"):text.index("-----END PRIVATE KEY-----") + 25]
+            key, certs = load_pem_private_key(key_pem.encode(), None), x509.load_pem_x509_certificates(raw)
+        else:
+            key, leaf, extra = pkcs12.load_key_and_certificates(raw, pwd.encode() if pwd else None)
+            certs = [leaf, *extra] if leaf is not None else list(extra)
+    except KVError:
+        raise
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise bad("The specified certificate content is in an unexpected format (or the password is wrong).") \
+            from None
+    if key is None or not certs:
+        raise bad("The certificate to import must contain the private key and the certificate.")
+    leaf = next((c for c in certs if c.public_key() == key.public_key()), None)
+    if leaf is None:
+        raise bad("The private key does not match any certificate in the import.")
+    return leaf, [c for c in certs if c is not leaf]
+
+
+def certificate_policy(leaf: Any, content_type: str, now: int) -> dict[str, Any]:
+    """The policy the service derives for an imported certificate (its id is added when rendered)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = leaf.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        key_props: dict[str, Any] = {"exportable": True, "kty": "RSA", "key_size": key.key_size, "reuse_key": False}
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(key.curve.name, "P-256")
+        key_props = {"exportable": True, "kty": "EC", "key_size": key.curve.key_size, "crv": curve,
+                     "reuse_key": False}
+    else:
+        raise bad("Key Vault certificates hold RSA or EC keys only.")
+    x509_props: dict[str, Any] = {"subject": leaf.subject.rfc4514_string()}
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        x509_props["sans"] = {"dns_names": sans.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        pass
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    x509_props["validity_months"] = max(1, round(lifetime.days / 30))
+    return {"key_props": key_props, "secret_props": {"contentType": content_type}, "x509_props": x509_props,
+            "lifetime_actions": [{"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "EmailContacts"}}],
+            "issuer": {"name": "Unknown"}, "attributes": {"enabled": True, "created": now, "updated": now}}
+
+
+def cert_item(vault: Vault, base: str, s: Secret, v: Version, *, versioned: bool) -> dict[str, Any]:
+    """CertificateItem (lists)."""
+    d: dict[str, Any] = {"id": f"{base}/certificates/{s.name}" + (f"/{v.version}" if versioned else ""),
+                         "x5t": v.extra["x5t"], "attributes": attributes(vault, v)}
+    if v.tags is not None:
+        d["tags"] = dict(v.tags)
+    return d
+
+
+def cert_bundle(vault: Vault, base: str, s: Secret, v: Version) -> dict[str, Any]:
+    """CertificateBundle: the X.509 certificate (cer, DER) with the ids of its key and secret."""
+    d = cert_item(vault, base, s, v, versioned=True)
+    d.update(kid=f"{base}/keys/{s.name}/{v.version}", sid=f"{base}/secrets/{s.name}/{v.version}", cer=v.value,
+             contentType=v.content_type, policy={"id": f"{base}/certificates/{s.name}/policy", **v.extra["policy"]})
+    return d
+
+
+def cert_deleted_fields(base: str, s: Secret) -> dict[str, Any]:
+    return {"recoveryId": f"{base}/deletedcertificates/{s.name}", "deletedDate": s.deleted_date,
+            "scheduledPurgeDate": s.scheduled_purge}
+
+
 # --- auth, throttling and counting ---------------------------------------------------------------
 
 def _b64(data: bytes) -> str:
@@ -390,7 +489,8 @@ class Stats:
         self.lock = threading.Lock()
         self.reset()
 
-    WRITES = frozenset({"SetSecret", "UpdateSecret", "DeleteSecret"})
+    WRITES = frozenset({"SetSecret", "UpdateSecret", "DeleteSecret", "ImportCertificate", "UpdateCertificate",
+                        "DeleteCertificate"})
 
     def reset(self) -> None:
         with self.lock:
@@ -426,10 +526,11 @@ class Op:
     operation_id: str
     spec_path: str        # the path template in the OpenAPI description
     handler: str          # method name on App
+    api: str = "secrets"  # which OpenAPI description: secrets or certificates
 
 
-def _op(method: str, regex: str, operation_id: str, spec_path: str, handler: str) -> Op:
-    return Op(method, re.compile(f"^{regex}$"), operation_id, spec_path, handler)
+def _op(method: str, regex: str, operation_id: str, spec_path: str, handler: str, api: str = "secrets") -> Op:
+    return Op(method, re.compile(f"^{regex}$"), operation_id, spec_path, handler, api)
 
 
 SEG = r"(?P<name>[^/]+)"
@@ -451,8 +552,32 @@ OPERATIONS: list[Op] = [
         "purge_deleted_secret"),
     _op("POST", rf"/deletedsecrets/{SEG}/recover", "RecoverDeletedSecret",
         "/deletedsecrets/{secret-name}/recover", "recover_deleted_secret"),
+    # certificates: what importing one and managing its versions and soft delete take
+    _op("GET", r"/certificates", "GetCertificates", "/certificates", "get_certificates", "certificates"),
+    _op("DELETE", rf"/certificates/{SEG}", "DeleteCertificate", "/certificates/{certificate-name}",
+        "delete_certificate", "certificates"),
+    _op("POST", rf"/certificates/{SEG}/import", "ImportCertificate", "/certificates/{certificate-name}/import",
+        "import_certificate", "certificates"),
+    _op("GET", rf"/certificates/{SEG}/versions", "GetCertificateVersions",
+        "/certificates/{certificate-name}/versions", "get_certificate_versions", "certificates"),
+    _op("GET", rf"/certificates/{SEG}/policy", "GetCertificatePolicy", "/certificates/{certificate-name}/policy",
+        "get_certificate_policy", "certificates"),
+    _op("GET", rf"/certificates/{SEG}(?:/(?P<version>[^/]*))?", "GetCertificate",
+        "/certificates/{certificate-name}/{certificate-version}", "get_certificate", "certificates"),
+    _op("PATCH", rf"/certificates/{SEG}/(?P<version>[^/]*)", "UpdateCertificate",
+        "/certificates/{certificate-name}/{certificate-version}", "update_certificate", "certificates"),
+    _op("GET", r"/deletedcertificates", "GetDeletedCertificates", "/deletedcertificates",
+        "get_deleted_certificates", "certificates"),
+    _op("GET", rf"/deletedcertificates/{SEG}", "GetDeletedCertificate", "/deletedcertificates/{certificate-name}",
+        "get_deleted_certificate", "certificates"),
+    _op("DELETE", rf"/deletedcertificates/{SEG}", "PurgeDeletedCertificate",
+        "/deletedcertificates/{certificate-name}", "purge_deleted_certificate", "certificates"),
+    _op("POST", rf"/deletedcertificates/{SEG}/recover", "RecoverDeletedCertificate",
+        "/deletedcertificates/{certificate-name}/recover", "recover_deleted_certificate", "certificates"),
 ]
-NOT_EMULATED = [re.compile(r"^/secrets/[^/]+/backup$"), re.compile(r"^/secrets/restore$")]
+NOT_EMULATED = [re.compile(r"^/secrets/[^/]+/backup$"), re.compile(r"^/secrets/restore$"),
+                re.compile(r"^/certificates/[^/]+/(backup|create|pending(/merge)?)$"),
+                re.compile(r"^/certificates/(restore|contacts|issuers(/[^/]+)?)$")]
 
 COMMON_HEADERS = {
     "cache-control": "no-cache", "pragma": "no-cache", "expires": "-1",
@@ -463,8 +588,9 @@ COMMON_HEADERS = {
 
 class App:
     def __init__(self, vault: Vault, tokens: Tokens, throttle: Throttle, stats: Stats,
-                 identity_header: str | None) -> None:
+                 identity_header: str | None, certificates: Vault | None = None) -> None:
         self.vault, self.tokens, self.throttle, self.stats = vault, tokens, throttle, stats
+        self.certs = certificates or Vault(vault.retention_days, vault.delete_latency, noun="Certificate")
         self.identity_header = identity_header
         self.latency = 0.0
 
@@ -541,7 +667,7 @@ class App:
         if name is not None and not NAME_RE.match(name):
             raise bad(f"The request URI contains an invalid name: {name}")
         body = None
-        if request.method in ("PUT", "PATCH"):
+        if request.method in ("PUT", "PATCH") or op.operation_id == "ImportCertificate":
             raw = await request.body()
             try:
                 body = json.loads(raw or b"null")
@@ -660,6 +786,73 @@ class App:
 
     def purge_deleted_secret(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
         self.vault.purge(name)
+        return 204, None
+
+    # -- certificates
+    def import_certificate(self, *, base: str, request: Any, body: dict[str, Any], name: str) -> tuple[int, Any]:
+        """A new version of the certificate (created with the first): PFX, or PEM per the policy."""
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise bad("Property 'value' is required and must be a string.")      # message not verified
+        policy = body.get("policy") or {}
+        content_type = (policy.get("secret_props") or {}).get("contentType") or PFX_TYPE
+        if content_type not in (PEM_TYPE, PFX_TYPE):
+            raise bad(f"Unsupported content type {content_type!r}: use {PFX_TYPE} or {PEM_TYPE}.")
+        pwd = body.get("pwd")
+        leaf, _chain = parse_certificate_import(value, pwd if isinstance(pwd, str) else None, content_type)
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        attrs = {"nbf": int(leaf.not_valid_before_utc.timestamp()), "exp": int(leaf.not_valid_after_utc.timestamp()),
+                 **{k: v for k, v in (self._attributes(body) or {}).items() if k == "enabled"}}
+        s, v = self.certs.set(name, base64.b64encode(der).decode(), content_type, self._tags(body), attrs)
+        v.extra = {"x5t": _b64(leaf.fingerprint(hashes.SHA1())),
+                   "policy": certificate_policy(leaf, content_type, v.created)}
+        return 200, cert_bundle(self.certs, base, s, v)
+
+    def get_certificate(self, *, base: str, request: Any, body: None, name: str,
+                        version: str | None = None) -> tuple[int, Any]:
+        s, v = self.certs.get(name, version or "")
+        return 200, cert_bundle(self.certs, base, s, v)
+
+    def get_certificate_policy(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        s, v = self.certs.get(name)
+        return 200, {"id": f"{base}/certificates/{s.name}/policy", **v.extra["policy"]}
+
+    def update_certificate(self, *, base: str, request: Any, body: dict[str, Any], name: str,
+                           version: str) -> tuple[int, Any]:
+        attrs = {k: v for k, v in (self._attributes(body) or {}).items() if k == "enabled"}
+        s, v = self.certs.update(name, version, None, self._tags(body), attrs)
+        return 200, cert_bundle(self.certs, base, s, v)
+
+    def get_certificates(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
+        page, link = self._page(request, self.certs.list_live(), lambda s: s.name.lower())
+        return 200, {"value": [cert_item(self.certs, base, s, s.versions[s.latest], versioned=False) for s in page],
+                     "nextLink": link}
+
+    def get_certificate_versions(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        page, link = self._page(request, self.certs.list_versions(name), lambda sv: sv[1].version)
+        return 200, {"value": [cert_item(self.certs, base, s, v, versioned=True) for s, v in page], "nextLink": link}
+
+    def delete_certificate(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        s = self.certs.delete(name)
+        return 200, {**cert_bundle(self.certs, base, s, s.versions[s.latest]), **cert_deleted_fields(base, s)}
+
+    def get_deleted_certificate(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        s = self.certs.get_deleted(name)
+        return 200, {**cert_bundle(self.certs, base, s, s.versions[s.latest]), **cert_deleted_fields(base, s)}
+
+    def get_deleted_certificates(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
+        page, link = self._page(request, self.certs.list_deleted(), lambda s: s.name.lower())
+        return 200, {"value": [{**cert_item(self.certs, base, s, s.versions[s.latest], versioned=False),
+                                **cert_deleted_fields(base, s)} for s in page], "nextLink": link}
+
+    def recover_deleted_certificate(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        s = self.certs.recover(name)
+        return 200, cert_bundle(self.certs, base, s, s.versions[s.latest])
+
+    def purge_deleted_certificate(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
+        self.certs.purge(name)
         return 204, None
 
     # -- body parts

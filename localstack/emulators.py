@@ -194,13 +194,17 @@ def _localstack_missing() -> str | None:
     return None
 
 
+# Secrets Manager for the aws destinations, ACM for aws-acm ones (both in the free edition).
+LOCALSTACK_SERVICES = ("secretsmanager", "acm")
+
+
 def _localstack_argv(port: int, workdir: Path) -> list[str]:
     return [str(localstack_venv() / "bin" / "python"), "-m", "localstack.runtime.main"]
 
 
 def _localstack_env(port: int, workdir: Path) -> dict[str, str]:
     return {
-        "SERVICES": "secretsmanager",
+        "SERVICES": ",".join(LOCALSTACK_SERVICES),
         "GATEWAY_LISTEN": f"{HOST}:{port}",
         "DNS_ADDRESS": "0",
         "DISABLE_EVENTS": "1",
@@ -218,13 +222,16 @@ def _localstack_env(port: int, workdir: Path) -> dict[str, str]:
 
 def _localstack_ready(port: int, workdir: Path) -> bool:
     health = _get_json(f"http://{HOST}:{port}/_localstack/health") or {}
-    return health.get("services", {}).get("secretsmanager") == "running"
+    services = health.get("services", {})
+    return all(services.get(name) in ("running", "available") for name in LOCALSTACK_SERVICES) \
+        and services.get("secretsmanager") == "running"
 
 
 def _aws_exports(entry: dict) -> dict[str, str]:
     return {
         "CERTSYNC_AWS_ENDPOINT": entry["endpoint"],
         "AWS_ENDPOINT_URL_SECRETS_MANAGER": entry["endpoint"],
+        "AWS_ENDPOINT_URL_ACM": entry["endpoint"],
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Literal, Mapping
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from providers.base import (CERT_LABEL, BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
                             insecure_note, refuse_off_loopback, url_host,
@@ -40,6 +40,25 @@ class AzureDestination(DestinationBase):
         "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
     on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
         "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
+    object: Literal["secret", "certificate"] = Field("secret", description=(
+        "What to write: a secret, or a Key Vault certificate object (imported PFX or PEM, a new version on "
+        "renewal; what App Service, Application Gateway and Front Door take). A certificate needs format "
+        "pkcs12 (the default then) or pem."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _certificates_default_to_pkcs12(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("object") == "certificate" and "format" not in data:
+            data = {**data, "format": "pkcs12"}
+        return data
+
+    @field_validator("object")
+    @classmethod
+    def _certificate_formats(cls, value: str, info: ValidationInfo) -> str:
+        if value == "certificate" and info.data.get("format") not in (None, "pkcs12", "pem"):
+            raise ValueError(f"object = \"certificate\" needs format = \"pkcs12\" or \"pem\" (Key Vault imports "
+                             f"PFX or PEM), not {info.data.get('format')!r}")
+        return value
 
     @field_validator("verify_challenge_resource")
     @classmethod
@@ -123,7 +142,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             refuse_foreign(current, name, self.adopt, cert)
             return
         with _errors("list versions of", name):
-            tagged = [_remote(props) for props in self.client.list_properties_of_secret_versions(name)]
+            tagged = self._version_list(name)
         tagged = [v for v in tagged if v.managed]
         if not tagged:
             refuse_foreign(current, name, self.adopt, cert)
@@ -171,6 +190,12 @@ class AzureProvider(BaseProvider[RemoteSecret]):
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _version_list(self, name: str) -> list[RemoteSecret]:
+        return [_remote(props) for props in self.client.list_properties_of_secret_versions(name)]
+
+    def _recover(self, name: str) -> None:
+        self.client.begin_recover_deleted_secret(name).wait()
+
     def _set(self, name: str, value: str, content_type: str, labels: Mapping[str, str]) -> Any:
         """set_secret, waiting while the name is still being deleted/recovered (409, transient)."""
         from azure.core.exceptions import ResourceExistsError
@@ -207,7 +232,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         if deleted is not None:
             refuse_foreign(deleted, name, self.adopt, cert)
         if self.on_soft_deleted == "recover":
-            self.client.begin_recover_deleted_secret(name).wait()
+            self._recover(name)
         else:
             self._purge(name)          # _set then waits until the purge has finished
 
@@ -232,18 +257,33 @@ def _pooled_transport(tls: dict) -> Any:
 
 
 def from_destination(dest: Any) -> AzureProvider:
+    """The secrets adapter, or (object = "certificate") the certificate objects one."""
+    if getattr(dest, "object", "secret") == "certificate":
+        from providers.azure_certificates import from_destination as certificates
+        return certificates(dest)
+    provider: list[AzureProvider] = []     # the adapter, once made: the throttle watch reports to it
+    provider.append(AzureProvider(client_builder(dest, "azure.keyvault.secrets", "SecretClient", provider),
+                                  adopt=getattr(dest, "adopt", False),
+                                  purge_on_delete=getattr(dest, "purge_on_delete", False),
+                                  on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+                                  destination=getattr(dest, "name", None)))
+    return provider[0]
+
+
+def client_builder(dest: Any, module: str, client: str, provider: list) -> Callable[[], Any]:
+    """A zero-argument builder of the vault's `module`.`client` (SecretClient, CertificateClient) with
+    DefaultAzureCredential, the pooled transport and a throttle watch reporting to provider[0]."""
     vault_url = getattr(dest, "vault_url", None)
     if not vault_url:
         raise ConfigError("azure destination needs vault_url (https://<vault>.vault.azure.net)")
     ca_bundle = getattr(dest, "ca_bundle", None)
     verify_challenge = getattr(dest, "verify_challenge_resource", True)
 
-    provider: list[AzureProvider] = []     # the adapter, once made: the throttle watch reports to it
-
     def build() -> Any:
+        import importlib
+
         from azure.core.pipeline.policies import SansIOHTTPPolicy
         from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
 
         class ThrottleWatch(SansIOHTTPPolicy):
             """After the retry policy: sees every 429 the SDK then retries (after Retry-After)."""
@@ -254,15 +294,12 @@ def from_destination(dest: Any) -> AzureProvider:
         # ca_bundle is trusted by the credential's own HTTPS calls too (the emulator's token
         # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
         tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
-        return SecretClient(str(vault_url), DefaultAzureCredential(**tls),
-                            verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()],
-                            transport=_pooled_transport(tls), **tls)
+        cls = getattr(importlib.import_module(module), client)
+        return cls(str(vault_url), DefaultAzureCredential(**tls),
+                   verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()],
+                   transport=_pooled_transport(tls), **tls)
 
-    provider.append(AzureProvider(build, adopt=getattr(dest, "adopt", False),
-                                  purge_on_delete=getattr(dest, "purge_on_delete", False),
-                                  on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
-                                  destination=getattr(dest, "name", None)))
-    return provider[0]
+    return build
 
 
 def _quota_domain(dest: AzureDestination) -> str:

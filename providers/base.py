@@ -503,6 +503,9 @@ class ProviderDescriptor:
     factory: Callable[[Any], Provider]         # adapter from a destination; imports the SDK
     quota: QuotaRule
     quota_domain: Callable[[Any], str]         # what shares one quota (region, project, vault)
+    # certificate key types the service takes (config keys: "rsa-2048", "ec-p256", ...); None: any.
+    # Config load refuses a certificate routed here with another key type.
+    key_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         tag = get_args(self.config.model_fields["provider"].annotation)

@@ -18,6 +18,7 @@ MODULES = (
     "providers.aws",
     "providers.gcp",
     "providers.azure",
+    "providers.aws_acm",
 )
 
 

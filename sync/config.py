@@ -473,6 +473,13 @@ def _reference_problems(config: Config):
         for i, dest in enumerate(profile.deploy_to):
             if dest not in config.destination:
                 yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest!r} (defined: {_names(config.destination)})"
+                continue
+            taken = descriptor(config.destination[dest].provider).key_types
+            refused = [k for k in (profile.allowed_keys or [profile.key]) if taken and k not in taken]
+            if refused:
+                yield (f"profile.{name}.deploy_to[{i}]",
+                       f"{config.destination[dest].provider} destination {dest!r} takes only {', '.join(taken)} keys; "
+                       f"this profile allows {', '.join(refused)} (set key/allowed_keys to those)")
     clouds = config.discovery.clouds if config.discovery else None
     for i, name in enumerate(clouds.destinations or [] if clouds else []):
         if name not in config.destination:
@@ -553,6 +560,7 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
             yield f"{key}.validity", "must be longer than the profile's renew_before"
         if cert.key and profile.allowed_keys is not None and cert.key not in profile.allowed_keys:
             yield f"{key}.key", f"{cert.key!r} is not allowed by profile {cert.profile!r}"
+    yield from _key_type_problems(config, name, cert, profile)
     seen: set[tuple[str, str]] = set()
     for i, ref in enumerate(cert.targets(name)):
         where = f"{key}.destinations[{i}]"
@@ -566,6 +574,21 @@ def _certificate_problems(config: Config, name: str, cert: CertificateConfig):
         if (ref.to, ref.name) in seen:
             yield where, f"duplicate destination {ref.to!r} with name {ref.name!r}"
         seen.add((ref.to, ref.name))
+
+
+def _key_type_problems(config: Config, name: str, cert: CertificateConfig, profile: ProfileConfig | None):
+    """A destination that takes only some key types (ACM) refuses a certificate of another: one
+    line, on the certificate's `key` (or its first such destination, when the key is the profile's)."""
+    key, chosen = f"certificate.{name}", cert.key or (profile.key if profile is not None else None)
+    for i, ref in enumerate(cert.targets(name)):
+        dest = config.destination.get(ref.to)
+        taken = descriptor(dest.provider).key_types if dest is not None else None
+        if chosen and taken and chosen not in taken:
+            field, source = (f"{key}.key", "") if cert.key else (f"{key}.destinations[{i}]",
+                                                                 f" (profile {cert.profile!r}'s key)")
+            yield field, (f"key {chosen!r}{source} cannot go to {dest.provider} destination {ref.to!r}: "
+                          f"it takes only {', '.join(taken)}")
+            return
 
 
 def warnings(config: Config) -> list[str]:

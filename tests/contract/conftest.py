@@ -6,11 +6,15 @@ behind the adapter's back: make a foreign secret, read a value directly, clean u
 at the emulator. To add a provider, write `_<kind>_kit(entry)` and list it in KITS; every
 contract test then runs against it too.
 
-Kits (see KITS): aws (LocalStack), gcp (our gRPC emulator), gcp-rest (drongo, a third-party REST
+Kits (see KITS): aws (LocalStack), aws-acm (LocalStack's ACM), azure-certificate (Key Vault
+certificate objects on our emulator), gcp (our gRPC emulator), gcp-rest (drongo, a third-party REST
 emulator), azure (our HTTPS Key Vault emulator) and memory (tests/support/memory.py, the in-memory
 provider the unit tests of apply, alerts and metrics use). Where a provider legitimately differs, the
 kit says so with a capability flag and the contract case asserts the flagged behaviour instead;
-no case is skipped for a whole kit.
+no case is skipped for a whole kit. The certificate services (aws-acm, azure-certificate) hold
+certificates, not text: their kits turn each payload into a real certificate bundle
+(_CertificatesFor), and a case that cannot apply to a service is skipped with the reason in the
+kit's `not_applicable`.
 """
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ class Kit:
     the adapter (emulator stats or an SDK event hook). Required when server_side_paging."""
     quotas: bool = True                      # the service throttles; throttling() builds a rig
     throttling: Callable[[ExitStack, Path], ThrottleRig] | None = None
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+    """test name -> why the case cannot apply to this service (skipped with that reason)."""
 
     def __post_init__(self) -> None:
         assert not self.server_side_paging or self.list_calls, f"{self.kind}: list_calls needed"
@@ -313,6 +319,252 @@ def _azure_kit(entry: dict) -> Kit:
     return Kit(kind="azure", **parts)
 
 
+# --- AWS Certificate Manager (LocalStack) --------------------------------------------------------
+
+def _self_signed_bundle(cn: str) -> tuple[str, str]:
+    """(pem payload: leaf then PKCS#8 key, leaf PEM) of a throwaway self-signed EC P-256 certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False).sign(key, hashes.SHA256()))
+    leaf = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return leaf + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode(), leaf
+
+
+class _CertificatesFor:
+    """ACM and Key Vault certificate objects hold certificates, not text: each payload the contract
+    writes (text or bytes) becomes a real certificate bundle (one per payload, made once), imported
+    by the real adapter; a get's value is the payload whose certificate the service hands back
+    (`leaf_of(remote)`: its leaf PEM, read with the SDK)."""
+
+    def __init__(self, provider: Provider, leaf_of: Callable, book: dict) -> None:
+        self._provider, self._leaf_of, self._book = provider, leaf_of, book
+
+    def __getattr__(self, attr: str):
+        return getattr(self._provider, attr)
+
+    def bundle(self, payload: str | bytes) -> str:
+        if len(payload) > self._provider.max_payload:
+            return payload                                  # the size check must see it
+        if payload not in self._book:
+            pem, leaf = _self_signed_bundle(f"c{len(self._book)}.example.internal")
+            self._book[payload] = pem
+            self._book[leaf.strip()] = payload
+        return self._book[payload]
+
+    def put(self, name, payload, *, content_type, labels):
+        return self._provider.put(name, self.bundle(payload), content_type=content_type, labels=labels)
+
+    def get(self, name):
+        from dataclasses import replace
+        got = self._provider.get(name)
+        if got is None:
+            return None
+        return replace(got, value=self.held(got))
+
+    def held(self, remote):
+        leaf = self._leaf_of(remote).strip()
+        return self._book.get(leaf, leaf)
+
+
+def _acm_kit(entry: dict) -> Kit:
+    import boto3
+
+    from providers import aws_acm
+    from tests.support.throttling_proxy import ThrottlingProxy
+
+    raw = boto3.session.Session().client("acm", region_name="us-east-1", endpoint_url=entry["endpoint"])
+    book: dict = {}             # payload -> bundle, leaf PEM -> payload (shared by every adapter of the kit)
+
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
+             endpoint: str = entry["endpoint"]) -> Provider:
+        # ACM has no soft delete: DeleteCertificate is final
+        dest = SimpleNamespace(name="contract", region="us-east-1", endpoint_url=endpoint, adopt=adopt)
+        provider = aws_acm.from_destination(dest)
+        if page_size:
+            provider.page_size = page_size
+        return _CertificatesFor(provider, held_leaf, book)
+
+    def held_leaf(remote) -> str:
+        return raw.get_certificate(CertificateArn=remote.version)["Certificate"]
+
+    def arns(name: str) -> list[str]:
+        found = []
+        for page in raw.get_paginator("list_certificates").paginate(
+                Includes={"keyTypes": aws_acm.LIST_KEY_TYPES}):
+            for summary in page["CertificateSummaryList"]:
+                with suppress(raw.exceptions.ResourceNotFoundException):
+                    tags = raw.list_tags_for_certificate(CertificateArn=summary["CertificateArn"])["Tags"]
+                    if {"Key": "Name", "Value": name} in tags:
+                        found.append(summary["CertificateArn"])
+        return found
+
+    def create_foreign(name: str, value: str) -> None:
+        pem, leaf = _self_signed_bundle("foreign.example.internal")
+        book[leaf.strip()] = value
+        key = pem[len(leaf):]
+        arn = raw.import_certificate(Certificate=leaf.encode(), PrivateKey=key.encode())["CertificateArn"]
+        raw.add_tags_to_certificate(CertificateArn=arn, Tags=[{"Key": "Name", "Value": name},
+                                                              {"Key": "owner", "Value": "someone-else"}])
+
+    def delete_foreign(name: str) -> None:
+        for arn in arns(name):
+            raw.delete_certificate(CertificateArn=arn)
+
+    def raw_value(name: str) -> str | bytes | None:
+        found = arns(name)
+        return _CertificatesFor(None, held_leaf, book).held(SimpleNamespace(version=found[0])) if found else None
+
+    def cleanup(prefix: str) -> None:
+        for page in raw.get_paginator("list_certificates").paginate(Includes={"keyTypes": aws_acm.LIST_KEY_TYPES}):
+            for summary in page["CertificateSummaryList"]:
+                with suppress(raw.exceptions.ResourceNotFoundException):
+                    tags = raw.list_tags_for_certificate(CertificateArn=summary["CertificateArn"])["Tags"]
+                    if any(t["Key"] == "Name" and t["Value"].startswith(prefix) for t in tags):
+                        raw.delete_certificate(CertificateArn=summary["CertificateArn"])
+
+    def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
+        proxy = stack.enter_context(ThrottlingProxy(entry["endpoint"], throttle_first=2,
+                                                    calls=frozenset({"ImportCertificate", "AddTagsToCertificate"})))
+        return ThrottleRig(make=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url),
+                           throttled=lambda: proxy.throttled)
+
+    return Kit(
+        kind="aws-acm",
+        make=make,
+        offline=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=f"http://{UNREACHABLE}"),
+        create_foreign=create_foreign,
+        delete_foreign=delete_foreign,
+        raw_value=raw_value,
+        cleanup=cleanup,
+        max_payload=aws_acm.MAX_PAYLOAD,
+        stores_content_type=False,           # ACM has no content type
+        keeps_foreign_labels=False,          # LocalStack drops a certificate's tags on re-import (real ACM keeps them)
+        server_side_paging=False,            # LocalStack returns every certificate in one page (ACM pages 1,000)
+        throttling=throttling,
+        not_applicable={
+            "test_update_makes_a_new_version": "ACM re-imports into the same ARN by design (the ARN is the identity "
+                                               "listeners use; tests/e2e/test_acm_e2e.py checks it stays)",
+            "test_certificate_chain_sized_payload_round_trips": "ACM imports certificates, not text; the "
+                                                                "payload would be replaced by a bundle anyway",
+        },
+    )
+
+
+# --- Azure Key Vault certificate objects (our HTTPS emulator) ----------------------------------------
+
+def _azure_certificates_kit(entry: dict) -> Kit:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.certificates import CertificateClient
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from providers import azure
+    from tests.emulators.azure_harness import running_azure_emulator
+
+    url, ca = entry["endpoint"], entry["ca_bundle"]
+    book: dict = {}
+
+    def client(url: str = url, ca: str = ca):
+        return CertificateClient(url, ManagedIdentityCredential(connection_verify=str(ca)),
+                                 verify_challenge_resource=False, connection_verify=str(ca))
+
+    raw = client()
+    readers = {url: raw}        # one client per emulator (the throttling rig runs its own)
+
+    def leaf_pem(name: str, url: str = url, ca: str = ca) -> str:
+        reader = readers.get(url) or readers.setdefault(url, client(url, ca))
+        der = bytes(reader.get_certificate(name).cer)
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool, url: str = url, ca: str = ca) -> Provider:
+        dest = SimpleNamespace(name="contract", provider="azure", vault_url=url, ca_bundle=ca,
+                               verify_challenge_resource=False, adopt=adopt, object="certificate",
+                               purge_on_delete=not soft_delete, on_soft_deleted="recover")
+        provider = azure.from_destination(dest)
+        if page_size:
+            provider.page_size = page_size
+        return _CertificatesFor(provider, lambda remote: leaf_pem(remote.name, url, ca), book)
+
+    def create_foreign(name: str, value: str) -> None:
+        pem, leaf = _self_signed_bundle("foreign.example.internal")
+        book[leaf.strip()] = value
+        raw.import_certificate(name, pem.encode(), tags={"owner": "someone-else"},
+                               policy=_pem_policy())
+
+    def raw_value(name: str):
+        try:
+            return book.get(leaf_pem(name).strip())
+        except ResourceNotFoundError:
+            return None
+
+    def pending_deletion(name: str) -> bool:
+        try:
+            raw.get_deleted_certificate(name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def cleanup(prefix: str) -> None:
+        for props in raw.list_properties_of_certificates():
+            if props.name.startswith(prefix):
+                raw.begin_delete_certificate(props.name).wait()
+        for deleted in raw.list_deleted_certificates():
+            if deleted.name.startswith(prefix):
+                raw.purge_deleted_certificate(deleted.name)
+
+    def list_calls(provider: Provider) -> Callable[[], int]:
+        return lambda: _azure_stats(url, ca)["operations"].get(
+            "GetCertificates", {"by_status": {}})["by_status"].get("200", 0)
+
+    def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
+        emu = stack.enter_context(running_azure_emulator(tmp, "--throttle-per-10s", "1", "--throttle-window", "1"))
+        return ThrottleRig(
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False, url=emu.url, ca=str(emu.ca)),
+            throttled=lambda: sum(op["by_status"].get("429", 0) for op in emu.stats()["operations"].values()),
+            env=emu.env())
+
+    return Kit(
+        kind="azure-certificate",
+        make=make,
+        offline=lambda: make(adopt=False, page_size=None, soft_delete=False, url="https://127.0.0.1:9"),
+        create_foreign=create_foreign,
+        delete_foreign=lambda name: raw.begin_delete_certificate(name).wait(),
+        raw_value=raw_value,
+        cleanup=cleanup,
+        max_payload=azure.MAX_VALUE_BYTES,
+        lists_versions=False,                # list items carry the versionless id
+        stores_content_type=False,           # the import's content type is the policy's, not the put's
+        keeps_foreign_labels=False,          # tags belong to a version
+        supports_soft_delete=True,
+        pending_deletion=pending_deletion,
+        list_calls=list_calls,
+        throttling=throttling,
+        not_applicable={
+            "test_certificate_chain_sized_payload_round_trips": "Key Vault certificate objects import certificates, "
+                                                                "not text; the payload would be replaced by a "
+                                                                "bundle anyway",
+        },
+    )
+
+
+def _pem_policy():
+    from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
+    return CertificatePolicy(content_type=CertificateContentType.pem)
+
+
 # --- the in-memory provider of the unit tests ---------------------------------------------------
 
 def _memory_kit(entry: None) -> Kit:
@@ -363,6 +615,8 @@ KITS: dict[str, KitSpec] = {
     "gcp-rest": KitSpec(_gcp_rest_kit, "drongo"),
     "azure": KitSpec(_azure_kit, "azure", "azure_test_credentials"),
     "memory": KitSpec(_memory_kit, None),
+    "aws-acm": KitSpec(_acm_kit, "aws", "aws_test_credentials"),
+    "azure-certificate": KitSpec(_azure_certificates_kit, "azure", "azure_test_credentials"),
 }
 
 
@@ -382,6 +636,9 @@ def provider_factory(request, _kits, name_prefix) -> Iterator[Kit]:
     if kind not in _kits:
         _kits[kind] = spec.build(emulators.entry(spec.emulator) if spec.emulator else None)
     kit = _kits[kind]
+    reason = kit.not_applicable.get(request.node.originalname)
+    if reason:
+        pytest.skip(f"{kind}: {reason}")
     yield kit
     kit.cleanup(name_prefix)
 

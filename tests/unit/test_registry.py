@@ -19,7 +19,7 @@ def test_loading_every_provider_and_the_config_imports_no_cloud_sdk():
 
 
 def test_one_descriptor_per_module_and_the_config_union_follows():
-    assert list(descriptors()) == ["aws", "gcp", "azure"] and len(MODULES) == 3
+    assert list(descriptors()) == ["aws", "gcp", "azure", "aws-acm"] and len(MODULES) == 4
     for kind, d in descriptors().items():
         assert d.config.model_fields["provider"].annotation.__args__ == (kind,)
         assert d.factory.__module__ == d.adapter.__module__ == d.config.__module__
