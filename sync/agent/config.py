@@ -16,6 +16,7 @@ variable or a file, never from the config file or the command line.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from datetime import timedelta
@@ -26,10 +27,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
     model_validator
 
-from sync.config import OBJECT_NAME, RenewBefore, _error_line, parse_renew_before
-from sync.durations import Duration
+from sync.durations import Duration, RenewBefore, parse_renew_before
 from sync.errors import ConfigError
 
+STORE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 FILE_KINDS = ("cert", "chain", "fullchain", "key")
 DEFAULT_MODES = {"cert": 0o644, "chain": 0o644, "fullchain": 0o644, "key": 0o600}
@@ -139,7 +140,7 @@ class AgentConfig(_Strict):
             raise ValueError("declare at least one [certificate.NAME] table")
         for key, spec in value.items():
             name = spec.name or key
-            if not OBJECT_NAME.fullmatch(name):
+            if not STORE_NAME.fullmatch(name):
                 raise ValueError(f"{name!r}: store names are 1-63 lowercase letters, digits and '-'")
         return value
 
@@ -204,3 +205,12 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
         if value is not None and not value.is_file():
             raise ConfigError(f"{source}: {key}: file {value} does not exist")
     return config
+
+
+def _error_line(source: str, err: dict[str, Any]) -> str:
+    """`file: dotted.key: rule`, one line."""
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = " ".join(err["msg"].removeprefix("Value error, ").split())
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {loc}: {msg}"
