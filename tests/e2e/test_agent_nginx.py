@@ -29,7 +29,9 @@ NAME = "web"
 HOST = "web.example.internal"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/test.sh installs it)")
+# skipped locally without nginx; under CI (scripts/test.sh installs it) a missing nginx fails
+pytestmark = pytest.mark.skipif(NGINX is None and not os.environ.get("CI"),
+                                reason="nginx is not installed (scripts/test.sh installs it)")
 
 
 def free_port() -> int:

@@ -328,3 +328,19 @@ def test_revoked_or_refused_renewal_enrolls_anew(tmp_path):
     server.renew = refuse                                              # type: ignore[method-assign]
     assert run_once(deployer(tmp_path, server), force=True)[0].status == "deployed"
     assert server.calls == ["sign", "sign"]
+
+
+# -- the documented configs ---------------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize("source", ["agent.md", "deploy/agent-container/agent.toml"])
+def test_documented_configs_load(tmp_path, source):
+    text = (DOCS / source).read_text()
+    if source.endswith(".md"):
+        text = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "root.pem").write_bytes(LocalServer().root.public_bytes(PEM))
+    path = tmp_path / "agent.toml"
+    path.write_text(text.replace("/etc/certsync/root.pem", str(tmp_path / "root.pem")))
+    config = agent_config.load(path)
+    assert config.certificate and all(spec.reload for spec in config.certificate.values())
