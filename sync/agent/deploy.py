@@ -75,12 +75,16 @@ class Deployer:
                                f"{renew_at:%Y-%m-%dT%H:%M:%SZ}", current.serial,
                                current.leaf.not_valid_after_utc, renew_at)
         try:
-            new = self._enroll(name, spec, renewing=current is not None)
-            self._check(name, spec, new)
+            new = self._enroll(name, spec)
         except Unreachable as exc:
             return Outcome(name, "failed", exc.message, retry_after=exc.retry_after)
         except CertsyncError as exc:
             return Outcome(name, "failed", exc.message)
+        try:
+            self._check(name, spec, new)
+        except VerifyError as exc:            # issued but unfit: the files stay as they are
+            return self._reported(Outcome(name, "failed", f"the new certificate is refused: {exc.message}",
+                                          new.serial), new)
         return self._switch(name, spec, found, new, had_files=current is not None)
 
     def _problem(self, name: str, spec: CertificateSpec, pair: verify.Pair | None) -> str | None:
@@ -96,7 +100,7 @@ class Deployer:
         ips = [str(ipaddress.ip_address(a)) for a in spec.ip_addresses]
         verify.check(name, pair, self.roots, dns_names=spec.dns_names, ip_addresses=ips, now=self.now())
 
-    def _enroll(self, name: str, spec: CertificateSpec, *, renewing: bool) -> verify.Pair:
+    def _enroll(self, name: str, spec: CertificateSpec) -> verify.Pair:
         """A new key made here and its certificate: renew when the server has the name, else sign."""
         key = certs.generate_key(spec.key_type)
         request = pki_csr.build_csr(key, common_name=spec.common_name, dns_names=list(spec.dns_names),

@@ -303,8 +303,10 @@ def test_a_bad_new_pair_never_touches_the_files(tmp_path):
     before = files_of(tmp_path)
     server.validity = timedelta(seconds=0)            # already expired when it arrives
     outcome = run_once(deployer(tmp_path, server), force=True)[0]
-    assert outcome.status == "failed" and "is not valid at" in outcome.message
+    assert outcome.status == "failed" and "the new certificate is refused" in outcome.message
+    assert "is not valid at" in outcome.message
     assert files_of(tmp_path) == before
+    assert server.reports[-1][1:3] == (outcome.serial, "failed")
 
 
 def test_unreachable_server_fails_with_retry_after_and_backoff_grows_with_jitter(tmp_path):
