@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sync.durations import Duration, RenewBefore, parse_renew_before
 from sync.errors import ConfigError
@@ -92,7 +91,7 @@ class CertificateSpec(_Strict):
     reload_timeout: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
-    def _complete(self) -> "CertificateSpec":
+    def _complete(self) -> CertificateSpec:
         if not (self.dns_names or self.ip_addresses or self.common_name):
             raise ValueError("give at least one of dns_names, ip_addresses, common_name")
         if self.key is None:
@@ -145,7 +144,7 @@ class AgentConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _trust(self) -> "AgentConfig":
+    def _trust(self) -> AgentConfig:
         if self.trust_root is None and self.ca_bundle is None:
             raise ValueError("give ca_bundle (or trust_root): the root the issued chain must verify to")
         return self

@@ -16,7 +16,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sync.agent import config as agent_config, files as agent_files, verify
+from sync.agent import config as agent_config
+from sync.agent import files as agent_files
+from sync.agent import verify
 from sync.agent.client import Enrollment, Refused, Unreachable
 from sync.agent.deploy import Deployer, renew_time
 from sync.agent.loop import backoff, run_once
@@ -276,8 +278,8 @@ def test_failed_reload_restores_the_previous_files_and_reloads_them(tmp_path):
     ok = [sys.executable, "-c", f"open({str(counter)!r}, 'a').write('x')"]
     run_once(deployer(tmp_path, server, ok))
     before = files_of(tmp_path)
-    failing = [sys.executable, "-c", f"import sys; open({str(counter)!r}, 'a').write('x'); "
-                                     "sys.exit('nginx: [emerg] cannot load certificate')"]
+    failing = [sys.executable, "-c", (f"import sys; open({str(counter)!r}, 'a').write('x'); "
+                                      "sys.exit('nginx: [emerg] cannot load certificate')")]
     outcome = run_once(deployer(tmp_path, server, failing), force=True)[0]
     assert outcome.status == "rolled-back"
     assert "exited 1: nginx: [emerg] cannot load certificate; previous files restored" in outcome.message
