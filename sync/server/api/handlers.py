@@ -272,8 +272,8 @@ def report_deployment(state: ServerState):
             with state.transaction() as tx:
                 row = next((v for v in versions(tx, principal, name) if v.serial.lstrip("0") == serial.lstrip("0")),
                            None)
-                if row is None:
-                    raise NotFound(f"certificate {name!r} has no version with serial {serial}")
+                if row is None:         # content the schema cannot judge: 400, as for a CSR
+                    raise UsageError(f"serial: certificate {name!r} has no version with serial {serial}")
                 detail = {"profile": principal.profile, "version": row.version, "host": body.host,
                           "outcome": body.outcome}
                 if body.detail:
@@ -284,5 +284,5 @@ def report_deployment(state: ServerState):
                                 detail=detail)
                 return models.Deployment(certificate=row.name, version=row.version, serial=row.serial,
                                          host=body.host, outcome=body.outcome, recorded_at=now)
-        return json_response(await run_in_threadpool(work), 201, _location(name))
+        return json_response(await run_in_threadpool(work))     # 200: a record, not a resource of its own
     return handler
