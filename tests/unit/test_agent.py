@@ -348,3 +348,12 @@ def test_documented_configs_load(tmp_path, source):
     path.write_text(text.replace("/etc/certsync/root.pem", str(tmp_path / "root.pem")))
     config = agent_config.load(path)
     assert config.certificate and all(spec.reload for spec in config.certificate.values())
+
+
+def test_deploy_examples_are_well_formed():
+    unit = (DOCS / "deploy" / "certsync-agent.service").read_text()
+    assert "ExecStart=/opt/certsync/bin/certsync agent\n" in unit and "KillSignal=SIGTERM" in unit
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((DOCS / "deploy" / "agent-container" / "compose.yaml").read_text())
+    agent = compose["services"]["agent"]
+    assert agent["command"][0] == "agent" and agent["pid"] == "service:nginx" and agent["secrets"] == ["agent-token"]
