@@ -38,7 +38,7 @@ def agent(ctx: Context, agent_config: str, once: bool, force: bool) -> None:
     def show(outcome: Outcome) -> None:
         if ctx.json and not once:                       # the daemon: one JSON object per line
             click.echo(json.dumps(outcome.as_dict(), default=str))
-        elif not ctx.json:
+        elif not ctx.json and not (ctx.quiet and outcome.ok):       # -q: only failures (cron mails them)
             line = f"{outcome.certificate}: {outcome.status}: {outcome.message}"
             if outcome.reported is False:
                 line += " (reporting to the server failed)"

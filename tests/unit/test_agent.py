@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -357,3 +358,18 @@ def test_deploy_examples_are_well_formed():
     compose = yaml.safe_load((DOCS / "deploy" / "agent-container" / "compose.yaml").read_text())
     agent = compose["services"]["agent"]
     assert agent["command"][0] == "agent" and agent["pid"] == "service:nginx" and agent["secrets"] == ["agent-token"]
+
+
+def test_cli_once_with_the_server_down_exits_1_with_one_line_per_certificate(tmp_path):
+    path = write_config(tmp_path, LocalServer())
+    with socket.socket() as s:                        # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path.write_text(path.read_text().replace("https://pki.example.internal:8443", f"https://127.0.0.1:{port}"))
+    result = subprocess.run([sys.executable, "-m", "sync", "agent", "--once", "-q", "--agent-config", str(path)],
+                            capture_output=True, text=True, env={**os.environ, "CERTSYNC_AGENT_TOKEN": "cst_secret-x"})
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"web: failed: GET https://127.0.0.1:{port}/api/v1/certificates/web: ")
+    assert "cst_secret-x" not in result.stderr
+    assert not (tmp_path / "tls" / "web.key").exists()
