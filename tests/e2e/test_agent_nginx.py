@@ -200,6 +200,7 @@ reload_timeout = "20s"
         clients.halt.set()
         clients.join(30)
 
+        print(f"handshakes: {len(clients.serials)} ok, {len(clients.failures)} failed, serials {clients.seen()}")
         assert clients.failures == []
         assert clients.seen() == [first["serial"], renewed["serial"]]
         assert served_serial(nginx.port, server.root_pem, tmp_path) == renewed["serial"]
