@@ -24,6 +24,17 @@ if [ -z "${CERTSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql
     exit 1
   fi
 fi
+# nginx (Debian's package) for tests/e2e/test_agent_nginx.py, which runs it unprivileged from a tmp prefix.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "==> installing nginx (apt-get) for tests/e2e/test_agent_nginx.py"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx; } \
+      > .venv/apt-nginx.log 2>&1; then
+    tail -n 20 .venv/apt-nginx.log >&2
+    echo "error: installing nginx failed (log: .venv/apt-nginx.log); install it (apt-get install nginx)" >&2
+    exit 1
+  fi
+fi
 state_dir="$(mktemp -d -t certsync-emulators-XXXXXX)"
 cleanup() { .venv/bin/python localstack/emulators.py --state-dir "$state_dir" stop || true; rm -rf "$state_dir"; }
 trap cleanup EXIT

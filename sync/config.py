@@ -24,8 +24,8 @@ from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
 from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig, ip_networks
-from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
-                             parse_duration, parse_wait)
+from sync.durations import (MAX_DURATION, Duration, DurationTooLong, RenewBefore, Wait,  # noqa: F401 (re-exported)
+                             format_duration, parse_duration, parse_renew_before, parse_wait)
 from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
@@ -37,31 +37,6 @@ DEFAULT_RENEW_FRACTION = 1 / 3
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 OBJECT_NAME = _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-class RenewBefore(BaseModel):
-    """Either a fixed duration before expiry or a fraction of the lifetime."""
-    duration: timedelta | None = None
-    fraction: float | None = None
-
-
-def parse_renew_before(value: Any) -> RenewBefore:
-    if isinstance(value, RenewBefore):
-        return value
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            pct = float(value.strip()[:-1])
-        except ValueError:
-            pct = -1
-        if not 0 < pct < 100:
-            raise ValueError("a percentage must be between 0% and 100% (exclusive), like \"33%\"")
-        return RenewBefore(fraction=pct / 100)
-    try:
-        return RenewBefore(duration=parse_duration(value))
-    except DurationTooLong:
-        raise
-    except ValueError:
-        raise ValueError("must be a duration like 30d or a percentage of the lifetime like \"33%\"") from None
 
 
 class Strict(BaseModel):

@@ -5,7 +5,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -59,3 +59,28 @@ def parse_wait(value: Any) -> timedelta:
 
 Wait = Annotated[timedelta, BeforeValidator(parse_wait), WithJsonSchema(
     {"anyOf": [{"type": "string", "pattern": r"^\s*(0+[dhms]?|[0-9]*[1-9][0-9]*[dhms])\s*$"}, {"const": 0}]})]
+
+
+class RenewBefore(BaseModel):
+    """Either a fixed duration before expiry or a fraction of the lifetime (a profile's, an agent's)."""
+    duration: timedelta | None = None
+    fraction: float | None = None
+
+
+def parse_renew_before(value: Any) -> RenewBefore:
+    if isinstance(value, RenewBefore):
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            pct = -1
+        if not 0 < pct < 100:
+            raise ValueError("a percentage must be between 0% and 100% (exclusive), like \"33%\"")
+        return RenewBefore(fraction=pct / 100)
+    try:
+        return RenewBefore(duration=parse_duration(value))
+    except DurationTooLong:
+        raise
+    except ValueError:
+        raise ValueError("must be a duration like 30d or a percentage of the lifetime like \"33%\"") from None

@@ -17,8 +17,10 @@ from pathlib import Path
 from sync.errors import UsageError
 
 
-def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, option: str = "--out") -> None:
-    """Write `data` to `path` atomically with `mode` (0600 for anything holding a private key)."""
+def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, option: str = "--out",
+                 owner: int = -1, group: int = -1) -> None:
+    """Write `data` to `path` atomically with `mode` (0600 for anything holding a private key) and,
+    when given (not -1), the uid `owner` and gid `group`: both set before the rename."""
     path = Path(path)
     check_target(path, option)
     folder = path.parent
@@ -31,6 +33,8 @@ def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, opti
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
+            if owner != -1 or group != -1:      # before the mode: chown may clear setuid/setgid bits
+                os.fchown(handle.fileno(), owner, group)
             os.fchmod(handle.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:

@@ -58,7 +58,7 @@ def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: b
     ctx.call_on_close(ctx.obj.close)
 
 
-from sync.cli import acme_commands, commands, discover_clouds, discovery_commands, server_commands  # noqa: E402,F401  (register the commands on `cli`)
+from sync.cli import acme_commands, agent_commands, commands, discover_clouds, discovery_commands, server_commands  # noqa: E402,F401  (register the commands on `cli`)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,8 +103,9 @@ OPERATIONS = [("GET", "/api/v1/certificates", None), ("POST", "/api/v1/certifica
               ("GET", "/api/v1/certificates/held", None), ("GET", "/api/v1/certificates/held/chain", None),
               ("POST", "/api/v1/certificates/held/renew", {"reuse_key": True}),
               ("POST", "/api/v1/certificates/held/revoke", {"reason": "superseded"}),
-              ("POST", "/api/v1/sign", {"csr": "x"})]
-SCOPE_OF = {0: "read", 1: "issue", 2: "read", 3: "read", 4: "renew", 5: "revoke", 6: "sign"}
+              ("POST", "/api/v1/sign", {"csr": "x"}),
+              ("POST", "/api/v1/certificates/held/deployments", {"serial": "1", "host": "h", "outcome": "deployed"})]
+SCOPE_OF = {0: "read", 1: "issue", 2: "read", 3: "read", 4: "renew", 5: "revoke", 6: "sign", 7: "renew"}
 
 
 def test_no_credentials_is_401_with_www_authenticate(server):
@@ -174,6 +175,39 @@ def test_other_profile_sees_nothing_of_web(server):
     reply = call(server, "POST", "/api/v1/certificates", {"name": "seen-example-internal",
                                                            "dns_names": ["a.other.internal"]}, secret=other)
     assert reply.status == 403 and "taken" in reply.json["detail"]
+
+
+# -- agents' deployment reports ------------------------------------------------------------------------
+def test_deployment_reports_are_audited_with_host_and_reason(server):
+    secret = token(server, "web-all", *ALL)
+    enrolled = call(server, "POST", "/api/v1/sign", {"csr": make_csr(server.folder, "d1", "deployed.example.internal"),
+                                                     "name": "deployed"}, secret=secret).json["certificate"]
+    path = "/api/v1/certificates/deployed/deployments"
+    reply = call(server, "POST", path, {"serial": enrolled["serial"].upper(), "host": "web-1.example",
+                                        "outcome": "deployed"}, secret=secret)
+    assert reply.status == 200, reply.body
+    assert {k: reply.json[k] for k in ("certificate", "version", "serial", "host", "outcome")} == {
+        "certificate": "deployed", "version": 1, "serial": enrolled["serial"], "host": "web-1.example",
+        "outcome": "deployed"}
+    failed = call(server, "POST", path, {"serial": enrolled["serial"], "host": "web-2", "outcome": "rolled-back",
+                                         "detail": "reload command 'nginx' exited 1"}, secret=secret)
+    assert failed.status == 200
+    events = [e for e in audit(server) if e["action"] == "deploy" and e["certificate"] == "deployed"]
+    assert [(e["outcome"], e["detail"]["host"], e["detail"].get("detail")) for e in events] == [
+        ("failed", "web-2", "reload command 'nginx' exited 1"), ("ok", "web-1.example", None)]
+    assert all(e["actor"] == "token:web-all" and e["serial"] == enrolled["serial"] for e in events)
+    # a serial that is not a version of it, a read-only token, another profile, a bad body
+    unknown = call(server, "POST", path, {"serial": "abc123", "host": "h", "outcome": "deployed"}, secret=secret)
+    assert unknown.status == 400 and "no version with serial abc123" in unknown.json["detail"]
+    assert call(server, "POST", path, {"serial": enrolled["serial"], "host": "h", "outcome": "deployed"},
+                secret=token(server, "only-read", "read")).status == 403
+    other = token(server, "other-all", *ALL, profile="other")
+    assert call(server, "POST", path, {"serial": enrolled["serial"], "host": "h", "outcome": "deployed"},
+                secret=other).status == 404
+    bad = call(server, "POST", path, {"serial": enrolled["serial"], "host": "h", "outcome": "fine"}, secret=secret)
+    assert bad.status == 422 and bad.json["errors"][0]["field"] == "outcome"
+    bad = call(server, "POST", path, {"serial": enrolled["serial"], "host": "a b", "outcome": "deployed"}, secret=secret)
+    assert bad.status == 422 and bad.json["errors"][0]["field"] == "host"
 
 
 # -- the lifecycle ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
     GET  /api/v1/certificates/{name}/chain       read    PEM chain
     POST /api/v1/certificates/{name}/renew       renew   new CSR (CSR enrollments) or reuse_key (held keys)
     POST /api/v1/certificates/{name}/revoke      revoke
+    POST /api/v1/certificates/{name}/deployments renew   an agent's report: deployed, failed, rolled-back
     POST /api/v1/sign                            sign    a CSR, as `certsync sign`
 
 Bearer tokens (`certsync token create`), each bound to one profile and a set of scopes.
@@ -22,7 +23,8 @@ from sync.server.state import ServerState
 
 _HANDLERS = {"listCertificates": handlers.list_certificates, "issueCertificate": handlers.issue,
              "getCertificate": handlers.get_certificate, "getChain": handlers.get_chain,
-             "renewCertificate": handlers.renew, "revokeCertificate": handlers.revoke, "signCsr": handlers.sign}
+             "renewCertificate": handlers.renew, "revokeCertificate": handlers.revoke, "signCsr": handlers.sign,
+             "reportDeployment": handlers.report_deployment}
 
 
 def routes(state: ServerState) -> list[BaseRoute]:

@@ -257,3 +257,32 @@ def revoke(state: ServerState):
 
         return json_response(await run_in_threadpool(audited, state, request, principal, "revoke", name, work))
     return handler
+
+
+def report_deployment(state: ServerState):
+    """An agent's report about a version on its host: audited as `deploy` (outcome ok for
+    deployed, failed otherwise), with the host and, for a failure, its one-line reason."""
+    async def handler(request: Request, principal: Principal) -> Response:
+        name = request.path_params["name"]
+        body = await read_json(request, models.DeploymentReport)
+        serial = body.serial.lower().removeprefix("0x").lstrip("0") or "0"
+
+        def work() -> models.Deployment:
+            now = state.now
+            with state.transaction() as tx:
+                row = next((v for v in versions(tx, principal, name) if v.serial.lstrip("0") == serial.lstrip("0")),
+                           None)
+                if row is None:         # content the schema cannot judge: 400, as for a CSR
+                    raise UsageError(f"serial: certificate {name!r} has no version with serial {serial}")
+                detail = {"profile": principal.profile, "version": row.version, "host": body.host,
+                          "outcome": body.outcome}
+                if body.detail:
+                    detail["detail"] = " ".join(body.detail.split())
+                tx.audit.record(at=now, actor=principal.actor, action="deploy", protocol="api",
+                                outcome="ok" if body.outcome == "deployed" else "failed", certificate=row.name,
+                                serial=row.serial, remote_addr=tls.peer_address(request, state.server.trusted_proxies),
+                                detail=detail)
+                return models.Deployment(certificate=row.name, version=row.version, serial=row.serial,
+                                         host=body.host, outcome=body.outcome, recorded_at=now)
+        return json_response(await run_in_threadpool(work))     # 200: a record, not a resource of its own
+    return handler

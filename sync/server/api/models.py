@@ -20,6 +20,7 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_PATTERN = rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$"
 SERIAL_PATTERN = r"^(0x)?[0-9a-fA-F]{1,64}$"
+HOST_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$"
 DURATION_PATTERN = r"^[1-9][0-9]{0,3}[dhms]$"
 KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519")
 STATES = ("active", "superseded", "revoked", "retired")
@@ -98,6 +99,18 @@ class RevokeRequest(_Request):
                                "default: the active version.")
 
 
+class DeploymentReport(_Request):
+    """What a host's agent did with a version of the certificate (`certsync agent`): deployed
+    (files written, service reloaded), failed, or rolled-back (the reload failed; the previous
+    files are back). Recorded in the audit trail (action `deploy`)."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{"serial": "1f2e", "host": "web-1",
+                                                               "outcome": "deployed"}]})
+    serial: str = Field(pattern=SERIAL_PATTERN, description="The version deployed (hex serial).")
+    host: str = Field(pattern=HOST_PATTERN, description="The reporting host (its name for itself).")
+    outcome: Literal["deployed", "failed", "rolled-back"]
+    detail: str | None = Field(None, min_length=1, max_length=500, description="One line: why it failed.")
+
+
 # -- responses -----------------------------------------------------------------------------------------
 class Certificate(_Response):
     name: str
@@ -174,6 +187,16 @@ class Revoked(_Response):
     also_revoked: list[AlsoRevoked]
 
 
+class Deployment(_Response):
+    """The report, as recorded."""
+    certificate: str
+    version: int
+    serial: str
+    host: str
+    outcome: str
+    recorded_at: datetime
+
+
 class FieldError(_Response):
     field: str = Field(description="Dotted path of the field, e.g. dns_names.0 or query.limit.")
     message: str
@@ -198,5 +221,5 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(None, pattern=NAME_PATTERN)
 
 
-REQUESTS = (IssueRequest, SignRequest, RenewRequest, RevokeRequest)
-RESPONSES = (CertificateList, CertificateDetail, Issued, Enrolled, Renewed, Revoked, Problem)
+REQUESTS = (IssueRequest, SignRequest, RenewRequest, RevokeRequest, DeploymentReport)
+RESPONSES = (CertificateList, CertificateDetail, Issued, Enrolled, Renewed, Revoked, Deployment, Problem)

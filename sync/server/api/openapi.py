@@ -31,11 +31,15 @@ OPERATIONS: list[tuple[str, str, str, str, str, type | None, int, type | str]] =
      models.RenewRequest, 200, models.Renewed),
     ("post", "/api/v1/certificates/{name}/revoke", "revoke", "revokeCertificate",
      "Revoke the active version (or serial) and publish a new CRL.", models.RevokeRequest, 200, models.Revoked),
+    ("post", "/api/v1/certificates/{name}/deployments", "renew", "reportDeployment",
+     "Report what an agent did with a version on its host (deployed, failed, rolled-back); audited.",
+     models.DeploymentReport, 200, models.Deployment),
     ("post", "/api/v1/sign", "sign", "signCsr", "Enroll a PKCS#10 CSR, as `certsync sign`.", models.SignRequest,
      201, models.Enrolled),
 ]
 
-_PROBLEMS = {400: "The content is refused: a CSR that does not parse, names that no certificate can carry.",
+_PROBLEMS = {400: "The content is refused: a CSR that does not parse, names that no certificate can carry, "
+                  "a serial that is not a version of the certificate.",
              401: "No usable token (missing, unknown, revoked or expired).",
              403: "The token lacks the scope, or the profile's policy refuses the request.",
              404: "No such certificate among the token's profile's.",
