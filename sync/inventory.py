@@ -91,13 +91,13 @@ def inventory(config: Config, tx: Transaction, now: datetime) -> Inventory:
     """Every certificate's newest version with its copies in sync, and every configured CA."""
     deployed = {(d.destination, d.remote_name): d for d in tx.deployments.present()}
     rows = []
-    for cert in tx.certificates.latest_versions():
+    for cert in tx.certificates.latest_summaries():
         spec = config.certificate.get(cert.name)
         targets = spec.targets(cert.name) if spec else []
         in_sync = sum(1 for t in targets if (d := deployed.get((t.to, t.name))) and d.certificate_id == cert.id)
         rows.append(InventoryRow(cert.name, cert.state, cert.version, cert.serial, cert.not_after,
                                  _days(cert.not_after - now), in_sync, len(targets), cert.profile,
-                                 cert.authority.name, cert.not_before))
+                                 cert.ca, cert.not_before))
     authorities = {name: tx.authorities.active(name) for name in config.ca}
     cas = _cas(authorities, now)
     return Inventory(rows, cas, list(_ca_warnings(config, authorities, now)))
