@@ -148,3 +148,27 @@ def have_chromium_or_skip():
 
 
 
+
+
+def scale_toml(n: int) -> str:
+    """n certificates for the 5,000-row checks: every tenth from the 6-day profile `short`."""
+    lines = ["[profile.short]", 'ca = "issuing"', 'allowed_domains = ["*.example.internal"]', 'validity = "6d"',
+             'renew_before = "2d"']
+    for i in range(n):
+        profile = "short" if i % 10 == 0 else "web"
+        lines.append(f'[certificate.c{i:05d}]\nprofile = "{profile}"\ndns_names = ["c{i:05d}.example.internal"]')
+    return "\n".join(lines) + "\n"
+
+
+def scale_server(folder: Path, n: int = 5000) -> CertsyncServer:
+    """A server over n certificates issued by `certsync apply` (no destinations: the table's cost)."""
+    return CertsyncServer(folder, server_toml="rate_limit = 0", extra_toml=scale_toml(n), apply=True,
+                          start_timeout=120)
+
+
+def sign_in(driver, server: CertsyncServer, secret: str, path: str = "/dashboard/") -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver.get(server.url + path)
+    driver.find_element("id", "token").send_keys(secret)
+    driver.find_element("css selector", "form.login button").click()
+    WebDriverWait(driver, 60).until(lambda d: d.current_url.endswith(path))
