@@ -161,7 +161,11 @@ def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, st
 
 def renew_window(want: Desired, lifetime: timedelta) -> timedelta:
     """How long before its end a certificate of `lifetime` is renewed (the dashboard draws it too)."""
-    return want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or DEFAULT_RENEW_FRACTION)
+    return window_of(want.renew_window, want.renew_fraction, lifetime)
+
+
+def window_of(window: timedelta | None, fraction: float | None, lifetime: timedelta) -> timedelta:
+    return window if window is not None else lifetime * (fraction or DEFAULT_RENEW_FRACTION)
 
 
 def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:

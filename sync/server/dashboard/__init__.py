@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sync.errors import AuthError, CertsyncError, Forbidden, NotFound
-from sync.server.dashboard import session, timeline, views
+from sync.server.dashboard import rows, session, timeline, views
 from sync.server.state import ServerState
 
 log = logging.getLogger("certsync.server")
@@ -39,6 +39,7 @@ _env = Environment(loader=PackageLoader("sync.server.dashboard", "templates"), a
 _env.filters["day"] = lambda at: f"{at:%Y-%m-%d}" if at else ""
 _env.filters["minute"] = lambda at: f"{at:%Y-%m-%d %H:%M}" if at else ""
 _env.filters["urlpart"] = lambda value: quote(value, safe="")
+_env.globals["lanes"] = timeline.svg_lanes
 
 
 def render(name: str, status: int = 200, **context) -> HTMLResponse:
@@ -103,7 +104,7 @@ def certificates_page(state: ServerState, request: Request):
                                                                     "expiring")}
     shown = [v for v in found.certificates if views.matches(v, query)]
     hidden = {v.row.name for v in found.certificates} - {v.row.name for v in shown}
-    return "certificates.html", {"o": found, "shown": shown, "hidden": hidden, "query": query, "choices": views.EXPIRING_CHOICES,
+    return "certificates.html", {"o": found, "shown": shown, "rows": rows.table_rows(found.certificates, hidden), "query": query, "choices": views.EXPIRING_CHOICES,
                                  "now": found.facts.now}
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from markupsafe import Markup, escape
+
 WIDTH = 1000                 # viewBox units; the SVG scales to the page
 LABEL = 190                  # left column with the names
 AXIS = 28                    # room for the month ticks at the top
@@ -90,3 +92,26 @@ def _ticks(start: datetime, end: datetime, x) -> list[tuple[float, str]]:
             return ticks
         ticks.append((x(at), f"{at:%Y-%m}"))
         month += step
+
+
+def svg_lanes(g: Geometry) -> Markup:
+    """The lanes as SVG markup (written here rather than by the template: quick at 5,000 lanes)."""
+    bar = g.lane_height - 6 if g.labels else g.lane_height - 1
+    out = []
+    for lane in g.lanes:
+        item = lane.item
+        label = escape(item.label)
+        renew = f' data-renew-from="{item.renew_from.isoformat()}"' if item.renew_from else ""
+        text = ""
+        if g.labels:
+            short = escape(item.label if len(item.label) <= 28 else item.label[:27] + "…")
+            text = f'<text class="name" x="4" y="{lane.y + 13}">{short}</text>'
+            if item.href:
+                text = f'<a href="{escape(item.href)}">{text}</a>'
+        window = (f'<rect class="renew" x="{lane.renew_x}" y="{lane.y + 3}" width="{max(lane.x1 - lane.renew_x, 1):.1f}" '
+                  f'height="{bar}"/>' if lane.renew_x is not None else "")
+        out.append(f'<g class="lane {item.kind} state-{item.state}" data-name="{label}" '
+                   f'data-not-after="{item.not_after.isoformat()}"{renew}><title>{escape(lane.title)}</title>{text}'
+                   f'<rect class="life" x="{lane.x0}" y="{lane.y + 3}" width="{max(lane.x1 - lane.x0, 1):.1f}" '
+                   f'height="{bar}"/>{window}</g>\n')
+    return Markup("".join(out))

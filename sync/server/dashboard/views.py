@@ -78,21 +78,22 @@ def copies(facts: Facts) -> dict[str, list[Copy]]:
     return found
 
 
-def desired(state: ServerState) -> dict[str, plan.Desired]:
-    """name -> what the config wants of each certificate (its renewal rule), as `plan` reads it."""
-    return {want.name: want for want in snapshot.desired_state(state.config)}
+def renew_rules(state: ServerState) -> dict[str, tuple[timedelta | None, float]]:
+    """certificate name -> its profile's renewal rule, as `plan` reads it (snapshot.renew_rule)."""
+    by_profile = {name: snapshot.renew_rule(profile) for name, profile in state.config.profile.items()}
+    return {name: by_profile[spec.profile] for name, spec in state.config.certificate.items()}
 
 
 def overview(state: ServerState) -> Overview:
     facts = state.app.facts()
-    wanted = desired(state)
+    rules = renew_rules(state)
     by_cert = copies(facts)
     views = []
     for row in facts.inventory.certificates:
-        want = wanted.get(row.name)
+        rule = rules.get(row.name)
         renew = None
-        if want is not None and row.state == "active" and row.not_before is not None:
-            renew = row.not_after - plan.renew_window(want, row.not_after - row.not_before)
+        if rule is not None and row.state == "active" and row.not_before is not None:
+            renew = row.not_after - plan.window_of(*rule, row.not_after - row.not_before)
         views.append(CertificateView(row, sorted(by_cert.get(row.name, []), key=lambda c: (c.destination, c.remote_name)),
                                      renew))
     rows = facts.inventory.certificates
