@@ -47,6 +47,15 @@ requestAnimationFrame(() => setTimeout(() => done({ms: performance.now() - start
 """
 
 
+def load(driver, url: str) -> dict:
+    """Navigate, wait for the load event to have finished, read the navigation timing."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver.get(url)
+    WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0]; return n && n.loadEventEnd > 0"))
+    return driver.execute_script(NAVIGATION)
+
+
 def measure(n: int, runs: int) -> dict:
     if not dashboard.chromium_available():
         raise SystemExit(f"bench: needs {dashboard.CHROMIUM} and {dashboard.CHROMEDRIVER} "
@@ -60,8 +69,7 @@ def measure(n: int, runs: int) -> dict:
                 figures: dict[str, list[float]] = {k: [] for k in ("table_server", "table_page", "overview_server",
                                                                     "overview_page", "filter", "unfilter")}
                 for _ in range(runs):
-                    driver.get(server.url + "/dashboard/certificates")
-                    table = driver.execute_script(NAVIGATION)
+                    table = load(driver, server.url + "/dashboard/certificates")
                     if table["rows"] != n:
                         raise SystemExit(f"bench: the table has {table['rows']} rows, not {n}")
                     figures["table_server"].append(table["server"])
@@ -72,8 +80,7 @@ def measure(n: int, runs: int) -> dict:
                         raise SystemExit(f"bench: the filter showed {narrowed['shown']} and {widened['shown']} rows")
                     figures["filter"].append(narrowed["ms"])
                     figures["unfilter"].append(widened["ms"])
-                    driver.get(server.url + "/dashboard/")
-                    overview = driver.execute_script(NAVIGATION)
+                    overview = load(driver, server.url + "/dashboard/")
                     figures["overview_server"].append(overview["server"])
                     figures["overview_page"].append(overview["page"])
                 size = table["bytes"]

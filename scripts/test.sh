@@ -24,6 +24,18 @@ if [ -z "${CERTSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql
     exit 1
   fi
 fi
+# Debian's Chromium and its driver for the dashboard's browser tests (tests/server/test_dashboard*.py;
+# Selenium is given /usr/bin/chromedriver, so Selenium Manager never downloads a browser or driver).
+if [ -z "${CERTSYNC_CHROMEDRIVER:-}" ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  echo "==> installing chromium and chromium-driver (apt-get) for the dashboard's browser tests"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver; } \
+      > .venv/apt-chromium.log 2>&1; then
+    tail -n 20 .venv/apt-chromium.log >&2
+    echo "error: installing chromium failed (log: .venv/apt-chromium.log); install chromium + chromium-driver, or set CERTSYNC_CHROMIUM and CERTSYNC_CHROMEDRIVER" >&2
+    exit 1
+  fi
+fi
 state_dir="$(mktemp -d -t certsync-emulators-XXXXXX)"
 cleanup() { .venv/bin/python localstack/emulators.py --state-dir "$state_dir" stop || true; rm -rf "$state_dir"; }
 trap cleanup EXIT
