@@ -171,4 +171,5 @@ def sign_in(driver, server: CertsyncServer, secret: str, path: str = "/dashboard
     driver.get(server.url + path)
     driver.find_element("id", "token").send_keys(secret)
     driver.find_element("css selector", "form.login button").click()
-    WebDriverWait(driver, 60).until(lambda d: d.current_url.endswith(path))
+    WebDriverWait(driver, 60).until(lambda d: d.current_url.endswith(path)
+                                    and d.execute_script("return document.readyState") == "complete")

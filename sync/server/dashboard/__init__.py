@@ -103,8 +103,11 @@ def certificates_page(state: ServerState, request: Request):
     query = {k: v for k, v in request.query_params.items() if k in ("q", "profile", "ca", "state", "destination",
                                                                     "expiring")}
     shown = [v for v in found.certificates if views.matches(v, query)]
-    hidden = {v.row.name for v in found.certificates} - {v.row.name for v in shown}
-    return "certificates.html", {"o": found, "shown": shown, "rows": rows.table_rows(found.certificates, hidden), "query": query, "choices": views.EXPIRING_CHOICES,
+    limit = None if request.query_params.get("all") else views.PAGE_ROWS
+    drawn = {v.row.name for v in shown[:limit]}
+    hidden = {v.row.name for v in found.certificates} - drawn
+    return "certificates.html", {"o": found, "shown": shown, "drawn": len(drawn), "limit": views.PAGE_ROWS,
+                                 "rows": rows.table_rows(found.certificates, hidden), "all": limit is None, "query": query, "choices": views.EXPIRING_CHOICES,
                                  "now": found.facts.now}
 
 

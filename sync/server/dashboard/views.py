@@ -20,6 +20,8 @@ from sync.reconcile import plan, snapshot
 from sync.server.state import ServerState
 
 EXPIRING_CHOICES = (7, 30, 90)          # "expiring within" filter, in days
+PAGE_ROWS = 200                          # rows laid out at once; every row is in the page, the rest hidden
+                                         # until "show all" (a browser lays out 5,000 table rows slowly)
 ACTIVITY_HIDDEN = ("token.use",)        # page views of the dashboard itself (allowed ones) are noise here
 
 

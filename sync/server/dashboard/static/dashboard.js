@@ -10,7 +10,14 @@
     return { tr: tr, name: d.name.toLowerCase(), serial: d.serial.toLowerCase(), profile: d.profile, ca: d.ca,
              state: d.state, days: parseFloat(d.days), destinations: d.destinations ? d.destinations.split(" ") : [] };
   });
-  var shown = document.getElementById("shown");
+  var shown = document.getElementById("shown"), drawn = document.getElementById("drawn");
+  var capped = document.getElementById("capped");
+  // Only the first `limit` matching rows are laid out (0: all): every row is in the page, but a
+  // browser spends seconds laying out thousands of table rows. "Show all" lifts the cap.
+  var limit = parseInt(table.dataset.limit, 10) || 0;
+  document.getElementById("show-all").addEventListener("click", function (event) {
+    event.preventDefault(); limit = 0; apply();
+  });
 
   function matches(r, f) {
     if (f.q && r.name.indexOf(f.q) < 0 && r.serial.indexOf(f.q) < 0) { return false; }
@@ -31,11 +38,14 @@
     });
     var count = 0;
     for (var i = 0; i < rows.length; i++) {
-      var visible = matches(rows[i], f);
-      if (visible) { count++; }
+      var match = matches(rows[i], f);
+      var visible = match && (limit === 0 || count < limit);
+      if (match) { count++; }
       if (rows[i].tr.hidden === visible) { rows[i].tr.hidden = !visible; }
     }
     shown.textContent = String(count);
+    drawn.textContent = String(limit === 0 ? count : Math.min(count, limit));
+    capped.hidden = limit === 0 || count <= limit;
     var query = params.toString();
     history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
     table.dataset.filterMs = String(performance.now() - started);
