@@ -29,7 +29,9 @@ WIDTH, MAX_HEIGHT = 1280, 1300
 
 def shoot(driver, path: Path) -> None:
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(WIDTH, min(max(height, 600), MAX_HEIGHT))
+    # the whole page, up to MAX_HEIGHT (a device-metrics override: the window's size includes its frame)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": WIDTH, "height": min(max(height, 500), MAX_HEIGHT), "deviceScaleFactor": 1, "mobile": False})
     driver.save_screenshot(str(path))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
@@ -55,7 +57,7 @@ def main() -> int:
                     shoot(driver, out / "dashboard-login.png")
                     dashboard.sign_in(driver, server, secret)
                     for name, path in SHOTS:
-                        driver.set_window_size(WIDTH, 800)
+                        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
                         driver.get(server.url + path)
                         shoot(driver, out / name)
                 finally:
