@@ -22,3 +22,17 @@ ensure_venv() {
     echo "$want" > "$marker"
   fi
 }
+
+# apt-get install the Debian packages named (as root, or through sudo); on failure, the log's tail
+# and one line naming them.
+ensure_debian_packages() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing $* (apt-get)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"; } \
+      > .venv/apt.log 2>&1; then
+    tail -n 20 .venv/apt.log >&2
+    echo "error: installing $* failed (log: .venv/apt.log); install them with apt-get" >&2
+    exit 1
+  fi
+}

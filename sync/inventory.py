@@ -28,6 +28,9 @@ class InventoryRow:
     days_left: float
     in_sync: int
     destinations: int
+    profile: str = ""                      # for the dashboard's filters (not in `list`'s document)
+    ca: str = ""
+    not_before: datetime | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "state": self.state, "version": self.version, "serial": self.serial,
@@ -88,12 +91,13 @@ def inventory(config: Config, tx: Transaction, now: datetime) -> Inventory:
     """Every certificate's newest version with its copies in sync, and every configured CA."""
     deployed = {(d.destination, d.remote_name): d for d in tx.deployments.present()}
     rows = []
-    for cert in tx.certificates.latest_versions():
+    for cert in tx.certificates.latest_summaries():
         spec = config.certificate.get(cert.name)
         targets = spec.targets(cert.name) if spec else []
         in_sync = sum(1 for t in targets if (d := deployed.get((t.to, t.name))) and d.certificate_id == cert.id)
         rows.append(InventoryRow(cert.name, cert.state, cert.version, cert.serial, cert.not_after,
-                                 _days(cert.not_after - now), in_sync, len(targets)))
+                                 _days(cert.not_after - now), in_sync, len(targets), cert.profile,
+                                 cert.ca, cert.not_before))
     authorities = {name: tx.authorities.active(name) for name in config.ca}
     cas = _cas(authorities, now)
     return Inventory(rows, cas, list(_ca_warnings(config, authorities, now)))

@@ -159,6 +159,15 @@ def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, st
     return actions
 
 
+def renew_window(want: Desired, lifetime: timedelta) -> timedelta:
+    """How long before its end a certificate of `lifetime` is renewed (the dashboard draws it too)."""
+    return window_of(want.renew_window, want.renew_fraction, lifetime)
+
+
+def window_of(window: timedelta | None, fraction: float | None, lifetime: timedelta) -> timedelta:
+    return window if window is not None else lifetime * (fraction or DEFAULT_RENEW_FRACTION)
+
+
 def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:
     if cur is None:
         if latest_state == "retired":
@@ -171,9 +180,7 @@ def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now
         return Action(Kind.ISSUE, want.name, reason="names or key type changed in config")
     if cur.ca != want.ca:
         return Action(Kind.ISSUE, want.name, reason=f"profile now issues from CA {want.ca!r}")
-    lifetime = cur.not_after - cur.not_before
-    window = want.renew_window if want.renew_window is not None else lifetime * (want.renew_fraction or DEFAULT_RENEW_FRACTION)
-    if now >= cur.not_after - window:
+    if now >= cur.not_after - renew_window(want, cur.not_after - cur.not_before):
         days = (cur.not_after - now).total_seconds() / 86400
         if cur.ca_not_after is not None and cur.not_after >= cur.ca_not_after - timedelta(minutes=5):
             # a successor would be cut to the same end: renewing would only churn, every run

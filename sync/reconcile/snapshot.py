@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -22,13 +22,19 @@ def desired_state(config: Config) -> list[plan.Desired]:
     wanted = []
     for name, spec in config.certificate.items():
         profile = config.profile[spec.profile]
-        renew = profile.renew_before
+        window, fraction = renew_rule(profile)
         wanted.append(plan.Desired(
             name=name, ca=profile.ca, sans=tuple(san_list(spec)), key_type=spec.key or profile.key,
-            renew_window=renew.duration if renew else None,
-            renew_fraction=(renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION),
+            renew_window=window, renew_fraction=fraction,
             targets=tuple((ref.to, ref.name) for ref in spec.targets(name))))
     return wanted
+
+
+def renew_rule(profile) -> tuple[timedelta | None, float]:
+    """(renew_window, renew_fraction) of a profile's certificates, as plan.Desired holds them."""
+    renew = profile.renew_before
+    return (renew.duration if renew else None,
+            renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION)
 
 
 def current_state(config: Config, tx: Transaction, password_tag: Callable[[str, bytes], str]

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from sync.app import App
 from sync.config import Config
 from sync.errors import CertsyncError
-from sync.server import acme, api, est, observability, problems, revocation
+from sync.server import acme, api, dashboard, est, observability, problems, revocation
 from sync.server.state import ServerState
 
 log = logging.getLogger("certsync.server")
@@ -29,7 +29,7 @@ def build(config: Config, *, app: App | None = None, state: ServerState | None =
     routes = [Route("/healthz", observability.healthz(state)), *revocation.routes(state)]
     if not revocation_only:
         routes += [Route("/metrics", observability.metrics(state)), *est.routes(state), *acme.routes(state),
-                   *api.routes(state)]
+                   *api.routes(state), *dashboard.routes(state)]
 
     @asynccontextmanager
     async def lifespan(_app):

@@ -65,6 +65,14 @@ def authenticate(state: ServerState, request: Request, scope: str, profile: str 
     given = credentials(request)
     if given is None:
         raise AuthError("credentials required: Authorization: Bearer <token>")
+    principal = check_secret(state, request, given, scope, profile, protocol=protocol)
+    state.limiter.vouch(request.headers.get("authorization", ""))
+    return principal
+
+
+def check_secret(state: ServerState, request: Request, given: tuple[str | None, str], scope: str,
+                 profile: str | None = None, *, protocol: str) -> Principal:
+    """`authenticate` for a secret however it came (header, or the dashboard's session cookie)."""
     user, secret = given
     address = tls.peer_address(request, state.server.trusted_proxies)
     now = state.now
@@ -93,7 +101,6 @@ def authenticate(state: ServerState, request: Request, scope: str, profile: str 
         state.metrics.denied.labels(protocol).inc()
         raise failure
     assert principal is not None
-    state.limiter.vouch(request.headers.get("authorization", ""))
     return principal
 
 

@@ -85,6 +85,18 @@ class Certificates:
             newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .order_by(Certificate.name)))
 
+    def latest_summaries(self):
+        """The newest version of every certificate, by name, as plain rows (no ORM objects, no DER,
+        no key): id, name, version, state, serial, profile, ca (the authority's name), not_before,
+        not_after. What `certsync list` and the dashboard show, quick at thousands of rows."""
+        newest = self._newest()
+        return self.session.execute(
+            select(Certificate.id, Certificate.name, Certificate.version, Certificate.state, Certificate.serial,
+                   Certificate.profile, Authority.name.label("ca"), Certificate.not_before, Certificate.not_after)
+            .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .join(Authority, Authority.id == Certificate.authority_id)
+            .order_by(Certificate.name)).all()
+
     def latest_page(self, profile: str, *, after: str | None = None, limit: int = 100, state: str | None = None,
                     expiring_before: datetime | None = None) -> list[Certificate]:
         """The newest version of each certificate of `profile`, by name after `after` (keyset
