@@ -299,7 +299,7 @@ def build_client(endpoint: str | None = None, transport: str = "grpc", insecure:
         raise ConfigError(f"gcp transport must be 'grpc' or 'rest', not {transport!r}")
     if insecure and not endpoint:
         raise ConfigError("gcp: insecure = true needs an endpoint (host:port of an emulator)")
-    if insecure and transport == "grpc":
+    if insecure and endpoint and transport == "grpc":   # (endpoint: checked just above)
         import grpc
         from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
             SecretManagerServiceGrpcTransport)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,6 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from sync.clock import utcnow
 from sync.errors import PolicyError, VerifyError
 from sync.pki import policy
+from sync.pki.certs import PrivateKey
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Bundle:
     name: str
     version: int
     certificate: x509.Certificate
-    private_key: object | None
+    private_key: PrivateKey | None
     intermediates: list[x509.Certificate]
     root: x509.Certificate
 
@@ -57,7 +61,7 @@ def _subject(cert: x509.Certificate) -> str:
     return repr(cert.subject.rfc4514_string())
 
 
-def _extension(cert: x509.Certificate, kind):
+def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
@@ -122,5 +126,5 @@ def _server_subject(sans: x509.SubjectAlternativeName | None) -> verification.Su
     for name in sans.get_values_for_type(x509.DNSName):
         return verification.DNSName("certsync-verify" + name[1:] if name.startswith("*.") else name)
     for address in sans.get_values_for_type(x509.IPAddress):
-        return verification.IPAddress(ipaddress.ip_address(address))
+        return verification.IPAddress(ipaddress.ip_address(str(address)))
     return None
