@@ -14,10 +14,11 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       WithJsonSchema, field_validator, model_validator)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from providers.base import DestinationBase
@@ -30,6 +31,7 @@ from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 Usage = Literal["serverAuth", "clientAuth"]
+_SERVER_AUTH: list[Usage] = ["serverAuth"]
 
 # Certificate and CA names become labels in every cloud: keep them to what all three accept.
 # Without renew_before, a certificate is renewed in the last third of its lifetime.
@@ -189,7 +191,7 @@ class ProfileConfig(Strict):
     allow_any_name: bool = Field(False, description=(
         "Issue for any DNS name and IP address (no allowed_domains or allowed_ips then). An explicit opt-in: "
         "init and plan warn about every profile that sets it."))
-    usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
+    usages: list[Usage] = Field(default_factory=lambda: list(_SERVER_AUTH), min_length=1, description=(
         "Extended key usages of the certificates."))
     deploy_to: list[str] = Field(default_factory=list, description=(
         "Destinations that certificates enrolled under this profile through `certsync serve` (ACME, EST, REST "
@@ -217,7 +219,11 @@ class ProfileConfig(Strict):
 
 # [destination.NAME]: DestinationBase (keys of every kind) and each cloud's model live in
 # providers/ (providers/registry.py lists them); `provider` picks the model.
-Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]
+if TYPE_CHECKING:   # the models are known at run time only: to the type checker, what every one has
+    class Destination(DestinationBase):
+        provider: str
+else:
+    Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]
 
 
 class DestinationRef(Strict):
@@ -278,10 +284,16 @@ class CertificateConfig(Strict):
             raise ValueError("needs common_name, dns_names or ip_addresses")
         return self
 
-    def targets(self, cert_name: str) -> list[DestinationRef]:
+    def targets(self, cert_name: str) -> list[Target]:
         """Destinations as (destination, remote secret name); the name defaults to the cert's."""
         refs = [DestinationRef(to=d) if isinstance(d, str) else d for d in self.destinations]
-        return [DestinationRef(to=r.to, name=r.name or cert_name) for r in refs]
+        return [Target(r.to, r.name or cert_name) for r in refs]
+
+
+class Target(NamedTuple):
+    """A certificate's destination and its secret name there (CertificateConfig.targets)."""
+    to: str
+    name: str
 
 
 class NotifyConfig(Strict):
@@ -434,7 +446,7 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
 
 
-def _error_line(source: str, err: dict[str, Any]) -> str:
+def _error_line(source: str, err: ErrorDetails) -> str:
     loc = ".".join(_key(p) for p in err["loc"] if not _is_union_tag(p))
     msg = " ".join(err["msg"].removeprefix("Value error, ").split("\n"))
     if err["type"] == "extra_forbidden":
@@ -470,9 +482,9 @@ def _reference_problems(config: Config):
             yield f"profile.{name}.ca", f"unknown CA {profile.ca!r} (defined: {_names(config.ca)})"
         if profile.allowed_keys is not None and profile.key not in profile.allowed_keys:
             yield f"profile.{name}.key", f"{profile.key!r} is not in allowed_keys"
-        for i, dest in enumerate(profile.deploy_to):
-            if dest not in config.destination:
-                yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest!r} (defined: {_names(config.destination)})"
+        for i, dest_name in enumerate(profile.deploy_to):
+            if dest_name not in config.destination:
+                yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest_name!r} (defined: {_names(config.destination)})"
     clouds = config.discovery.clouds if config.discovery else None
     for i, name in enumerate(clouds.destinations or [] if clouds else []):
         if name not in config.destination:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,7 +58,7 @@ def pem_bundle(bundle: Bundle) -> str:
     return "".join(parts)
 
 
-def fingerprint(certificates: list[x509.Certificate], has_key: bool, options: RenderOptions) -> str:
+def fingerprint(certificates: Sequence[x509.Certificate | bytes], has_key: bool, options: RenderOptions) -> str:
     """Over leaf, intermediates and root (DER) and the format; the key is bound to the leaf.
 
     Cheap on purpose: a no-change plan computes it for every target without decrypting keys.
