@@ -322,7 +322,7 @@ def from_destination(dest: Any) -> GcpProvider:
                               bool(getattr(dest, "insecure", False)))
     except auth_exc.GoogleAuthError as exc:
         error = ProviderError(f"gcp: no usable Google credentials (Application Default Credentials): {exc}")
-        raise name_destination(error, dest.name) if getattr(dest, "name", None) else error
+        raise (name_destination(error, dest.name) if getattr(dest, "name", None) else error) from None
     keep = getattr(dest, "keep_versions", None)
     return GcpProvider(client, dest.project, adopt=bool(getattr(dest, "adopt", False)),
                        keep_versions=2 if keep is None else keep,

@@ -25,8 +25,9 @@ from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
 from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig, ip_networks
-from sync.durations import (MAX_DURATION, Duration, DurationTooLong, Wait, format_duration,  # noqa: F401 (re-exported)
-                             parse_duration, parse_wait)
+from sync.durations import Duration, DurationTooLong, Wait, parse_duration
+# Re-exported (explicitly, `as` the same name): callers find the duration helpers with the config.
+from sync.durations import MAX_DURATION as MAX_DURATION, format_duration as format_duration, parse_wait as parse_wait
 from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
@@ -223,7 +224,7 @@ if TYPE_CHECKING:   # the models are known at run time only: to the type checker
     class Destination(DestinationBase):
         provider: str
 else:
-    Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]
+    Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]  # noqa: UP007  built at run time
 
 
 class DestinationRef(Strict):

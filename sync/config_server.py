@@ -104,8 +104,8 @@ class AcmeConfig(_Strict):
 
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:8443", description=(
-        "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, the REST API "
-        "and the dashboard need TLS there unless it is a loopback address or plain_http is set."))
+        "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, "
+        "the REST API and the dashboard need TLS there unless it is a loopback address or plain_http is set."))
     http_listen: str | None = Field(None, description=(
         "An extra plain-HTTP listener serving only the CRL and OCSP endpoints (and /healthz), the way relying "
         "parties fetch them (RFC 5280 and RFC 6960 use http:// URLs: revocation data is signed, and a TLS "

@@ -103,7 +103,7 @@ def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], iss
         for request in batch:                     # isolate the certificate the store refused
             yield from _issue_isolated(config, store, [request], issuers, now, before_write, keys)
         return
-    yield from zip(batch, outcomes)
+    yield from zip(batch, outcomes, strict=True)
 
 
 def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuers: dict,
@@ -128,7 +128,7 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
             except (ValueError, TypeError) as exc:  # cryptography refusing a value: this cert only
                 outcomes[i] = CertsyncError(f"cannot issue {request.name!r}: {str(exc).splitlines()[0]}")
         sealed = tx.certificates.seal_keys((key, values["name"], values["version"]) for _, values, key in pending)
-        for (i, values, _), key_enc in zip(pending, sealed):
+        for (i, values, _), key_enc in zip(pending, sealed, strict=True):
             values["key_enc"] = key_enc
             outcomes[i] = Issued(values["name"], values["version"], values["serial"], values["not_after"])
         tx.certificates.add_many([values for _, values, _ in pending])

@@ -10,6 +10,7 @@ WebPKI verifier refuses) and by cryptography's `x509.verification` wherever its 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -45,7 +46,7 @@ def check_bundle(bundle: Bundle, now: datetime | None = None) -> None:
     if bundle.private_key is not None and bundle.private_key.public_key() != bundle.certificate.public_key():
         raise VerifyError(f"certificate {bundle.name!r} version {bundle.version}: private key does not match")
     chain = [bundle.certificate, *bundle.intermediates, bundle.root]
-    for child, parent in zip(chain, chain[1:]):
+    for child, parent in itertools.pairwise(chain):
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, InvalidSignature):

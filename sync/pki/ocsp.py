@@ -98,7 +98,7 @@ def ocsp_response_for_cert(issuer: certs.Issuer, cert: x509.Certificate, status:
     tests). The CertID uses `algorithm` (SHA-1 by default, what RFC 5019 clients send)."""
     if cert.issuer != issuer.certificate.subject:
         raise ValueError("the certificate was not issued by this CA")
-    algorithm = algorithm or hashes.SHA1()
+    algorithm = algorithm or hashes.SHA1()     # noqa: S303  RFC 5019 2.1.1: CertIDs use SHA-1
     name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
     return _signed_response(issuer, name_hash, key_hash, cert.serial_number, algorithm, status,
                             now=now, next_update=next_update, nonce=nonce)

@@ -113,9 +113,10 @@ def _pkcs12(bundle: Bundle, options: RenderOptions, password: bytes | None = Non
     if password is None:
         encryption = serialization.NoEncryption()   # what Azure services expect
     elif options.pkcs12_encryption == "legacy":
+        legacy_mac = hashes.SHA1()  # noqa: S303  what pkcs12_encryption = "legacy" asks for (old readers)
         encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
                       .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-                      .hmac_hash(hashes.SHA1()).build(password))
+                      .hmac_hash(legacy_mac).build(password))
     else:
         encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
                       .kdf_rounds(50000)

@@ -130,7 +130,7 @@ class Keys:
         if queue and queue[0].done():
             try:
                 return _load_key(queue.popleft().result())
-            except Exception:             # a worker died (BrokenProcessPool): make it here
+            except Exception:             # noqa: S110  a worker died (BrokenProcessPool): make it here
                 pass
         elif queue and queue[-1].cancel():    # made here instead: one fewer to make there
             queue.pop()
@@ -197,7 +197,7 @@ def render_all(items: list[tuple[Bundle, render.RenderOptions]]) -> list[Renderi
     heavy = [needs_kdf(options) and bundle.private_key is not None for bundle, options in items]
     workers = pool(sum(heavy))
     out = []
-    for (bundle, options), kdf in zip(items, heavy):
+    for (bundle, options), kdf in zip(items, heavy, strict=True):
         future = None
         if workers is not None and kdf and bundle.private_key is not None:
             try:

@@ -158,7 +158,7 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                 except CertsyncError as exc:
                     _fail(report, action, exc)
         rendered = workers.render_all([(bundle, options) for _, _, bundle, options in items])
-        pending = [(action, row_id, future) for (action, row_id, _, _), future in zip(items, rendered)]
+        pending = [(action, row_id, future) for (action, row_id, _, _), future in zip(items, rendered, strict=True)]
         del bundles, items                  # the opened keys go now, not with the run
     for action, row_id, future in pending:
         try:
