@@ -16,13 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, Field, ValidationError,
                       WithJsonSchema, field_validator, model_validator)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
+from sync.config_base import Strict
 from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig, ip_networks
 from sync.durations import Duration, DurationTooLong, Wait, parse_duration
@@ -65,10 +66,6 @@ def parse_renew_before(value: Any) -> RenewBefore:
         raise
     except ValueError:
         raise ValueError("must be a duration like 30d or a percentage of the lifetime like \"33%\"") from None
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StoreConfig(Strict):

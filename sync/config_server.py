@@ -10,9 +10,10 @@ import ipaddress
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from providers.base import is_loopback
+from sync.config_base import Strict as _Strict
 from sync.durations import Duration
 
 
@@ -22,10 +23,6 @@ TOKEN_SCOPES = {"read": "list and get certificates and chains (never a private k
                 "sign": "sign a CSR (REST sign, EST simpleenroll)",
                 "renew": "renew a certificate of the token's profile",
                 "revoke": "revoke a certificate of the token's profile"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def ip_networks(value: list[str]) -> list[str]:
