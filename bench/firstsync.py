@@ -255,7 +255,7 @@ def first_sync(tmp: Path, clouds: Clouds, env: dict, n: int, key: str, runners: 
         try:
             doc = json.loads(run.stdout)
         except ValueError:
-            raise SystemExit(f"bench: apply exited {run.returncode} without a report: {run.stderr[-1500:]}")
+            raise SystemExit(f"bench: apply exited {run.returncode} without a report: {run.stderr[-1500:]}") from None
         for r in doc["results"]:
             if r["status"] == "failed":
                 failed += 1

@@ -380,9 +380,10 @@ def _launch(name: str, state_dir: Path, fixed_ports: bool) -> dict:
             print(_tail(log_path), file=sys.stderr)
             raise LauncherError(f"{name} emulator {problem} (port {port}); log: {log_path}")
         time.sleep(0.1)
+    extra = emu.extra(port, workdir)  # noqa: S610  (not Django's QuerySet.extra)
     return {"pid": proc.pid, "started": _proc_start_time(proc.pid), "port": port,
             "endpoint": emu.endpoint(port), "log": str(log_path), "workdir": str(workdir),
-            **emu.extra(port, workdir)}
+            **extra}
 
 
 def _terminate(pid: int, started: str | None, timeout: float = 10.0) -> None:

@@ -449,7 +449,7 @@ def _parse_time(value: str, fld: str) -> datetime:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid(f"Invalid filter: {fld} needs an RFC 3339 timestamp, got {value!r}.")
+        raise invalid(f"Invalid filter: {fld} needs an RFC 3339 timestamp, got {value!r}.") from None
 
 
 def compare(actual, op: str, val: str, fld: str) -> bool:
@@ -506,7 +506,7 @@ def decode_token(token: str, flt: str):
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         cursor, fhash = data["c"], data["f"]
     except Exception:
-        raise invalid("Invalid page_token.")
+        raise invalid("Invalid page_token.") from None
     if fhash != hashlib.sha256(flt.encode()).hexdigest()[:16]:
         raise invalid("Invalid page_token: it was issued for a different filter.")
     return cursor

@@ -81,8 +81,6 @@ def from_destination(dest: Any) -> "AwsProvider":
     return provider
 
 
-THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException",
-                              "RequestLimitExceeded"})
 
 
 def _throttle_watch(provider: "AwsProvider"):
@@ -193,19 +191,21 @@ class AwsProvider(BaseProvider[dict]):
             return None                 # pending deletion: not a write that landed
         return super()._written_already(name, current, labels)
 
-    def _write(self, name: str, current: dict, payload: str | bytes, content_type: str,
+    def _write(self, name: str, current: dict | None, payload: str | bytes, content_type: str,
                labels: Mapping[str, str]) -> dict:
         """PutSecretValue only (description, policy, rotation, replicas untouched); a secret
         pending deletion is restored first. Secrets Manager has no content type."""
+        assert current is not None      # _create finishes a new secret: only an existing one gets here
         if current.get("DeletedDate"):
             with self._errors("RestoreSecret", name):
                 self.client.restore_secret(SecretId=name)
         with self._errors("PutSecretValue", name, payload):
             return self.client.put_secret_value(SecretId=name, **_value(payload))
 
-    def _relabel(self, name: str, current: dict, written: dict, content_type: str,
+    def _relabel(self, name: str, current: dict | None, written: dict, content_type: str,
                  labels: Mapping[str, str]) -> RemoteSecret:
         """Tags are only added or changed, never removed; unchanged ones are not sent again."""
+        assert current is not None      # as in _write
         existing = _remote(current).labels
         changed = {k: v for k, v in labels.items() if existing.get(k) != v}
         if changed:
@@ -239,7 +239,7 @@ class AwsProvider(BaseProvider[dict]):
             message = _one_line(error.get("Message", ""), payload)
             cls = Throttled if code in THROTTLING_CODES else ProviderError
             failure = cls(f"{SERVICE} {operation} on {name!r} failed: {code}: {message}")
-            failure.code = code         # type: ignore[attr-defined]  (for _already_exists)
+            failure.code = code         # type: ignore[attr-defined]  # read by _already_exists
             raise failure from None
         except BotoCoreError as exc:
             raise ProviderError(f"{SERVICE} {operation} on {name!r} failed: "

@@ -95,7 +95,8 @@ class AzureProvider(BaseProvider[RemoteSecret]):
             raise ConfigError(f"azure on_soft_deleted must be one of {', '.join(ON_SOFT_DELETED)}, "
                               f"not {on_soft_deleted!r}")
         super().__init__(adopt=adopt, destination=destination)
-        self._client, self._factory = (None, client) if callable(client) else (client, None)
+        self._client: Any = None if callable(client) else client
+        self._factory: Callable[[], Any] = client if callable(client) else lambda: client
         self.purge_on_delete, self.on_soft_deleted = purge_on_delete, on_soft_deleted
         self.page_size, self.name_free_timeout = page_size, name_free_timeout
         self._client_lock = threading.Lock()
@@ -196,7 +197,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
     def _recover(self, name: str) -> None:
         self.client.begin_recover_deleted_secret(name).wait()
 
-    def _set(self, name: str, value: str, content_type: str, labels: Mapping[str, str]) -> Any:
+    def _set(self, name: str, value: str | bytes, content_type: str, labels: Mapping[str, str]) -> Any:
         """set_secret, waiting while the name is still being deleted/recovered (409, transient)."""
         from azure.core.exceptions import ResourceExistsError
 

@@ -55,7 +55,8 @@ class RemoteSecret:
 
 
 class Provider(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def list_managed(self) -> Iterator[RemoteSecret]: ...
 
@@ -318,7 +319,7 @@ def name_destination(exc: CertsyncError, destination: str) -> CertsyncError:
     if not exc.message.startswith(prefix):
         exc.message = prefix + exc.message
         exc.args = (exc.message,)
-    exc.destination = destination       # type: ignore[attr-defined]  (ProviderError has it)
+    exc.destination = destination       # type: ignore[attr-defined]  # ProviderError declares it; others get it
     return exc
 
 
@@ -499,7 +500,7 @@ class QuotaRule:
 class ProviderDescriptor:
     """One cloud, as the rest of certsync sees it."""
     config: type[DestinationBase]              # the [destination.NAME] model (`provider` = kind)
-    adapter: type[BaseProvider]                # kind, service, name rule, payload limit
+    adapter: type[BaseProvider[Any]]           # kind, service, name rule, payload limit
     factory: Callable[[Any], Provider]         # adapter from a destination; imports the SDK
     quota: QuotaRule
     quota_domain: Callable[[Any], str]         # what shares one quota (region, project, vault)

@@ -299,7 +299,7 @@ def build_client(endpoint: str | None = None, transport: str = "grpc", insecure:
         raise ConfigError(f"gcp transport must be 'grpc' or 'rest', not {transport!r}")
     if insecure and not endpoint:
         raise ConfigError("gcp: insecure = true needs an endpoint (host:port of an emulator)")
-    if insecure and transport == "grpc":
+    if insecure and endpoint and transport == "grpc":   # (endpoint: checked just above)
         import grpc
         from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
             SecretManagerServiceGrpcTransport)
@@ -322,7 +322,7 @@ def from_destination(dest: Any) -> GcpProvider:
                               bool(getattr(dest, "insecure", False)))
     except auth_exc.GoogleAuthError as exc:
         error = ProviderError(f"gcp: no usable Google credentials (Application Default Credentials): {exc}")
-        raise name_destination(error, dest.name) if getattr(dest, "name", None) else error
+        raise (name_destination(error, dest.name) if getattr(dest, "name", None) else error) from None
     keep = getattr(dest, "keep_versions", None)
     return GcpProvider(client, dest.project, adopt=bool(getattr(dest, "adopt", False)),
                        keep_versions=2 if keep is None else keep,

@@ -14,22 +14,27 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, Field, ValidationError,
                       WithJsonSchema, field_validator, model_validator)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from providers.base import DestinationBase
 from providers.registry import descriptor, descriptors, destination_models
+from sync.config_base import Strict
 from sync.config_discovery import DiscoveryConfig
 from sync.config_server import ServerConfig, ip_networks
-from sync.durations import (MAX_DURATION, Duration, DurationTooLong, RenewBefore, Wait,  # noqa: F401 (re-exported)
-                             format_duration, parse_duration, parse_renew_before, parse_wait)
+from sync.durations import Duration, DurationTooLong, Wait, parse_duration
+# Re-exported (explicitly, `as` the same name): callers find the duration helpers with the config.
+from sync.durations import MAX_DURATION as MAX_DURATION, format_duration as format_duration, parse_wait as parse_wait
+from sync.durations import RenewBefore as RenewBefore, parse_renew_before as parse_renew_before
 from sync.errors import ConfigError
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 Usage = Literal["serverAuth", "clientAuth"]
+_SERVER_AUTH: list[Usage] = ["serverAuth"]
 
 # Certificate and CA names become labels in every cloud: keep them to what all three accept.
 # Without renew_before, a certificate is renewed in the last third of its lifetime.
@@ -39,8 +44,6 @@ _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 OBJECT_NAME = _OBJECT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StoreConfig(Strict):
@@ -164,7 +167,7 @@ class ProfileConfig(Strict):
     allow_any_name: bool = Field(False, description=(
         "Issue for any DNS name and IP address (no allowed_domains or allowed_ips then). An explicit opt-in: "
         "init and plan warn about every profile that sets it."))
-    usages: list[Usage] = Field(default_factory=lambda: ["serverAuth"], min_length=1, description=(
+    usages: list[Usage] = Field(default_factory=lambda: list(_SERVER_AUTH), min_length=1, description=(
         "Extended key usages of the certificates."))
     deploy_to: list[str] = Field(default_factory=list, description=(
         "Destinations that certificates enrolled under this profile through `certsync serve` (ACME, EST, REST "
@@ -192,7 +195,11 @@ class ProfileConfig(Strict):
 
 # [destination.NAME]: DestinationBase (keys of every kind) and each cloud's model live in
 # providers/ (providers/registry.py lists them); `provider` picks the model.
-Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]
+if TYPE_CHECKING:   # the models are known at run time only: to the type checker, what every one has
+    class Destination(DestinationBase):
+        provider: str
+else:
+    Destination = Annotated[Union[destination_models()], Field(discriminator="provider")]  # noqa: UP007  built at run time
 
 
 class DestinationRef(Strict):
@@ -253,10 +260,16 @@ class CertificateConfig(Strict):
             raise ValueError("needs common_name, dns_names or ip_addresses")
         return self
 
-    def targets(self, cert_name: str) -> list[DestinationRef]:
+    def targets(self, cert_name: str) -> list[Target]:
         """Destinations as (destination, remote secret name); the name defaults to the cert's."""
         refs = [DestinationRef(to=d) if isinstance(d, str) else d for d in self.destinations]
-        return [DestinationRef(to=r.to, name=r.name or cert_name) for r in refs]
+        return [Target(r.to, r.name or cert_name) for r in refs]
+
+
+class Target(NamedTuple):
+    """A certificate's destination and its secret name there (CertificateConfig.targets)."""
+    to: str
+    name: str
 
 
 class NotifyConfig(Strict):
@@ -409,7 +422,7 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
 
 
-def _error_line(source: str, err: dict[str, Any]) -> str:
+def _error_line(source: str, err: ErrorDetails) -> str:
     loc = ".".join(_key(p) for p in err["loc"] if not _is_union_tag(p))
     msg = " ".join(err["msg"].removeprefix("Value error, ").split("\n"))
     if err["type"] == "extra_forbidden":
@@ -445,15 +458,15 @@ def _reference_problems(config: Config):
             yield f"profile.{name}.ca", f"unknown CA {profile.ca!r} (defined: {_names(config.ca)})"
         if profile.allowed_keys is not None and profile.key not in profile.allowed_keys:
             yield f"profile.{name}.key", f"{profile.key!r} is not in allowed_keys"
-        for i, dest in enumerate(profile.deploy_to):
-            if dest not in config.destination:
-                yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest!r} (defined: {_names(config.destination)})"
+        for i, dest_name in enumerate(profile.deploy_to):
+            if dest_name not in config.destination:
+                yield f"profile.{name}.deploy_to[{i}]", f"unknown destination {dest_name!r} (defined: {_names(config.destination)})"
                 continue
-            taken = descriptor(config.destination[dest].provider).key_types
+            taken = descriptor(config.destination[dest_name].provider).key_types
             refused = [k for k in (profile.allowed_keys or [profile.key]) if taken and k not in taken]
             if refused:
                 yield (f"profile.{name}.deploy_to[{i}]",
-                       f"{config.destination[dest].provider} destination {dest!r} takes only {', '.join(taken)} keys; "
+                       f"{config.destination[dest_name].provider} destination {dest_name!r} takes only {', '.join(taken)} keys; "
                        f"this profile allows {', '.join(refused)} (set key/allowed_keys to those)")
     clouds = config.discovery.clouds if config.discovery else None
     for i, name in enumerate(clouds.destinations or [] if clouds else []):

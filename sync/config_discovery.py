@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sync.config_base import Strict as _Strict
 from sync.durations import Duration
 
 STARTTLS_PORTS = {25: "smtp", 587: "smtp", 143: "imap"}
@@ -94,10 +95,6 @@ def expand_cidr(cidr: str, ports: list[int], max_hosts: int) -> list[Target]:
         raise ValueError(f"{cidr.strip()}: name the ports to scan (--ports 443,8443 or [discovery.tls] ports)")
     hosts = list(network.hosts()) if network.num_addresses > 2 else list(network)
     return [Target(host=str(h), port=p, scheme=STARTTLS_PORTS.get(p, "tls")) for h in hosts for p in ports]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TLSDiscovery(_Strict):

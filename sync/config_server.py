@@ -10,9 +10,10 @@ import ipaddress
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from providers.base import is_loopback
+from sync.config_base import Strict as _Strict
 from sync.durations import Duration
 
 
@@ -22,10 +23,6 @@ TOKEN_SCOPES = {"read": "list and get certificates and chains (never a private k
                 "sign": "sign a CSR (REST sign, EST simpleenroll)",
                 "renew": "renew a certificate of the token's profile",
                 "revoke": "revoke a certificate of the token's profile"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def ip_networks(value: list[str]) -> list[str]:
@@ -104,8 +101,8 @@ class AcmeConfig(_Strict):
 
 class ServerConfig(_Strict):
     listen: str = Field("127.0.0.1:8443", description=(
-        "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, the REST API "
-        "and the dashboard need TLS there unless it is a loopback address or plain_http is set."))
+        "Address the server listens on, HOST:PORT (`certsync serve --listen` overrides it). ACME, EST, "
+        "the REST API and the dashboard need TLS there unless it is a loopback address or plain_http is set."))
     http_listen: str | None = Field(None, description=(
         "An extra plain-HTTP listener serving only the CRL and OCSP endpoints (and /healthz), the way relying "
         "parties fetch them (RFC 5280 and RFC 6960 use http:// URLs: revocation data is signed, and a TLS "

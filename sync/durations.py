@@ -22,7 +22,7 @@ def parse_duration(value: Any) -> timedelta:
         return value
     match = _DURATION.fullmatch(str(value).strip()) if isinstance(value, str) else None
     digits = match.group(1).lstrip("0") if match else ""
-    if not digits:
+    if match is None or not digits:
         raise ValueError("must be a positive duration like 90d, 12h, 30m or 45s")
     if len(digits) > 12 or int(digits) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds():
         raise DurationTooLong(f"must be at most {MAX_DURATION.days}d (100 years)")

@@ -103,7 +103,7 @@ def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], iss
         for request in batch:                     # isolate the certificate the store refused
             yield from _issue_isolated(config, store, [request], issuers, now, before_write, keys)
         return
-    yield from zip(batch, outcomes)
+    yield from zip(batch, outcomes, strict=True)
 
 
 def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuers: dict,
@@ -117,7 +117,7 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
         key_ids = {name: certs.spki_sha256(row.certificate.public_key()) for name, row in previous.items()}
         compromised = tx.certificates.compromised_among(key_ids.values()) if key_ids else set()
         previous = {name: row for name, row in previous.items() if key_ids[name] not in compromised}
-        pending: list[tuple[int, dict, object]] = []          # (index, column values, key)
+        pending: list[tuple[int, dict, certs.PrivateKey]] = []    # (index, column values, key)
         for i, request in enumerate(batch):
             try:
                 values, key = _sign_one(config, tx, request, previous.get(request.name),
@@ -128,7 +128,7 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
             except (ValueError, TypeError) as exc:  # cryptography refusing a value: this cert only
                 outcomes[i] = CertsyncError(f"cannot issue {request.name!r}: {str(exc).splitlines()[0]}")
         sealed = tx.certificates.seal_keys((key, values["name"], values["version"]) for _, values, key in pending)
-        for (i, values, _), key_enc in zip(pending, sealed):
+        for (i, values, _), key_enc in zip(pending, sealed, strict=True):
             values["key_enc"] = key_enc
             outcomes[i] = Issued(values["name"], values["version"], values["serial"], values["not_after"])
         tx.certificates.add_many([values for _, values, _ in pending])
@@ -162,7 +162,7 @@ def _issuer(config: Config, tx: Transaction, ca_name: str, issuers: dict, now: d
 
 def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: Certificate | None,
               version: int, issuers: dict, now: datetime,
-              make_key: Callable[[str], certs.PrivateKey] = certs.generate_key) -> tuple[dict, object]:
+              make_key: Callable[[str], certs.PrivateKey] = certs.generate_key) -> tuple[dict, certs.PrivateKey]:
     """Policy, issuer, key, signature: the column values of the new version, and its key."""
     spec = config.certificate[request.name]
     profile = config.profile[spec.profile]

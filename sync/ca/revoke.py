@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from sync.ca.hierarchy import issuer_for
-from sync.errors import NotFound, UsageError
+from sync.errors import NotFound, StoreError, UsageError
 from sync.pki import certs, crl as crls, ocsp as ocsp_responses
 from sync.store import Authority, Certificate, Transaction
 
@@ -64,7 +64,7 @@ def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) ->
     if previous is not None and previous.last_update_utc > now:
         now = previous.last_update_utc          # a later number is never older than the CRL it replaces
     authority, issuer = issuer_for(config, tx, ca_name)
-    entries = [crls.RevokedEntry(int(c.serial, 16), c.revoked_at, c.revocation_reason or "unspecified")
+    entries = [crls.RevokedEntry(int(c.serial, 16), _revoked_at(c), c.revocation_reason or "unspecified")
                for c in tx.certificates.revoked_by(authority, now)]
     number = (authority.crl_number or 0) + 1
     the_crl = crls.build_crl(issuer, entries, crl_number=number, now=now, next_update=config.ca[ca_name].crl_lifetime)
@@ -99,9 +99,16 @@ def _stored(authority: Authority) -> x509.CertificateRevocationList | None:
     return x509.load_der_x509_crl(authority.crl_der) if authority.crl_der is not None else None
 
 
+def _revoked_at(row: Certificate) -> datetime:
+    if row.revoked_at is None:      # revoking sets state and time together
+        raise StoreError(f"certificate {row.name!r} version {row.version} is revoked but has no revocation time")
+    return row.revoked_at
+
+
 def _fresh(authority: Authority, now: datetime) -> x509.CertificateRevocationList | None:
     crl = _stored(authority)
-    if crl is not None and now < crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) / 2:
+    if crl is not None and crl.next_update_utc is not None and \
+            now < crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) / 2:
         return crl
     return None
 
@@ -122,7 +129,7 @@ def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: byt
         if row is None or row.authority_id != authority.id:
             return ocsp_responses.CertStatus.unknown()
         if row.state == "revoked":
-            return ocsp_responses.CertStatus.revoked(row.revoked_at, row.revocation_reason or "unspecified")
+            return ocsp_responses.CertStatus.revoked(_revoked_at(row), row.revocation_reason or "unspecified")
         return ocsp_responses.CertStatus.good()
 
     if issuer is None:          # delegated: the CA's certificate identifies it, its key stays sealed

@@ -210,7 +210,7 @@ def crl(ctx: Context, ca_name: str, out: Path | None, pem: bool) -> None:
     if ctx.json:
         number = the_crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         ctx.emit({"ca": ca_name, "crl_number": number, "this_update": rfc3339(the_crl.last_update_utc),
-                  "next_update": rfc3339(the_crl.next_update_utc), "revoked": len(the_crl),
+                  "next_update": rfc3339(the_crl.next_update_utc) if the_crl.next_update_utc else None, "revoked": len(the_crl),
                   **({"written": str(out)} if out is not None
                      else {"crl_pem": the_crl.public_bytes(Encoding.PEM).decode()})})
         return

@@ -37,7 +37,7 @@ def workflow_command(name: str, message: object, **properties: object) -> str:
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
-def annotations(document: Mapping) -> list[str]:
+def annotation_lines(document: Mapping) -> list[str]:
     """One `::error` line per failure in a report or plan, one `::warning` per list warning."""
     lines = []
     results = document.get("results", [])

@@ -134,7 +134,7 @@ def publish(ctx: Context, document: dict) -> None:
             certificates = None
     append_env_file("GITHUB_STEP_SUMMARY", github.markdown(command, document, certificates))
     append_env_file("GITHUB_OUTPUT", "".join(f"{k}={v}\n" for k, v in github.outputs(document).items()))
-    for line in github.annotations(document):
+    for line in github.annotation_lines(document):
         click.echo(line, err=ctx.json)
 
 

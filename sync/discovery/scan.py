@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from cryptography import x509
 
@@ -103,8 +103,8 @@ def _fingerprints(obs: Observation) -> list[str]:
     return [fingerprint(c) for c in obs.certificates]
 
 
-def request_from(config: Config, *, tls: list[str] = (), tls_files: list[str] = (), cidrs: list[str] = (),
-                 ports: list[int] | None = None, files: list[str] = (), max_hosts: int | None = None,
+def request_from(config: Config, *, tls: Sequence[str] = (), tls_files: Sequence[str] = (), cidrs: Sequence[str] = (),
+                 ports: list[int] | None = None, files: Sequence[str] = (), max_hosts: int | None = None,
                  pkcs12_password_env: str | None = None, extra: dict | None = None, cli_given: bool = False) -> Request:
     """The command line's sources when it names any (cli_given: it named another, e.g. --clouds),
     else the config's; settings from the config unless the command line gives them. Bad input:

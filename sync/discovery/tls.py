@@ -163,7 +163,7 @@ def served_chain(ssl_object) -> list[bytes]:
         or getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
     if getter is not None:
         chain = getter() or []
-        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]  # 3.11/3.12: _ssl.Certificate; no public name
     leaf = ssl_object.getpeercert(binary_form=True)
     return [leaf] if leaf else []
 
@@ -220,7 +220,7 @@ class Trust:
         ours_ok, ours_error = self._verify(self.certsync, leaf, rest)
         last = chain[-1]
         complete = system_ok or ours_ok or _self_issued(last) or last.issuer in self.root_subjects
-        details = {"verifies_system": system_ok, "verifies_certsync": ours_ok,
+        details: dict[str, object] = {"verifies_system": system_ok, "verifies_certsync": ours_ok,
                    "hostname_match": hostname_matches(leaf, target), "chain_complete": complete,
                    "chain_length": len(chain)}
         if not (system_ok or ours_ok):

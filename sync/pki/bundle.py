@@ -10,8 +10,10 @@ WebPKI verifier refuses) and by cryptography's `x509.verification` wherever its 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,6 +24,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from sync.clock import utcnow
 from sync.errors import PolicyError, VerifyError
 from sync.pki import policy
+from sync.pki.certs import PrivateKey
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Bundle:
     name: str
     version: int
     certificate: x509.Certificate
-    private_key: object | None
+    private_key: PrivateKey | None
     intermediates: list[x509.Certificate]
     root: x509.Certificate
 
@@ -41,7 +46,7 @@ def check_bundle(bundle: Bundle, now: datetime | None = None) -> None:
     if bundle.private_key is not None and bundle.private_key.public_key() != bundle.certificate.public_key():
         raise VerifyError(f"certificate {bundle.name!r} version {bundle.version}: private key does not match")
     chain = [bundle.certificate, *bundle.intermediates, bundle.root]
-    for child, parent in zip(chain, chain[1:]):
+    for child, parent in itertools.pairwise(chain):
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, InvalidSignature):
@@ -57,7 +62,7 @@ def _subject(cert: x509.Certificate) -> str:
     return repr(cert.subject.rfc4514_string())
 
 
-def _extension(cert: x509.Certificate, kind):
+def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
@@ -122,5 +127,5 @@ def _server_subject(sans: x509.SubjectAlternativeName | None) -> verification.Su
     for name in sans.get_values_for_type(x509.DNSName):
         return verification.DNSName("certsync-verify" + name[1:] if name.startswith("*.") else name)
     for address in sans.get_values_for_type(x509.IPAddress):
-        return verification.IPAddress(ipaddress.ip_address(address))
+        return verification.IPAddress(ipaddress.ip_address(str(address)))
     return None

@@ -11,17 +11,24 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sync.clock import utcnow
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+_PRIVATE_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+_PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+# What a certificate found out there (or a CSR) may carry.
+AnyPublicKey = CertificatePublicKeyTypes
+# The hashes the X.509 builders accept (None: Ed25519, which hashes internally).
+SignatureHash = hashes.SHA256 | hashes.SHA384 | None
 
 # Certificates are backdated slightly so that a relying party with a slow clock accepts them.
 BACKDATE = timedelta(minutes=1)
@@ -40,13 +47,21 @@ def generate_key(key_type: str) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r}")
 
 
-def spki_sha256(key: PrivateKey | PublicKey) -> str:
+def spki_sha256(key: PrivateKey | AnyPublicKey) -> str:
     """SHA-256 (hex) of the SubjectPublicKeyInfo: one key's identity, whatever certifies it."""
-    public = key.public_key() if hasattr(key, "private_bytes") else key
+    public = key.public_key() if isinstance(key, _PRIVATE_KEY_TYPES) else key
     spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     digest = hashes.Hash(hashes.SHA256())
     digest.update(spki)
     return digest.finalize().hex()
+
+
+def public_key_of(certificate: x509.Certificate) -> PublicKey:
+    """The public key of a certificate certsync made (a CA's or a leaf's): one of the key types it issues."""
+    key = certificate.public_key()
+    if not isinstance(key, _PUBLIC_KEY_TYPES):
+        raise ValueError(f"{certificate.subject.rfc4514_string()}: unsupported key {type(key).__name__}")
+    return key
 
 
 def key_type_of(key: PrivateKey | PublicKey) -> str:
@@ -59,7 +74,7 @@ def key_type_of(key: PrivateKey | PublicKey) -> str:
     raise ValueError(f"unsupported key {type(key).__name__}")
 
 
-def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def signature_hash(key: PrivateKey) -> SignatureHash:
     """The hash that goes with the signing key (None for Ed25519, which hashes internally)."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
@@ -81,7 +96,7 @@ class Issuer:
         """What every leaf it signs takes from it, computed once per Issuer (batch issuance)."""
         cert = self.certificate
         return _IssuerParts(cert.subject, cert.not_valid_after_utc,
-                            x509.AuthorityKeyIdentifier.from_issuer_public_key(cert.public_key()),
+                            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key_of(cert)),
                             tuple(_revocation_pointers(self)), signature_hash(self.key))
 
 
@@ -90,8 +105,8 @@ class _IssuerParts:
     subject: x509.Name
     not_after: datetime
     authority_key_id: x509.AuthorityKeyIdentifier
-    pointers: tuple            # (extension, critical) pairs: CRL distribution point, OCSP URL
-    hash: hashes.HashAlgorithm | None
+    pointers: tuple[tuple[x509.ExtensionType, bool], ...]   # CRL distribution point, OCSP URL
+    hash: SignatureHash
 
 
 def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Issuer | None = None,
@@ -105,7 +120,7 @@ def create_ca(subject: str, key: PrivateKey, validity: timedelta, *, parent: Iss
         issuer_name, signer, issuer_public = name, key, key.public_key()
     else:
         issuer_name, signer = parent.certificate.subject, parent.key
-        issuer_public = parent.certificate.public_key()
+        issuer_public = public_key_of(parent.certificate)
         # An intermediate may not outlive its parent.
         validity = min(validity, parent.certificate.not_valid_after_utc - now)
     builder = (_base_builder(name, issuer_name, key.public_key(), now, validity, issuer_public)
@@ -186,6 +201,9 @@ def _base_builder(subject: x509.Name, issuer: x509.Name, public_key: PublicKey, 
                   validity: timedelta, issuer_public: PublicKey | None, *,
                   authority_key_id: x509.AuthorityKeyIdentifier | None = None) -> x509.CertificateBuilder:
     not_before = now - BACKDATE
+    if authority_key_id is None:
+        assert issuer_public is not None, "one of the two is given"
+        authority_key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public)
     return (x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(issuer)
@@ -194,8 +212,7 @@ def _base_builder(subject: x509.Name, issuer: x509.Name, public_key: PublicKey, 
             .not_valid_before(not_before)
             .not_valid_after(now + validity)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(authority_key_id or x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),
-                           critical=False))
+            .add_extension(authority_key_id, critical=False))
 
 
 def _leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
@@ -209,7 +226,7 @@ _KEY_USAGES = {is_rsa: x509.KeyUsage(digital_signature=True, content_commitment=
                for is_rsa in (False, True)}
 
 
-def _revocation_pointers(issuer: Issuer):
+def _revocation_pointers(issuer: Issuer) -> Iterator[tuple[x509.ExtensionType, bool]]:
     """(extension, critical) for the CRL distribution point and OCSP URL the issuer stamps."""
     if issuer.crl_url:
         point = x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(issuer.crl_url)],

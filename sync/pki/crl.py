@@ -102,5 +102,5 @@ def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIde
     try:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(certs.public_key_of(ca_cert))
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)

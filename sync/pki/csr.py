@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -35,7 +35,7 @@ RSA_SIZES = (2048, 3072, 4096)
 EC_CURVES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
-_SAN_TYPE_NAMES = {x509.RFC822Name: "email (rfc822Name)", x509.UniformResourceIdentifier: "URI",
+_SAN_TYPE_NAMES: dict[type[x509.GeneralName], str] = {x509.RFC822Name: "email (rfc822Name)", x509.UniformResourceIdentifier: "URI",
                    x509.DirectoryName: "directoryName", x509.RegisteredID: "registeredID",
                    x509.OtherName: "otherName"}
 
@@ -103,7 +103,8 @@ def check_csr(csr: x509.CertificateSigningRequest, profile_name: str, profile: P
         common_name = None
     policy.check_request(profile_name, profile, dns_names=dns_names, ip_addresses=ip_addresses,
                          key_type=key_type, validity=profile.validity)
-    return CsrRequest(public_key, key_type, common_name, tuple(dns_names), tuple(ip_addresses))
+    # _accepted_key_type refused every key type but the three certs.PublicKey names.
+    return CsrRequest(cast(certs.PublicKey, public_key), key_type, common_name, tuple(dns_names), tuple(ip_addresses))
 
 
 def build_csr(key: certs.PrivateKey, *, common_name: str | None, dns_names: list[str],
@@ -123,7 +124,7 @@ def build_csr(key: certs.PrivateKey, *, common_name: str | None, dns_names: list
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def _public_key(csr: x509.CertificateSigningRequest) -> certs.PublicKey:
+def _public_key(csr: x509.CertificateSigningRequest) -> certs.AnyPublicKey:
     try:
         return csr.public_key()
     except (ValueError, UnsupportedAlgorithm):

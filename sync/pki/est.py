@@ -16,7 +16,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pyasn1.codec.der import encoder
-from pyasn1.type import namedtype, univ
+from pyasn1.type import base, namedtype, univ
 
 from sync.errors import UsageError
 from sync.pki import certs, csr as csr_checks
@@ -100,7 +100,7 @@ def csr_attributes(key_types: Sequence[str]) -> bytes:
     items += [_oid(s) for s in signatures]
     for i, item in enumerate(items):
         attrs.setComponentByPosition(i, item)
-    return encoder.encode(attrs)
+    return bytes(encoder.encode(attrs))
 
 
 def _oid(oid: str) -> _AttrOrOID:
@@ -109,7 +109,7 @@ def _oid(oid: str) -> _AttrOrOID:
     return choice
 
 
-def _attribute(oid: str, value) -> _AttrOrOID:
+def _attribute(oid: str, value: base.Asn1Item) -> _AttrOrOID:
     values = _Values()
     values.setComponentByPosition(0, univ.Any(encoder.encode(value)))
     attribute = _Attribute()

@@ -14,6 +14,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from sync.pki.certs import AnyPublicKey
+
 WEAK_RSA_BITS = 2048          # below: weak (NIST SP 800-131A)
 WEAK_EC_BITS = 224
 
@@ -54,7 +56,7 @@ def facts_of(cert: x509.Certificate) -> CertificateFacts:
         signature_algorithm=_signature_name(cert), self_signed=_self_signed(cert), is_ca=_is_ca(cert))
 
 
-def describe_key(key) -> tuple[str, int]:
+def describe_key(key: AnyPublicKey) -> tuple[str, int]:
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -98,7 +98,7 @@ def ocsp_response_for_cert(issuer: certs.Issuer, cert: x509.Certificate, status:
     tests). The CertID uses `algorithm` (SHA-1 by default, what RFC 5019 clients send)."""
     if cert.issuer != issuer.certificate.subject:
         raise ValueError("the certificate was not issued by this CA")
-    algorithm = algorithm or hashes.SHA1()
+    algorithm = algorithm or hashes.SHA1()     # noqa: S303  RFC 5019 2.1.1: CertIDs use SHA-1
     name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
     return _signed_response(issuer, name_hash, key_hash, cert.serial_number, algorithm, status,
                             now=now, next_update=next_update, nonce=nonce)
@@ -120,7 +120,7 @@ def _signed_response(issuer: certs.Issuer, name_hash: bytes, key_hash: bytes, se
         raise ValueError("next_update must be a positive duration")
     revoked = status.state == "revoked"
     # As on the CRL, an unspecified reason is left out rather than stated.
-    reason = REASONS[status.reason] if revoked and status.reason != "unspecified" else None
+    reason = REASONS[status.reason] if revoked and status.reason and status.reason != "unspecified" else None
     builder = (ocsp.OCSPResponseBuilder()
                .add_response_by_hash(issuer_name_hash=name_hash, issuer_key_hash=key_hash,
                                      serial_number=serial, algorithm=algorithm,
@@ -145,7 +145,7 @@ def _nonce_of(request: ocsp.OCSPRequest) -> bytes | None:
         return None
 
 
-def _subject_public_key_bits(key: certs.PublicKey) -> bytes:
+def _subject_public_key_bits(key: certs.AnyPublicKey) -> bytes:
     # The contents of SubjectPublicKeyInfo.subjectPublicKey for each key type we issue with.
     if isinstance(key, rsa.RSAPublicKey):
         return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)

@@ -61,6 +61,12 @@ def check_request(profile_name: str, profile: ProfileConfig, *, dns_names: Seque
         raise PolicyError(f"{where}: validity {validity.days}d exceeds max_validity {profile.max_validity.days}d")
 
 
+def _networks(subtrees: Sequence[x509.GeneralName]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    # In a name constraint an iPAddress is always a network (RFC 5280 4.2.1.10; cryptography parses it so).
+    return [g.value for g in subtrees if isinstance(g, x509.IPAddress)
+            and isinstance(g.value, (ipaddress.IPv4Network, ipaddress.IPv6Network))]
+
+
 def check_name_constraints(where: str, constraints: x509.NameConstraints, dns_names: Sequence[str],
                            ip_addresses: Sequence[str]) -> None:
     """RFC 5280 4.2.1.10 for DNS names and IP addresses: a name of a type that has permitted
@@ -71,8 +77,8 @@ def check_name_constraints(where: str, constraints: x509.NameConstraints, dns_na
     excluded = list(constraints.excluded_subtrees or ())
     allowed_dns = [g.value for g in permitted if isinstance(g, x509.DNSName)]
     denied_dns = [g.value for g in excluded if isinstance(g, x509.DNSName)]
-    allowed_ip = [g.value for g in permitted if isinstance(g, x509.IPAddress)]
-    denied_ip = [g.value for g in excluded if isinstance(g, x509.IPAddress)]
+    allowed_ip = _networks(permitted)
+    denied_ip = _networks(excluded)
     for name in dns_names:
         if allowed_dns and not any(_dns_within(name, base) for base in allowed_dns):
             raise PolicyError(f"{where}: DNS name {name!r} is outside its name constraints "

@@ -12,13 +12,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from sync.clock import rfc3339
 from sync.errors import ConfigError
 from sync.pki.bundle import Bundle
+from sync.pki.certs import PrivateKey
 
 CONTENT_TYPES = {"json": "application/json", "pem": "application/x-pem-file", "pkcs12": "application/x-pkcs12"}
 
@@ -38,11 +41,11 @@ class Payload:
     fingerprint: str     # first 32 hex of a SHA-256, see module docstring
 
 
-def _pem(cert) -> str:
+def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _key_pem(key) -> str:
+def _key_pem(key: PrivateKey) -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()
 
@@ -55,7 +58,7 @@ def pem_bundle(bundle: Bundle) -> str:
     return "".join(parts)
 
 
-def fingerprint(certificates: list, has_key: bool, options: RenderOptions) -> str:
+def fingerprint(certificates: Sequence[x509.Certificate | bytes], has_key: bool, options: RenderOptions) -> str:
     """Over leaf, intermediates and root (DER) and the format; the key is bound to the leaf.
 
     Cheap on purpose: a no-change plan computes it for every target without decrypting keys.
@@ -80,8 +83,9 @@ def bundle_fingerprint(bundle: Bundle, options: RenderOptions) -> str:
 
 def render(bundle: Bundle, options: RenderOptions, *, password: bytes | None = None) -> Payload:
     """`password`: the PFX password when the caller read it already (a worker process)."""
-    body = {"json": _json, "pem": pem_bundle,
-            "pkcs12": lambda b: _pkcs12(b, options, password)}[options.format](bundle)
+    renderers: dict[str, Callable[[Bundle], str]] = {
+        "json": _json, "pem": pem_bundle, "pkcs12": lambda b: _pkcs12(b, options, password)}
+    body = renderers[options.format](bundle)
     return Payload(body, CONTENT_TYPES[options.format], bundle_fingerprint(bundle, options))
 
 
@@ -105,12 +109,14 @@ def _pkcs12(bundle: Bundle, options: RenderOptions, password: bytes | None = Non
         raise ConfigError(f"certificate {bundle.name!r} has no private key in the store "
                           "(CSR enrollment); format pkcs12 needs one")
     password = password or _password(options)
+    encryption: serialization.KeySerializationEncryption
     if password is None:
         encryption = serialization.NoEncryption()   # what Azure services expect
     elif options.pkcs12_encryption == "legacy":
+        legacy_mac = hashes.SHA1()  # noqa: S303  what pkcs12_encryption = "legacy" asks for (old readers)
         encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
                       .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-                      .hmac_hash(hashes.SHA1()).build(password))
+                      .hmac_hash(legacy_mac).build(password))
     else:
         encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
                       .kdf_rounds(50000)

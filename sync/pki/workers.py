@@ -19,7 +19,7 @@ import threading
 import types
 from collections import defaultdict, deque
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -38,7 +38,7 @@ class _Process(multiprocessing.context.ForkServerProcess):
     so re-running the parent's script (the CLI, a benchmark, pytest) in each worker is pure cost."""
 
     @staticmethod
-    def _Popen(process_obj):
+    def _Popen(process_obj: multiprocessing.process.BaseProcess) -> Any:
         from multiprocessing import popen_forkserver
         main = sys.modules["__main__"]
         with _pool_lock:            # workers start from one thread at a time (the pool's own)
@@ -82,14 +82,15 @@ def shutdown() -> None:
             _pool = None
 
 
-def _pkcs8(key) -> bytes:
+def _pkcs8(key: certs.PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def _load_key(der: bytes):
+def _load_key(der: bytes) -> certs.PrivateKey:
     # made by our own worker from a validated generator: re-validating an RSA key costs ~ms
-    return serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+    key = serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=True)
+    return cast(certs.PrivateKey, key)     # one of ours: certs.generate_key or a Bundle's key
 
 
 # --- RSA keys, made ahead ------------------------------------------------------------------------
@@ -106,7 +107,7 @@ class Keys:
         self.types = list(key_types)      # per request: the fresh key type it will need, or None
         rsa = sum(1 for t in self.types if t and t.startswith("rsa-"))
         self.pool = pool(rsa)
-        self.ahead: dict[str, deque[Future]] = defaultdict(deque)
+        self.ahead: dict[str, deque[Future[bytes]]] = defaultdict(deque)
         self.next = 0                     # requests below this index have their keys under way
 
     def prefetch(self, upto: int) -> None:
@@ -129,7 +130,7 @@ class Keys:
         if queue and queue[0].done():
             try:
                 return _load_key(queue.popleft().result())
-            except Exception:             # a worker died (BrokenProcessPool): make it here
+            except Exception:             # noqa: S110  a worker died (BrokenProcessPool): make it here
                 pass
         elif queue and queue[-1].cancel():    # made here instead: one fewer to make there
             queue.pop()
@@ -144,11 +145,14 @@ class Keys:
 
 # --- payloads that cost a KDF ----------------------------------------------------------------------
 
+# name, version, certificate, key (PKCS#8), intermediates, root: DER, to cross to a worker
+_Parts = tuple[str, int, bytes, bytes, list[bytes], bytes]
+
 def needs_kdf(options: render.RenderOptions) -> bool:
     return options.format == "pkcs12" and bool(options.pkcs12_password_env)
 
 
-def _render_parts(parts: tuple, options: render.RenderOptions, password: bytes) -> render.Payload:
+def _render_parts(parts: _Parts, options: render.RenderOptions, password: bytes) -> render.Payload:
     name, version, cert_der, key_der, chain_ders, root_der = parts
     bundle = Bundle(name, version, x509.load_der_x509_certificate(cert_der), _load_key(key_der),
                     [x509.load_der_x509_certificate(d) for d in chain_ders], x509.load_der_x509_certificate(root_der))
@@ -159,7 +163,7 @@ class Rendering:
     """A payload under way: in the pool, or rendered here at once. `result()` gives the payload or
     raises what rendering raised; a pool that broke meanwhile renders it here instead."""
 
-    def __init__(self, bundle: Bundle, options: render.RenderOptions, future: Future | None = None) -> None:
+    def __init__(self, bundle: Bundle, options: render.RenderOptions, future: Future[render.Payload] | None = None) -> None:
         self.bundle, self.options, self.future = bundle, options, future
         self.payload: render.Payload | None = None
         self.error: Exception | None = None
@@ -179,7 +183,7 @@ class Rendering:
             except BrokenExecutor:
                 self._here()
             self.future = None
-        self.bundle = None        # type: ignore[assignment]  (its key is not kept past its payload)
+        self.bundle = None        # type: ignore[assignment]  # its key is not kept past its payload
         if self.error is not None:
             raise self.error
         assert self.payload is not None
@@ -193,11 +197,11 @@ def render_all(items: list[tuple[Bundle, render.RenderOptions]]) -> list[Renderi
     heavy = [needs_kdf(options) and bundle.private_key is not None for bundle, options in items]
     workers = pool(sum(heavy))
     out = []
-    for (bundle, options), kdf in zip(items, heavy):
+    for (bundle, options), kdf in zip(items, heavy, strict=True):
         future = None
-        if workers is not None and kdf:
+        if workers is not None and kdf and bundle.private_key is not None:
             try:
-                password = render.pkcs12_password(options.pkcs12_password_env)    # read here, not in a worker
+                password = render.pkcs12_password(options.pkcs12_password_env or "")    # read here, not in a worker
                 parts = (bundle.name, bundle.version, bundle.certificate.public_bytes(der),
                          _pkcs8(bundle.private_key), [c.public_bytes(der) for c in bundle.intermediates],
                          bundle.root.public_bytes(der))

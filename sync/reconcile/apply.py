@@ -50,8 +50,10 @@ BACKLOG_MIN, BACKLOG_MAX = 32, 512   # ... within these bounds (rendered payload
 class Run(Protocol):
     """What carrying out a plan needs of the command run (the application object)."""
     config: Config
-    store: Store
     providers: ProviderFactory
+
+    @property
+    def store(self) -> Store: ...
 
     @property
     def now(self) -> datetime: ...
@@ -162,7 +164,7 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
     """Render one chunk's payloads (one transaction; each key opened once and dropped with the
     chunk; PFX with a password in the crypto pool), then hand them to their lanes in order,
     waiting where a lane is full. A destination with deploy hooks also gets the facts they need."""
-    pending: list[tuple[Action, int, Future, dict | None]] = []     # (action, certificate id, payload, facts)
+    pending: list[tuple[Action, int, workers.Rendering, dict | None]] = []   # (action, certificate id, payload, facts)
     pushing = [a for a in actions if a.kind != Kind.DELETE]
     if pushing:
         with run.store.transaction() as tx:
@@ -176,7 +178,7 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                     if row.id not in bundles:
                         bundles[row.id] = tx.certificates.bundle(row)
                         check_bundle(bundles[row.id], run.now)  # key pairs with leaf, path validates
-                    options = render_options(run.config, action.destination, run.store.password_tag)
+                    options = render_options(run.config, action.target()[0], run.store.password_tag)
                     facts = None
                     if hooks is not None and hooks.wanted(action.destination):
                         existed = action.exists if action.exists is not None else _recorded(tx, action)
@@ -186,7 +188,7 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                     _fail(report, action, exc)
         rendered = workers.render_all([(bundle, options) for _, _, bundle, options, _ in items])
         pending = [(action, row_id, future, facts)
-                   for (action, row_id, _, _, facts), future in zip(items, rendered)]
+                   for (action, row_id, _, _, facts), future in zip(items, rendered, strict=True)]
         del bundles, items                  # the opened keys go now, not with the run
     for action, row_id, future, facts in pending:
         try:
@@ -231,7 +233,7 @@ class Lanes:
         self.domain_of: dict[str, str] = {}
         self.domains: dict[str, _Domain] = {}
         for action in actions:
-            self._plan(action.destination)
+            self._plan(action.target()[0])
         for name, domain in self.domains.items():
             domain.workers = min(domain.count, domain.workers)
             domain.backlog = max(domain.workers, min(BACKLOG_MAX, max(
@@ -259,11 +261,12 @@ class Lanes:
         domain.count += 1
 
     def submit(self, job: Job) -> None:
-        domain = self.domains[self.domain_of[job.action.destination]]
+        destination = job.action.target()[0]
+        domain = self.domains[self.domain_of[destination]]
         while len(domain.waiting) >= domain.backlog:
             self._collect()                          # room in this lane: wait for results to land
         if domain.pool is None:
-            domain.pool = ThreadPoolExecutor(max_workers=_workers(self.run, job.action.destination, domain.workers))
+            domain.pool = ThreadPoolExecutor(max_workers=_workers(self.run, destination, domain.workers))
         future = domain.pool.submit(self._one, domain, job)
         self.order[future] = (self.submitted, domain)
         domain.waiting.add(future)
@@ -323,7 +326,7 @@ class Lanes:
                 self._take(future)
 
     def _one(self, domain: _Domain, job: Job) -> Result:
-        destination = job.action.destination
+        destination = job.action.target()[0]
         self.run.check_lock()     # a run that lost the store lock starts no push (LockError ends the run)
         if self.deadline is not None and self.deadline.expired():
             result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
@@ -373,7 +376,7 @@ class Journal:
                                         fingerprint=result.job.fingerprint,
                                         remote_version=result.detail or None, one_off=action.one_off))
             elif action.kind == Kind.DELETE:
-                self.deleted.append((action.destination, action.remote_name))
+                self.deleted.append(action.target())
         waiting = len(self.pushed) + len(self.deleted)
         if waiting >= _JOURNAL_EVERY or (waiting and time.monotonic() - self.last >= _JOURNAL_SECONDS):
             self.flush()

@@ -80,6 +80,12 @@ class Action:
     def changes(self) -> bool:
         return self.kind not in (Kind.UNCHANGED, Kind.SKIP, Kind.ERROR)
 
+    def target(self) -> tuple[str, str]:
+        """(destination, remote name) of an action on a copy (push, delete, adopt), which has both."""
+        if self.destination is None or self.remote_name is None:
+            raise ValueError(f"{self.kind} action for {self.cert!r} has no destination")
+        return self.destination, self.remote_name
+
 
 @dataclass
 class Plan:
@@ -145,7 +151,7 @@ def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, st
     """Copies of certificates removed from the config that the store has no record of (a run that
     died between the write and its record), found by their certsync-cert tag: deleted too. A
     destination whose listing failed may hold one: an error, so the certificate is not retired."""
-    actions = []
+    actions: list[Action] = []
     for destination, listing in sorted(listings.items()):
         if isinstance(listing, str):
             actions.extend(Action(Kind.ERROR, cert, destination, None, listing) for cert in sorted(gone))

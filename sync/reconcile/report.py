@@ -77,6 +77,7 @@ class Report:
             a = r.action
             if a.destination is None:
                 continue
+            key: str
             if r.status in (Status.FAILED, Status.SKIPPED, Status.UNCHANGED):
                 key = r.status
             elif a.kind == Kind.DELETE:

@@ -65,7 +65,8 @@ def still_needed(actions: Iterable[Action], planned: dict[str, int | None],
     the one this runner planned from (None: none) was issued or renewed meanwhile."""
     actions = list(actions)
     now = current([a.cert for a in actions])
-    todo, done = [], []
+    todo: list[Action] = []
+    done: list[Action] = []
     for action in actions:
         (todo if now.get(action.cert) == planned.get(action.cert) else done).append(action)
     return todo, done

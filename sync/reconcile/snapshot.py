@@ -99,7 +99,7 @@ def list_destinations(destinations: list[str], providers: ProviderFactory,
     if not destinations:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(destinations))) as pool:
-        return dict(zip(destinations, pool.map(one, destinations)))
+        return dict(zip(destinations, pool.map(one, destinations), strict=True))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from sync.app import App
 from sync.config import Config
@@ -24,9 +24,9 @@ log = logging.getLogger("certsync.server")
 
 
 def build(config: Config, *, app: App | None = None, state: ServerState | None = None,
-          revocation_only: bool = False) -> Starlette:
+          revocation_only: bool = False) -> observability.Observe:
     state = state or ServerState(config, app)
-    routes = [Route("/healthz", observability.healthz(state)), *revocation.routes(state)]
+    routes: list[BaseRoute] = [Route("/healthz", observability.healthz(state)), *revocation.routes(state)]
     if not revocation_only:
         routes += [Route("/metrics", observability.metrics(state)), *est.routes(state), *acme.routes(state),
                    *api.routes(state), *dashboard.routes(state)]

@@ -78,7 +78,7 @@ def check_secret(state: ServerState, request: Request, given: tuple[str | None, 
     now = state.now
     with state.transaction() as tx:
         row = tx.tokens.by_secret(secret)
-        failure = None
+        failure: AuthError | Forbidden | None = None
         if row is None or (user is not None and user != row.name):
             failure = AuthError("unknown token")
         elif row.revoked_at is not None:

@@ -8,6 +8,7 @@ since the refused one rolls back).
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -136,7 +137,7 @@ class _audited:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> Literal[False]:
         if isinstance(exc, CertsyncError):
             self.state.metrics.denied.labels("est").inc()
             address = tls.peer_address(self.request, self.state.server.trusted_proxies)

@@ -10,7 +10,7 @@ import ssl
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import uvicorn
 
@@ -101,7 +101,7 @@ def listeners(config: Config, state: ServerState, listen: str | None) -> tuple[l
         state.open()
         context = tls.server_context(state.client_roots_pem())
         certificate.load(context)
-    common = dict(log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=GRACE,
+    common: dict[str, Any] = dict(log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=GRACE,
                   server_header=False, proxy_headers=False)
     main = uvicorn.Config(server_app.build(config, state=state), host=host, port=port, http=tls.PeerCertificateH11,
                           ssl_context_factory=(lambda _cfg, _default: context) if context else None, **common)

@@ -29,7 +29,7 @@ from sync.errors import AuthError, ConfigError
 
 
 class PeerCertificateH11(H11Protocol):
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None

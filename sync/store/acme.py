@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from sync.errors import UsageError
@@ -43,8 +43,8 @@ class Acme:
         on one nonce cannot both see a row."""
         if not value or len(value) > 64:
             return False
-        result = self.session.execute(delete(AcmeNonce).where(AcmeNonce.value == value,
-                                                              AcmeNonce.expires_at > now))
+        statement = delete(AcmeNonce).where(AcmeNonce.value == value, AcmeNonce.expires_at > now)
+        result = cast("CursorResult[Any]", self.session.execute(statement))   # DML: a CursorResult
         return result.rowcount == 1
 
     # -- accounts ------------------------------------------------------------------------------------

@@ -48,5 +48,5 @@ class Budgets:
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # same API as postgresql's
         self.session.execute(insert(QuotaBudget).values(key=key, empty_at=0.0).on_conflict_do_nothing())

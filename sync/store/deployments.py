@@ -57,8 +57,8 @@ class Deployments:
         with self.session.no_autoflush:
             existing: dict[tuple[str, str], Deployment] = {}
             for chunk in chunks(p["remote_name"] for p in pushes):
-                for row in self.session.scalars(select(Deployment).where(Deployment.remote_name.in_(chunk))):
-                    existing[(row.destination, row.remote_name)] = row
+                for found in self.session.scalars(select(Deployment).where(Deployment.remote_name.in_(chunk))):
+                    existing[(found.destination, found.remote_name)] = found
             now = utcnow()
             for push in pushes:
                 key = (push["destination"], push["remote_name"])

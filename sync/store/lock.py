@@ -35,9 +35,9 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import CursorResult, delete, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -222,8 +222,9 @@ class RunLock:
         no row is ours any more (taken over once our lock died, or past its TTL where the row alone
         decides, or deleted) or the lock's connection is gone, the lock is recorded as lost."""
         with self.store.session() as s:
-            result = s.execute(update(Lock).where(Lock.name == self.name, Lock.owner == self.owner)
-                               .values(expires_at=self._now(s) + self.ttl))
+            statement = (update(Lock).where(Lock.name == self.name, Lock.owner == self.owner)
+                         .values(expires_at=self._now(s) + self.ttl))
+            result = cast("CursorResult[Any]", s.execute(statement))   # DML: a CursorResult
             if result.rowcount == 0 and self.lost is None:
                 self.lost = "it was taken over or removed while this run held it"
         if self.lost is None and self.guard is not None and not self.guard.alive():

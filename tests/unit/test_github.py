@@ -34,13 +34,13 @@ def test_workflow_command_escaping_follows_the_runner_rules():
 
 
 def test_one_annotation_per_failure_on_one_line():
-    [line] = github.annotations(REPORT)
+    [line] = github.annotation_lines(REPORT)
     assert line.startswith("::error title=certsync push db failed::push db -> aws/db|tls: ")
     assert "100%25 <foreign>%0Asecond line" in line and "\n" not in line
     plan = {"actions": [{"action": "error", "certificate": "api", "destination": "gcp", "remote_name": "api",
                          "reason": "cannot list: 403"}], "changes": 0, "errors": 1}
-    assert github.annotations(plan) == ["::error title=certsync cannot plan api::api -> gcp/api: cannot list: 403"]
-    assert github.annotations({"certificates": [], "cas": [], "warnings": ["CA 'x' expires"]}) == \
+    assert github.annotation_lines(plan) == ["::error title=certsync cannot plan api::api -> gcp/api: cannot list: 403"]
+    assert github.annotation_lines({"certificates": [], "cas": [], "warnings": ["CA 'x' expires"]}) == \
         ["::warning title=certsync::CA 'x' expires"]
 
 
@@ -48,7 +48,7 @@ def test_a_run_stopped_early_is_an_error_too():
     stopped = {"results": [{"action": "push", "certificate": "api", "destination": "aws", "remote_name": "api",
                             "reason": "", "status": "skipped", "error": "max duration reached", "detail": ""}],
                "summary": {"skipped": 1}, "seconds": 60.0, "ok": False}
-    assert github.annotations(stopped) == \
+    assert github.annotation_lines(stopped) == \
         ["::error title=certsync run incomplete::1 action(s) not done: max duration reached"]
     assert github.outputs(stopped) == {"changes": "0", "failed": "0", "ok": "false"}
     assert github.markdown("apply", stopped).startswith("### ❌ certsync apply: 1 skipped\n")

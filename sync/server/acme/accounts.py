@@ -3,11 +3,15 @@ account update and deactivation, the account's orders, key rollover."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from sync.server.acme import jws as jose
 from sync.server.acme.errors import AcmeError
 from sync.server.acme.service import Ctx, Reply, audit
 from sync.store import Transaction
+
+if TYPE_CHECKING:
+    from sync.store.models import AcmeEabKey
 
 MAX_CONTACTS = 10
 _MAILTO = re.compile(r"^mailto:[^@\s,;]+@[A-Za-z0-9.-]+$")
@@ -64,7 +68,7 @@ def new_account(ctx: Ctx) -> Reply:
         return Reply(account_view(ctx, row), 201, {"Location": ctx.link("acct", row.id)})
 
 
-def _check_binding(ctx: Ctx, tx: Transaction, binding: object, key) -> object:
+def _check_binding(ctx: Ctx, tx: Transaction, binding: object, key) -> AcmeEabKey:
     """RFC 8555 7.3.4: a JWS over the account's key, MACed with the EAB key named by its kid."""
     inner = jose.parse(binding if isinstance(binding, dict) else b"")
     header = inner.protected

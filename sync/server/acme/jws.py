@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import binascii
 import json
+from typing import Any
 from dataclasses import dataclass
 
 import josepy
@@ -113,7 +114,7 @@ def load_jwk(jwk: object) -> josepy.JWK:
     if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC") or "d" in jwk:
         raise AcmeError("badPublicKey", "jwk: an RSA or EC public key is required")
     try:
-        key = josepy.JWK.from_json(jwk)
+        key: Any = josepy.JWK.from_json(jwk)     # a JWKRSA or JWKEC (kty checked above)
     except (josepy.errors.Error, ValueError, TypeError, KeyError):
         raise AcmeError("badPublicKey", "jwk: not a valid public key") from None
     if jwk["kty"] == "RSA" and key.key.key_size < MIN_RSA_BITS:

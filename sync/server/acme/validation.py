@@ -43,7 +43,7 @@ def address_of(name: str, config: AcmeConfig) -> str:
         infos = socket.getaddrinfo(name, config.http_port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise AcmeError("dns", f"cannot resolve {name}") from None
-    return infos[0][4][0]
+    return str(infos[0][4][0])
 
 
 def http_01(name: str, token: str, expected: str, config: AcmeConfig) -> None:

@@ -48,7 +48,10 @@ def chain(tx: Transaction, row: Certificate) -> tuple[str, str]:
     return leaf, leaf + "".join(_pem(c) for c in intermediates)
 
 
-def enrolled(tx: Transaction, row: Certificate, cls: type = models.Enrolled, **extra) -> models.Enrolled:
+E = TypeVar("E", bound=models.Enrolled)
+
+
+def enrolled(tx: Transaction, row: Certificate, cls: type[E], **extra) -> E:
     leaf, full = chain(tx, row)
     return cls(certificate=facts(row), certificate_pem=leaf, chain_pem=full, **extra)
 
@@ -178,7 +181,7 @@ def sign(state: ServerState):
         def work(tx: Transaction) -> tuple[models.Enrolled, Certificate]:
             row = issuing.issue_from_csr(state.config, tx, body.name, principal.profile or "", body.csr.encode(),
                                          state.now, check_name=taken_elsewhere(tx, principal))
-            return enrolled(tx, row), row
+            return enrolled(tx, row, models.Enrolled), row
 
         result = await run_in_threadpool(audited, state, request, principal, "sign", body.name, work)
         state.enrolled("api", result.certificate.name, principal.profile or "")

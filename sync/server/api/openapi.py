@@ -118,8 +118,9 @@ def document(server_url: str | None = None) -> dict:
     _, schemas = models_json_schema([(m, "validation") for m in models.REQUESTS]
                                     + [(m, "serialization") for m in models.RESPONSES], ref_template=REF)
     paths: dict[str, dict] = {}
-    for method, path, *rest in OPERATIONS:
-        paths.setdefault(path, {})[method] = _operation(method, path, *rest)
+    for operation in OPERATIONS:
+        method, path = operation[:2]
+        paths.setdefault(path, {})[method] = _operation(*operation)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "certsync REST API", "version": "1",

@@ -45,7 +45,9 @@ def _scripts() -> ScriptDirectory:
 
 
 def head() -> str:
-    return _scripts().get_current_head()
+    revision = _scripts().get_current_head()
+    assert revision is not None     # the package ships its revisions
+    return revision
 
 
 def _known(revision: str) -> bool:

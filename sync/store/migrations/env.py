@@ -35,7 +35,7 @@ if context.is_offline_mode():
 elif config.attributes.get("connection") is not None:
     run_with(config.attributes["connection"])
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=NullPool)
+    engine = create_engine(config.get_main_option("sqlalchemy.url", ""), poolclass=NullPool)
     with engine.connect() as connection:
         run_with(connection)
         connection.commit()
