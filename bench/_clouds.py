@@ -3,6 +3,7 @@ with a config of N certificates, the CLI as a subprocess (wall time and peak RSS
 counted at the emulators (AWS through tests/support/counting_proxy.py, Google by the emulator's
 GetStats for our project, Azure by GET /_emulator/stats), never by certsync itself.
 Everything binds to 127.0.0.1."""
+
 from __future__ import annotations
 
 import contextlib
@@ -60,21 +61,25 @@ usages = ["serverAuth"]
 def emulators(kinds: list[str], workdir: Path):
     """Start the named emulators (free ports) into workdir/emulators; stop them at the end."""
     state_dir = workdir / "emulators"
-    started = subprocess.run([PYTHON, str(LAUNCHER), "--state-dir", str(state_dir), "start", *kinds],
-                             capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        [PYTHON, str(LAUNCHER), "--state-dir", str(state_dir), "start", *kinds],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         if started.returncode != 0:
             raise SystemExit(f"bench: emulators did not start:\n{started.stderr}")
         state = json.loads((state_dir / "state.json").read_text())
         yield {kind: state["emulators"][kind] for kind in kinds}
     finally:
-        subprocess.run([PYTHON, str(LAUNCHER), "--state-dir", str(state_dir), "stop"],
-                       capture_output=True, timeout=120)
+        subprocess.run([PYTHON, str(LAUNCHER), "--state-dir", str(state_dir), "stop"], capture_output=True, timeout=120)
 
 
 @dataclass
 class Counters:
     """API calls seen at each emulator (for our GCP project only)."""
+
     clouds: dict[str, Cloud]
     proxy: CountingProxy | None
 
@@ -85,30 +90,36 @@ class Counters:
                 seen[kind] = dict(self.proxy.calls)
             elif kind == "gcp":
                 import grpc
+
                 with grpc.insecure_channel(cloud.entry["endpoint"]) as channel:
                     stats = json.loads(channel.unary_unary("/certsync.emulator.v1.Admin/GetStats")(b""))
                 calls = next((v for k, v in stats["by_project"].items() if PROJECT in k), {})
                 seen[kind] = dict(calls.get("calls", calls))
             else:
                 context = ssl.create_default_context(cafile=cloud.entry["ca_bundle"])
-                with urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                 urllib.request.HTTPSHandler(context=context)).open(
-                        cloud.entry["endpoint"] + "/_emulator/stats", timeout=10) as resp:
+                with urllib.request.build_opener(
+                    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+                ).open(cloud.entry["endpoint"] + "/_emulator/stats", timeout=10) as resp:
                     stats = json.load(resp)
                 seen[kind] = {op: v["total"] for op, v in stats["operations"].items()}
         return seen
 
     @staticmethod
     def diff(before: dict, after: dict) -> dict[str, dict[str, int]]:
-        return {kind: {op: n - before.get(kind, {}).get(op, 0) for op, n in ops.items()
-                       if n - before.get(kind, {}).get(op, 0)} for kind, ops in after.items()}
+        return {
+            kind: {
+                op: n - before.get(kind, {}).get(op, 0) for op, n in ops.items() if n - before.get(kind, {}).get(op, 0)
+            }
+            for kind, ops in after.items()
+        }
 
 
 class Project:
     """A folder with sync.toml for N certificates over the given clouds, and the CLI run in it."""
 
-    def __init__(self, folder: Path, entries: dict[str, dict], n: int, proxy: CountingProxy | None,
-                 spread: bool = True) -> None:
+    def __init__(
+        self, folder: Path, entries: dict[str, dict], n: int, proxy: CountingProxy | None, spread: bool = True
+    ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.kinds = list(entries)
@@ -118,28 +129,30 @@ class Project:
             self.env.update(cloud.env())
         blocks = []
         for kind, cloud in self.clouds.items():
-            if kind == "aws" and proxy is not None:         # certsync and the naive reader go through it
+            if kind == "aws" and proxy is not None:  # certsync and the naive reader go through it
                 cloud = Cloud(kind, {**cloud.entry, "endpoint": proxy.url}, project=PROJECT)
                 self.clouds[kind] = cloud
             # the emulators are not the clouds: no pacing to their real quotas while seeding
             blocks.append(cloud.destination(kind, FORMATS[kind], "max_calls_per_second = 100000"))
         # spread: certificate i goes to cloud i mod len(clouds); else every certificate to every cloud
-        self.targets = [(f"c{i}", [self.kinds[i % len(self.kinds)]] if spread else list(self.kinds))
-                        for i in range(n)]
-        certs = "".join(f'\n[certificate.{name}]\nprofile = "tls"\ncommon_name = "{name}.example.internal"\n'
-                        f'destinations = {json.dumps(kinds)}\n' for name, kinds in self.targets)
+        self.targets = [(f"c{i}", [self.kinds[i % len(self.kinds)]] if spread else list(self.kinds)) for i in range(n)]
+        certs = "".join(
+            f'\n[certificate.{name}]\nprofile = "tls"\ncommon_name = "{name}.example.internal"\n'
+            f"destinations = {json.dumps(kinds)}\n"
+            for name, kinds in self.targets
+        )
         (folder / "sync.toml").write_text(textwrap.dedent(CA_AND_PROFILE) + "".join(blocks) + certs)
         self.counters = Counters(self.clouds, proxy)
 
-    def run(self, *args: str, timeout: float = 900, check: bool = True) -> "Run":
-        return run_measured([PYTHON, "-m", "sync", *args], cwd=self.folder, env=self.env, timeout=timeout,
-                            check=check)
+    def run(self, *args: str, timeout: float = 900, check: bool = True) -> Run:
+        return run_measured([PYTHON, "-m", "sync", *args], cwd=self.folder, env=self.env, timeout=timeout, check=check)
 
     def expected_leaves(self) -> dict[str, str]:
         """cert name -> SHA-256 of its active leaf (DER), read from the store (not timed)."""
         import hashlib
         from sync import config
         from sync.app import App
+
         cfg = config.load(self.folder / "sync.toml")
         with App(cfg) as app, app.store.transaction() as tx:
             return {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in tx.certificates.latest_versions()}

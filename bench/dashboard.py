@@ -17,6 +17,7 @@ performance.now() around the page's own filter function plus the next animation 
 browser has laid the table out again). Medians over the runs. The last line: each figure over
 the 1 s budget (target: well under 1, i.e. ratios < 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,24 +51,31 @@ requestAnimationFrame(() => setTimeout(() => done({ms: performance.now() - start
 def load(driver, url: str) -> dict:
     """Navigate, wait for the load event to have finished, read the navigation timing."""
     from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(url)
-    WebDriverWait(driver, 120).until(lambda d: d.execute_script(
-        "const n = performance.getEntriesByType('navigation')[0]; return n && n.loadEventEnd > 0"))
+    WebDriverWait(driver, 120).until(
+        lambda d: d.execute_script(
+            "const n = performance.getEntriesByType('navigation')[0]; return n && n.loadEventEnd > 0"
+        )
+    )
     return driver.execute_script(NAVIGATION)
 
 
 def measure(n: int, runs: int) -> dict:
     if not dashboard.chromium_available():
-        raise SystemExit(f"bench: needs {dashboard.CHROMIUM} and {dashboard.CHROMEDRIVER} "
-                         "(apt-get install chromium chromium-driver)")
+        raise SystemExit(
+            f"bench: needs {dashboard.CHROMIUM} and {dashboard.CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        )
     with tempfile.TemporaryDirectory(prefix="certsync-dashboard-bench-") as folder:
         with dashboard.scale_server(Path(folder), n) as server:
             secret = server.token("bench", "read")
             driver = dashboard.browser()
             try:
                 dashboard.sign_in(driver, server, secret, "/dashboard/certificates")
-                figures: dict[str, list[float]] = {k: [] for k in ("table_server", "table_page", "overview_server",
-                                                                    "overview_page", "filter", "unfilter")}
+                figures: dict[str, list[float]] = {
+                    k: []
+                    for k in ("table_server", "table_page", "overview_server", "overview_page", "filter", "unfilter")
+                }
                 for _ in range(runs):
                     table = load(driver, server.url + "/dashboard/certificates")
                     if table["rows"] != n:
@@ -97,17 +105,26 @@ def main() -> int:
     if not 1 <= args.n <= 20000 or not 1 <= args.runs <= 50:
         parser.error("--n: 1 to 20000; --runs: 1 to 50")
     found = measure(args.n, args.runs)
-    print(f"dashboard with {found['n']} certificates, medians of {args.runs} runs in headless Chromium "
-          f"(table page {found['bytes'] / 2**20:.1f} MiB transferred)")
+    print(
+        f"dashboard with {found['n']} certificates, medians of {args.runs} runs in headless Chromium "
+        f"(table page {found['bytes'] / 2**20:.1f} MiB transferred)"
+    )
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in found.items()}))
     print(f"{'':22}{'ms':>8}")
-    for key, label in (("table_server", "table: server"), ("table_page", "table: page loaded"),
-                       ("filter", "filter (narrow)"), ("unfilter", "filter (back to all)"),
-                       ("overview_server", "overview: server"), ("overview_page", "overview: page loaded")):
+    for key, label in (
+        ("table_server", "table: server"),
+        ("table_page", "table: page loaded"),
+        ("filter", "filter (narrow)"),
+        ("unfilter", "filter (back to all)"),
+        ("overview_server", "overview: server"),
+        ("overview_page", "overview: page loaded"),
+    ):
         print(f"{label:22}{found[key]:8.0f}")
-    print(f"ratio against 1 s: table page {found['table_page'] / 1000:.2f}, filter "
-          f"{max(found['filter'], found['unfilter']) / 1000:.2f}, overview page {found['overview_page'] / 1000:.2f} "
-          f"(target < 1)")
+    print(
+        f"ratio against 1 s: table page {found['table_page'] / 1000:.2f}, filter "
+        f"{max(found['filter'], found['unfilter']) / 1000:.2f}, overview page {found['overview_page'] / 1000:.2f} "
+        f"(target < 1)"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ certsync's roots, record in a fresh SQLite store) and reports its wall time and 
 concurrent time and both peak RSS figures. Exit status 0 when the checks pass and the ratio is
 at least 5 (with latency) or 1 (without). Everything started here is stopped, temp dirs removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,13 @@ sys.path.insert(0, str(ROOT))
 def serve(n: int, latency: float) -> None:
     """The helper: N endpoints; prints their ports as one JSON line, serves until stdin closes."""
     from tests.support.tls_endpoints import make, server_context, write_chain
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     folder = Path(tempfile.mkdtemp(prefix="certsync-bench-tls-"))
-    contexts = [server_context(*write_chain(folder, f"e{i}", [make(f"e{i}.bench.test", sans=["127.0.0.1"])]))
-                for i in range(n)]
+    contexts = [
+        server_context(*write_chain(folder, f"e{i}", [make(f"e{i}.bench.test", sans=["127.0.0.1"])])) for i in range(n)
+    ]
 
     class Delayed(asyncio.Protocol):
         """Reads nothing for `latency` (the ClientHello waits in the kernel), then does the handshake."""
@@ -64,8 +67,9 @@ def serve(n: int, latency: float) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        servers = [await loop.create_server(lambda ctx=ctx: Delayed(ctx), "127.0.0.1", 0, backlog=256)
-                   for ctx in contexts]
+        servers = [
+            await loop.create_server(lambda ctx=ctx: Delayed(ctx), "127.0.0.1", 0, backlog=256) for ctx in contexts
+        ]
         print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
         await loop.run_in_executor(None, sys.stdin.read)
 
@@ -80,10 +84,12 @@ def scan(targets_file: str, concurrency: int, folder: str) -> None:
     from sync import config as config_mod
     from sync.app import App
     from sync.discovery import scan as discovery
+
     (Path(folder) / "sync.toml").write_text(
         f'[store]\nurl = "sqlite:///{folder}/s.db"\nkey_file = "{folder}/k"\n'
         f'[discovery.tls]\ntarget_files = ["{targets_file}"]\nconcurrency = {concurrency}\nrate = 10000\n'
-        'connect_timeout = "10s"\n')
+        'connect_timeout = "10s"\n'
+    )
     config = config_mod.load(Path(folder) / "sync.toml")
     with App(config) as app:
         app.init()
@@ -91,16 +97,28 @@ def scan(targets_file: str, concurrency: int, folder: str) -> None:
         start = time.perf_counter()
         result = app.discover(request)
         seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "found": result.found, "errors": len(result.errors),
-                      "first_error": result.errors[0] if result.errors else None}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "found": result.found,
+                "errors": len(result.errors),
+                "first_error": result.errors[0] if result.errors else None,
+            }
+        )
+    )
 
 
 def measured(targets_file: str, concurrency: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="certsync-bench-scan-") as folder:
-        out = subprocess.run([sys.executable, __file__, "--scan", targets_file, "--concurrency", str(concurrency),
-                              "--folder", folder], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out = subprocess.run(
+            [sys.executable, __file__, "--scan", targets_file, "--concurrency", str(concurrency), "--folder", folder],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         if out.returncode != 0:
             raise SystemExit(f"scan failed: {out.stderr.strip()[-500:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,16 +140,22 @@ def main() -> int:
         scan(args.scan, args.concurrency, args.folder)
         return 0
     bench_start = time.monotonic()
-    helper = subprocess.Popen([sys.executable, __file__, "--serve", "--n", str(args.n), "--latency-ms",
-                               str(args.latency_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    helper = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--n", str(args.n), "--latency-ms", str(args.latency_ms)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         ports = json.loads(helper.stdout.readline())
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="certsync-bench-targets-", delete=False) as fh:
             fh.write("".join(f"127.0.0.1:{p}\n" for p in ports))
             targets = fh.name
-        print(f"{len(ports)} endpoints up in {time.monotonic() - bench_start:.1f}s "
-              f"(latency {args.latency_ms:g} ms before each handshake)")
+        print(
+            f"{len(ports)} endpoints up in {time.monotonic() - bench_start:.1f}s "
+            f"(latency {args.latency_ms:g} ms before each handshake)"
+        )
         concurrent = measured(targets, args.concurrency)
         sequential = measured(targets, 1)
     finally:
@@ -142,16 +166,20 @@ def main() -> int:
     rows = [("concurrent", args.concurrency, concurrent), ("sequential", 1, sequential)]
     print(f"{'scan':<11} {'conc':>4} {'found':>6} {'errors':>6} {'seconds':>8} {'per s':>7} {'peak RSS MiB':>12}")
     for name, conc, r in rows:
-        print(f"{name:<11} {conc:>4} {r['found']:>6} {r['errors']:>6} {r['seconds']:>8.2f} "
-              f"{r['found'] / r['seconds']:>7.0f} {r['rss_kb'] / 1024:>12.1f}")
+        print(
+            f"{name:<11} {conc:>4} {r['found']:>6} {r['errors']:>6} {r['seconds']:>8.2f} "
+            f"{r['found'] / r['seconds']:>7.0f} {r['rss_kb'] / 1024:>12.1f}"
+        )
         if r["first_error"]:
             print(f"  first error: {r['first_error']}")
     ratio = sequential["seconds"] / concurrent["seconds"]
     ok = all(r["found"] == args.n and r["errors"] == 0 for _, _, r in rows) and ratio >= (5 if args.latency_ms else 1)
     print(f"bench time {time.monotonic() - bench_start:.0f}s")
-    print(f"discover {args.n} endpoints: concurrent {concurrent['seconds']:.1f}s vs sequential "
-          f"{sequential['seconds']:.1f}s = {ratio:.1f}x faster; peak RSS {concurrent['rss_kb'] / 1024:.0f} MiB "
-          f"concurrent, {sequential['rss_kb'] / 1024:.0f} MiB sequential{'' if ok else ' (CHECK FAILED)'}")
+    print(
+        f"discover {args.n} endpoints: concurrent {concurrent['seconds']:.1f}s vs sequential "
+        f"{sequential['seconds']:.1f}s = {ratio:.1f}x faster; peak RSS {concurrent['rss_kb'] / 1024:.0f} MiB "
+        f"concurrent, {sequential['rss_kb'] / 1024:.0f} MiB sequential{'' if ok else ' (CHECK FAILED)'}"
+    )
     return 0 if ok else 1
 
 

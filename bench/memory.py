@@ -15,6 +15,7 @@ The RSS includes what any run carries whatever N (interpreter, certsync, SQLAlch
 the heap peak is what N adds. Last line: RSS at the largest N over RSS at the smallest (target
 <= 2x), and the heap peak per secret. Emulators stopped and temp dirs removed at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ print("TRACEMALLOC_PEAK", tracemalloc.get_traced_memory()[1], file=sys.stderr)
 
 def measure(n: int, cloud: str) -> dict:
     from _clouds import PYTHON, CountingProxy, Project, emulators, run_measured, temp_dir
+
     with temp_dir(f"certsync-memory-{n}-") as work, emulators([cloud], work) as entries:
         proxy = CountingProxy(entries["aws"]["endpoint"]).__enter__() if cloud == "aws" else None
         try:
@@ -55,13 +57,20 @@ def measure(n: int, cloud: str) -> dict:
             if summary != {"unchanged": n}:
                 raise SystemExit(f"bench: the no-change apply at N={n} was not all unchanged: {summary}")
             traced = run_measured([PYTHON, "-c", TRACED], cwd=project.folder, env=project.env, timeout=1800)
-            peak = int(next(line.split()[1] for line in traced.stderr.splitlines()
-                            if line.startswith("TRACEMALLOC_PEAK")))
+            peak = int(
+                next(line.split()[1] for line in traced.stderr.splitlines() if line.startswith("TRACEMALLOC_PEAK"))
+            )
         finally:
             if proxy is not None:
                 proxy.__exit__(None, None, None)
-    return {"n": n, "seed_s": seed.seconds, "rss_mb": cli.max_rss_mb, "wall_s": cli.seconds,
-            "heap_mb": peak / 2**20, "calls": sum(calls.get(cloud, {}).values())}
+    return {
+        "n": n,
+        "seed_s": seed.seconds,
+        "rss_mb": cli.max_rss_mb,
+        "wall_s": cli.seconds,
+        "heap_mb": peak / 2**20,
+        "calls": sum(calls.get(cloud, {}).values()),
+    }
 
 
 def main() -> int:
@@ -77,16 +86,22 @@ def main() -> int:
         rows.append(measure(n, args.cloud))
         print(f"N={n}: seeded in {rows[-1]['seed_s']:.1f} s", file=sys.stderr)
     print(f"no-change `certsync apply`, one destination ({args.cloud} emulator)")
-    print(f"{'secrets':>8} {'API calls':>10} {'wall s':>7} {'peak RSS MB':>12} {'peak heap MB':>13} "
-          f"{'heap KB/secret':>15}")
+    print(
+        f"{'secrets':>8} {'API calls':>10} {'wall s':>7} {'peak RSS MB':>12} {'peak heap MB':>13} "
+        f"{'heap KB/secret':>15}"
+    )
     for r in rows:
-        print(f"{r['n']:8d} {r['calls']:10d} {r['wall_s']:7.2f} {r['rss_mb']:12.0f} {r['heap_mb']:13.1f} "
-              f"{r['heap_mb'] * 1024 / r['n']:15.1f}")
+        print(
+            f"{r['n']:8d} {r['calls']:10d} {r['wall_s']:7.2f} {r['rss_mb']:12.0f} {r['heap_mb']:13.1f} "
+            f"{r['heap_mb'] * 1024 / r['n']:15.1f}"
+        )
     growth = rows[-1]["rss_mb"] / rows[0]["rss_mb"]
     ok = growth <= TARGET
-    print(f"peak RSS at N={rows[-1]['n']} / N={rows[0]['n']}: {growth:.2f}x (target <= {TARGET:.0f}x: "
-          f"{'met' if ok else 'MISSED'}); heap peak {rows[-1]['heap_mb'] - rows[0]['heap_mb']:.1f} MB more "
-          f"for {rows[-1]['n'] - rows[0]['n']} more secrets")
+    print(
+        f"peak RSS at N={rows[-1]['n']} / N={rows[0]['n']}: {growth:.2f}x (target <= {TARGET:.0f}x: "
+        f"{'met' if ok else 'MISSED'}); heap peak {rows[-1]['heap_mb'] - rows[0]['heap_mb']:.1f} MB more "
+        f"for {rows[-1]['n'] - rows[0]['n']} more secrets"
+    )
     return 0 if ok else 1
 
 

@@ -32,6 +32,7 @@ so at small N that fixed cost dominates the end-to-end ratio).
 The last line: naive / certsync for calls and for time (targets >= 20x and >= 10x; the time
 target is checked after imports; the end-to-end ratio is printed next to it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,13 +51,22 @@ CALLS_TARGET, TIME_TARGET = 20.0, 10.0
 
 # --- the two runs, each in its own process ------------------------------------------------------
 
-WARM_IMPORTS = ("sync.cli", "boto3", "google.cloud.secretmanager", "azure.identity", "azure.keyvault.secrets",
-                "providers.aws", "providers.gcp", "providers.azure")
+WARM_IMPORTS = (
+    "sync.cli",
+    "boto3",
+    "google.cloud.secretmanager",
+    "azure.identity",
+    "azure.keyvault.secrets",
+    "providers.aws",
+    "providers.gcp",
+    "providers.azure",
+)
 
 
 def _warm() -> float:
     """Import what both runs need (Python, certsync, the three SDKs); returns the seconds it took."""
     import importlib
+
     started = time.perf_counter()
     for module in WARM_IMPORTS:
         importlib.import_module(module)
@@ -68,6 +78,7 @@ def leaf_sha256(value, fmt: str) -> str:
     import hashlib
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
     if isinstance(value, bytes):
         value = value.decode()
     if fmt == "json":
@@ -90,6 +101,7 @@ def naive_worker(parallel: bool) -> int:
     from sync import config as config_mod
     from sync.app import App
     from sync.reconcile.destinations import Providers
+
     cfg = config_mod.load("sync.toml")
     with App(cfg) as app, app.store.transaction() as tx:
         leaves = {row.name: hashlib.sha256(row.cert_der).hexdigest() for row in tx.certificates.latest_versions()}
@@ -101,8 +113,9 @@ def naive_worker(parallel: bool) -> int:
         for destination, remote_name, cert in items:
             remote = providers(destination).get(remote_name)
             fmt = cfg.destination[destination].format
-            out.append(remote is not None and remote.value is not None
-                       and leaf_sha256(remote.value, fmt) == leaves.get(cert))
+            out.append(
+                remote is not None and remote.value is not None and leaf_sha256(remote.value, fmt) == leaves.get(cert)
+            )
         return out
 
     if parallel:
@@ -113,8 +126,16 @@ def naive_worker(parallel: bool) -> int:
             results = [ok for part in pool.map(check, groups.values()) for ok in part]
     else:
         results = check(targets)
-    print(json.dumps({"import_seconds": import_seconds, "seconds": time.perf_counter() - started,
-                      "checked": len(results), "differ": results.count(False)}))
+    print(
+        json.dumps(
+            {
+                "import_seconds": import_seconds,
+                "seconds": time.perf_counter() - started,
+                "checked": len(results),
+                "differ": results.count(False),
+            }
+        )
+    )
     return 0
 
 
@@ -122,31 +143,40 @@ def certsync_worker() -> int:
     """`certsync --output json apply` in this process, timed after the same imports as the naive run."""
     import contextlib
     import io
+
     import_seconds = _warm()
     from sync import cli
+
     out = io.StringIO()
     started = time.perf_counter()
     with contextlib.redirect_stdout(out):
         try:
-            cli.main()              # sys.argv: certsync --output json apply, as the console script
+            cli.main()  # sys.argv: certsync --output json apply, as the console script
         except SystemExit as exc:
             if exc.code not in (0, None):
                 raise
     seconds = time.perf_counter() - started
-    print(json.dumps({"import_seconds": import_seconds, "seconds": seconds,
-                      "summary": json.loads(out.getvalue())["summary"]}))
+    print(
+        json.dumps(
+            {"import_seconds": import_seconds, "seconds": seconds, "summary": json.loads(out.getvalue())["summary"]}
+        )
+    )
     return 0
 
 
 # --- the bench ---------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="certificates (default 2000)")
     parser.add_argument("--clouds", default="aws,gcp,azure", help="any of aws,gcp,azure (default all three)")
     parser.add_argument("--every-cloud", action="store_true", help="each certificate to every cloud (3N secrets)")
-    parser.add_argument("--naive-parallel", action="store_true",
-                        help="also run the naive reconciler with one loop per cloud, in parallel")
+    parser.add_argument(
+        "--naive-parallel",
+        action="store_true",
+        help="also run the naive reconciler with one loop per cloud, in parallel",
+    )
     parser.add_argument("--worker", choices=["certsync", "naive", "naive-parallel"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "certsync":
@@ -159,7 +189,8 @@ def main() -> int:
         parser.error("--n must be 1..20000 and --clouds a list of aws, gcp, azure")
 
     from _clouds import PYTHON, CountingProxy, Project, emulators, run_measured, temp_dir
-    rows = []            # (label, run, calls by cloud, inner seconds)
+
+    rows = []  # (label, run, calls by cloud, inner seconds)
     with temp_dir("certsync-noop-") as work, emulators(kinds, work) as entries:
         proxy = CountingProxy(entries["aws"]["endpoint"]).__enter__() if "aws" in entries else None
         try:
@@ -167,8 +198,11 @@ def main() -> int:
             secrets = sum(len(k) for _, k in project.targets)
             project.run("init")
             seed = project.run("--output", "json", "apply", timeout=1800)
-            print(f"seeded {secrets} secrets for {args.n} certificates on {', '.join(kinds)} in "
-                  f"{seed.seconds:.1f} s ({json.loads(seed.stdout).get('summary')})", file=sys.stderr)
+            print(
+                f"seeded {secrets} secrets for {args.n} certificates on {', '.join(kinds)} in "
+                f"{seed.seconds:.1f} s ({json.loads(seed.stdout).get('summary')})",
+                file=sys.stderr,
+            )
             plan = project.run("plan", "--detailed-exitcode", check=False)
             if plan.returncode != 0:
                 raise SystemExit(f"bench: after the first apply, plan still sees changes:\n{plan.stdout[-2000:]}")
@@ -191,8 +225,11 @@ def main() -> int:
                     raise SystemExit(f"bench: the naive reconciler disagrees: {document}")
                 return document["seconds"]
 
-            measured("certsync apply (CLI)", [PYTHON, "-m", "sync", "--output", "json", "apply"],
-                     lambda out: (certsync_check(out), None)[1])
+            measured(
+                "certsync apply (CLI)",
+                [PYTHON, "-m", "sync", "--output", "json", "apply"],
+                lambda out: (certsync_check(out), None)[1],
+            )
             measured("certsync apply (warm)", [PYTHON, __file__, "--worker", "certsync"], certsync_check)
             measured("naive get + compare", [PYTHON, __file__, "--worker", "naive"], naive_check)
             if args.naive_parallel:
@@ -201,24 +238,35 @@ def main() -> int:
             if proxy is not None:
                 proxy.__exit__(None, None, None)
 
-    print(f"no-change run over {secrets} secrets ({args.n} certificates, "
-          f"{'each on every cloud' if args.every_cloud else 'spread over ' + ', '.join(kinds)})")
-    print(f"{'run':27} " + " ".join(f"{k + ' calls':>11}" for k in kinds)
-          + f" {'calls':>7} {'wall s':>7} {'after imports s':>16} {'peak RSS MB':>12}")
+    print(
+        f"no-change run over {secrets} secrets ({args.n} certificates, "
+        f"{'each on every cloud' if args.every_cloud else 'spread over ' + ', '.join(kinds)})"
+    )
+    print(
+        f"{'run':27} "
+        + " ".join(f"{k + ' calls':>11}" for k in kinds)
+        + f" {'calls':>7} {'wall s':>7} {'after imports s':>16} {'peak RSS MB':>12}"
+    )
     for label, run, calls, inner in rows:
         per = [sum(calls.get(k, {}).values()) for k in kinds]
-        print(f"{label:27} " + " ".join(f"{n:11d}" for n in per) + f" {sum(per):7d} {run.seconds:7.2f} "
-              f"{(f'{inner:.2f}' if inner is not None else '-'):>16} {run.max_rss_mb:12.0f}")
+        print(
+            f"{label:27} " + " ".join(f"{n:11d}" for n in per) + f" {sum(per):7d} {run.seconds:7.2f} "
+            f"{(f'{inner:.2f}' if inner is not None else '-'):>16} {run.max_rss_mb:12.0f}"
+        )
     ours = rows[0][2]
-    print("certsync calls: " + "; ".join(f"{k}: " + ", ".join(f"{op} {n}" for op, n in sorted(ours.get(k, {}).items()))
-                                       for k in kinds))
+    print(
+        "certsync calls: "
+        + "; ".join(f"{k}: " + ", ".join(f"{op} {n}" for op, n in sorted(ours.get(k, {}).items())) for k in kinds)
+    )
     cli_run, warm, naive = rows[0][1], rows[1], rows[2]
     call_ratio = sum(sum(v.values()) for v in naive[2].values()) / max(1, sum(sum(v.values()) for v in ours.values()))
     time_ratio = naive[3] / warm[3]
     e2e_ratio = naive[1].seconds / cli_run.seconds
     ok = call_ratio >= CALLS_TARGET and time_ratio >= TIME_TARGET
-    print(f"naive/certsync: calls {call_ratio:.1f}x (target >= {CALLS_TARGET:.0f}x), time {time_ratio:.1f}x after "
-          f"imports (target >= {TIME_TARGET:.0f}x), {e2e_ratio:.1f}x end to end: {'met' if ok else 'MISSED'}")
+    print(
+        f"naive/certsync: calls {call_ratio:.1f}x (target >= {CALLS_TARGET:.0f}x), time {time_ratio:.1f}x after "
+        f"imports (target >= {TIME_TARGET:.0f}x), {e2e_ratio:.1f}x end to end: {'met' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

@@ -27,6 +27,7 @@ out. The last line gives the lowest share of the quota over the clouds and the t
 certsync surfaced (failures), which must be 0. Exit status 0 when every cloud reaches >= 90% of its
 quota with no failure, else 1. Everything started here is stopped, temp dirs removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,14 +59,21 @@ PYTHON = sys.executable
 CLOUDS = ("gcp", "azure", "aws")
 DEFAULT_N = {"aws": 500, "gcp": 40, "azure": 200}
 TARGET = 0.90
-HEADROOM = 0.95                  # certsync's default share of a quota (sync/reconcile/pacing.py)
-UNPACED = 100_000                # max_calls_per_second that turns pacing off
+HEADROOM = 0.95  # certsync's default share of a quota (sync/reconcile/pacing.py)
+UNPACED = 100_000  # max_calls_per_second that turns pacing off
 
-GCP_WINDOW, GCP_WRITES_PER_WINDOW = 6.0, 60          # 10 writes/s
-AZURE_WINDOW, AZURE_PER_WINDOW = 5.0, 200            # 40 transactions/s
+GCP_WINDOW, GCP_WRITES_PER_WINDOW = 6.0, 60  # 10 writes/s
+AZURE_WINDOW, AZURE_PER_WINDOW = 5.0, 200  # 40 transactions/s
 AWS_WINDOW = 1.0
-GCP_WRITES = ("CreateSecret", "AddSecretVersion", "UpdateSecret", "DeleteSecret", "DestroySecretVersion",
-              "DisableSecretVersion", "EnableSecretVersion")
+GCP_WRITES = (
+    "CreateSecret",
+    "AddSecretVersion",
+    "UpdateSecret",
+    "DeleteSecret",
+    "DestroySecretVersion",
+    "DisableSecretVersion",
+    "EnableSecretVersion",
+)
 THROTTLE_RE = re.compile(r"Throttl|RESOURCE_EXHAUSTED|TooManyRequests|HTTP 429|Rate exceeded", re.I)
 
 CA_AND_PROFILE = """\
@@ -98,13 +106,14 @@ def log(msg: str) -> None:
 
 # --- the clouds ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Cloud:
     kind: str
     n: int
-    quota_rate: float            # quota-limited calls per second
+    quota_rate: float  # quota-limited calls per second
     quota_text: str
-    limited: str                 # what the quota counts
+    limited: str  # what the quota counts
     endpoint: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -118,13 +127,17 @@ class Cloud:
             rate = None
         elif self.kind == "gcp":
             project = "bench-paced" if paced else "bench-unpaced"
-            body = (f'provider = "gcp"\nproject = "{project}"\nendpoint = "{self.endpoint}"\ninsecure = true\n'
-                    'format = "pem"')
+            body = (
+                f'provider = "gcp"\nproject = "{project}"\nendpoint = "{self.endpoint}"\ninsecure = true\n'
+                'format = "pem"'
+            )
             rate = None
         else:
-            body = (f'provider = "azure"\nvault_url = "{self.endpoint}"\nca_bundle = "{self.extra["ca"]}"\n'
-                    'verify_challenge_resource = false\nformat = "pem"')
-            rate = round(self.quota_rate * HEADROOM, 3)      # 95% of the scaled-down vault quota
+            body = (
+                f'provider = "azure"\nvault_url = "{self.endpoint}"\nca_bundle = "{self.extra["ca"]}"\n'
+                'verify_challenge_resource = false\nformat = "pem"'
+            )
+            rate = round(self.quota_rate * HEADROOM, 3)  # 95% of the scaled-down vault quota
         if not paced:
             rate = UNPACED
         if rate is not None:
@@ -146,18 +159,22 @@ def write_config(path: Path, clouds: list[Cloud], n_max: int, paced: bool | None
         if paced is not None:
             prefix = "" if paced else "u-"
             targets = [f'{{ to = "{c.dest_name(paced)}", name = "{prefix}{name}" }}' for c in clouds if i < c.n]
-        parts.append(f'\n[certificate.{name}]\nprofile = "bench"\ncommon_name = "{name}.bench.example.internal"\n'
-                     f'dns_names = ["{name}.bench.example.internal"]\ndestinations = [{", ".join(targets)}]\n')
+        parts.append(
+            f'\n[certificate.{name}]\nprofile = "bench"\ncommon_name = "{name}.bench.example.internal"\n'
+            f'dns_names = ["{name}.bench.example.internal"]\ndestinations = [{", ".join(targets)}]\n'
+        )
     path.write_text("".join(parts))
 
 
 # --- counting at the clouds ----------------------------------------------------------------------
+
 
 class GcpProbe:
     """Writes admitted / throttled for one project, from the emulator's Admin/GetStats."""
 
     def __init__(self, endpoint: str) -> None:
         import grpc
+
         self.channel = grpc.insecure_channel(endpoint)
         self.call = self.channel.unary_unary("/certsync.emulator.v1.Admin/GetStats")
         self.project = ""
@@ -182,8 +199,9 @@ class AzureProbe:
 
     def __init__(self, url: str, ca: str) -> None:
         host, port = url.removeprefix("https://").split(":")
-        self.conn = http.client.HTTPSConnection(host, int(port), timeout=5,
-                                                context=ssl.create_default_context(cafile=ca))
+        self.conn = http.client.HTTPSConnection(
+            host, int(port), timeout=5, context=ssl.create_default_context(cafile=ca)
+        )
 
     def __call__(self) -> tuple[int, int]:
         for attempt in (1, 2):
@@ -219,8 +237,7 @@ class AwsProbe:
         self.proxy = proxy
 
     def __call__(self) -> tuple[int, int]:
-        return (sum(self.proxy.admitted[g] for g in self.GROUPS),
-                sum(self.proxy.throttled.values()))
+        return (sum(self.proxy.admitted[g] for g in self.GROUPS), sum(self.proxy.throttled.values()))
 
     def mark(self) -> dict[str, int]:
         return {g: len(self.proxy.times[g]) for g in self.GROUPS}
@@ -229,7 +246,7 @@ class AwsProbe:
         """(busiest group, its calls, span, calls/s) since `mark`, from exact arrival times."""
         best = ("CreateSecret", 0, 0.0, 0.0)
         for g in self.GROUPS:
-            times = self.proxy.times[g][mark[g]:]
+            times = self.proxy.times[g][mark[g] :]
             if len(times) > best[1]:
                 span = times[-1] - times[0] if len(times) > 1 else 0.0
                 best = (g, len(times), span, (len(times) - 1) / span if span > 0 else 0.0)
@@ -261,7 +278,7 @@ class Sampler(threading.Thread):
     def finish(self) -> None:
         self._done.set()
         self.join()
-        self.sample()                 # the final counts, after the run has ended
+        self.sample()  # the final counts, after the run has ended
 
 
 def sampled_rate(series: list[tuple[float, int, int]], pushes: int) -> tuple[int, int, float, float]:
@@ -284,10 +301,17 @@ def sampled_rate(series: list[tuple[float, int, int]], pushes: int) -> tuple[int
 
 # --- running certsync ----------------------------------------------------------------------------
 
+
 def certsync(workdir: Path, env: dict, *args: str, timeout: float = 240) -> tuple[int, dict | None, str, float]:
     started = time.monotonic()
-    proc = subprocess.run([PYTHON, "-m", "sync", "--config", str(workdir / "sync.toml"), "--output", "json", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [PYTHON, "-m", "sync", "--config", str(workdir / "sync.toml"), "--output", "json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     seconds = time.monotonic() - started
     try:
         doc = json.loads(proc.stdout) if proc.stdout.strip() else None
@@ -322,8 +346,9 @@ class Row:
     note: str = ""
 
 
-def measure(mode: str, workdir: Path, env: dict, clouds: list[Cloud], probes: dict,
-            aws_probe: AwsProbe | None) -> tuple[list[Row], list[str]]:
+def measure(
+    mode: str, workdir: Path, env: dict, clouds: list[Cloud], probes: dict, aws_probe: AwsProbe | None
+) -> tuple[list[Row], list[str]]:
     for c in clouds:
         if c.kind == "gcp":
             probes["gcp"].project = "bench-paced" if mode == "paced" else "bench-unpaced"
@@ -351,13 +376,29 @@ def measure(mode: str, workdir: Path, env: dict, clouds: list[Cloud], probes: di
             note, calls, span, rate = aws_probe.rate(aws_mark)
         for r in failed[:3]:
             errors.append(f"{mode} {dest}: {r['remote_name']}: {r['error']}")
-        rows.append(Row(c.kind, mode, c.quota_text, done, c.n, calls, throttled, span, rate,
-                        rate / c.quota_rate, len(failed),
-                        sum(1 for r in failed if THROTTLE_RE.search(r["error"] or "")), apply_s, note))
+        rows.append(
+            Row(
+                c.kind,
+                mode,
+                c.quota_text,
+                done,
+                c.n,
+                calls,
+                throttled,
+                span,
+                rate,
+                rate / c.quota_rate,
+                len(failed),
+                sum(1 for r in failed if THROTTLE_RE.search(r["error"] or "")),
+                apply_s,
+                note,
+            )
+        )
     return rows, errors
 
 
 # --- main ----------------------------------------------------------------------------------------
+
 
 def parse_n(text: str | None, clouds: list[str]) -> dict[str, int]:
     n = {c: DEFAULT_N[c] for c in clouds}
@@ -371,14 +412,21 @@ def parse_n(text: str | None, clouds: list[str]) -> dict[str, int]:
 
 
 def start_aws(state_dir: Path) -> str:
-    subprocess.run([PYTHON, str(ROOT / "localstack" / "emulators.py"), "--state-dir", str(state_dir), "start", "aws"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [PYTHON, str(ROOT / "localstack" / "emulators.py"), "--state-dir", str(state_dir), "start", "aws"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return json.loads((state_dir / "state.json").read_text())["emulators"]["aws"]["endpoint"]
 
 
 def stop_aws(state_dir: Path) -> None:
-    subprocess.run([PYTHON, str(ROOT / "localstack" / "emulators.py"), "--state-dir", str(state_dir), "stop"],
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [PYTHON, str(ROOT / "localstack" / "emulators.py"), "--state-dir", str(state_dir), "stop"],
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,10 +442,19 @@ def main(argv: list[str] | None = None) -> int:
     bench_start = time.monotonic()
 
     tmp = Path(tempfile.mkdtemp(prefix="certsync-paced-"))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CERTSYNC_", "AWS_", "IDENTITY_", "GOOGLE_")) and k not in ("REQUESTS_CA_BUNDLE",)}
-    env |= {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": str(ROOT)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CERTSYNC_", "AWS_", "IDENTITY_", "GOOGLE_")) and k not in ("REQUESTS_CA_BUNDLE",)
+    }
+    env |= {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": str(ROOT),
+    }
     clouds: dict[str, Cloud] = {}
     probes: dict = {}
     aws_probe = None
@@ -409,26 +466,34 @@ def main(argv: list[str] | None = None) -> int:
         futures = {}
         if "aws" in kinds:
             aws_state = tmp / "aws-emulator"
-            stack.callback(stop_aws, aws_state)        # after the pool below has waited for the start
+            stack.callback(stop_aws, aws_state)  # after the pool below has waited for the start
             pool = stack.enter_context(ThreadPoolExecutor(1))
             futures["aws"] = pool.submit(start_aws, aws_state)
         if "gcp" in kinds:
             proc, endpoint = gcp_harness.start_gcp_emulator(
-                "--write-quota-per-minute", str(GCP_WRITES_PER_WINDOW),
-                "--quota-window-seconds", str(GCP_WINDOW))
+                "--write-quota-per-minute", str(GCP_WRITES_PER_WINDOW), "--quota-window-seconds", str(GCP_WINDOW)
+            )
             stack.callback(gcp_harness.stop, proc)
             q = GCP_WRITES_PER_WINDOW / GCP_WINDOW
-            clouds["gcp"] = Cloud("gcp", n["gcp"], q, f"{GCP_WRITES_PER_WINDOW}/{GCP_WINDOW:g}s",
-                                  "writes", endpoint)
+            clouds["gcp"] = Cloud("gcp", n["gcp"], q, f"{GCP_WRITES_PER_WINDOW}/{GCP_WINDOW:g}s", "writes", endpoint)
             probes["gcp"] = GcpProbe(endpoint)
             stack.callback(probes["gcp"].close)
         if "azure" in kinds:
-            emu = stack.enter_context(running_azure_emulator(
-                tmp / "azure", "--throttle-per-10s", str(AZURE_PER_WINDOW),
-                "--throttle-window", str(AZURE_WINDOW)))
+            emu = stack.enter_context(
+                running_azure_emulator(
+                    tmp / "azure", "--throttle-per-10s", str(AZURE_PER_WINDOW), "--throttle-window", str(AZURE_WINDOW)
+                )
+            )
             q = AZURE_PER_WINDOW / AZURE_WINDOW
-            clouds["azure"] = Cloud("azure", n["azure"], q, f"{AZURE_PER_WINDOW}/{AZURE_WINDOW:g}s",
-                                    "transactions", emu.url, {"ca": str(emu.ca)})
+            clouds["azure"] = Cloud(
+                "azure",
+                n["azure"],
+                q,
+                f"{AZURE_PER_WINDOW}/{AZURE_WINDOW:g}s",
+                "transactions",
+                emu.url,
+                {"ca": str(emu.ca)},
+            )
             env |= emu.env() | {"REQUESTS_CA_BUNDLE": str(emu.ca)}
             probes["azure"] = AzureProbe(emu.url, str(emu.ca))
             stack.callback(probes["azure"].close)
@@ -454,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             copy_store(issue_dir, workdir)
             write_config(workdir / "sync.toml", order, n_max, paced=(mode == "paced"))
             if mode == "unpaced" and "azure" in clouds:
-                time.sleep(AZURE_WINDOW)            # let the vault's window clear (GCP: other project)
+                time.sleep(AZURE_WINDOW)  # let the vault's window clear (GCP: other project)
             log(f"{mode} push: " + ", ".join(f"{c.kind} {c.n}" for c in order))
             got, errs = measure(mode, workdir, env, order, probes, aws_probe)
             rows += got
@@ -472,23 +537,50 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench time {time.monotonic() - bench_start:.0f}s")
     tail = ""
     if unpaced:
-        tail = (f"; unpaced: {sum(r.throttled for r in unpaced)} throttling answers, "
-                f"{sum(r.failed_throttled for r in unpaced)} surfaced")
-    print(f"paced: achieved {worst:.0%} of quota ("
-          + ", ".join(f"{r.cloud} {r.pct:.0%}" for r in paced)
-          + f"), {surfaced} throttling errors surfaced ({sum(r.throttled for r in paced)} throttling answers"
-          + f", {failures} failures){tail}")
+        tail = (
+            f"; unpaced: {sum(r.throttled for r in unpaced)} throttling answers, "
+            f"{sum(r.failed_throttled for r in unpaced)} surfaced"
+        )
+    print(
+        f"paced: achieved {worst:.0%} of quota ("
+        + ", ".join(f"{r.cloud} {r.pct:.0%}" for r in paced)
+        + f"), {surfaced} throttling errors surfaced ({sum(r.throttled for r in paced)} throttling answers"
+        + f", {failures} failures){tail}"
+    )
     return 0 if ok else 1
 
 
 def print_table(rows: list[Row]) -> None:
-    head = ("cloud", "mode", "quota", "pushed", "limited calls", "throttled", "span s", "rate/s", "of quota",
-            "failed (throttling)", "apply s")
+    head = (
+        "cloud",
+        "mode",
+        "quota",
+        "pushed",
+        "limited calls",
+        "throttled",
+        "span s",
+        "rate/s",
+        "of quota",
+        "failed (throttling)",
+        "apply s",
+    )
     lines = [head]
     for r in rows:
-        lines.append((r.cloud, r.mode, r.quota, f"{r.pushed}/{r.n}", f"{r.calls}" + (f" {r.note}" if r.note else ""),
-                      str(r.throttled), f"{r.span:.1f}", f"{r.rate:.1f}", f"{r.pct:.0%}",
-                      f"{r.failed} ({r.failed_throttled})", f"{r.apply_s:.1f}"))
+        lines.append(
+            (
+                r.cloud,
+                r.mode,
+                r.quota,
+                f"{r.pushed}/{r.n}",
+                f"{r.calls}" + (f" {r.note}" if r.note else ""),
+                str(r.throttled),
+                f"{r.span:.1f}",
+                f"{r.rate:.1f}",
+                f"{r.pct:.0%}",
+                f"{r.failed} ({r.failed_throttled})",
+                f"{r.apply_s:.1f}",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for i, line in enumerate(lines):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())

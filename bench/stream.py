@@ -26,6 +26,7 @@ times, median), so load from elsewhere hits both alike. Nothing leaves the machi
 removed. Last line: wall / quota-bound minimum for each key type (target <= 1.15 for ec-p256) and
 the RSS ratio (target < 1.5), for this tree and the baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,9 @@ def child(tree: Path, n: int, key: str, rate: float, latency: float) -> dict:
     try:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         args = json.dumps({"folder": str(folder), "n": n, "key": key, "rate": rate, "latency": latency})
-        done = subprocess.run([sys.executable, "-c", CHILD, args], cwd=tree, env=env, capture_output=True,
-                              text=True, timeout=1800)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, args], cwd=tree, env=env, capture_output=True, text=True, timeout=1800
+        )
         if done.returncode != 0:
             raise SystemExit(f"bench: run failed ({tree}): {done.stderr.strip().splitlines()[-1:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -104,6 +106,7 @@ def child(tree: Path, n: int, key: str, rate: float, latency: float) -> dict:
 
 def rsa_keys_per_second(count: int = 6) -> float:
     from cryptography.hazmat.primitives.asymmetric import rsa
+
     started = time.perf_counter()
     for _ in range(count):
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -134,8 +137,16 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with, in the same run")
     args = parser.parse_args()
     sizes = sorted(int(x) for x in args.memory_n.split(",") if x)
-    if not (1 <= args.n <= 20000 and 1 <= args.rsa_n <= 2000 and sizes and 1 <= sizes[0] and sizes[-1] <= 20000
-            and 1 <= args.repeat <= 5 and 1 <= args.rate <= 100000 and 0 <= args.latency_ms <= 1000):
+    if not (
+        1 <= args.n <= 20000
+        and 1 <= args.rsa_n <= 2000
+        and sizes
+        and sizes[0] >= 1
+        and sizes[-1] <= 20000
+        and 1 <= args.repeat <= 5
+        and 1 <= args.rate <= 100000
+        and 0 <= args.latency_ms <= 1000
+    ):
         parser.error("bounds: --n 1..20000, --rsa-n 1..2000, --memory-n 1..20000, --repeat 1..5, --rate 1..100000")
     if args.baseline is not None and not (args.baseline / "sync" / "reconcile" / "apply.py").exists():
         parser.error(f"--baseline {args.baseline}: not a certsync checkout")
@@ -160,23 +171,32 @@ def main() -> int:
         for label, r in found.items():
             memory[label].append((n, r["rss_mb"], r["wall"]))
 
-    print(f"{'key':9} {'code':10} {'n':>6} {'wall s':>8} {'1st push s':>11} {'quota min s':>12} "
-          f"{'wall/min':>9} {'peak RSS MB':>12}")
+    print(
+        f"{'key':9} {'code':10} {'n':>6} {'wall s':>8} {'1st push s':>11} {'quota min s':>12} "
+        f"{'wall/min':>9} {'peak RSS MB':>12}"
+    )
     for key, label, n, wall, first, floor, rss in rows:
         print(f"{key:9} {label:10} {n:6d} {wall:8.2f} {first:11.2f} {floor:12.2f} {wall / floor:9.2f} {rss:12.0f}")
-    print(f"rsa-2048 crypto-bound minimum: {crypto_floor:.2f} s ({args.rsa_n} keys at {keygen:.0f}/s per core x "
-          f"{cores()} cores) vs quota-bound {args.rsa_n / args.rate:.2f} s: "
-          f"{'crypto' if crypto_floor > args.rsa_n / args.rate else 'the quota'} bounds it")
+    print(
+        f"rsa-2048 crypto-bound minimum: {crypto_floor:.2f} s ({args.rsa_n} keys at {keygen:.0f}/s per core x "
+        f"{cores()} cores) vs quota-bound {args.rsa_n / args.rate:.2f} s: "
+        f"{'crypto' if crypto_floor > args.rsa_n / args.rate else 'the quota'} bounds it"
+    )
     for label, found in memory.items():
         print(f"memory ({label}): " + ", ".join(f"N={n}: {rss:.0f} MB in {wall:.1f} s" for n, rss, wall in found))
     parts = []
     for label in trees:
         rss_ratio = memory[label][-1][1] / memory[label][0][1]
-        parts.append(f"{label}: ec-p256 wall/quota-min {ratios[label]['ec-p256']:.2f} (target <= {TARGET_WALL}), "
-                     f"rsa-2048 {ratios[label]['rsa-2048']:.2f}, RSS N={sizes[-1]}/N={sizes[0]} {rss_ratio:.2f} "
-                     f"(target < {TARGET_RSS})")
+        parts.append(
+            f"{label}: ec-p256 wall/quota-min {ratios[label]['ec-p256']:.2f} (target <= {TARGET_WALL}), "
+            f"rsa-2048 {ratios[label]['rsa-2048']:.2f}, RSS N={sizes[-1]}/N={sizes[0]} {rss_ratio:.2f} "
+            f"(target < {TARGET_RSS})"
+        )
     print("; ".join(parts))
-    ok = ratios["this tree"]["ec-p256"] <= TARGET_WALL and memory["this tree"][-1][1] / memory["this tree"][0][1] < TARGET_RSS
+    ok = (
+        ratios["this tree"]["ec-p256"] <= TARGET_WALL
+        and memory["this tree"][-1][1] / memory["this tree"][0][1] < TARGET_RSS
+    )
     return 0 if ok else 1
 
 

@@ -39,6 +39,7 @@ every vault call (a network's round trip, for benchmarks).
 Counts use the OpenAPI operationIds (SetSecret, GetSecret, ...); every request to a vault route is
 counted, including 401 challenges and 429 throttles (see by_status), plus ManagedIdentityToken.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,27 +63,32 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote
 
 VAULT_RESOURCE = "https://vault.azure.net"
 DEFAULT_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-MAX_VALUE_CHARS = 25_600          # the service's message says "characters"
+MAX_VALUE_CHARS = 25_600  # the service's message says "characters"
 MAX_TAGS = 15
 MAX_CONTENT_TYPE = 255
 DEFAULT_PAGE = 25
 API_VERSION_RE = re.compile(r"^(\d+\.\d+|\d{4}-\d{2}-\d{2})(-preview)?$")
-NOT_FOUND_HINT = ("If you recently deleted this secret you may be able to recover it using the correct "
-                  "recovery command. For help resolving this issue, please see "
-                  "https://go.microsoft.com/fwlink/?linkid=2125182")
+NOT_FOUND_HINT = (
+    "If you recently deleted this secret you may be able to recover it using the correct "
+    "recovery command. For help resolving this issue, please see "
+    "https://go.microsoft.com/fwlink/?linkid=2125182"
+)
 
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 class KVError(Exception):
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, inner: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.inner = status, code, message, inner
         self.headers = headers or {}
@@ -101,8 +107,9 @@ def bad(message: str, inner: str | None = None) -> KVError:
 def secret_not_found(name: str, version: str | None = None, noun: str = "Secret") -> KVError:
     nid = f"{name}/{version}" if version else name
     hint = NOT_FOUND_HINT.replace("secret", noun.lower())
-    return KVError(404, f"{noun}NotFound",
-                   f"A {noun.lower()} with (name/id) {nid} was not found in this key vault. {hint}")
+    return KVError(
+        404, f"{noun}NotFound", f"A {noun.lower()} with (name/id) {nid} was not found in this key vault. {hint}"
+    )
 
 
 def deleted_not_found(name: str, noun: str = "Secret") -> KVError:
@@ -110,6 +117,7 @@ def deleted_not_found(name: str, noun: str = "Secret") -> KVError:
 
 
 # --- state ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Version:
@@ -122,13 +130,13 @@ class Version:
     exp: int | None
     created: int
     updated: int
-    extra: dict[str, Any] = field(default_factory=dict)     # certificates: x5t, policy
+    extra: dict[str, Any] = field(default_factory=dict)  # certificates: x5t, policy
 
 
 @dataclass
 class Secret:
-    name: str                                   # casing of the first write
-    versions: dict[str, Version] = field(default_factory=dict)   # creation order
+    name: str  # casing of the first write
+    versions: dict[str, Version] = field(default_factory=dict)  # creation order
     latest: str = ""
     deleted_date: int | None = None
     scheduled_purge: int | None = None
@@ -143,7 +151,7 @@ class Vault:
         self.lock = threading.Lock()
         self.live: dict[str, Secret] = {}
         self.deleted: dict[str, Secret] = {}
-        self.transitions: dict[str, tuple[float, str]] = {}   # name -> (until, "deleted"|"recovered")
+        self.transitions: dict[str, tuple[float, str]] = {}  # name -> (until, "deleted"|"recovered")
         self.retention_days = retention_days
         self.delete_latency = delete_latency
 
@@ -184,22 +192,34 @@ class Vault:
         return s
 
     # operations
-    def set(self, name: str, value: str, content_type: str | None, tags: dict[str, str] | None,
-            attrs: dict[str, Any]) -> tuple[Secret, Version]:
+    def set(
+        self, name: str, value: str, content_type: str | None, tags: dict[str, str] | None, attrs: dict[str, Any]
+    ) -> tuple[Secret, Version]:
         now = int(time.time())
         with self.lock:
             self._expire(now)
             self._busy(name)
             if name.lower() in self.deleted:
-                raise KVError(409, "Conflict",
-                              f"{self.noun} {name} is currently in a deleted but recoverable state, and its name "
-                              f"cannot be reused; in this state, the {self.noun.lower()} can only be recovered or "
-                              "purged.",
-                              "ObjectIsDeletedButRecoverable")
+                raise KVError(
+                    409,
+                    "Conflict",
+                    f"{self.noun} {name} is currently in a deleted but recoverable state, and its name "
+                    f"cannot be reused; in this state, the {self.noun.lower()} can only be recovered or "
+                    "purged.",
+                    "ObjectIsDeletedButRecoverable",
+                )
             s = self.live.setdefault(name.lower(), Secret(name=name))
-            v = Version(version=uuid.uuid4().hex, value=value, content_type=content_type, tags=tags,
-                        enabled=attrs.get("enabled", True) is not False, nbf=attrs.get("nbf"),
-                        exp=attrs.get("exp"), created=now, updated=now)
+            v = Version(
+                version=uuid.uuid4().hex,
+                value=value,
+                content_type=content_type,
+                tags=tags,
+                enabled=attrs.get("enabled", True) is not False,
+                nbf=attrs.get("nbf"),
+                exp=attrs.get("exp"),
+                created=now,
+                updated=now,
+            )
             s.versions[v.version] = v
             s.latest = v.version
             return s, v
@@ -213,8 +233,14 @@ class Vault:
                 raise secret_not_found(name, version, self.noun)
             return s, v
 
-    def update(self, name: str, version: str, content_type: str | None, tags: dict[str, str] | None,
-               attrs: dict[str, Any] | None) -> tuple[Secret, Version]:
+    def update(
+        self,
+        name: str,
+        version: str,
+        content_type: str | None,
+        tags: dict[str, str] | None,
+        attrs: dict[str, Any] | None,
+    ) -> tuple[Secret, Version]:
         with self.lock:
             self._expire(time.time())
             s = self._live(name)
@@ -291,21 +317,25 @@ class Vault:
 
 # --- rendering (shapes of the OpenAPI definitions) -----------------------------------------------
 
+
 def attributes(vault: Vault, v: Version) -> dict[str, Any]:
     a: dict[str, Any] = {"enabled": v.enabled}
     if v.nbf is not None:
         a["nbf"] = v.nbf
     if v.exp is not None:
         a["exp"] = v.exp
-    a.update(created=v.created, updated=v.updated, recoverableDays=vault.retention_days,
-             recoveryLevel=vault.recovery_level)
+    a.update(
+        created=v.created, updated=v.updated, recoverableDays=vault.retention_days, recoveryLevel=vault.recovery_level
+    )
     return a
 
 
 def item(vault: Vault, base: str, s: Secret, v: Version, *, versioned: bool) -> dict[str, Any]:
     """SecretItem (lists): no value."""
-    d: dict[str, Any] = {"id": f"{base}/secrets/{s.name}" + (f"/{v.version}" if versioned else ""),
-                         "attributes": attributes(vault, v)}
+    d: dict[str, Any] = {
+        "id": f"{base}/secrets/{s.name}" + (f"/{v.version}" if versioned else ""),
+        "attributes": attributes(vault, v),
+    }
     if v.tags is not None:
         d["tags"] = dict(v.tags)
     if v.content_type is not None:
@@ -322,8 +352,11 @@ def bundle(vault: Vault, base: str, s: Secret, v: Version, *, value: bool) -> di
 
 
 def deleted_fields(base: str, s: Secret) -> dict[str, Any]:
-    return {"recoveryId": f"{base}/deletedsecrets/{s.name}", "deletedDate": s.deleted_date,
-            "scheduledPurgeDate": s.scheduled_purge}
+    return {
+        "recoveryId": f"{base}/deletedsecrets/{s.name}",
+        "deletedDate": s.deleted_date,
+        "scheduledPurgeDate": s.scheduled_purge,
+    }
 
 
 # --- certificates (shapes of the certificates OpenAPI description) -------------------------------
@@ -347,7 +380,7 @@ def parse_certificate_import(value: str, pwd: str | None, content_type: str) -> 
             text = raw.decode("ascii")
             if "-----BEGIN PRIVATE KEY-----" not in text:
                 raise bad("The PEM file must contain the private key in PKCS#8 format.")
-            key_pem = text[text.index("-----BEGIN PRIVATE KEY-----"):text.index("-----END PRIVATE KEY-----") + 25]
+            key_pem = text[text.index("-----BEGIN PRIVATE KEY-----") : text.index("-----END PRIVATE KEY-----") + 25]
             key, certs = load_pem_private_key(key_pem.encode(), None), x509.load_pem_x509_certificates(raw)
         else:
             key, leaf, extra = pkcs12.load_key_and_certificates(raw, pwd.encode() if pwd else None)
@@ -355,8 +388,7 @@ def parse_certificate_import(value: str, pwd: str | None, content_type: str) -> 
     except KVError:
         raise
     except (ValueError, TypeError, UnicodeDecodeError):
-        raise bad("The specified certificate content is in an unexpected format (or the password is wrong).") \
-            from None
+        raise bad("The specified certificate content is in an unexpected format (or the password is wrong).") from None
     if key is None or not certs:
         raise bad("The certificate to import must contain the private key and the certificate.")
     leaf = next((c for c in certs if c.public_key() == key.public_key()), None)
@@ -375,8 +407,7 @@ def certificate_policy(leaf: Any, content_type: str, now: int) -> dict[str, Any]
         key_props: dict[str, Any] = {"exportable": True, "kty": "RSA", "key_size": key.key_size, "reuse_key": False}
     elif isinstance(key, ec.EllipticCurvePublicKey):
         curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(key.curve.name, "P-256")
-        key_props = {"exportable": True, "kty": "EC", "key_size": key.curve.key_size, "crv": curve,
-                     "reuse_key": False}
+        key_props = {"exportable": True, "kty": "EC", "key_size": key.curve.key_size, "crv": curve, "reuse_key": False}
     else:
         raise bad("Key Vault certificates hold RSA or EC keys only.")
     x509_props: dict[str, Any] = {"subject": leaf.subject.rfc4514_string()}
@@ -387,15 +418,23 @@ def certificate_policy(leaf: Any, content_type: str, now: int) -> dict[str, Any]
         pass
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     x509_props["validity_months"] = max(1, round(lifetime.days / 30))
-    return {"key_props": key_props, "secret_props": {"contentType": content_type}, "x509_props": x509_props,
-            "lifetime_actions": [{"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "EmailContacts"}}],
-            "issuer": {"name": "Unknown"}, "attributes": {"enabled": True, "created": now, "updated": now}}
+    return {
+        "key_props": key_props,
+        "secret_props": {"contentType": content_type},
+        "x509_props": x509_props,
+        "lifetime_actions": [{"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "EmailContacts"}}],
+        "issuer": {"name": "Unknown"},
+        "attributes": {"enabled": True, "created": now, "updated": now},
+    }
 
 
 def cert_item(vault: Vault, base: str, s: Secret, v: Version, *, versioned: bool) -> dict[str, Any]:
     """CertificateItem (lists)."""
-    d: dict[str, Any] = {"id": f"{base}/certificates/{s.name}" + (f"/{v.version}" if versioned else ""),
-                         "x5t": v.extra["x5t"], "attributes": attributes(vault, v)}
+    d: dict[str, Any] = {
+        "id": f"{base}/certificates/{s.name}" + (f"/{v.version}" if versioned else ""),
+        "x5t": v.extra["x5t"],
+        "attributes": attributes(vault, v),
+    }
     if v.tags is not None:
         d["tags"] = dict(v.tags)
     return d
@@ -404,17 +443,26 @@ def cert_item(vault: Vault, base: str, s: Secret, v: Version, *, versioned: bool
 def cert_bundle(vault: Vault, base: str, s: Secret, v: Version) -> dict[str, Any]:
     """CertificateBundle: the X.509 certificate (cer, DER) with the ids of its key and secret."""
     d = cert_item(vault, base, s, v, versioned=True)
-    d.update(kid=f"{base}/keys/{s.name}/{v.version}", sid=f"{base}/secrets/{s.name}/{v.version}", cer=v.value,
-             contentType=v.content_type, policy={"id": f"{base}/certificates/{s.name}/policy", **v.extra["policy"]})
+    d.update(
+        kid=f"{base}/keys/{s.name}/{v.version}",
+        sid=f"{base}/secrets/{s.name}/{v.version}",
+        cer=v.value,
+        contentType=v.content_type,
+        policy={"id": f"{base}/certificates/{s.name}/policy", **v.extra["policy"]},
+    )
     return d
 
 
 def cert_deleted_fields(base: str, s: Secret) -> dict[str, Any]:
-    return {"recoveryId": f"{base}/deletedcertificates/{s.name}", "deletedDate": s.deleted_date,
-            "scheduledPurgeDate": s.scheduled_purge}
+    return {
+        "recoveryId": f"{base}/deletedcertificates/{s.name}",
+        "deletedDate": s.deleted_date,
+        "scheduledPurgeDate": s.scheduled_purge,
+    }
 
 
 # --- auth, throttling and counting ---------------------------------------------------------------
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -432,8 +480,16 @@ class Tokens:
 
     def issue(self, resource: str, lifetime: int = 3600) -> tuple[str, int]:
         now = int(time.time())
-        claims = {"aud": resource, "iss": f"https://sts.windows.net/{self.tenant}/", "iat": now, "nbf": now,
-                  "exp": now + lifetime, "tid": self.tenant, "oid": str(uuid.uuid4()), "idtyp": "app"}
+        claims = {
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{self.tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "tid": self.tenant,
+            "oid": str(uuid.uuid4()),
+            "idtyp": "app",
+        }
         head = _b64(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
         body = _b64(json.dumps(claims).encode())
         sig = _b64(hmac.new(self.key, f"{head}.{body}".encode(), hashlib.sha256).digest())
@@ -489,8 +545,9 @@ class Stats:
         self.lock = threading.Lock()
         self.reset()
 
-    WRITES = frozenset({"SetSecret", "UpdateSecret", "DeleteSecret", "ImportCertificate", "UpdateCertificate",
-                        "DeleteCertificate"})
+    WRITES = frozenset(
+        {"SetSecret", "UpdateSecret", "DeleteSecret", "ImportCertificate", "UpdateCertificate", "DeleteCertificate"}
+    )
 
     def reset(self) -> None:
         with self.lock:
@@ -509,23 +566,31 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            ops = {op: {"total": sum(c.values()), "by_status": dict(sorted(c.items()))}
-                   for op, c in sorted(self.counts.items())}
+            ops = {
+                op: {"total": sum(c.values()), "by_status": dict(sorted(c.items()))}
+                for op, c in sorted(self.counts.items())
+            }
             writes = dict(self.writes_by_secret)
             per_second = {str(k): v for k, v in sorted(self.per_second.items())}
-        return {"since": self.since, "total": sum(o["total"] for o in ops.values()), "operations": ops,
-                "writes_by_secret": writes, "per_second": per_second}
+        return {
+            "since": self.since,
+            "total": sum(o["total"] for o in ops.values()),
+            "operations": ops,
+            "writes_by_secret": writes,
+            "per_second": per_second,
+        }
 
 
 # --- routing -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Op:
     method: str
     pattern: re.Pattern[str]
     operation_id: str
-    spec_path: str        # the path template in the OpenAPI description
-    handler: str          # method name on App
+    spec_path: str  # the path template in the OpenAPI description
+    handler: str  # method name on App
     api: str = "secrets"  # which OpenAPI description: secrets or certificates
 
 
@@ -538,57 +603,155 @@ OPERATIONS: list[Op] = [
     _op("GET", r"/secrets", "GetSecrets", "/secrets", "get_secrets"),
     _op("PUT", rf"/secrets/{SEG}", "SetSecret", "/secrets/{secret-name}", "set_secret"),
     _op("DELETE", rf"/secrets/{SEG}", "DeleteSecret", "/secrets/{secret-name}", "delete_secret"),
-    _op("GET", rf"/secrets/{SEG}/versions", "GetSecretVersions", "/secrets/{secret-name}/versions",
-        "get_secret_versions"),
+    _op(
+        "GET",
+        rf"/secrets/{SEG}/versions",
+        "GetSecretVersions",
+        "/secrets/{secret-name}/versions",
+        "get_secret_versions",
+    ),
     # GET /secrets/{name} and /secrets/{name}/ both mean the latest version
-    _op("GET", rf"/secrets/{SEG}(?:/(?P<version>[^/]*))?", "GetSecret",
-        "/secrets/{secret-name}/{secret-version}", "get_secret"),
-    _op("PATCH", rf"/secrets/{SEG}/(?P<version>[^/]*)", "UpdateSecret",
-        "/secrets/{secret-name}/{secret-version}", "update_secret"),
+    _op(
+        "GET",
+        rf"/secrets/{SEG}(?:/(?P<version>[^/]*))?",
+        "GetSecret",
+        "/secrets/{secret-name}/{secret-version}",
+        "get_secret",
+    ),
+    _op(
+        "PATCH",
+        rf"/secrets/{SEG}/(?P<version>[^/]*)",
+        "UpdateSecret",
+        "/secrets/{secret-name}/{secret-version}",
+        "update_secret",
+    ),
     _op("GET", r"/deletedsecrets", "GetDeletedSecrets", "/deletedsecrets", "get_deleted_secrets"),
-    _op("GET", rf"/deletedsecrets/{SEG}", "GetDeletedSecret", "/deletedsecrets/{secret-name}",
-        "get_deleted_secret"),
-    _op("DELETE", rf"/deletedsecrets/{SEG}", "PurgeDeletedSecret", "/deletedsecrets/{secret-name}",
-        "purge_deleted_secret"),
-    _op("POST", rf"/deletedsecrets/{SEG}/recover", "RecoverDeletedSecret",
-        "/deletedsecrets/{secret-name}/recover", "recover_deleted_secret"),
+    _op("GET", rf"/deletedsecrets/{SEG}", "GetDeletedSecret", "/deletedsecrets/{secret-name}", "get_deleted_secret"),
+    _op(
+        "DELETE",
+        rf"/deletedsecrets/{SEG}",
+        "PurgeDeletedSecret",
+        "/deletedsecrets/{secret-name}",
+        "purge_deleted_secret",
+    ),
+    _op(
+        "POST",
+        rf"/deletedsecrets/{SEG}/recover",
+        "RecoverDeletedSecret",
+        "/deletedsecrets/{secret-name}/recover",
+        "recover_deleted_secret",
+    ),
     # certificates: what importing one and managing its versions and soft delete take
     _op("GET", r"/certificates", "GetCertificates", "/certificates", "get_certificates", "certificates"),
-    _op("DELETE", rf"/certificates/{SEG}", "DeleteCertificate", "/certificates/{certificate-name}",
-        "delete_certificate", "certificates"),
-    _op("POST", rf"/certificates/{SEG}/import", "ImportCertificate", "/certificates/{certificate-name}/import",
-        "import_certificate", "certificates"),
-    _op("GET", rf"/certificates/{SEG}/versions", "GetCertificateVersions",
-        "/certificates/{certificate-name}/versions", "get_certificate_versions", "certificates"),
-    _op("GET", rf"/certificates/{SEG}/policy", "GetCertificatePolicy", "/certificates/{certificate-name}/policy",
-        "get_certificate_policy", "certificates"),
-    _op("GET", rf"/certificates/{SEG}(?:/(?P<version>[^/]*))?", "GetCertificate",
-        "/certificates/{certificate-name}/{certificate-version}", "get_certificate", "certificates"),
-    _op("PATCH", rf"/certificates/{SEG}/(?P<version>[^/]*)", "UpdateCertificate",
-        "/certificates/{certificate-name}/{certificate-version}", "update_certificate", "certificates"),
-    _op("GET", r"/deletedcertificates", "GetDeletedCertificates", "/deletedcertificates",
-        "get_deleted_certificates", "certificates"),
-    _op("GET", rf"/deletedcertificates/{SEG}", "GetDeletedCertificate", "/deletedcertificates/{certificate-name}",
-        "get_deleted_certificate", "certificates"),
-    _op("DELETE", rf"/deletedcertificates/{SEG}", "PurgeDeletedCertificate",
-        "/deletedcertificates/{certificate-name}", "purge_deleted_certificate", "certificates"),
-    _op("POST", rf"/deletedcertificates/{SEG}/recover", "RecoverDeletedCertificate",
-        "/deletedcertificates/{certificate-name}/recover", "recover_deleted_certificate", "certificates"),
+    _op(
+        "DELETE",
+        rf"/certificates/{SEG}",
+        "DeleteCertificate",
+        "/certificates/{certificate-name}",
+        "delete_certificate",
+        "certificates",
+    ),
+    _op(
+        "POST",
+        rf"/certificates/{SEG}/import",
+        "ImportCertificate",
+        "/certificates/{certificate-name}/import",
+        "import_certificate",
+        "certificates",
+    ),
+    _op(
+        "GET",
+        rf"/certificates/{SEG}/versions",
+        "GetCertificateVersions",
+        "/certificates/{certificate-name}/versions",
+        "get_certificate_versions",
+        "certificates",
+    ),
+    _op(
+        "GET",
+        rf"/certificates/{SEG}/policy",
+        "GetCertificatePolicy",
+        "/certificates/{certificate-name}/policy",
+        "get_certificate_policy",
+        "certificates",
+    ),
+    _op(
+        "GET",
+        rf"/certificates/{SEG}(?:/(?P<version>[^/]*))?",
+        "GetCertificate",
+        "/certificates/{certificate-name}/{certificate-version}",
+        "get_certificate",
+        "certificates",
+    ),
+    _op(
+        "PATCH",
+        rf"/certificates/{SEG}/(?P<version>[^/]*)",
+        "UpdateCertificate",
+        "/certificates/{certificate-name}/{certificate-version}",
+        "update_certificate",
+        "certificates",
+    ),
+    _op(
+        "GET",
+        r"/deletedcertificates",
+        "GetDeletedCertificates",
+        "/deletedcertificates",
+        "get_deleted_certificates",
+        "certificates",
+    ),
+    _op(
+        "GET",
+        rf"/deletedcertificates/{SEG}",
+        "GetDeletedCertificate",
+        "/deletedcertificates/{certificate-name}",
+        "get_deleted_certificate",
+        "certificates",
+    ),
+    _op(
+        "DELETE",
+        rf"/deletedcertificates/{SEG}",
+        "PurgeDeletedCertificate",
+        "/deletedcertificates/{certificate-name}",
+        "purge_deleted_certificate",
+        "certificates",
+    ),
+    _op(
+        "POST",
+        rf"/deletedcertificates/{SEG}/recover",
+        "RecoverDeletedCertificate",
+        "/deletedcertificates/{certificate-name}/recover",
+        "recover_deleted_certificate",
+        "certificates",
+    ),
 ]
-NOT_EMULATED = [re.compile(r"^/secrets/[^/]+/backup$"), re.compile(r"^/secrets/restore$"),
-                re.compile(r"^/certificates/[^/]+/(backup|create|pending(/merge)?)$"),
-                re.compile(r"^/certificates/(restore|contacts|issuers(/[^/]+)?)$")]
+NOT_EMULATED = [
+    re.compile(r"^/secrets/[^/]+/backup$"),
+    re.compile(r"^/secrets/restore$"),
+    re.compile(r"^/certificates/[^/]+/(backup|create|pending(/merge)?)$"),
+    re.compile(r"^/certificates/(restore|contacts|issuers(/[^/]+)?)$"),
+]
 
 COMMON_HEADERS = {
-    "cache-control": "no-cache", "pragma": "no-cache", "expires": "-1",
-    "x-ms-keyvault-service-version": "1.9.0.0-emulator", "x-ms-keyvault-region": "emulator",
-    "x-content-type-options": "nosniff", "strict-transport-security": "max-age=31536000;includeSubDomains",
+    "cache-control": "no-cache",
+    "pragma": "no-cache",
+    "expires": "-1",
+    "x-ms-keyvault-service-version": "1.9.0.0-emulator",
+    "x-ms-keyvault-region": "emulator",
+    "x-content-type-options": "nosniff",
+    "strict-transport-security": "max-age=31536000;includeSubDomains",
 }
 
 
 class App:
-    def __init__(self, vault: Vault, tokens: Tokens, throttle: Throttle, stats: Stats,
-                 identity_header: str | None, certificates: Vault | None = None) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        tokens: Tokens,
+        throttle: Throttle,
+        stats: Stats,
+        identity_header: str | None,
+        certificates: Vault | None = None,
+    ) -> None:
         self.vault, self.tokens, self.throttle, self.stats = vault, tokens, throttle, stats
         self.certs = certificates or Vault(vault.retention_days, vault.delete_latency, noun="Certificate")
         self.identity_header = identity_header
@@ -613,8 +776,12 @@ class App:
         headers.update(extra or {})
         if body is None:
             return Response(status_code=status, headers=headers)
-        return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers,
-                        media_type="application/json; charset=utf-8")
+        return Response(
+            json.dumps(body, separators=(",", ":")),
+            status_code=status,
+            headers=headers,
+            media_type="application/json; charset=utf-8",
+        )
 
     async def dispatch(self, request: Any) -> Any:
         path = request.url.path
@@ -640,7 +807,7 @@ class App:
             self.stats.add("Unknown", err.status)
             return self._response(request, err.status, err.body())
         if self.latency > 0:
-            await asyncio.sleep(self.latency)       # the network's share of a real call
+            await asyncio.sleep(self.latency)  # the network's share of a real call
         try:
             status, body, extra = await self.run(op, match.groupdict(), request)
         except KVError as err:
@@ -651,18 +818,25 @@ class App:
     async def run(self, op: Op, params: dict[str, str], request: Any) -> tuple[int, Any, dict[str, str]]:
         api_version = request.query_params.get("api-version")
         if not api_version:
-            raise bad("The 'api-version' query parameter is missing.")   # message not verified
+            raise bad("The 'api-version' query parameter is missing.")  # message not verified
         if not API_VERSION_RE.match(api_version):
             raise bad(f"The specified version ({api_version}) is not recognized.")
         reason = self.tokens.check(request.headers.get("authorization"))
         if reason:
-            challenge = (f'Bearer authorization="https://login.microsoftonline.com/{self.tokens.tenant}", '
-                         f'resource="{VAULT_RESOURCE}"')
+            challenge = (
+                f'Bearer authorization="https://login.microsoftonline.com/{self.tokens.tenant}", '
+                f'resource="{VAULT_RESOURCE}"'
+            )
             raise KVError(401, "Unauthorized", reason, headers={"www-authenticate": challenge})
         wait = self.throttle.retry_after()
         if wait is not None:
-            raise KVError(429, "Throttled", "Request was not processed because too many requests were "
-                          "received. Reason: VaultRequestTypeLimitReached", headers={"retry-after": str(wait)})
+            raise KVError(
+                429,
+                "Throttled",
+                "Request was not processed because too many requests were "
+                "received. Reason: VaultRequestTypeLimitReached",
+                headers={"retry-after": str(wait)},
+            )
         name = params.get("name")
         if name is not None and not NAME_RE.match(name):
             raise bad(f"The request URI contains an invalid name: {name}")
@@ -699,11 +873,15 @@ class App:
             return 401, {"statusCode": 401, "message": "Unauthorized: X-IDENTITY-HEADER is missing or wrong."}
         resource = request.query_params.get("resource")
         if not request.query_params.get("api-version") or not resource:
-            return 400, {"statusCode": 400, "message": "The api-version and resource query parameters "
-                                                       "are required."}
+            return 400, {"statusCode": 400, "message": "The api-version and resource query parameters are required."}
         token, expires_on = self.tokens.issue(resource)
-        return 200, {"access_token": token, "expires_on": str(expires_on), "resource": resource,
-                     "token_type": "Bearer", "client_id": "00000000-0000-0000-0000-0000000e0001"}
+        return 200, {
+            "access_token": token,
+            "expires_on": str(expires_on),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": "00000000-0000-0000-0000-0000000e0001",
+        }
 
     # -- secrets
     @staticmethod
@@ -722,14 +900,16 @@ class App:
             except (ValueError, KeyError, TypeError):
                 raise bad("Invalid $skiptoken.") from None
             keys = [key(i) for i in items]
-            items = items[keys.index(marker) + 1:] if marker in keys else [i for i in items if key(i) > marker]
+            items = items[keys.index(marker) + 1 :] if marker in keys else [i for i in items if key(i) > marker]
         page = items[:size]
         if len(items) <= size:
             return page, None
         marker = _b64(json.dumps({"NextMarker": key(page[-1]), "TargetLocation": 0}).encode())
         url = request.url
-        link = f"https://{request.headers.get('host') or url.netloc}{url.path}?api-version=" \
-               f"{quote(request.query_params['api-version'])}&$skiptoken={marker}"
+        link = (
+            f"https://{request.headers.get('host') or url.netloc}{url.path}?api-version="
+            f"{quote(request.query_params['api-version'])}&$skiptoken={marker}"
+        )
         if raw is not None:
             link += f"&maxresults={size}"
         return page, link
@@ -737,31 +917,35 @@ class App:
     def set_secret(self, *, base: str, request: Any, body: dict[str, Any], name: str) -> tuple[int, Any]:
         value = body.get("value")
         if not isinstance(value, str):
-            raise bad("Property 'value' is required and must be a string.")   # message not verified
+            raise bad("Property 'value' is required and must be a string.")  # message not verified
         if len(value) > MAX_VALUE_CHARS:
-            raise bad(f"Secret is beyond the maximum permitted length of {MAX_VALUE_CHARS} characters.",
-                      "SecretTooLarge")
+            raise bad(
+                f"Secret is beyond the maximum permitted length of {MAX_VALUE_CHARS} characters.", "SecretTooLarge"
+            )
         content_type, tags = self._content_type(body), self._tags(body)
         s, v = self.vault.set(name, value, content_type, tags, self._attributes(body) or {})
         return 200, bundle(self.vault, base, s, v, value=True)
 
-    def get_secret(self, *, base: str, request: Any, body: None, name: str,
-                   version: str | None = None) -> tuple[int, Any]:
+    def get_secret(
+        self, *, base: str, request: Any, body: None, name: str, version: str | None = None
+    ) -> tuple[int, Any]:
         s, v = self.vault.get(name, version or "")
         if not v.enabled:
             raise KVError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
         return 200, bundle(self.vault, base, s, v, value=True)
 
-    def update_secret(self, *, base: str, request: Any, body: dict[str, Any], name: str,
-                      version: str) -> tuple[int, Any]:
-        s, v = self.vault.update(name, version, self._content_type(body), self._tags(body),
-                                 self._attributes(body))
+    def update_secret(
+        self, *, base: str, request: Any, body: dict[str, Any], name: str, version: str
+    ) -> tuple[int, Any]:
+        s, v = self.vault.update(name, version, self._content_type(body), self._tags(body), self._attributes(body))
         return 200, bundle(self.vault, base, s, v, value=False)
 
     def get_secrets(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
         page, link = self._page(request, self.vault.list_live(), lambda s: s.name.lower())
-        return 200, {"value": [item(self.vault, base, s, s.versions[s.latest], versioned=False) for s in page],
-                     "nextLink": link}
+        return 200, {
+            "value": [item(self.vault, base, s, s.versions[s.latest], versioned=False) for s in page],
+            "nextLink": link,
+        }
 
     def get_secret_versions(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
         page, link = self._page(request, self.vault.list_versions(name), lambda sv: sv[1].version)
@@ -777,8 +961,13 @@ class App:
 
     def get_deleted_secrets(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
         page, link = self._page(request, self.vault.list_deleted(), lambda s: s.name.lower())
-        return 200, {"value": [{**item(self.vault, base, s, s.versions[s.latest], versioned=False),
-                                **deleted_fields(base, s)} for s in page], "nextLink": link}
+        return 200, {
+            "value": [
+                {**item(self.vault, base, s, s.versions[s.latest], versioned=False), **deleted_fields(base, s)}
+                for s in page
+            ],
+            "nextLink": link,
+        }
 
     def recover_deleted_secret(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
         s = self.vault.recover(name)
@@ -795,7 +984,7 @@ class App:
 
         value = body.get("value")
         if not isinstance(value, str):
-            raise bad("Property 'value' is required and must be a string.")      # message not verified
+            raise bad("Property 'value' is required and must be a string.")  # message not verified
         policy = body.get("policy") or {}
         content_type = (policy.get("secret_props") or {}).get("contentType") or PFX_TYPE
         if content_type not in (PEM_TYPE, PFX_TYPE):
@@ -803,15 +992,21 @@ class App:
         pwd = body.get("pwd")
         leaf, _chain = parse_certificate_import(value, pwd if isinstance(pwd, str) else None, content_type)
         der = leaf.public_bytes(serialization.Encoding.DER)
-        attrs = {"nbf": int(leaf.not_valid_before_utc.timestamp()), "exp": int(leaf.not_valid_after_utc.timestamp()),
-                 **{k: v for k, v in (self._attributes(body) or {}).items() if k == "enabled"}}
+        attrs = {
+            "nbf": int(leaf.not_valid_before_utc.timestamp()),
+            "exp": int(leaf.not_valid_after_utc.timestamp()),
+            **{k: v for k, v in (self._attributes(body) or {}).items() if k == "enabled"},
+        }
         s, v = self.certs.set(name, base64.b64encode(der).decode(), content_type, self._tags(body), attrs)
-        v.extra = {"x5t": _b64(leaf.fingerprint(hashes.SHA1())),
-                   "policy": certificate_policy(leaf, content_type, v.created)}
+        v.extra = {
+            "x5t": _b64(leaf.fingerprint(hashes.SHA1())),  # noqa: S303  Key Vault's x5t is the SHA-1 thumbprint
+            "policy": certificate_policy(leaf, content_type, v.created),
+        }
         return 200, cert_bundle(self.certs, base, s, v)
 
-    def get_certificate(self, *, base: str, request: Any, body: None, name: str,
-                        version: str | None = None) -> tuple[int, Any]:
+    def get_certificate(
+        self, *, base: str, request: Any, body: None, name: str, version: str | None = None
+    ) -> tuple[int, Any]:
         s, v = self.certs.get(name, version or "")
         return 200, cert_bundle(self.certs, base, s, v)
 
@@ -819,16 +1014,19 @@ class App:
         s, v = self.certs.get(name)
         return 200, {"id": f"{base}/certificates/{s.name}/policy", **v.extra["policy"]}
 
-    def update_certificate(self, *, base: str, request: Any, body: dict[str, Any], name: str,
-                           version: str) -> tuple[int, Any]:
+    def update_certificate(
+        self, *, base: str, request: Any, body: dict[str, Any], name: str, version: str
+    ) -> tuple[int, Any]:
         attrs = {k: v for k, v in (self._attributes(body) or {}).items() if k == "enabled"}
         s, v = self.certs.update(name, version, None, self._tags(body), attrs)
         return 200, cert_bundle(self.certs, base, s, v)
 
     def get_certificates(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
         page, link = self._page(request, self.certs.list_live(), lambda s: s.name.lower())
-        return 200, {"value": [cert_item(self.certs, base, s, s.versions[s.latest], versioned=False) for s in page],
-                     "nextLink": link}
+        return 200, {
+            "value": [cert_item(self.certs, base, s, s.versions[s.latest], versioned=False) for s in page],
+            "nextLink": link,
+        }
 
     def get_certificate_versions(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
         page, link = self._page(request, self.certs.list_versions(name), lambda sv: sv[1].version)
@@ -844,8 +1042,16 @@ class App:
 
     def get_deleted_certificates(self, *, base: str, request: Any, body: None) -> tuple[int, Any]:
         page, link = self._page(request, self.certs.list_deleted(), lambda s: s.name.lower())
-        return 200, {"value": [{**cert_item(self.certs, base, s, s.versions[s.latest], versioned=False),
-                                **cert_deleted_fields(base, s)} for s in page], "nextLink": link}
+        return 200, {
+            "value": [
+                {
+                    **cert_item(self.certs, base, s, s.versions[s.latest], versioned=False),
+                    **cert_deleted_fields(base, s),
+                }
+                for s in page
+            ],
+            "nextLink": link,
+        }
 
     def recover_deleted_certificate(self, *, base: str, request: Any, body: None, name: str) -> tuple[int, Any]:
         s = self.certs.recover(name)
@@ -896,6 +1102,7 @@ class App:
 
 # --- TLS material --------------------------------------------------------------------------------
 
+
 def ensure_tls(state_dir: Path) -> tuple[Path, Path, Path]:
     """CA + server certificate for 127.0.0.1/localhost; reused when already in state_dir."""
     from cryptography import x509
@@ -904,49 +1111,95 @@ def ensure_tls(state_dir: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca_pem, cert_pem, key_pem = state_dir / "ca.pem", state_dir / "server.pem", state_dir / "server-key.pem"
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if ca_pem.exists() and cert_pem.exists() and key_pem.exists():
         cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
         if cert.not_valid_after_utc > now + dt.timedelta(days=1):
             return ca_pem, cert_pem, key_pem
 
     def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certsync emulator"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certsync emulator"),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (x509.CertificateBuilder().subject_name(name("Azure Key Vault emulator CA"))
-          .issuer_name(name("Azure Key Vault emulator CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=825))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(ca_ski, critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Azure Key Vault emulator CA"))
+        .issuer_name(name("Azure Key Vault emulator CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=397))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=397))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     # the server presents leaf + CA; clients trust ca.pem
     cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
     ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -955,31 +1208,60 @@ def ensure_tls(state_dir: Path) -> tuple[Path, Path, Path]:
 
 # --- main ----------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Azure Key Vault secrets emulator (HTTPS).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8443, help="0 picks a free port (see the READY line)")
     p.add_argument("--state-dir", required=True, type=Path, help="where ca.pem and the server key go")
-    p.add_argument("--throttle-per-10s", type=int, default=None, metavar="T",
-                   help="answer 429 beyond T requests per window (real vault: 4000 per 10 s); off by default")
-    p.add_argument("--throttle-window", type=float, default=10.0, metavar="SECONDS",
-                   help="length of the throttling window (default 10; shorter for fast tests)")
+    p.add_argument(
+        "--throttle-per-10s",
+        type=int,
+        default=None,
+        metavar="T",
+        help="answer 429 beyond T requests per window (real vault: 4000 per 10 s); off by default",
+    )
+    p.add_argument(
+        "--throttle-window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="length of the throttling window (default 10; shorter for fast tests)",
+    )
     p.add_argument("--retention-days", type=int, default=90, choices=range(7, 91), metavar="7..90")
-    p.add_argument("--delete-latency", type=float, default=0.0, metavar="SECONDS",
-                   help="time a delete/recover/purge stays in progress (real vaults: a few seconds)")
-    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
-                   help="added to every vault call: a network's round trip, for benchmarks")
+    p.add_argument(
+        "--delete-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="time a delete/recover/purge stays in progress (real vaults: a few seconds)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="added to every vault call: a network's round trip, for benchmarks",
+    )
     p.add_argument("--tenant-id", default=DEFAULT_TENANT)
     p.add_argument("--identity-header", default=None, help="require this X-IDENTITY-HEADER value (default: any)")
-    p.add_argument("--accept-any-token", action="store_true",
-                   help="accept any well-formed bearer token, not only those issued by /msi/token")
+    p.add_argument(
+        "--accept-any-token",
+        action="store_true",
+        help="accept any well-formed bearer token, not only those issued by /msi/token",
+    )
     args = p.parse_args(argv)
 
     import uvicorn
 
     ca_pem, cert_pem, key_pem = ensure_tls(args.state_dir)
-    app = App(Vault(args.retention_days, args.delete_latency), Tokens(args.tenant_id, args.accept_any_token),
-              Throttle(args.throttle_per_10s, args.throttle_window), Stats(), args.identity_header)
+    app = App(
+        Vault(args.retention_days, args.delete_latency),
+        Tokens(args.tenant_id, args.accept_any_token),
+        Throttle(args.throttle_per_10s, args.throttle_window),
+        Stats(),
+        args.identity_header,
+    )
     app.latency = args.latency_ms / 1000.0
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -998,14 +1280,23 @@ def main(argv: list[str] | None = None) -> int:
             if not self.should_exit:
                 print(f"READY https://{host}:{port} ca={ca_pem}", flush=True)
 
-    config = uvicorn.Config(app.asgi(), ssl_certfile=str(cert_pem), ssl_keyfile=str(key_pem),
-                            access_log=False, log_level="warning", lifespan="off",
-                            timeout_keep_alive=120, server_header=False, date_header=True,
-                            # idle TLS keep-alive clients never answer close_notify: do not wait
-                            timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app.asgi(),
+        ssl_certfile=str(cert_pem),
+        ssl_keyfile=str(key_pem),
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        timeout_keep_alive=120,
+        server_header=False,
+        date_header=True,
+        # idle TLS keep-alive clients never answer close_notify: do not wait
+        timeout_graceful_shutdown=1,
+    )
     # that timeout is expected at every stop (idle keep-alive clients): not an error here
     logging.getLogger("uvicorn.error").addFilter(
-        lambda record: "timeout graceful shutdown exceeded" not in record.getMessage())
+        lambda record: "timeout graceful shutdown exceeded" not in record.getMessage()
+    )
     Server(config).run(sockets=[sock])
     return 0
 

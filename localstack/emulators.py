@@ -16,6 +16,7 @@ that are still alive, so it is idempotent and safe to call from several processe
 This file is a script, not a module of a package: a package named `localstack` in this repo would
 shadow LocalStack's own. It needs only the standard library.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,6 +60,7 @@ class LauncherError(Exception):
 
 
 # --- small helpers ------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -91,7 +93,7 @@ def _proc_start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return None if fields[0] == "Z" else fields[19]
 
 
@@ -108,8 +110,11 @@ def _pid_alive(pid: int, started: str | None) -> bool:
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
     """This environment minus anything tying a child to the project venv."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "__PYVENV_LAUNCHER__")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "__PYVENV_LAUNCHER__")
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env | extra
 
@@ -140,6 +145,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 # --- LocalStack (AWS) ---------------------------------------------------------------------------
 
+
 def localstack_venv() -> Path:
     if os.environ.get("CERTSYNC_LOCALSTACK_VENV"):
         return Path(os.environ["CERTSYNC_LOCALSTACK_VENV"]).expanduser()
@@ -158,8 +164,12 @@ def _localstack_installed(venv: Path) -> bool:
 
 def _find_python313() -> str:
     try:
-        out = subprocess.run(["pyenv", "which", "python3.13"], capture_output=True, text=True,
-                             env=os.environ | {"PYENV_VERSION": LOCALSTACK_PYTHON})
+        out = subprocess.run(
+            ["pyenv", "which", "python3.13"],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYENV_VERSION": LOCALSTACK_PYTHON},
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except FileNotFoundError:
@@ -167,8 +177,10 @@ def _find_python313() -> str:
     found = shutil.which("python3.13")
     if found:
         return found
-    raise LauncherError(f"python3.13 not found (LocalStack {LOCALSTACK_VERSION} needs it): "
-                        f"install it with `pyenv install {LOCALSTACK_PYTHON}`")
+    raise LauncherError(
+        f"python3.13 not found (LocalStack {LOCALSTACK_VERSION} needs it): "
+        f"install it with `pyenv install {LOCALSTACK_PYTHON}`"
+    )
 
 
 def install_localstack(venv: Path) -> str:
@@ -176,9 +188,18 @@ def install_localstack(venv: Path) -> str:
         if _localstack_installed(venv):
             return f"LocalStack {LOCALSTACK_VERSION} already installed in {venv}"
         python = _find_python313()
-        steps = [[python, "-m", "venv", "--clear", str(venv)],
-                 [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                  "--disable-pip-version-check", *LOCALSTACK_PINS]]
+        steps = [
+            [python, "-m", "venv", "--clear", str(venv)],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *LOCALSTACK_PINS,
+            ],
+        ]
         for step in steps:
             if subprocess.run(step).returncode != 0:
                 raise LauncherError(f"LocalStack install failed at: {shlex.join(step)}")
@@ -189,8 +210,7 @@ def install_localstack(venv: Path) -> str:
 def _localstack_missing() -> str | None:
     venv = localstack_venv()
     if not _localstack_installed(venv):
-        return (f"LocalStack is not installed in {venv}; "
-                f"run: python {Path(__file__).relative_to(REPO)} install")
+        return f"LocalStack is not installed in {venv}; run: python {Path(__file__).relative_to(REPO)} install"
     return None
 
 
@@ -223,8 +243,10 @@ def _localstack_env(port: int, workdir: Path) -> dict[str, str]:
 def _localstack_ready(port: int, workdir: Path) -> bool:
     health = _get_json(f"http://{HOST}:{port}/_localstack/health") or {}
     services = health.get("services", {})
-    return all(services.get(name) in ("running", "available") for name in LOCALSTACK_SERVICES) \
+    return (
+        all(services.get(name) in ("running", "available") for name in LOCALSTACK_SERVICES)
         and services.get("secretsmanager") == "running"
+    )
 
 
 def _aws_exports(entry: dict) -> dict[str, str]:
@@ -240,9 +262,11 @@ def _aws_exports(entry: dict) -> dict[str, str]:
 
 # --- the other emulators ------------------------------------------------------------------------
 
+
 def _script_missing(script: str) -> Callable[[], str | None]:
     def missing() -> str | None:
         return None if (HERE / script).is_file() else f"localstack/{script} does not exist yet"
+
     return missing
 
 
@@ -279,13 +303,13 @@ class Emulator:
     """How to start one emulator, tell that it is ready, and point clients at it."""
 
     fixed_port: int
-    argv: Callable[[int, Path], list[str]]                 # (port, workdir) -> command line
-    ready: Callable[[int, Path], bool]                     # (port, workdir) -> serving?
+    argv: Callable[[int, Path], list[str]]  # (port, workdir) -> command line
+    ready: Callable[[int, Path], bool]  # (port, workdir) -> serving?
     endpoint: Callable[[int], str]
-    exports: Callable[[dict], dict[str, str]]              # state entry -> env for clients
+    exports: Callable[[dict], dict[str, str]]  # state entry -> env for clients
     env: Callable[[int, Path], dict[str, str]] = lambda port, workdir: {}
-    extra: Callable[[int, Path], dict] = lambda port, workdir: {}   # more state fields
-    missing: Callable[[], str | None] = lambda: None       # why it cannot run here, or None
+    extra: Callable[[int, Path], dict] = lambda port, workdir: {}  # more state fields
+    missing: Callable[[], str | None] = lambda: None  # why it cannot run here, or None
     timeout: float = 60.0
 
 
@@ -309,8 +333,14 @@ EMULATORS: dict[str, Emulator] = {
     ),
     "azure": Emulator(
         fixed_port=8443,
-        argv=lambda port, wd: [sys.executable, str(HERE / "azure_emulator.py"),
-                               "--port", str(port), "--state-dir", str(wd)],
+        argv=lambda port, wd: [
+            sys.executable,
+            str(HERE / "azure_emulator.py"),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(wd),
+        ],
         ready=lambda port, wd: _tcp_open(port) and _azure_ca_bundle(wd) is not None,
         endpoint=lambda port: f"https://{HOST}:{port}",
         extra=lambda port, wd: {"ca_bundle": str(_azure_ca_bundle(wd))},
@@ -320,8 +350,7 @@ EMULATORS: dict[str, Emulator] = {
     "drongo": Emulator(
         fixed_port=9090,
         argv=lambda port, wd: [sys.executable, "-c", _DRONGO_BOOT, HOST, str(port)],
-        ready=lambda port, wd: (_get_json(f"http://{HOST}:{port}/drongo/health") or {})
-        .get("status") == "ok",
+        ready=lambda port, wd: (_get_json(f"http://{HOST}:{port}/drongo/health") or {}).get("status") == "ok",
         endpoint=lambda port: f"http://{HOST}:{port}",
         exports=lambda entry: {"CERTSYNC_DRONGO_ENDPOINT": entry["endpoint"]},
     ),
@@ -330,6 +359,7 @@ DEFAULT_START = ("aws", "gcp", "azure")
 
 
 # --- state file ---------------------------------------------------------------------------------
+
 
 def _read_state(state_dir: Path) -> dict:
     try:
@@ -351,11 +381,13 @@ def _write_state(state_dir: Path, state: dict) -> None:
 
 
 def _is_running(name: str, entry: dict) -> bool:
-    return (_pid_alive(entry["pid"], entry.get("started"))
-            and EMULATORS[name].ready(entry["port"], Path(entry["workdir"])))
+    return _pid_alive(entry["pid"], entry.get("started")) and EMULATORS[name].ready(
+        entry["port"], Path(entry["workdir"])
+    )
 
 
 # --- start / stop -------------------------------------------------------------------------------
+
 
 def _launch(name: str, state_dir: Path, fixed_ports: bool) -> dict:
     emu = EMULATORS[name]
@@ -364,10 +396,15 @@ def _launch(name: str, state_dir: Path, fixed_ports: bool) -> dict:
     log_path = state_dir / f"{name}.log"
     port = emu.fixed_port if fixed_ports else _free_port()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(emu.argv(port, workdir), cwd=workdir,
-                                env=_child_env(emu.env(port, workdir)),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            emu.argv(port, workdir),
+            cwd=workdir,
+            env=_child_env(emu.env(port, workdir)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + emu.timeout
     while not emu.ready(port, workdir):
         problem = None
@@ -381,9 +418,15 @@ def _launch(name: str, state_dir: Path, fixed_ports: bool) -> dict:
             raise LauncherError(f"{name} emulator {problem} (port {port}); log: {log_path}")
         time.sleep(0.1)
     extra = emu.extra(port, workdir)  # noqa: S610  (not Django's QuerySet.extra)
-    return {"pid": proc.pid, "started": _proc_start_time(proc.pid), "port": port,
-            "endpoint": emu.endpoint(port), "log": str(log_path), "workdir": str(workdir),
-            **extra}
+    return {
+        "pid": proc.pid,
+        "started": _proc_start_time(proc.pid),
+        "port": port,
+        "endpoint": emu.endpoint(port),
+        "log": str(log_path),
+        "workdir": str(workdir),
+        **extra,
+    }
 
 
 def _terminate(pid: int, started: str | None, timeout: float = 10.0) -> None:
@@ -396,7 +439,7 @@ def _terminate(pid: int, started: str | None, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)       # reap it when it is our own child
+                os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
             if not _pid_alive(pid, started):
                 return
             time.sleep(0.05)
@@ -410,8 +453,7 @@ def start(names: list[str], state_dir: Path, fixed_ports: bool) -> dict:
         for name in names or DEFAULT_START:
             entry = state["emulators"].get(name)
             if entry and _is_running(name, entry):
-                print(f"{name}: already running at {entry['endpoint']} (pid {entry['pid']})",
-                      file=sys.stderr)
+                print(f"{name}: already running at {entry['endpoint']} (pid {entry['pid']})", file=sys.stderr)
                 continue
             reason = EMULATORS[name].missing()
             if reason:
@@ -451,22 +493,32 @@ def exports(state_dir: Path) -> dict[str, str]:
 
 # --- command line -------------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run certsync's cloud emulators on the host.")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help=f"where state.json, logs and emulator data live "
-                             f"(default: {DEFAULT_STATE_DIR})")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help=f"where state.json, logs and emulator data live (default: {DEFAULT_STATE_DIR})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="install LocalStack into its own Python 3.13 venv "
-                                   "(CERTSYNC_LOCALSTACK_VENV, default ~/.cache/certsync/...)")
-    p_start = sub.add_parser("start", help="start emulators (default: aws gcp azure) and wait "
-                                           "until they are ready; reuses running ones")
-    p_start.add_argument("names", nargs="*", metavar="NAME",
-                         help=f"any of: {', '.join(EMULATORS)}")
-    p_start.add_argument("--fixed-ports", action="store_true",
-                         help="use the well-known ports ("
-                              + ", ".join(f"{n} {e.fixed_port}" for n, e in EMULATORS.items())
-                              + ") instead of free ones")
+    sub.add_parser(
+        "install",
+        help="install LocalStack into its own Python 3.13 venv "
+        "(CERTSYNC_LOCALSTACK_VENV, default ~/.cache/certsync/...)",
+    )
+    p_start = sub.add_parser(
+        "start", help="start emulators (default: aws gcp azure) and wait until they are ready; reuses running ones"
+    )
+    p_start.add_argument("names", nargs="*", metavar="NAME", help=f"any of: {', '.join(EMULATORS)}")
+    p_start.add_argument(
+        "--fixed-ports",
+        action="store_true",
+        help="use the well-known ports ("
+        + ", ".join(f"{n} {e.fixed_port}" for n, e in EMULATORS.items())
+        + ") instead of free ones",
+    )
     p_stop = sub.add_parser("stop", help="stop emulators (default: all) and forget them")
     p_stop.add_argument("names", nargs="*", metavar="NAME")
     sub.add_parser("env", help="print `export` lines for the running emulators")

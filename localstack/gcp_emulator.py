@@ -65,6 +65,7 @@ independently of the client under test, two ways:
   * ``--stats-file PATH``: the same JSON rewritten atomically after every call.
 Admin calls are neither counted nor subject to quota.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,7 +84,7 @@ import time
 import unicodedata
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import google_crc32c
 import grpc
@@ -109,17 +110,32 @@ DISABLED = resources.SecretVersion.State.DISABLED
 DESTROYED = resources.SecretVersion.State.DESTROYED
 
 # Fields UpdateSecret may change (immutable or output-only ones are refused).
-MUTABLE_PATHS = {"labels", "annotations", "topics", "rotation", "expire_time", "ttl",
-                 "version_aliases", "version_destroy_ttl", "customer_managed_encryption"}
-IMMUTABLE_PATHS = {"name", "replication", "create_time", "etag", "tags", "secret_type",
-                   "policy_member"}
+MUTABLE_PATHS = {
+    "labels",
+    "annotations",
+    "topics",
+    "rotation",
+    "expire_time",
+    "ttl",
+    "version_aliases",
+    "version_destroy_ttl",
+    "customer_managed_encryption",
+}
+IMMUTABLE_PATHS = {"name", "replication", "create_time", "etag", "tags", "secret_type", "policy_member"}
 
 QUOTA_KIND = {
-    "CreateSecret": "write", "UpdateSecret": "write", "DeleteSecret": "write",
-    "AddSecretVersion": "write", "EnableSecretVersion": "write",
-    "DisableSecretVersion": "write", "DestroySecretVersion": "write",
-    "GetSecret": "read", "ListSecrets": "read", "GetSecretVersion": "read",
-    "ListSecretVersions": "read", "AccessSecretVersion": "access",
+    "CreateSecret": "write",
+    "UpdateSecret": "write",
+    "DeleteSecret": "write",
+    "AddSecretVersion": "write",
+    "EnableSecretVersion": "write",
+    "DisableSecretVersion": "write",
+    "DestroySecretVersion": "write",
+    "GetSecret": "read",
+    "ListSecrets": "read",
+    "GetSecretVersion": "read",
+    "ListSecretVersions": "read",
+    "AccessSecretVersion": "access",
 }
 QUOTA_NAMES = {"write": "Write requests", "read": "Read requests", "access": "Access requests"}
 
@@ -137,7 +153,7 @@ def invalid(msg: str) -> ApiError:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _etag_lock = threading.Lock()
@@ -165,6 +181,7 @@ def crc32c(data: bytes) -> int:
 
 # --- validation ---------------------------------------------------------------------------------
 
+
 def _label_char_ok(c: str, first: bool) -> bool:
     cat = unicodedata.category(c)
     if cat in ("Ll", "Lo"):
@@ -176,26 +193,33 @@ def validate_labels(labels: dict[str, str]) -> None:
     if len(labels) > 64:
         raise invalid(f"Secret has {len(labels)} labels; at most 64 labels can be assigned.")
     for key, value in labels.items():
-        if (not 1 <= len(key) <= 63 or len(key.encode()) > 128
-                or not all(_label_char_ok(c, i == 0) for i, c in enumerate(key))):
-            raise invalid(f"Label key {key!r} is invalid: keys must be 1-63 lowercase letters, "
-                          "digits, '_' or '-', starting with a lowercase letter.")
-        if (len(value) > 63 or len(value.encode()) > 128
-                or not all(_label_char_ok(c, False) for c in value)):
-            raise invalid(f"Label value {value!r} of key {key!r} is invalid: values must be "
-                          "0-63 lowercase letters, digits, '_' or '-'.")
+        if (
+            not 1 <= len(key) <= 63
+            or len(key.encode()) > 128
+            or not all(_label_char_ok(c, i == 0) for i, c in enumerate(key))
+        ):
+            raise invalid(
+                f"Label key {key!r} is invalid: keys must be 1-63 lowercase letters, "
+                "digits, '_' or '-', starting with a lowercase letter."
+            )
+        if len(value) > 63 or len(value.encode()) > 128 or not all(_label_char_ok(c, False) for c in value):
+            raise invalid(
+                f"Label value {value!r} of key {key!r} is invalid: values must be "
+                "0-63 lowercase letters, digits, '_' or '-'."
+            )
 
 
 def validate_annotations(annotations: dict[str, str]) -> None:
     total = 0
     for key, value in annotations.items():
         if len(key.encode()) > 128 or not ANNOTATION_KEY_RE.fullmatch(key):
-            raise invalid(f"Annotation key {key!r} is invalid: 1-63 characters, starting and "
-                          "ending with an alphanumeric character, with '-', '_', '.' between.")
+            raise invalid(
+                f"Annotation key {key!r} is invalid: 1-63 characters, starting and "
+                "ending with an alphanumeric character, with '-', '_', '.' between."
+            )
         total += len(key.encode()) + len(value.encode())
     if total >= 16 * 1024:
-        raise invalid(f"Total size of annotation keys and values is {total} bytes; it must be "
-                      "less than 16KiB.")
+        raise invalid(f"Total size of annotation keys and values is {total} bytes; it must be less than 16KiB.")
 
 
 def validate_replication(secret: resources.Secret) -> None:
@@ -208,21 +232,19 @@ def validate_replication(secret: resources.Secret) -> None:
     if kind == "user_managed":
         locations = [r.location for r in pb.user_managed.replicas]
         if not locations or any(not loc for loc in locations):
-            raise invalid("Secret.replication.user_managed.replicas must name at least one "
-                          "location, each non-empty.")
+            raise invalid("Secret.replication.user_managed.replicas must name at least one location, each non-empty.")
         if len(set(locations)) != len(locations):
             raise invalid("Secret.replication.user_managed.replicas has duplicate locations.")
 
 
-def validate_aliases(aliases: dict[str, int], versions: dict[int, "VersionRec"]) -> None:
+def validate_aliases(aliases: dict[str, int], versions: dict[int, VersionRec]) -> None:
     if len(aliases) > 50:
         raise invalid("No more than 50 version aliases can be assigned to a secret.")
     for alias, number in aliases.items():
         if not ALIAS_RE.fullmatch(alias) or alias in ("latest", "NEW"):
             raise invalid(f"Version alias {alias!r} is invalid.")
         if number not in versions:
-            raise invalid(f"Version alias {alias!r} points to version {number}, which does "
-                          "not exist.")
+            raise invalid(f"Version alias {alias!r} points to version {number}, which does not exist.")
 
 
 def validate_topics(secret: resources.Secret) -> None:
@@ -236,6 +258,7 @@ def validate_topics(secret: resources.Secret) -> None:
 
 
 # --- state ------------------------------------------------------------------------------------
+
 
 @dataclass
 class VersionRec:
@@ -252,7 +275,7 @@ class VersionRec:
 @dataclass
 class SecretRec:
     secret_id: str
-    stored: resources.Secret          # user-settable fields (labels, replication, ...)
+    stored: resources.Secret  # user-settable fields (labels, replication, ...)
     create_time: datetime
     etag: str
     versions: dict[int, VersionRec] = field(default_factory=dict)
@@ -260,7 +283,7 @@ class SecretRec:
 
     def expired(self) -> bool:
         pb = resources.Secret.pb(self.stored)
-        return pb.HasField("expire_time") and pb.expire_time.ToDatetime(timezone.utc) <= now()
+        return pb.HasField("expire_time") and pb.expire_time.ToDatetime(UTC) <= now()
 
 
 class Store:
@@ -268,7 +291,7 @@ class Store:
         self.lock = threading.RLock()
         self.projects: dict[str, dict[str, SecretRec]] = {}
         self.ids_in_names = ids_in_names
-        self.display: dict[str, str] = {}   # project number -> the spelling used in names
+        self.display: dict[str, str] = {}  # project number -> the spelling used in names
 
     def project(self, project: str) -> tuple[str, dict[str, SecretRec]]:
         number = project_number(project)
@@ -288,55 +311,52 @@ class Store:
             del secrets[secret_id]
             rec = None
         if rec is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND,
-                           f"Secret [{self.secret_name(number, secret_id)}] not found.")
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Secret [{self.secret_name(number, secret_id)}] not found.")
         return number, rec
 
 
 def parse_project(parent: str) -> str:
     if LOCATION_RE.fullmatch(parent or ""):
-        raise ApiError(grpc.StatusCode.UNIMPLEMENTED,
-                       "Regional secrets (projects/*/locations/*) are not emulated.")
+        raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "Regional secrets (projects/*/locations/*) are not emulated.")
     m = PROJECT_RE.fullmatch(parent or "")
     if not m:
-        raise invalid(f"Invalid resource field value in the request: parent {parent!r} must "
-                      "have the form projects/*.")
+        raise invalid(f"Invalid resource field value in the request: parent {parent!r} must have the form projects/*.")
     return m.group(1)
 
 
 def parse_secret(name: str) -> tuple[str, str]:
     if LOCATION_RE.fullmatch(name or ""):
-        raise ApiError(grpc.StatusCode.UNIMPLEMENTED,
-                       "Regional secrets (projects/*/locations/*) are not emulated.")
+        raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "Regional secrets (projects/*/locations/*) are not emulated.")
     m = SECRET_RE.fullmatch(name or "")
     if not m:
-        raise invalid(f"Invalid resource field value in the request: {name!r} must have the "
-                      "form projects/*/secrets/*.")
+        raise invalid(f"Invalid resource field value in the request: {name!r} must have the form projects/*/secrets/*.")
     return m.group(1), m.group(2)
 
 
 def parse_version(name: str) -> tuple[str, str, str]:
     if LOCATION_RE.fullmatch(name or ""):
-        raise ApiError(grpc.StatusCode.UNIMPLEMENTED,
-                       "Regional secrets (projects/*/locations/*) are not emulated.")
+        raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "Regional secrets (projects/*/locations/*) are not emulated.")
     m = VERSION_RE.fullmatch(name or "")
     if not m:
-        raise invalid(f"Invalid resource field value in the request: {name!r} must have the "
-                      "form projects/*/secrets/*/versions/*.")
+        raise invalid(
+            f"Invalid resource field value in the request: {name!r} must have the form projects/*/secrets/*/versions/*."
+        )
     return m.group(1), m.group(2), m.group(3)
 
 
 def check_etag(given: str, current: str) -> None:
     if given and given != current:
-        raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"The etag {given} does not match the current etag of the resource.")
+        raise ApiError(
+            grpc.StatusCode.FAILED_PRECONDITION, f"The etag {given} does not match the current etag of the resource."
+        )
 
 
 # --- filters (AIP-160 subset) -----------------------------------------------------------------
 
 _RESTRICTION = re.compile(
-    r'(?P<field>[A-Za-z_][\w.\-]*)\s*(?P<op><=|>=|!=|=|:|<|>)\s*'
-    r'(?P<val>"(?:[^"\\]|\\.)*"|[^\s()]+)')
+    r"(?P<field>[A-Za-z_][\w.\-]*)\s*(?P<op><=|>=|!=|=|:|<|>)\s*"
+    r'(?P<val>"(?:[^"\\]|\\.)*"|[^\s()]+)'
+)
 
 
 class Filter:
@@ -358,9 +378,9 @@ class Filter:
     def _keyword(self, word: str) -> bool:
         self._skip()
         end = self.pos + len(word)
-        if self.text[self.pos:end] == word and (end == len(self.text)
-                                                or self.text[end].isspace()
-                                                or self.text[end] == "("):
+        if self.text[self.pos : end] == word and (
+            end == len(self.text) or self.text[end].isspace() or self.text[end] == "("
+        ):
             self.pos = end
             return True
         return False
@@ -412,15 +432,13 @@ class Filter:
             return node
         m = _RESTRICTION.match(self.text, self.pos)
         if not m:
-            raise invalid(f"Invalid filter {self.text!r}: expected field, operator and value "
-                          f"at position {self.pos}.")
+            raise invalid(f"Invalid filter {self.text!r}: expected field, operator and value at position {self.pos}.")
         self.pos = m.end()
         fld, op, val = m.group("field"), m.group("op"), m.group("val")
         if val.startswith('"'):
             val = re.sub(r"\\(.)", r"\1", val[1:-1])
         root = fld.split(".", 1)[0]
-        if fld not in self.fields and not (root in ("labels", "annotations")
-                                           and root in self.fields and "." in fld):
+        if fld not in self.fields and not (root in ("labels", "annotations") and root in self.fields and "." in fld):
             raise invalid(f"Invalid filter {self.text!r}: unsupported field {fld!r}.")
         return ("cmp", fld, op, val)
 
@@ -455,8 +473,8 @@ def _parse_time(value: str, fld: str) -> datetime:
 def compare(actual, op: str, val: str, fld: str) -> bool:
     """actual: None (absent), str, datetime, dict (map field) or list of str."""
     if op == ":" and val == "*":
-        return actual is not None and actual != {} and actual != []    # "" is a value
-    if isinstance(actual, dict):               # `labels:KEY` (has key)
+        return actual is not None and actual != {} and actual != []  # "" is a value
+    if isinstance(actual, dict):  # `labels:KEY` (has key)
         if op != ":":
             raise invalid(f"Invalid filter: only ':' applies to map field {fld!r}.")
         return val in actual
@@ -466,9 +484,15 @@ def compare(actual, op: str, val: str, fld: str) -> bool:
         if actual is None:
             return op == "!="
         when = _parse_time(val, fld)
-        return {"=": actual == when, ":": actual == when, "!=": actual != when,
-                "<": actual < when, "<=": actual <= when, ">": actual > when,
-                ">=": actual >= when}[op]
+        return {
+            "=": actual == when,
+            ":": actual == when,
+            "!=": actual != when,
+            "<": actual < when,
+            "<=": actual <= when,
+            ">": actual > when,
+            ">=": actual >= when,
+        }[op]
     if actual is None:
         return op == "!="
     if op == "=":
@@ -480,13 +504,22 @@ def compare(actual, op: str, val: str, fld: str) -> bool:
     raise invalid(f"Invalid filter: operator {op!r} does not apply to field {fld!r}.")
 
 
-SECRET_FILTER_FIELDS = ("name", "labels", "annotations", "create_time", "expire_time",
-                        "replication.automatic", "replication.user_managed",
-                        "replication.user_managed.replicas.location", "topics.name")
+SECRET_FILTER_FIELDS = (
+    "name",
+    "labels",
+    "annotations",
+    "create_time",
+    "expire_time",
+    "replication.automatic",
+    "replication.user_managed",
+    "replication.user_managed.replicas.location",
+    "topics.name",
+)
 VERSION_FILTER_FIELDS = ("name", "state", "create_time", "destroy_time")
 
 
 # --- pagination --------------------------------------------------------------------------------
+
 
 def page_size(requested: int, default: int) -> int:
     if requested < 0:
@@ -514,6 +547,7 @@ def decode_token(token: str, flt: str):
 
 # --- the service -------------------------------------------------------------------------------
 
+
 class SecretManager:
     def __init__(self, store: Store, default_page_size: int) -> None:
         self.store = store
@@ -530,16 +564,22 @@ class SecretManager:
     def _version_msg(self, number: str, rec: SecretRec, v: VersionRec) -> resources.SecretVersion:
         msg = resources.SecretVersion(
             name=f"{self.store.secret_name(number, rec.secret_id)}/versions/{v.number}",
-            create_time=v.create_time, state=v.state, etag=v.etag,
-            client_specified_payload_checksum=v.client_checksum)
+            create_time=v.create_time,
+            state=v.state,
+            etag=v.etag,
+            client_specified_payload_checksum=v.client_checksum,
+        )
         if v.destroy_time is not None:
             msg.destroy_time = v.destroy_time
         kind = resources.Replication.pb(rec.stored.replication).WhichOneof("replication")
         if kind == "automatic":
             msg.replication_status = resources.ReplicationStatus(automatic={})
         else:
-            msg.replication_status = resources.ReplicationStatus(user_managed={"replicas": [
-                {"location": r.location} for r in rec.stored.replication.user_managed.replicas]})
+            msg.replication_status = resources.ReplicationStatus(
+                user_managed={
+                    "replicas": [{"location": r.location} for r in rec.stored.replication.user_managed.replicas]
+                }
+            )
         return msg
 
     def _resolve(self, name: str, *, access: bool) -> tuple[str, SecretRec, VersionRec]:
@@ -548,32 +588,32 @@ class SecretManager:
         secret_name = self.store.secret_name(number, secret_id)
         if vid == "latest":
             if not rec.versions:
-                raise ApiError(grpc.StatusCode.NOT_FOUND,
-                               f"Secret [{secret_name}] not found or has no versions.")
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"Secret [{secret_name}] not found or has no versions.")
             v = rec.versions[max(rec.versions)]
         elif vid.isdigit():
             v = rec.versions.get(int(vid))
             if v is None:
-                raise ApiError(grpc.StatusCode.NOT_FOUND,
-                               f"Secret Version [{secret_name}/versions/{vid}] not found.")
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"Secret Version [{secret_name}/versions/{vid}] not found.")
         else:
             target = rec.stored.version_aliases.get(vid)
             if target is None or target not in rec.versions:
-                raise ApiError(grpc.StatusCode.NOT_FOUND,
-                               f"Secret Version [{secret_name}/versions/{vid}] not found.")
+                raise ApiError(grpc.StatusCode.NOT_FOUND, f"Secret Version [{secret_name}/versions/{vid}] not found.")
             v = rec.versions[target]
         if access and v.state != ENABLED:
-            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"Secret Version [{secret_name}/versions/{v.number}] is in "
-                           f"{resources.SecretVersion.State(v.state).name} state.")
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Secret Version [{secret_name}/versions/{v.number}] is in "
+                f"{resources.SecretVersion.State(v.state).name} state.",
+            )
         return number, rec, v
 
     # RPCs
     def CreateSecret(self, req: service.CreateSecretRequest):
         project = parse_project(req.parent)
         if not SECRET_ID_RE.fullmatch(req.secret_id):
-            raise invalid(f"Invalid secret_id {req.secret_id!r}: it must be 1-255 characters "
-                          "of letters, digits, '-' and '_'.")
+            raise invalid(
+                f"Invalid secret_id {req.secret_id!r}: it must be 1-255 characters of letters, digits, '-' and '_'."
+            )
         secret = req.secret
         validate_replication(secret)
         validate_labels(dict(secret.labels))
@@ -584,9 +624,10 @@ class SecretManager:
         number, secrets = self.store.project(project)
         existing = secrets.get(req.secret_id)
         if existing is not None and not existing.expired():
-            raise ApiError(grpc.StatusCode.ALREADY_EXISTS,
-                           f"Secret [{self.store.secret_name(number, req.secret_id)}] "
-                           "already exists.")
+            raise ApiError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"Secret [{self.store.secret_name(number, req.secret_id)}] already exists.",
+            )
         stored = resources.Secret.deserialize(resources.Secret.serialize(secret))
         for out_only in ("name", "create_time", "etag", "policy_member"):
             setattr(stored, out_only, None)
@@ -602,7 +643,7 @@ class SecretManager:
             ttl = timedelta(seconds=pb.ttl.seconds, microseconds=pb.ttl.nanos // 1000)
             if ttl <= timedelta(0):
                 raise invalid("Secret.ttl must be positive.")
-            stored.expire_time = now() + ttl          # clears ttl (same oneof)
+            stored.expire_time = now() + ttl  # clears ttl (same oneof)
 
     def GetSecret(self, req: service.GetSecretRequest):
         number, rec = self.store.lookup(*parse_secret(req.name))
@@ -629,7 +670,8 @@ class SecretManager:
         return service.ListSecretsResponse(
             secrets=[self._secret_msg(number, secrets[s]) for s in page],
             next_page_token=encode_token(page[-1], req.filter) if rest else "",
-            total_size=total)
+            total_size=total,
+        )
 
     @staticmethod
     def _secret_field(rec: SecretRec, full: str, fld: str):
@@ -648,7 +690,7 @@ class SecretManager:
             return rec.create_time
         if fld == "expire_time":
             pb = resources.Secret.pb(s)
-            return pb.expire_time.ToDatetime(timezone.utc) if pb.HasField("expire_time") else None
+            return pb.expire_time.ToDatetime(UTC) if pb.HasField("expire_time") else None
         kind = resources.Replication.pb(s.replication).WhichOneof("replication")
         if fld == "replication.automatic":
             return "automatic" if kind == "automatic" else None
@@ -713,13 +755,14 @@ class SecretManager:
             raise invalid("payload is required.")
         data = req.payload.data
         if len(data) > MAX_PAYLOAD:
-            raise invalid(f"Secret payload is {len(data)} bytes; it cannot be larger than "
-                          f"65536 bytes (64KiB).")
+            raise invalid(f"Secret payload is {len(data)} bytes; it cannot be larger than 65536 bytes (64KiB).")
         given = "data_crc32c" in req.payload
         actual = crc32c(data)
         if given and (req.payload.data_crc32c & 0xFFFFFFFF) != actual:
-            raise invalid("Checksum mismatch: data_crc32c does not match the payload data; the "
-                          "data may have been corrupted in transit.")
+            raise invalid(
+                "Checksum mismatch: data_crc32c does not match the payload data; the "
+                "data may have been corrupted in transit."
+            )
         v = VersionRec(rec.next_version, data, actual, given, now(), new_etag())
         rec.versions[v.number] = v
         rec.next_version += 1
@@ -733,7 +776,8 @@ class SecretManager:
         number, rec, v = self._resolve(req.name, access=True)
         return service.AccessSecretVersionResponse(
             name=f"{self.store.secret_name(number, rec.secret_id)}/versions/{v.number}",
-            payload=resources.SecretPayload(data=v.data, data_crc32c=v.crc32c))
+            payload=resources.SecretPayload(data=v.data, data_crc32c=v.crc32c),
+        )
 
     def ListSecretVersions(self, req: service.ListSecretVersionsRequest):
         number, rec = self.store.lookup(*parse_secret(req.parent))
@@ -753,7 +797,8 @@ class SecretManager:
         return service.ListSecretVersionsResponse(
             versions=[self._version_msg(number, rec, rec.versions[n]) for n in page],
             next_page_token=encode_token(page[-1], req.filter) if rest else "",
-            total_size=total)
+            total_size=total,
+        )
 
     @staticmethod
     def _version_field(v: VersionRec, base: str, fld: str):
@@ -771,9 +816,11 @@ class SecretManager:
         number, rec, v = self._resolve(name, access=False)
         check_etag(etag, v.etag)
         if v.state == DESTROYED:
-            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"Secret Version [{self.store.secret_name(number, rec.secret_id)}"
-                           f"/versions/{v.number}] is in DESTROYED state.")
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Secret Version [{self.store.secret_name(number, rec.secret_id)}"
+                f"/versions/{v.number}] is in DESTROYED state.",
+            )
         v.state = target
         v.etag = new_etag()
         if target == DESTROYED:
@@ -797,18 +844,17 @@ METHODS = {
     "AddSecretVersion": (service.AddSecretVersionRequest, resources.SecretVersion),
     "GetSecret": (service.GetSecretRequest, resources.Secret),
     "UpdateSecret": (service.UpdateSecretRequest, resources.Secret),
-    "DeleteSecret": (service.DeleteSecretRequest, None),     # google.protobuf.Empty
+    "DeleteSecret": (service.DeleteSecretRequest, None),  # google.protobuf.Empty
     "ListSecretVersions": (service.ListSecretVersionsRequest, service.ListSecretVersionsResponse),
     "GetSecretVersion": (service.GetSecretVersionRequest, resources.SecretVersion),
-    "AccessSecretVersion": (service.AccessSecretVersionRequest,
-                            service.AccessSecretVersionResponse),
+    "AccessSecretVersion": (service.AccessSecretVersionRequest, service.AccessSecretVersionResponse),
     "DisableSecretVersion": (service.DisableSecretVersionRequest, resources.SecretVersion),
     "EnableSecretVersion": (service.EnableSecretVersionRequest, resources.SecretVersion),
     "DestroySecretVersion": (service.DestroySecretVersionRequest, resources.SecretVersion),
 }
 
 
-_PROJECT_IDS: dict[str, str] = {}      # project number -> the id clients used for it
+_PROJECT_IDS: dict[str, str] = {}  # project number -> the id clients used for it
 
 
 def request_secret(method: str, req) -> str | None:
@@ -837,13 +883,13 @@ def request_project(method: str, req) -> str | None:
 
 # --- quotas and statistics -------------------------------------------------------------------
 
+
 class Quotas:
     def __init__(self, limits: dict[str, int | None], window: float = 60.0) -> None:
         self.limits = limits
         self.window = window
         self.lock = threading.Lock()
-        self.log: dict[tuple[str, str], collections.deque] = collections.defaultdict(
-            collections.deque)
+        self.log: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
 
     def admit(self, project: str | None, kind: str) -> int | None:
         """Record the call and return None, or return the limit it would exceed."""
@@ -873,12 +919,10 @@ class Stats:
         self.writes_per_second: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.calls: collections.Counter = collections.Counter()
         self.errors: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self.by_project: dict[str, collections.Counter] = collections.defaultdict(
-            collections.Counter)
+        self.by_project: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.started = time.time()
 
-    def record(self, method: str, project: str | None, code: grpc.StatusCode | None,
-               secret: str | None = None) -> None:
+    def record(self, method: str, project: str | None, code: grpc.StatusCode | None, secret: str | None = None) -> None:
         with self.lock:
             if code is None and project is not None and QUOTA_KIND.get(method) == "write":
                 self.writes_per_second[project][int(time.time())] += 1
@@ -893,13 +937,17 @@ class Stats:
                 self._write()
 
     def snapshot(self) -> dict:
-        return {"calls": dict(self.calls), "total": sum(self.calls.values()),
-                "errors": {m: dict(c) for m, c in self.errors.items()},
-                "by_project": {p: dict(c) for p, c in self.by_project.items()},
-                "writes_by_secret": {p: dict(c) for p, c in self.writes_by_secret.items()},
-                "writes_per_second": {p: {str(k): v for k, v in sorted(c.items())}
-                                      for p, c in self.writes_per_second.items()},
-                "since": self.started}
+        return {
+            "calls": dict(self.calls),
+            "total": sum(self.calls.values()),
+            "errors": {m: dict(c) for m, c in self.errors.items()},
+            "by_project": {p: dict(c) for p, c in self.by_project.items()},
+            "writes_by_secret": {p: dict(c) for p, c in self.writes_by_secret.items()},
+            "writes_per_second": {
+                p: {str(k): v for k, v in sorted(c.items())} for p, c in self.writes_per_second.items()
+            },
+            "since": self.started,
+        }
 
     def _write(self) -> None:
         tmp = f"{self.path}.tmp{os.getpid()}"
@@ -919,8 +967,7 @@ def _status_details(err: ApiError) -> grpc.Status:
         packed = any_pb2.Any()
         packed.Pack(d)
         details.append(packed)
-    return rpc_status.to_status(status_pb2.Status(code=err.code.value[0], message=err.message,
-                                                  details=details))
+    return rpc_status.to_status(status_pb2.Status(code=err.code.value[0], message=err.message, details=details))
 
 
 class Faults:
@@ -946,8 +993,14 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
     store = Store(ids_in_names=args.project_ids_in_names)
     faults = Faults(getattr(args, "fault_rate", 0.0) or 0.0, getattr(args, "fault_seed", 0) or 0)
     api = SecretManager(store, args.default_page_size)
-    quotas = Quotas({"write": args.write_quota_per_minute, "read": args.read_quota_per_minute,
-                     "access": args.access_quota_per_minute}, args.quota_window_seconds)
+    quotas = Quotas(
+        {
+            "write": args.write_quota_per_minute,
+            "read": args.read_quota_per_minute,
+            "access": args.access_quota_per_minute,
+        },
+        args.quota_window_seconds,
+    )
     stats = Stats(args.stats_file)
     latency = (getattr(args, "latency_ms", 0.0) or 0.0) / 1000.0
 
@@ -958,7 +1011,7 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
         def handler(request, context):
             project = None
             if latency > 0:
-                time.sleep(latency)         # the network's share of a real call
+                time.sleep(latency)  # the network's share of a real call
             try:
                 project = request_project(method, request)
                 fault = faults.draw()
@@ -972,13 +1025,19 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
                         f"Quota exceeded for quota metric '{qname}' and limit '{qname} per "
                         f"minute' of service 'secretmanager.googleapis.com' for consumer "
                         f"'project_number:{project_number(project)}'.",
-                        [error_details_pb2.ErrorInfo(
-                            reason="RATE_LIMIT_EXCEEDED", domain="googleapis.com",
-                            metadata={"service": "secretmanager.googleapis.com",
-                                      "consumer": f"projects/{project_number(project)}",
-                                      "quota_limit_value": str(limit),
-                                      "quota_metric":
-                                          f"secretmanager.googleapis.com/{kind}_requests"})])
+                        [
+                            error_details_pb2.ErrorInfo(
+                                reason="RATE_LIMIT_EXCEEDED",
+                                domain="googleapis.com",
+                                metadata={
+                                    "service": "secretmanager.googleapis.com",
+                                    "consumer": f"projects/{project_number(project)}",
+                                    "quota_limit_value": str(limit),
+                                    "quota_metric": f"secretmanager.googleapis.com/{kind}_requests",
+                                },
+                            )
+                        ],
+                    )
                 with store.lock:
                     result = impl(request)
             except ApiError as err:
@@ -991,14 +1050,17 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
             return result
 
         return grpc.unary_unary_rpc_method_handler(
-            handler, request_deserializer=req_cls.deserialize,
-            response_serializer=(resp_cls.serialize if resp_cls else (lambda _: b"")))
+            handler,
+            request_deserializer=req_cls.deserialize,
+            response_serializer=(resp_cls.serialize if resp_cls else (lambda _: b"")),
+        )
 
     handlers = {m: make(m, req, resp) for m, (req, resp) in METHODS.items()}
 
     def admin(fn):
         def handler(request, context):
             return json.dumps(fn()).encode()
+
         return grpc.unary_unary_rpc_method_handler(handler)
 
     def reset_stats():
@@ -1022,15 +1084,25 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
     def admin_in(fn):
         def handler(request, context):
             return json.dumps(fn(request)).encode()
+
         return grpc.unary_unary_rpc_method_handler(handler)
 
-    admin_handlers = {"SetFaults": admin_in(set_faults), "GetStats": admin(lambda: stats.snapshot()),
-                      "ResetStats": admin(reset_stats), "Reset": admin(reset_all)}
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
-                         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
-    server.add_generic_rpc_handlers((
-        grpc.method_handlers_generic_handler(SERVICE, handlers),
-        grpc.method_handlers_generic_handler(ADMIN_SERVICE, admin_handlers)))
+    admin_handlers = {
+        "SetFaults": admin_in(set_faults),
+        "GetStats": admin(lambda: stats.snapshot()),
+        "ResetStats": admin(reset_stats),
+        "Reset": admin(reset_all),
+    }
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.workers),
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(SERVICE, handlers),
+            grpc.method_handlers_generic_handler(ADMIN_SERVICE, admin_handlers),
+        )
+    )
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         raise SystemExit(f"cannot bind {args.host}:{args.port}")
@@ -1038,29 +1110,60 @@ def build_server(args) -> tuple[grpc.Server, int, Stats]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True, help="0 picks a free port")
-    p.add_argument("--write-quota-per-minute", type=int, default=None,
-                   help="per project; the real default is 600 (off unless given)")
-    p.add_argument("--read-quota-per-minute", type=int, default=None,
-                   help="per project; the real default is 600 (off unless given)")
-    p.add_argument("--access-quota-per-minute", type=int, default=None,
-                   help="per project; the real default is 90000 (off unless given)")
-    p.add_argument("--quota-window-seconds", type=float, default=60.0,
-                   help="length of the sliding quota window (tests may shorten it)")
-    p.add_argument("--default-page-size", type=int, default=MAX_PAGE_SIZE,
-                   help="page size used when a list request leaves page_size at 0")
-    p.add_argument("--stats-file", default=None,
-                   help="rewrite per-method call counts (JSON) here after every call")
-    p.add_argument("--project-ids-in-names", action="store_true",
-                   help="answer with projects/<id>/... instead of projects/<number>/...")
+    p.add_argument(
+        "--write-quota-per-minute",
+        type=int,
+        default=None,
+        help="per project; the real default is 600 (off unless given)",
+    )
+    p.add_argument(
+        "--read-quota-per-minute",
+        type=int,
+        default=None,
+        help="per project; the real default is 600 (off unless given)",
+    )
+    p.add_argument(
+        "--access-quota-per-minute",
+        type=int,
+        default=None,
+        help="per project; the real default is 90000 (off unless given)",
+    )
+    p.add_argument(
+        "--quota-window-seconds",
+        type=float,
+        default=60.0,
+        help="length of the sliding quota window (tests may shorten it)",
+    )
+    p.add_argument(
+        "--default-page-size",
+        type=int,
+        default=MAX_PAGE_SIZE,
+        help="page size used when a list request leaves page_size at 0",
+    )
+    p.add_argument("--stats-file", default=None, help="rewrite per-method call counts (JSON) here after every call")
+    p.add_argument(
+        "--project-ids-in-names",
+        action="store_true",
+        help="answer with projects/<id>/... instead of projects/<number>/...",
+    )
     p.add_argument("--workers", type=int, default=16)
-    p.add_argument("--latency-ms", type=float, default=0.0,
-                   help="added to every API call (not Admin): a network's round trip, for benchmarks")
-    p.add_argument("--fault-rate", type=float, default=0.0,
-                   help="share of API calls answered UNAVAILABLE or RESOURCE_EXHAUSTED (seeded; Admin/SetFaults changes it)")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="added to every API call (not Admin): a network's round trip, for benchmarks",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="share of API calls answered UNAVAILABLE or RESOURCE_EXHAUSTED (seeded; Admin/SetFaults changes it)",
+    )
     p.add_argument("--fault-seed", type=int, default=0)
     args = p.parse_args(argv)
 

@@ -26,19 +26,31 @@ keys only; config load refuses other key types for a certificate routed here (KE
 
 boto3 is imported only in `from_destination`.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import re
 import threading
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Iterator, Mapping
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from providers.aws import THROTTLING_CODES, _one_line, _plain_http
-from providers.base import (BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule, RemoteSecret,
-                            insecure_note, name_destination, refuse_off_loopback, url_host)
+from providers.base import (
+    BaseProvider,
+    DestinationBase,
+    NameRule,
+    ProviderDescriptor,
+    QuotaRule,
+    RemoteSecret,
+    insecure_note,
+    name_destination,
+    refuse_off_loopback,
+    url_host,
+)
 from sync.errors import ConfigError, PayloadTooLarge, ProviderError, Throttled, VerifyError
 
 SERVICE = "AWS Certificate Manager"
@@ -49,21 +61,23 @@ MAX_PAYLOAD = MAX_CERTIFICATE + MAX_KEY + MAX_CHAIN
 # What ELB/CloudFront accept from an imported certificate (certsync's key names); config refuses others
 KEY_TYPES = ("rsa-2048", "ec-p256", "ec-p384")
 # ListCertificates returns only RSA 1024/2048 certificates unless asked for every key type
-LIST_KEY_TYPES = ["RSA_1024", "RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1",
-                  "EC_secp521r1"]
+LIST_KEY_TYPES = ["RSA_1024", "RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1"]
 # a tag value: 0-256 of letters, digits, spaces and _.:/=+-@ (ACM); names here: no spaces, 1-256
 NAME_RULE = NameRule(re.compile(r"[A-Za-z0-9_.:/=+@-]+"), 256, "1-256 characters of letters, digits and _.:/=+@-")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----\r?\n.*?\r?\n-----END \1-----\r?\n?", re.S)
 
 
 class AcmDestination(DestinationBase):
-    provider: Literal["aws-acm"] = Field(description=(
-        "The cloud: aws-acm (AWS Certificate Manager: imported certificates, one ARN across renewals)."))
-    format: Literal["pem"] = Field("pem", description=(
-        "ACM imports leaf, chain and key: always pem (split into ImportCertificate's fields)."))
+    provider: Literal["aws-acm"] = Field(
+        description=("The cloud: aws-acm (AWS Certificate Manager: imported certificates, one ARN across renewals).")
+    )
+    format: Literal["pem"] = Field(
+        "pem", description=("ACM imports leaf, chain and key: always pem (split into ImportCertificate's fields).")
+    )
     region: str | None = Field(None, description="AWS region; unset: the default chain's (AWS_REGION, profile).")
-    endpoint_url: str | None = Field(None, description=(
-        "ACM endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS."))
+    endpoint_url: str | None = Field(
+        None, description=("ACM endpoint, e.g. http://127.0.0.1:4566 for LocalStack; unset: AWS.")
+    )
 
     @field_validator("endpoint_url")
     @classmethod
@@ -78,7 +92,7 @@ class AcmDestination(DestinationBase):
         return insecure_note("endpoint_url is http://: no TLS", url_host(self.endpoint_url))
 
 
-def from_destination(dest: Any) -> "AcmProvider":
+def from_destination(dest: Any) -> AcmProvider:
     """The adapter for a destination, with boto3's default credential chain."""
     import boto3
     from botocore.config import Config
@@ -86,12 +100,20 @@ def from_destination(dest: Any) -> "AcmProvider":
 
     from providers.aws import _throttle_watch
 
-    config = Config(retries={"mode": "standard", "max_attempts": 6}, max_pool_connections=16,
-                    connect_timeout=5, read_timeout=30, user_agent_extra="certsync")
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 6},
+        max_pool_connections=16,
+        connect_timeout=5,
+        read_timeout=30,
+        user_agent_extra="certsync",
+    )
     try:
         client = boto3.session.Session().client(
-            "acm", region_name=getattr(dest, "region", None),
-            endpoint_url=getattr(dest, "endpoint_url", None), config=config)
+            "acm",
+            region_name=getattr(dest, "region", None),
+            endpoint_url=getattr(dest, "endpoint_url", None),
+            config=config,
+        )
     except NoRegionError:
         error = ConfigError("no AWS region; set region in the destination or AWS_DEFAULT_REGION")
         raise (name_destination(error, dest.name) if getattr(dest, "name", None) else error) from None
@@ -103,16 +125,18 @@ def from_destination(dest: Any) -> "AcmProvider":
 class AcmProvider(BaseProvider[RemoteSecret]):
     """Handle (`current`): the certificate's tags, with version = its ARN (value never read:
     ACM does not hand out an imported certificate's key)."""
+
     kind = "aws-acm"
     service = SERVICE
     name_rule = NAME_RULE
     max_payload = MAX_PAYLOAD
 
-    def __init__(self, client: Any, *, adopt: bool = False, page_size: int = 1000,
-                 destination: str | None = None) -> None:
+    def __init__(
+        self, client: Any, *, adopt: bool = False, page_size: int = 1000, destination: str | None = None
+    ) -> None:
         super().__init__(adopt=adopt, destination=destination)
         self.client, self.page_size = client, page_size
-        self._index: dict[str, list[str]] | None = None     # Name tag -> ARNs, from the last listing
+        self._index: dict[str, list[str]] | None = None  # Name tag -> ARNs, from the last listing
         self._index_lock = threading.Lock()
 
     # --- listing and the Name -> ARN index -------------------------------------------------------
@@ -129,12 +153,13 @@ class AcmProvider(BaseProvider[RemoteSecret]):
     def _scan(self) -> Iterator[RemoteSecret]:
         """Every imported certificate with its tags: ListCertificates pages, one ListTagsForCertificate each."""
         pages = self.client.get_paginator("list_certificates").paginate(
-            Includes={"keyTypes": LIST_KEY_TYPES}, PaginationConfig={"PageSize": self.page_size})
+            Includes={"keyTypes": LIST_KEY_TYPES}, PaginationConfig={"PageSize": self.page_size}
+        )
         with self._errors("ListCertificates", "*"):
             summaries = [s for page in pages for s in page.get("CertificateSummaryList", [])]
         for summary in summaries:
             if summary.get("Type", "IMPORTED") != "IMPORTED":
-                continue                # issued by ACM or a private CA: never certsync's
+                continue  # issued by ACM or a private CA: never certsync's
             tags = self._tags(summary["CertificateArn"])
             if tags is not None:
                 yield _remote(summary["CertificateArn"], tags, summary.get("ImportedAt") or summary.get("CreatedAt"))
@@ -156,13 +181,15 @@ class AcmProvider(BaseProvider[RemoteSecret]):
             arns = list(self._index.get(name, ()))
         found = [r for r in (self._fresh(name, arn) for arn in arns) if r is not None]
         if len(found) > 1:
-            raise ProviderError(f"{SERVICE}: {len(found)} certificates carry tag {NAME_TAG}={name!r} "
-                                f"({', '.join(r.version or '' for r in found)}); keep one")
+            raise ProviderError(
+                f"{SERVICE}: {len(found)} certificates carry tag {NAME_TAG}={name!r} "
+                f"({', '.join(r.version or '' for r in found)}); keep one"
+            )
         return found[0] if found else None
 
     def _fresh(self, name: str, arn: str) -> RemoteSecret | None:
         tags = self._tags(arn)
-        if tags is None or tags.get(NAME_TAG) != name:      # deleted or renamed since the listing
+        if tags is None or tags.get(NAME_TAG) != name:  # deleted or renamed since the listing
             self._forget(name, arn)
             return None
         return _remote(arn, tags)
@@ -187,8 +214,7 @@ class AcmProvider(BaseProvider[RemoteSecret]):
         # in _create/_write: after the look-up, before any write
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
 
-    def _create(self, name: str, payload: str | bytes, content_type: str,
-                labels: Mapping[str, str]) -> RemoteSecret:
+    def _create(self, name: str, payload: str | bytes, content_type: str, labels: Mapping[str, str]) -> RemoteSecret:
         """ImportCertificate with the tags (real ACM applies them with the import; LocalStack
         ignores them, so AddTagsToCertificate follows), then verify."""
         leaf, chain, key = _parts(name, payload)
@@ -201,31 +227,41 @@ class AcmProvider(BaseProvider[RemoteSecret]):
         self._verify(name, arn, leaf)
         return _remote(arn, {**labels, NAME_TAG: name})
 
-    def _write(self, name: str, current: RemoteSecret, payload: str | bytes, content_type: str,
-               labels: Mapping[str, str]) -> str:
+    def _write(
+        self,
+        name: str,
+        current: RemoteSecret | None,
+        payload: str | bytes,
+        content_type: str,
+        labels: Mapping[str, str],
+    ) -> str:
         """Re-import into the same ARN (ACM refuses Tags on a re-import: _relabel sets them)."""
+        if current is None:  # _create imports new certificates; a re-import needs the ARN
+            raise ProviderError(f"ACM: no certificate to re-import for {name!r}")
         leaf, chain, key = _parts(name, payload)
         with self._errors("ImportCertificate", name):
             self.client.import_certificate(CertificateArn=current.version, **_import_args(leaf, chain, key))
         self._verify(name, current.version or "", leaf)
         return current.version or ""
 
-    def _relabel(self, name: str, current: RemoteSecret, written: str, content_type: str,
-                 labels: Mapping[str, str]) -> RemoteSecret:
+    def _relabel(
+        self, name: str, current: RemoteSecret | None, written: str, content_type: str, labels: Mapping[str, str]
+    ) -> RemoteSecret:
         """Tags after the certificate, all of ours every time (one call either way; LocalStack
         drops a certificate's tags on re-import, real ACM keeps them); none removed."""
         wanted = {**labels, NAME_TAG: name}
         with self._errors("AddTagsToCertificate", name):
             self.client.add_tags_to_certificate(CertificateArn=written, Tags=_tag_list(wanted))
-        return _remote(written, {**current.labels, **wanted})
+        return _remote(written, {**(current.labels if current else {}), **wanted})
 
     def _verify(self, name: str, arn: str, leaf: bytes) -> None:
         """GetCertificate by ARN: ACM must now hand out the leaf just imported."""
         with self._errors("GetCertificate", name):
             got = self.client.get_certificate(CertificateArn=arn).get("Certificate", "")
         if _sha256(got.encode()) != _sha256(leaf):
-            raise VerifyError(f"verify after write: ACM certificate {name!r} ({arn}) does not hold the "
-                              "certificate just imported")
+            raise VerifyError(
+                f"verify after write: ACM certificate {name!r} ({arn}) does not hold the certificate just imported"
+            )
 
     def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:
         """DeleteCertificate, refused while a load balancer, distribution or other resource uses it
@@ -238,8 +274,10 @@ class AcmProvider(BaseProvider[RemoteSecret]):
                 self._forget(name, arn)
                 return
         if users:
-            raise ProviderError(f"{SERVICE}: certificate {name!r} ({arn}) is in use by {', '.join(users)}; "
-                                "detach it there first (not deleted)")
+            raise ProviderError(
+                f"{SERVICE}: certificate {name!r} ({arn}) is in use by {', '.join(users)}; "
+                "detach it there first (not deleted)"
+            )
         with self._errors("DeleteCertificate", name):
             with contextlib.suppress(self.client.exceptions.ResourceNotFoundException):
                 self.client.delete_certificate(CertificateArn=arn)
@@ -259,15 +297,17 @@ class AcmProvider(BaseProvider[RemoteSecret]):
             error = exc.response.get("Error", {})
             code = error.get("Code", "Unknown")
             cls = Throttled if code in THROTTLING_CODES else ProviderError
-            failure = cls(f"{SERVICE} {operation} on {name!r} failed: {code}: "
-                          f"{_one_line(error.get('Message', ''), None)}")
-            failure.code = code         # type: ignore[attr-defined]
+            failure = cls(
+                f"{SERVICE} {operation} on {name!r} failed: {code}: {_one_line(error.get('Message', ''), None)}"
+            )
+            failure.code = code  # type: ignore[attr-defined]
             raise failure from None
         except BotoCoreError as exc:
             raise ProviderError(f"{SERVICE} {operation} on {name!r} failed: {_one_line(str(exc), None)}") from None
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
 
 def _parts(name: str, payload: str | bytes) -> tuple[bytes, bytes | None, bytes]:
     """(leaf, chain or None, key) PEM from the pem payload; refused unless ACM can import it."""
@@ -276,11 +316,16 @@ def _parts(name: str, payload: str | bytes) -> tuple[bytes, bytes | None, bytes]
     certs = [b for kind, b in blocks if kind == "CERTIFICATE"]
     keys = [b for kind, b in blocks if kind.endswith("PRIVATE KEY")]
     if not certs or len(keys) != 1:
-        raise ProviderError(f"{SERVICE}: payload for {name!r} must be PEM with a certificate, its chain and one "
-                            "private key (format = \"pem\")")
+        raise ProviderError(
+            f"{SERVICE}: payload for {name!r} must be PEM with a certificate, its chain and one "
+            'private key (format = "pem")'
+        )
     leaf, chain, key = certs[0].encode(), "".join(certs[1:]).encode() or None, keys[0].encode()
-    for part, size, limit in (("certificate", len(leaf), MAX_CERTIFICATE), ("private key", len(key), MAX_KEY),
-                              ("chain", len(chain or b""), MAX_CHAIN)):
+    for part, size, limit in (
+        ("certificate", len(leaf), MAX_CERTIFICATE),
+        ("private key", len(key), MAX_KEY),
+        ("chain", len(chain or b""), MAX_CHAIN),
+    ):
         if size > limit:
             raise PayloadTooLarge(f"{part} for {name!r} is {size} bytes; {SERVICE} allows at most {limit}")
     _check_key(name, key)
@@ -296,10 +341,10 @@ def _check_key(name: str, key_pem: bytes) -> None:
     except (ValueError, TypeError):
         raise ProviderError(f"{SERVICE}: the private key for {name!r} is not an unencrypted PEM key") from None
     ok = (isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048) or (
-        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256r1", "secp384r1"))
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256r1", "secp384r1")
+    )
     if not ok:
-        raise ProviderError(f"{SERVICE}: key of {name!r} is not one ACM's services accept "
-                            f"({', '.join(KEY_TYPES)})")
+        raise ProviderError(f"{SERVICE}: key of {name!r} is not one ACM's services accept ({', '.join(KEY_TYPES)})")
 
 
 def _import_args(leaf: bytes, chain: bytes | None, key: bytes) -> dict[str, bytes]:
@@ -341,7 +386,9 @@ def _quota_domain(dest: AcmDestination) -> str:
 
 
 DESCRIPTOR = ProviderDescriptor(
-    config=AcmDestination, adapter=AcmProvider, factory=from_destination,
+    config=AcmDestination,
+    adapter=AcmProvider,
+    factory=from_destination,
     # Writes: ImportCertificate 1/s per account and region is the bottleneck (AddTagsToCertificate
     # 5/s and DeleteCertificate 10/s have their own buckets): a push is one import; a delete, at
     # 10/s, takes a tenth of an import's slot.
@@ -349,8 +396,16 @@ DESCRIPTOR = ProviderDescriptor(
     # certificate's tags up and reads it back (GetCertificate); a delete looks up and describes
     # (InUseBy); a `get` is one ListTagsForCertificate. A listing costs one ListTagsForCertificate
     # per certificate (page_size 1; ListCertificates itself pages 1,000 at a time).
-    quota=QuotaRule(calls_per_second=1.0, calls_per_push=1.0, calls_per_delete=0.1,
-                    reads_per_second=10.0, calls_per_read=1.0, reads_per_push=2.0, reads_per_delete=2.0,
-                    page_size=1),
+    quota=QuotaRule(
+        calls_per_second=1.0,
+        calls_per_push=1.0,
+        calls_per_delete=0.1,
+        reads_per_second=10.0,
+        calls_per_read=1.0,
+        reads_per_push=2.0,
+        reads_per_delete=2.0,
+        page_size=1,
+    ),
     quota_domain=_quota_domain,
-    key_types=KEY_TYPES)
+    key_types=KEY_TYPES,
+)

@@ -5,24 +5,36 @@ DefaultAzureCredential); no Azure module is imported until a call is made. Throt
 Retry-After) is handled by the SDK's own retry policy; what is left after its retries becomes
 `Throttled`. Key Vault has no server-side filter, so `list_managed` filters tags client side.
 """
+
 from __future__ import annotations
 
 import re
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Literal, Mapping
+from datetime import datetime, UTC
+from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from providers.base import (CERT_LABEL, BaseProvider, DestinationBase, NameRule, ProviderDescriptor, QuotaRule,
-                            insecure_note, refuse_off_loopback, url_host,
-                            RemoteSecret, refuse_foreign)
+from providers.base import (
+    CERT_LABEL,
+    BaseProvider,
+    DestinationBase,
+    NameRule,
+    ProviderDescriptor,
+    QuotaRule,
+    insecure_note,
+    refuse_off_loopback,
+    url_host,
+    RemoteSecret,
+    refuse_foreign,
+)
 from sync.errors import ConfigError, ProviderError, Throttled
 
 SERVICE = "Azure Key Vault"
-MAX_VALUE_BYTES = 25_600            # 25 KiB; the service counts characters, certsync payloads are ASCII
+MAX_VALUE_BYTES = 25_600  # 25 KiB; the service counts characters, certsync payloads are ASCII
 ON_SOFT_DELETED = ("recover", "purge")
 # 1-127 chars of letters, digits and hyphen
 NAME_RULE = NameRule(re.compile(r"[0-9A-Za-z-]+"), 127, "1-127 characters of letters, digits and '-'")
@@ -31,19 +43,30 @@ NAME_RULE = NameRule(re.compile(r"[0-9A-Za-z-]+"), 127, "1-127 characters of let
 class AzureDestination(DestinationBase):
     provider: Literal["azure"] = Field(description="The cloud: azure (Key Vault).")
     vault_url: str = Field(description="Key Vault URL, e.g. https://my-vault.vault.azure.net.")
-    ca_bundle: str | None = Field(None, description=(
-        "PEM file of CA certificates to trust for the vault's TLS (e.g. an emulator's)."))
-    verify_challenge_resource: bool = Field(True, description=(
-        "Check that the authentication challenge's resource matches the vault's domain; false for a vault on "
-        "localhost."))
-    purge_on_delete: bool = Field(False, description=(
-        "Purge deleted secrets (soft delete skipped) so their names are free again at once."))
-    on_soft_deleted: Literal["recover", "purge"] = Field("recover", description=(
-        "A push to a name that is soft-deleted: recover it, or purge it and create anew."))
-    object: Literal["secret", "certificate"] = Field("secret", description=(
-        "What to write: a secret, or a Key Vault certificate object (imported PFX or PEM, a new version on "
-        "renewal; what App Service, Application Gateway and Front Door take). A certificate needs format "
-        "pkcs12 (the default then) or pem."))
+    ca_bundle: str | None = Field(
+        None, description=("PEM file of CA certificates to trust for the vault's TLS (e.g. an emulator's).")
+    )
+    verify_challenge_resource: bool = Field(
+        True,
+        description=(
+            "Check that the authentication challenge's resource matches the vault's domain; false for a vault on "
+            "localhost."
+        ),
+    )
+    purge_on_delete: bool = Field(
+        False, description=("Purge deleted secrets (soft delete skipped) so their names are free again at once.")
+    )
+    on_soft_deleted: Literal["recover", "purge"] = Field(
+        "recover", description=("A push to a name that is soft-deleted: recover it, or purge it and create anew.")
+    )
+    object: Literal["secret", "certificate"] = Field(
+        "secret",
+        description=(
+            "What to write: a secret, or a Key Vault certificate object (imported PFX or PEM, a new version on "
+            "renewal; what App Service, Application Gateway and Front Door take). A certificate needs format "
+            "pkcs12 (the default then) or pem."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -56,44 +79,60 @@ class AzureDestination(DestinationBase):
     @classmethod
     def _certificate_formats(cls, value: str, info: ValidationInfo) -> str:
         if value == "certificate" and info.data.get("format") not in (None, "pkcs12", "pem"):
-            raise ValueError(f"object = \"certificate\" needs format = \"pkcs12\" or \"pem\" (Key Vault imports "
-                             f"PFX or PEM), not {info.data.get('format')!r}")
+            raise ValueError(
+                f'object = "certificate" needs format = "pkcs12" or "pem" (Key Vault imports '
+                f"PFX or PEM), not {info.data.get('format')!r}"
+            )
         return value
 
     @field_validator("verify_challenge_resource")
     @classmethod
     def _unchecked_challenge_only_on_this_machine(cls, value: bool, info: ValidationInfo) -> bool:
         if not value:
-            refuse_off_loopback("verify_challenge_resource = false (a token for any resource the challenge names)",
-                                url_host(info.data.get("vault_url")), info)
+            refuse_off_loopback(
+                "verify_challenge_resource = false (a token for any resource the challenge names)",
+                url_host(info.data.get("vault_url")),
+                info,
+            )
         return value
 
     def insecure_transport(self) -> str | None:
         if self.verify_challenge_resource:
             return None
-        return insecure_note("verify_challenge_resource = false: the auth challenge's resource is not checked",
-                             url_host(self.vault_url))
+        return insecure_note(
+            "verify_challenge_resource = false: the auth challenge's resource is not checked", url_host(self.vault_url)
+        )
 
 
 class AzureProvider(BaseProvider[RemoteSecret]):
     """Handle (`current`): the current version, value and tags (Key Vault keeps tags per version,
     and a write sets value, content type and tags in one call)."""
+
     kind = "azure"
     service = SERVICE
     name_rule = NAME_RULE
     max_payload = MAX_VALUE_BYTES
 
-    def __init__(self, client: Any, *, adopt: bool = False, purge_on_delete: bool = False,
-                 on_soft_deleted: str = "recover", page_size: int | None = None,
-                 name_free_timeout: float = 60.0, destination: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        adopt: bool = False,
+        purge_on_delete: bool = False,
+        on_soft_deleted: str = "recover",
+        page_size: int | None = None,
+        name_free_timeout: float = 60.0,
+        destination: str | None = None,
+    ) -> None:
         """`client` is a SecretClient, or a zero-argument callable that builds one on first use.
 
         page_size: listing page size (1..25; None = the service default, 25).
         name_free_timeout: how long a write waits while the name is still being deleted/purged.
         """
         if on_soft_deleted not in ON_SOFT_DELETED:
-            raise ConfigError(f"azure on_soft_deleted must be one of {', '.join(ON_SOFT_DELETED)}, "
-                              f"not {on_soft_deleted!r}")
+            raise ConfigError(
+                f"azure on_soft_deleted must be one of {', '.join(ON_SOFT_DELETED)}, not {on_soft_deleted!r}"
+            )
         super().__init__(adopt=adopt, destination=destination)
         self._client: Any = None if callable(client) else client
         self._factory: Callable[[], Any] = client if callable(client) else lambda: client
@@ -103,7 +142,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
 
     @property
     def client(self) -> Any:
-        with self._client_lock:   # lanes share one provider: build one client and one credential
+        with self._client_lock:  # lanes share one provider: build one client and one credential
             if self._client is None:
                 self._client = self._factory()
         return self._client
@@ -117,7 +156,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
                 yield _remote(props)
 
     def _list_all(self) -> Iterator[RemoteSecret]:
-        return self._list()        # no filter either way; soft-deleted secrets are not listed
+        return self._list()  # no filter either way; soft-deleted secrets are not listed
 
     def _lookup(self, name: str) -> RemoteSecret | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -147,11 +186,17 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         tagged = [v for v in tagged if v.managed]
         if not tagged:
             refuse_foreign(current, name, self.adopt, cert)
-        newest = max(tagged, key=lambda v: v.updated or datetime.min.replace(tzinfo=timezone.utc))
+        newest = max(tagged, key=lambda v: v.updated or datetime.min.replace(tzinfo=UTC))
         refuse_foreign(newest, name, self.adopt, cert)
 
-    def _write(self, name: str, current: RemoteSecret | None, payload: str | bytes, content_type: str,
-               labels: Mapping[str, str]) -> Any:
+    def _write(
+        self,
+        name: str,
+        current: RemoteSecret | None,
+        payload: str | bytes,
+        content_type: str,
+        labels: Mapping[str, str],
+    ) -> Any:
         """set_secret: a new version with its content type and tags (there is no separate create).
         A name held by a soft-deleted secret is recovered or purged first (only if it is ours)."""
         from azure.core.exceptions import ResourceExistsError
@@ -165,9 +210,10 @@ class AzureProvider(BaseProvider[RemoteSecret]):
                 self._free_soft_deleted(name, labels[CERT_LABEL])
                 return self._set(name, payload, content_type, labels)
 
-    def _relabel(self, name: str, current: RemoteSecret | None, written: Any, content_type: str,
-                 labels: Mapping[str, str]) -> RemoteSecret:
-        return _remote(written.properties)      # the tags came with the version
+    def _relabel(
+        self, name: str, current: RemoteSecret | None, written: Any, content_type: str, labels: Mapping[str, str]
+    ) -> RemoteSecret:
+        return _remote(written.properties)  # the tags came with the version
 
     def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -175,7 +221,7 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         with _errors("delete", name):
             try:
                 self.client.begin_delete_secret(name).wait()
-            except ResourceNotFoundError:      # deleted by someone else meanwhile
+            except ResourceNotFoundError:  # deleted by someone else meanwhile
                 pass
 
     def _after_delete(self, name: str, *, cert: str, purge: bool) -> None:
@@ -235,10 +281,10 @@ class AzureProvider(BaseProvider[RemoteSecret]):
         if self.on_soft_deleted == "recover":
             self._recover(name)
         else:
-            self._purge(name)          # _set then waits until the purge has finished
+            self._purge(name)  # _set then waits until the purge has finished
 
 
-POOL_SIZE = 64     # connections kept per vault: as many as a quota domain's workers (pacing caps them at 64)
+POOL_SIZE = 64  # connections kept per vault: as many as a quota domain's workers (pacing caps them at 64)
 
 
 def _pooled_transport(tls: dict) -> Any:
@@ -250,8 +296,11 @@ def _pooled_transport(tls: dict) -> Any:
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE,
-                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    adapter = HTTPAdapter(
+        pool_connections=4,
+        pool_maxsize=POOL_SIZE,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
     for scheme in ("https://", "http://"):
         session.mount(scheme, adapter)
     return RequestsTransport(session=session, session_owner=True, **tls)
@@ -261,13 +310,18 @@ def from_destination(dest: Any) -> AzureProvider:
     """The secrets adapter, or (object = "certificate") the certificate objects one."""
     if getattr(dest, "object", "secret") == "certificate":
         from providers.azure_certificates import from_destination as certificates
+
         return certificates(dest)
-    provider: list[AzureProvider] = []     # the adapter, once made: the throttle watch reports to it
-    provider.append(AzureProvider(client_builder(dest, "azure.keyvault.secrets", "SecretClient", provider),
-                                  adopt=getattr(dest, "adopt", False),
-                                  purge_on_delete=getattr(dest, "purge_on_delete", False),
-                                  on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
-                                  destination=getattr(dest, "name", None)))
+    provider: list[AzureProvider] = []  # the adapter, once made: the throttle watch reports to it
+    provider.append(
+        AzureProvider(
+            client_builder(dest, "azure.keyvault.secrets", "SecretClient", provider),
+            adopt=getattr(dest, "adopt", False),
+            purge_on_delete=getattr(dest, "purge_on_delete", False),
+            on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+            destination=getattr(dest, "name", None),
+        )
+    )
     return provider[0]
 
 
@@ -288,6 +342,7 @@ def client_builder(dest: Any, module: str, client: str, provider: list) -> Calla
 
         class ThrottleWatch(SansIOHTTPPolicy):
             """After the retry policy: sees every 429 the SDK then retries (after Retry-After)."""
+
             def on_response(self, request: Any, response: Any) -> None:
                 if response.http_response.status_code == 429 and provider:
                     provider[0]._throttled()
@@ -296,9 +351,14 @@ def client_builder(dest: Any, module: str, client: str, provider: list) -> Calla
         # endpoint; a TLS-inspecting proxy in front of Entra ID), not only by the vault client.
         tls = {"connection_verify": str(ca_bundle)} if ca_bundle else {}
         cls = getattr(importlib.import_module(module), client)
-        return cls(str(vault_url), DefaultAzureCredential(**tls),
-                   verify_challenge_resource=verify_challenge, per_retry_policies=[ThrottleWatch()],
-                   transport=_pooled_transport(tls), **tls)
+        return cls(
+            str(vault_url),
+            DefaultAzureCredential(**tls),
+            verify_challenge_resource=verify_challenge,
+            per_retry_policies=[ThrottleWatch()],
+            transport=_pooled_transport(tls),
+            **tls,
+        )
 
     return build
 
@@ -308,23 +368,40 @@ def _quota_domain(dest: AzureDestination) -> str:
 
 
 DESCRIPTOR = ProviderDescriptor(
-    config=AzureDestination, adapter=AzureProvider, factory=from_destination,
+    config=AzureDestination,
+    adapter=AzureProvider,
+    factory=from_destination,
     # 4,000 transactions per 10 s per vault, reads included; a push is a GET and a PUT. A delete
     # is a GET, the DELETE and at least one poll by the SDK's poller, plus a GET and a PURGE
     # when purging.
     # Reads and writes share the vault's budget; GetSecrets pages hold 25 secrets.
-    quota=QuotaRule(calls_per_second=400.0, calls_per_push=2.0, calls_per_delete=3.0,
-                    calls_per_purge=2.0, reads_per_second=400.0, calls_per_read=1.0,
-                    page_size=25, one_budget=True),
-    quota_domain=_quota_domain)
+    quota=QuotaRule(
+        calls_per_second=400.0,
+        calls_per_push=2.0,
+        calls_per_delete=3.0,
+        calls_per_purge=2.0,
+        reads_per_second=400.0,
+        calls_per_read=1.0,
+        page_size=25,
+        one_budget=True,
+    ),
+    quota_domain=_quota_domain,
+)
 
 
 # --- module helpers ------------------------------------------------------------------------------
 
+
 def _remote(props: Any, value: str | None = None) -> RemoteSecret:
-    return RemoteSecret(name=props.name, labels=dict(props.tags or {}), version=props.version,
-                        updated=props.updated_on, value=value, content_type=props.content_type,
-                        enabled=props.enabled is not False)
+    return RemoteSecret(
+        name=props.name,
+        labels=dict(props.tags or {}),
+        version=props.version,
+        updated=props.updated_on,
+        value=value,
+        content_type=props.content_type,
+        enabled=props.enabled is not False,
+    )
 
 
 def _text(name: str, payload: str | bytes) -> str:
@@ -333,8 +410,9 @@ def _text(name: str, payload: str | bytes) -> str:
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProviderError(f"azure: payload for {name!r} is binary; Key Vault secrets hold text "
-                            "(render pkcs12 as base64)") from None
+        raise ProviderError(
+            f"azure: payload for {name!r} is binary; Key Vault secrets hold text (render pkcs12 as base64)"
+        ) from None
 
 
 def _inner_code(exc: Any) -> str | None:

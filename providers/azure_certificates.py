@@ -11,13 +11,15 @@ Verify after write: the import's answer carries the X.509 certificate Key Vault 
 it must be the payload's leaf. `get` returns tags and version but no value: Key Vault hands the
 PFX out only through the backing secret, which certsync does not read.
 """
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 from providers.azure import AzureProvider, _errors, _inner_code, client_builder
 from providers.base import CERT_LABEL, RemoteSecret, check_payload_size
@@ -32,7 +34,7 @@ class AzureCertificateProvider(AzureProvider):
 
     def __init__(self, client: Any, *, password: str | None = None, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self.password = password            # the PFX's, when the destination names one (pkcs12_password_env)
+        self.password = password  # the PFX's, when the destination names one (pkcs12_password_env)
 
     # --- hooks ----------------------------------------------------------------------------------
 
@@ -54,11 +56,17 @@ class AzureCertificateProvider(AzureProvider):
     def _prepare(self, name: str, payload: str | bytes) -> str:
         text = payload.decode("ascii", "replace") if isinstance(payload, bytes) else payload
         check_payload_size(name, text, self.max_payload, self.service)
-        _import_bytes(name, text)          # PFX (base64) or PEM with a key: refused before any call
+        _import_bytes(name, text)  # PFX (base64) or PEM with a key: refused before any call
         return text
 
-    def _write(self, name: str, current: RemoteSecret | None, payload: str | bytes, content_type: str,
-               labels: Mapping[str, str]) -> Any:
+    def _write(
+        self,
+        name: str,
+        current: RemoteSecret | None,
+        payload: str | bytes,
+        content_type: str,
+        labels: Mapping[str, str],
+    ) -> Any:
         """import_certificate: a new version with its tags; a soft-deleted name is recovered or
         purged first (only if it is ours), as for secrets."""
         from azure.core.exceptions import ResourceExistsError
@@ -75,9 +83,10 @@ class AzureCertificateProvider(AzureProvider):
         _verify(name, written.cer, data, kind, self.password)
         return written
 
-    def _relabel(self, name: str, current: RemoteSecret | None, written: Any, content_type: str,
-                 labels: Mapping[str, str]) -> RemoteSecret:
-        return _remote(written.properties)      # the tags came with the version
+    def _relabel(
+        self, name: str, current: RemoteSecret | None, written: Any, content_type: str, labels: Mapping[str, str]
+    ) -> RemoteSecret:
+        return _remote(written.properties)  # the tags came with the version
 
     def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -85,7 +94,7 @@ class AzureCertificateProvider(AzureProvider):
         with _errors("delete certificate", name):
             try:
                 self.client.begin_delete_certificate(name).wait()
-            except ResourceNotFoundError:      # deleted by someone else meanwhile
+            except ResourceNotFoundError:  # deleted by someone else meanwhile
                 pass
 
     # --- helpers --------------------------------------------------------------------------------
@@ -95,13 +104,17 @@ class AzureCertificateProvider(AzureProvider):
         from azure.core.exceptions import ResourceExistsError
         from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
 
-        policy = CertificatePolicy(content_type=CertificateContentType.pem if kind == PEM_TYPE
-                                   else CertificateContentType.pkcs12)
-        return self._retrying(lambda: self.client.import_certificate(
-            name, data, enabled=True, tags=dict(labels), password=self.password, policy=policy),
-            ResourceExistsError)
+        policy = CertificatePolicy(
+            content_type=CertificateContentType.pem if kind == PEM_TYPE else CertificateContentType.pkcs12
+        )
+        return self._retrying(
+            lambda: self.client.import_certificate(
+                name, data, enabled=True, tags=dict(labels), password=self.password, policy=policy
+            ),
+            ResourceExistsError,
+        )
 
-    def _retrying(self, call: Any, conflict: type) -> Any:
+    def _retrying(self, call: Any, conflict: type[BaseException]) -> Any:
         import time
 
         deadline, pause = time.monotonic() + self.name_free_timeout, 0.25
@@ -140,28 +153,38 @@ class AzureCertificateProvider(AzureProvider):
 def from_destination(dest: Any) -> AzureCertificateProvider:
     provider: list[AzureCertificateProvider] = []
     env = getattr(dest, "pkcs12_password_env", None)
-    provider.append(AzureCertificateProvider(
-        client_builder(dest, "azure.keyvault.certificates", "CertificateClient", provider),
-        password=os.environ.get(env) if env else None,
-        adopt=getattr(dest, "adopt", False), purge_on_delete=getattr(dest, "purge_on_delete", False),
-        on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"), destination=getattr(dest, "name", None)))
+    provider.append(
+        AzureCertificateProvider(
+            client_builder(dest, "azure.keyvault.certificates", "CertificateClient", provider),
+            password=os.environ.get(env) if env else None,
+            adopt=getattr(dest, "adopt", False),
+            purge_on_delete=getattr(dest, "purge_on_delete", False),
+            on_soft_deleted=getattr(dest, "on_soft_deleted", "recover"),
+            destination=getattr(dest, "name", None),
+        )
+    )
     return provider[0]
 
 
 # --- module helpers ------------------------------------------------------------------------------
 
+
 def _import_bytes(name: str, text: str) -> tuple[bytes, str]:
     """(bytes to import, content type): PEM text as is, else the base64 PFX decoded."""
     if "-----BEGIN" in text:
         if "-----BEGIN PRIVATE KEY-----" not in text or not _CERT.search(text.encode()):
-            raise ProviderError(f"azure: certificate {name!r}: the PEM payload needs the certificate and a PKCS#8 "
-                                "private key (format = \"pem\")")
+            raise ProviderError(
+                f"azure: certificate {name!r}: the PEM payload needs the certificate and a PKCS#8 "
+                'private key (format = "pem")'
+            )
         return text.encode(), PEM_TYPE
     try:
         return base64.b64decode(text, validate=True), PFX_TYPE
     except ValueError:
-        raise ProviderError(f"azure: certificate {name!r}: the payload is neither PEM nor a base64 PFX "
-                            "(format must be \"pkcs12\" or \"pem\" for object = \"certificate\")") from None
+        raise ProviderError(
+            f"azure: certificate {name!r}: the payload is neither PEM nor a base64 PFX "
+            '(format must be "pkcs12" or "pem" for object = "certificate")'
+        ) from None
 
 
 def _leaf_der(data: bytes, kind: str, password: str | None) -> bytes | None:
@@ -171,9 +194,15 @@ def _leaf_der(data: bytes, kind: str, password: str | None) -> bytes | None:
 
     try:
         if kind == PEM_TYPE:
-            leaf = x509.load_pem_x509_certificate(_CERT.search(data).group(0))
+            found = _CERT.search(data)
+            if found is None:
+                return None
+            leaf = x509.load_pem_x509_certificate(found.group(0))
         else:
-            leaf = pkcs12.load_key_and_certificates(data, password.encode() if password else None)[1]
+            loaded = pkcs12.load_key_and_certificates(data, password.encode() if password else None)[1]
+            if loaded is None:
+                return None
+            leaf = loaded
     except (ValueError, TypeError, AttributeError):
         return None
     return leaf.public_bytes(serialization.Encoding.DER) if leaf is not None else None
@@ -183,11 +212,17 @@ def _verify(name: str, cer: bytes | None, data: bytes, kind: str, password: str 
     """The imported version must hold the payload's leaf (Key Vault answers with its DER)."""
     leaf = _leaf_der(data, kind, password)
     if not cer or leaf is None or hashlib.sha256(bytes(cer)).digest() != hashlib.sha256(leaf).digest():
-        raise VerifyError(f"verify after write: Key Vault certificate {name!r} does not hold the certificate "
-                          "just imported")
+        raise VerifyError(
+            f"verify after write: Key Vault certificate {name!r} does not hold the certificate just imported"
+        )
 
 
 def _remote(props: Any) -> RemoteSecret:
     """No content type: the certificates API keeps the import's (its policy's), not a put's."""
-    return RemoteSecret(name=props.name, labels=dict(props.tags or {}), version=props.version,
-                        updated=props.updated_on, enabled=props.enabled is not False)
+    return RemoteSecret(
+        name=props.name,
+        labels=dict(props.tags or {}),
+        version=props.version,
+        updated=props.updated_on,
+        enabled=props.enabled is not False,
+    )

@@ -13,6 +13,7 @@ only the hooks, which is where the clouds really differ.
 [destination.NAME] config model, the adapter (name rule, payload limit), the factory and the quota.
 Each adapter module exports one as DESCRIPTOR; providers/registry.py lists them.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -20,8 +21,8 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Mapping, Protocol, TypeVar, \
-    get_args
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args
+from collections.abc import Callable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from urllib.parse import urlsplit
@@ -39,11 +40,11 @@ FP_LABEL = "certsync-fp"
 class RemoteSecret:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
-    version: str | None = None          # provider version id of the current value
+    version: str | None = None  # provider version id of the current value
     updated: datetime | None = None
-    value: str | bytes | None = None    # only from get()
+    value: str | bytes | None = None  # only from get()
     content_type: str | None = None
-    enabled: bool = True                # False: the service will not hand out its value (Key Vault: disabled)
+    enabled: bool = True  # False: the service will not hand out its value (Key Vault: disabled)
 
     @property
     def managed(self) -> bool:
@@ -64,8 +65,7 @@ class Provider(Protocol):
 
     def get(self, name: str) -> RemoteSecret | None: ...
 
-    def put(self, name: str, payload: str | bytes, *, content_type: str,
-            labels: Mapping[str, str]) -> RemoteSecret: ...
+    def put(self, name: str, payload: str | bytes, *, content_type: str, labels: Mapping[str, str]) -> RemoteSecret: ...
 
     def delete(self, name: str, *, cert: str, purge: bool = False) -> None: ...
 
@@ -80,12 +80,16 @@ def refuse_foreign(existing: RemoteSecret | None, name: str, adopt: bool, cert: 
     if existing is None or adopt:
         return
     if not existing.managed:
-        raise NotOwned(f"secret {name!r} exists and is not managed by certsync "
-                       f"(no tag {MANAGED_BY}={MANAGED_BY_VALUE}); set adopt = true to take it over")
+        raise NotOwned(
+            f"secret {name!r} exists and is not managed by certsync "
+            f"(no tag {MANAGED_BY}={MANAGED_BY_VALUE}); set adopt = true to take it over"
+        )
     owner = existing.labels.get(CERT_LABEL)
     if owner != cert:
-        raise NotOwned(f"secret {name!r} belongs to certificate {owner!r}, not {cert!r} "
-                       f"(tag {CERT_LABEL}); set adopt = true to take it over")
+        raise NotOwned(
+            f"secret {name!r} belongs to certificate {owner!r}, not {cert!r} "
+            f"(tag {CERT_LABEL}); set adopt = true to take it over"
+        )
 
 
 def label_cert(name: str, labels: Mapping[str, str]) -> str:
@@ -104,6 +108,7 @@ def check_payload_size(name: str, payload: str | bytes, limit: int, service: str
 
 # --- name rules, checked before any call -------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NameRule:
     pattern: re.Pattern[str]
@@ -120,7 +125,7 @@ class NameRule:
 
 # --- the template -------------------------------------------------------------------------------
 
-H = TypeVar("H")    # an adapter's handle on the current secret: what its lookup returns
+H = TypeVar("H")  # an adapter's handle on the current secret: what its lookup returns
 
 
 class BaseProvider(Generic[H]):
@@ -144,10 +149,10 @@ class BaseProvider(Generic[H]):
     their own SDK calls into one-line ProviderErrors; the template adds the destination's name.
     """
 
-    kind: ClassVar[str]                 # the `provider = "..."` of its destinations
-    service: ClassVar[str]              # the cloud service's name, for messages
+    kind: ClassVar[str]  # the `provider = "..."` of its destinations
+    service: ClassVar[str]  # the cloud service's name, for messages
     name_rule: ClassVar[NameRule]
-    max_payload: ClassVar[int]          # bytes
+    max_payload: ClassVar[int]  # bytes
 
     # called once per throttling answer the SDK retried on its own (pacing slows down on it)
     on_throttle: Callable[[], None] | None = None
@@ -166,7 +171,7 @@ class BaseProvider(Generic[H]):
     def list_managed(self) -> Iterator[RemoteSecret]:
         with self._naming():
             for secret in self._list():
-                if secret.managed:      # server-side filters are prefixes or absent: check again
+                if secret.managed:  # server-side filters are prefixes or absent: check again
                     yield secret
 
     def list_all(self) -> Iterator[RemoteSecret]:
@@ -180,8 +185,7 @@ class BaseProvider(Generic[H]):
             current = self._lookup(name)
             return None if current is None else self._read(name, current)
 
-    def put(self, name: str, payload: str | bytes, *, content_type: str,
-            labels: Mapping[str, str]) -> RemoteSecret:
+    def put(self, name: str, payload: str | bytes, *, content_type: str, labels: Mapping[str, str]) -> RemoteSecret:
         with self._naming():
             self.check_name(name)
             payload = self._prepare(name, payload)
@@ -202,11 +206,11 @@ class BaseProvider(Generic[H]):
                         raise
                     done = self._written_already(name, current, labels)
                     if done is not None:
-                        return done     # our tags, our certificate, our fingerprint: the write is done
+                        return done  # our tags, our certificate, our fingerprint: the write is done
                     self._check_owner(name, current, cert)
                 else:
                     if isinstance(created, RemoteSecret):
-                        return created      # value and labels written in one call
+                        return created  # value and labels written in one call
                     current = created
             else:
                 self._check_owner(name, current, cert)
@@ -263,8 +267,9 @@ class BaseProvider(Generic[H]):
         """Refuse (NotOwned) unless `current` was written by certsync for `cert`, or adopt is on."""
         refuse_foreign(self._view(name, current), name, self.adopt, cert)
 
-    def _create(self, name: str, payload: str | bytes, content_type: str,
-                labels: Mapping[str, str]) -> RemoteSecret | H | None:
+    def _create(
+        self, name: str, payload: str | bytes, content_type: str, labels: Mapping[str, str]
+    ) -> RemoteSecret | H | None:
         """Create an absent secret. Return the finished RemoteSecret when the create wrote value
         and labels; else the new handle (or None) for _write and _relabel to carry on with."""
         return None
@@ -283,13 +288,15 @@ class BaseProvider(Generic[H]):
             return view
         return None
 
-    def _write(self, name: str, current: H | None, payload: str | bytes, content_type: str,
-               labels: Mapping[str, str]) -> Any:
+    def _write(
+        self, name: str, current: H | None, payload: str | bytes, content_type: str, labels: Mapping[str, str]
+    ) -> Any:
         """Write the value as the secret's new current version; returns what _relabel needs."""
         raise NotImplementedError
 
-    def _relabel(self, name: str, current: H | None, written: Any, content_type: str,
-                 labels: Mapping[str, str]) -> RemoteSecret:
+    def _relabel(
+        self, name: str, current: H | None, written: Any, content_type: str, labels: Mapping[str, str]
+    ) -> RemoteSecret:
         """Bring the labels up to date (after the value) and describe what was written."""
         raise NotImplementedError
 
@@ -319,7 +326,7 @@ def name_destination(exc: CertsyncError, destination: str) -> CertsyncError:
     if not exc.message.startswith(prefix):
         exc.message = prefix + exc.message
         exc.args = (exc.message,)
-    exc.destination = destination       # type: ignore[attr-defined]  # ProviderError declares it; others get it
+    exc.destination = destination  # type: ignore[attr-defined]  # ProviderError declares it; others get it
     return exc
 
 
@@ -331,46 +338,89 @@ Format = Literal["json", "pem", "pkcs12"]
 class DestinationBase(BaseModel):
     """Keys every [destination.NAME] has; each provider module subclasses it with `provider` and
     its own keys. `name` is the NAME, set when the config is loaded (None for a model built by hand)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Format = Field("json", description=(
-        "Payload written to the secret: json (fields certificate, private_key, certificate_chain, ca_certificate, "
-        "serial, not_after, fingerprint_sha256), pem (leaf, intermediates, PKCS#8 key) or pkcs12 (base64 PFX)."))
-    adopt: bool = Field(False, description=(
-        "Take over (overwrite, delete) secrets that exist without the managed-by=certsync tag."))
-    pkcs12_password_env: str | None = Field(None, description=(
-        "For pkcs12: name of the environment variable holding the PFX password; unset makes a password-less PFX "
-        "(what Azure services expect)."))
-    pkcs12_encryption: Literal["aes256", "legacy"] = Field("aes256", description=(
-        "For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers)."))
-    max_calls_per_second: float | None = Field(default=None, gt=0, description=(
-        "Pace writes to this cloud at this rate; unset: 95% of the cloud's documented quota. Reads (look-ups, "
-        "listing pages) are paced at the cloud's read quota scaled by the same factor."))
-    concurrency: int = Field(default=8, ge=1, le=64, description=(
-        "Calls in flight at once per quota domain (account and region, project, or vault)."))
-    verify_after_write: Literal["response", "read", "off"] = Field("response", description=(
-        "Check each write: from the write's response (\"response\"), by reading the secret back (\"read\"), or not "
-        "at all (\"off\")."))
+    format: Format = Field(
+        "json",
+        description=(
+            "Payload written to the secret: json (fields certificate, private_key, certificate_chain, ca_certificate, "
+            "serial, not_after, fingerprint_sha256), pem (leaf, intermediates, PKCS#8 key) or pkcs12 (base64 PFX)."
+        ),
+    )
+    adopt: bool = Field(
+        False, description=("Take over (overwrite, delete) secrets that exist without the managed-by=certsync tag.")
+    )
+    pkcs12_password_env: str | None = Field(
+        None,
+        description=(
+            "For pkcs12: name of the environment variable holding the PFX password; unset makes a password-less PFX "
+            "(what Azure services expect)."
+        ),
+    )
+    pkcs12_encryption: Literal["aes256", "legacy"] = Field(
+        "aes256", description=("For pkcs12: aes256 (AES-256/PBES2) or legacy (3DES/SHA-1, for old readers).")
+    )
+    max_calls_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Pace writes to this cloud at this rate; unset: 95% of the cloud's documented quota. Reads (look-ups, "
+            "listing pages) are paced at the cloud's read quota scaled by the same factor."
+        ),
+    )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description=("Calls in flight at once per quota domain (account and region, project, or vault)."),
+    )
+    verify_after_write: Literal["response", "read", "off"] = Field(
+        "response",
+        description=(
+            'Check each write: from the write\'s response ("response"), by reading the secret back ("read"), or not '
+            'at all ("off").'
+        ),
+    )
 
-    allow_insecure_transport: bool = Field(False, description=(
-        "DANGEROUS. Allow this destination's insecure transport setting (gcp insecure = true, an http:// aws "
-        "endpoint_url, azure verify_challenge_resource = false) for a host that is not this machine (localhost, "
-        "127.0.0.0/8, ::1): secrets and credentials may then travel in plaintext or to the wrong server. Unset, "
-        "such a setting is refused for any other host; it is warned about on every run either way."))
+    allow_insecure_transport: bool = Field(
+        False,
+        description=(
+            "DANGEROUS. Allow this destination's insecure transport setting (gcp insecure = true, an http:// aws "
+            "endpoint_url, azure verify_challenge_resource = false) for a host that is not this machine (localhost, "
+            "127.0.0.0/8, ::1): secrets and credentials may then travel in plaintext or to the wrong server. Unset, "
+            "such a setting is refused for any other host; it is warned about on every run either way."
+        ),
+    )
 
     # deploy hooks (sync/reconcile/hooks.py): run after each successful push here, with facts, never the key
-    deploy_hook: list[str] | None = Field(None, min_length=1, description=(
-        "Command run after each successful push (and its verify) to this destination, as an argv list (no shell), "
-        "e.g. [\"/usr/local/bin/reload\", \"--fast\"]. It gets the certificate's facts in CERTSYNC_* environment "
-        "variables (docs/hooks.md), never the key or the payload. A failure is reported and retried on later runs; "
-        "it never undoes the push."))
-    deploy_webhook: str | None = Field(None, description=(
-        "http(s) URL POSTed a JSON document of the same facts after each successful push to this destination."))
-    deploy_webhook_auth_env: str | None = Field(None, description=(
-        "Name of the environment variable whose value is sent as the webhook's Authorization header (e.g. "
-        "\"Bearer ...\"); the value itself never goes into the config."))
-    deploy_hook_timeout: Duration = Field(timedelta(seconds=60), description=(
-        "How long a deploy hook command (killed with its process group) or webhook call may take."))
+    deploy_hook: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Command run after each successful push (and its verify) to this destination, as an argv list (no shell), "
+            'e.g. ["/usr/local/bin/reload", "--fast"]. It gets the certificate\'s facts in CERTSYNC_* environment '
+            "variables (docs/hooks.md), never the key or the payload. A failure is reported and retried on later runs; "
+            "it never undoes the push."
+        ),
+    )
+    deploy_webhook: str | None = Field(
+        None,
+        description=(
+            "http(s) URL POSTed a JSON document of the same facts after each successful push to this destination."
+        ),
+    )
+    deploy_webhook_auth_env: str | None = Field(
+        None,
+        description=(
+            "Name of the environment variable whose value is sent as the webhook's Authorization header (e.g. "
+            '"Bearer ..."); the value itself never goes into the config.'
+        ),
+    )
+    deploy_hook_timeout: Duration = Field(
+        timedelta(seconds=60),
+        description=("How long a deploy hook command (killed with its process group) or webhook call may take."),
+    )
 
     _name: str | None = PrivateAttr(None)
 
@@ -378,16 +428,20 @@ class DestinationBase(BaseModel):
     @classmethod
     def _not_a_shell_string(cls, value: Any) -> Any:
         if isinstance(value, str):
-            raise ValueError("must be an argv list like [\"/usr/local/bin/reload\", \"--fast\"], not a shell "
-                             "string (no shell runs it; for shell syntax use [\"/bin/sh\", \"-c\", \"...\"])")
+            raise ValueError(
+                'must be an argv list like ["/usr/local/bin/reload", "--fast"], not a shell '
+                'string (no shell runs it; for shell syntax use ["/bin/sh", "-c", "..."])'
+            )
         return value
 
     @field_validator("deploy_hook")
     @classmethod
     def _argv(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value[0].strip():
-            raise ValueError("the command (first item) must not be empty; write an argv list like "
-                             "[\"/usr/local/bin/reload\", \"--fast\"]")
+            raise ValueError(
+                "the command (first item) must not be empty; write an argv list like "
+                '["/usr/local/bin/reload", "--fast"]'
+            )
         if value is not None and any("\0" in arg for arg in value):
             raise ValueError("an argument holds a NUL character")
         return value
@@ -396,7 +450,7 @@ class DestinationBase(BaseModel):
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
         if value is not None and not value.lower().startswith(("https://", "http://")):
-            raise ValueError("must be an http:// or https:// URL")   # never echo it: it may hold a token
+            raise ValueError("must be an http:// or https:// URL")  # never echo it: it may hold a token
         return value
 
     @field_validator("deploy_webhook_auth_env")
@@ -407,13 +461,20 @@ class DestinationBase(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _webhook_auth(self) -> "DestinationBase":
+    def _webhook_auth(self) -> DestinationBase:
         if self.deploy_webhook_auth_env and not self.deploy_webhook:
             raise ValueError("deploy_webhook_auth_env needs deploy_webhook")
-        if self.deploy_webhook_auth_env and self.deploy_webhook.lower().startswith("http://") \
-                and not is_loopback(url_host(self.deploy_webhook)) and not self.allow_insecure_transport:
-            raise ValueError("deploy_webhook is http:// and deploy_webhook_auth_env is set: the Authorization "
-                             f"header would travel in plaintext; use https:// (http:// only for {LOOPBACK})")
+        if (
+            self.deploy_webhook_auth_env
+            and self.deploy_webhook
+            and self.deploy_webhook.lower().startswith("http://")
+            and not is_loopback(url_host(self.deploy_webhook))
+            and not self.allow_insecure_transport
+        ):
+            raise ValueError(
+                "deploy_webhook is http:// and deploy_webhook_auth_env is set: the Authorization "
+                f"header would travel in plaintext; use https:// (http:// only for {LOOPBACK})"
+            )
         return self
 
     @property
@@ -428,7 +489,7 @@ class DestinationBase(BaseModel):
         """What is insecure about this destination's transport (one warning per run), or None."""
         return None
 
-    def named(self, name: str) -> "DestinationBase":
+    def named(self, name: str) -> DestinationBase:
         """This destination, knowing its NAME (the config loader calls it)."""
         self._name = name
         return self
@@ -465,8 +526,10 @@ def refuse_off_loopback(what: str, host: str | None, info: ValidationInfo) -> No
     the setting's key) for any other host, unless the destination sets allow_insecure_transport."""
     if is_loopback(host) or info.data.get("allow_insecure_transport"):
         return
-    raise ValueError(f"{what} is allowed only for a host on this machine ({LOOPBACK}), not {host or 'none'!r}; "
-                     "set allow_insecure_transport = true on this destination to allow it anyway")
+    raise ValueError(
+        f"{what} is allowed only for a host on this machine ({LOOPBACK}), not {host or 'none'!r}; "
+        "set allow_insecure_transport = true on this destination to allow it anyway"
+    )
 
 
 def insecure_note(what: str, host: str | None) -> str:
@@ -479,10 +542,11 @@ def insecure_note(what: str, host: str | None) -> str:
 @dataclass(frozen=True)
 class QuotaRule:
     """Calls per second the service allows per quota domain, and what one push and one delete cost."""
+
     calls_per_second: float
     calls_per_push: float
     calls_per_delete: float = 1.0
-    calls_per_purge: float = 0.0        # added to a delete when the destination purges (purge_on_delete)
+    calls_per_purge: float = 0.0  # added to a delete when the destination purges (purge_on_delete)
     # reads (discovery): what the service allows per domain for the calls a `get` makes, and how
     # many of them one `get` makes (a listing page counts one too)
     reads_per_second: float = 10.0
@@ -499,11 +563,12 @@ class QuotaRule:
 @dataclass(frozen=True)
 class ProviderDescriptor:
     """One cloud, as the rest of certsync sees it."""
-    config: type[DestinationBase]              # the [destination.NAME] model (`provider` = kind)
-    adapter: type[BaseProvider[Any]]           # kind, service, name rule, payload limit
-    factory: Callable[[Any], Provider]         # adapter from a destination; imports the SDK
+
+    config: type[DestinationBase]  # the [destination.NAME] model (`provider` = kind)
+    adapter: type[BaseProvider[Any]]  # kind, service, name rule, payload limit
+    factory: Callable[[Any], Provider]  # adapter from a destination; imports the SDK
     quota: QuotaRule
-    quota_domain: Callable[[Any], str]         # what shares one quota (region, project, vault)
+    quota_domain: Callable[[Any], str]  # what shares one quota (region, project, vault)
     # certificate key types the service takes (config keys: "rsa-2048", "ec-p256", ...); None: any.
     # Config load refuses a certificate routed here with another key type.
     key_types: tuple[str, ...] | None = None
@@ -532,18 +597,22 @@ class ProviderDescriptor:
 
 # --- compatibility: the registry lives in providers/registry.py ---------------------------------
 
+
 def validate_name(provider: str, name: str) -> None:
     from providers.registry import descriptor
+
     descriptor(provider).name_rule.check(name, provider)
 
 
 def load_provider_factory(kind: str) -> Callable[..., Provider]:
     from providers.registry import descriptor
+
     return descriptor(kind).factory
 
 
 def __getattr__(attr: str) -> Any:
-    if attr == "NAME_RULES":            # {kind: NameRule}, as before the registry
+    if attr == "NAME_RULES":  # {kind: NameRule}, as before the registry
         from providers.registry import descriptors
+
         return {kind: d.name_rule for kind, d in descriptors().items()}
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

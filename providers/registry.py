@@ -7,6 +7,7 @@ To add a cloud: write providers/<kind>.py (a DestinationBase subclass, a BasePro
 load time, pacing and the factories all come from here. The modules import no cloud SDK until an
 adapter is built, so loading them all is cheap.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -8,6 +8,7 @@ providers/<kind>.py, listed in providers/registry.py).
 Every key of every section needs a `Field(description=...)` in its model; a missing one is an
 error here (and so in tests/unit/test_docs.py), so the reference never lags behind the code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ class MissingDescription(Exception):
 
 
 # --- types and defaults, as a user writes them in TOML ----------------------------------------------
+
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) in (Union, types.UnionType):
@@ -118,14 +120,18 @@ def _table(model: type[BaseModel], where: str, fields: list[str] | None = None) 
         if fields is not None and name not in fields or field.exclude:
             continue
         if not field.description:
-            raise MissingDescription(f"{where}.{name}: add Field(description=...) in {model.__module__} "
-                                     f"({model.__name__})")
-        rows.append(f"| `{name}` | {_cell(type_text(field.annotation))}{constraints_text(field)} "
-                    f"| {_cell(default_text(field))} | {_cell(field.description)} |")
+            raise MissingDescription(
+                f"{where}.{name}: add Field(description=...) in {model.__module__} ({model.__name__})"
+            )
+        rows.append(
+            f"| `{name}` | {_cell(type_text(field.annotation))}{constraints_text(field)} "
+            f"| {_cell(default_text(field))} | {_cell(field.description)} |"
+        )
     return rows
 
 
 # --- the sections of Config ---------------------------------------------------------------------------
+
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     annotation, _ = _strip_optional(annotation)
@@ -156,7 +162,7 @@ def _nested(model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
             for m in _models_in(typing.get_args(annotation)[0]):
                 found.append((name, m))
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            found.append((name, annotation))      # a table of its own (a CA's name_constraints)
+            found.append((name, annotation))  # a table of its own (a CA's name_constraints)
     return found
 
 
@@ -172,8 +178,7 @@ def markdown() -> str:
         "- Any key can be set from the environment: `CERTSYNC_` + the section path + the key, upper case, with "
         "`__` between levels, e.g. `CERTSYNC_STORE__URL`, `CERTSYNC_NOTIFY__WEBHOOK_URL`. The environment wins "
         "over the file.",
-        "- Relative paths (the SQLite file, `store.key_file`, `ca_bundle`) are relative to the config file's "
-        "folder.",
+        "- Relative paths (the SQLite file, `store.key_file`, `ca_bundle`) are relative to the config file's folder.",
         "- Durations are written `90d`, `12h`, `30m` or `45s`.",
         "- Key types: `rsa-2048`, `rsa-3072`, `rsa-4096`, `ec-p256`, `ec-p384`, `ed25519`.",
         "- CA and certificate names (the `NAME` in `[ca.NAME]`, `[certificate.NAME]`) are 1-63 lowercase "
@@ -199,7 +204,7 @@ def markdown() -> str:
         out += [f"## `{header}`", "", field.description, ""]
         if len(models) == 1:
             out += _table(models[0], key) + [""]
-        else:   # a union of models (destinations): common keys, then each member's own
+        else:  # a union of models (destinations): common keys, then each member's own
             common = [n for n in models[0].model_fields if all(n in m.model_fields for m in models)]
             tag = _discriminator(typing.get_args(annotation)[1] if keyed else annotation)
             shared = [n for n in common if n != tag]
@@ -207,14 +212,18 @@ def markdown() -> str:
             for m in models:
                 value = typing.get_args(m.model_fields[tag].annotation)[0] if tag else m.__name__
                 own = [n for n in m.model_fields if n not in shared]
-                out += [f"### `{tag} = \"{value}\"`", ""] + _table(m, f"{key}.{value}", own) + [""]
+                out += [f'### `{tag} = "{value}"`', ""] + _table(m, f"{key}.{value}", own) + [""]
         for model in models:
             for name, nested in _nested(model):
                 if any(line in (f"### `{name}` entries", f"### `{name}` table") for line in out):
                     continue
                 if typing.get_origin(_strip_optional(model.model_fields[name].annotation)[0]) is list:
-                    out += [f"### `{name}` entries", "",
-                            f"Each entry of `{name}` is a string or a table with these keys:", ""]
+                    out += [
+                        f"### `{name}` entries",
+                        "",
+                        f"Each entry of `{name}` is a string or a table with these keys:",
+                        "",
+                    ]
                     out += _table(nested, f"{key}.{name}[]") + [""]
                 else:
                     out += [f"### `{name}` table", "", f"`{name}` is an inline table with these keys:", ""]
@@ -223,6 +232,7 @@ def markdown() -> str:
 
 
 # --- JSON Schema ---------------------------------------------------------------------------------------
+
 
 class _ConfigSpelling(GenerateJsonSchema):
     """Defaults as the config writes them ("30d"), not as ISO 8601 ("P30D")."""
@@ -235,11 +245,13 @@ class _ConfigSpelling(GenerateJsonSchema):
 
 def schema() -> dict:
     document = config.Config.model_json_schema(schema_generator=_ConfigSpelling)
-    document["properties"].pop("base_dir", None)          # set by the loader, not a key users write
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": "certsync configuration (sync.toml)",
-            "description": "Generated by scripts/gen_docs.py from sync/config.py. See docs/configuration.md.",
-            **{k: v for k, v in document.items() if k not in ("title", "description")}}
+    document["properties"].pop("base_dir", None)  # set by the loader, not a key users write
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "certsync configuration (sync.toml)",
+        "description": "Generated by scripts/gen_docs.py from sync/config.py. See docs/configuration.md.",
+        **{k: v for k, v in document.items() if k not in ("title", "description")},
+    }
 
 
 def schema_text() -> str:
@@ -259,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingDescription as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    stale = [path for path, text in wanted.items()
-             if not path.exists() or path.read_text(encoding="utf-8") != text]
+    stale = [path for path, text in wanted.items() if not path.exists() or path.read_text(encoding="utf-8") != text]
     if args.check:
         for path in stale:
             print(f"error: {path.relative_to(ROOT)} is out of date: run scripts/gen_docs.py", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python scripts/readback.py CONFIG
 """
+
 import base64
 import json
 import subprocess
@@ -28,8 +29,12 @@ def leaf_and_chain(payload: str, fmt: str) -> list[x509.Certificate]:
 
 def main(path: str) -> int:
     cfg = config_mod.load(path)
-    root = subprocess.run([sys.executable, "-m", "sync", "--config", path, "export", next(iter(cfg.certificate)),
-                           "--format", "json"], capture_output=True, text=True, check=True).stdout
+    root = subprocess.run(
+        [sys.executable, "-m", "sync", "--config", path, "export", next(iter(cfg.certificate)), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "root.pem").write_text(json.loads(root)["ca_certificate"])
@@ -40,13 +45,19 @@ def main(path: str) -> int:
                 certs = leaf_and_chain(secret.value, dest.format)
                 (Path(tmp) / "leaf.pem").write_bytes(certs[0].public_bytes(Encoding.PEM))
                 (Path(tmp) / "chain.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs[1:]))
-                verify = subprocess.run(["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "chain.pem",
-                                         "leaf.pem"], cwd=tmp, capture_output=True, text=True)
+                verify = subprocess.run(
+                    ["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "chain.pem", "leaf.pem"],
+                    cwd=tmp,
+                    capture_output=True,
+                    text=True,
+                )
                 ok = verify.returncode == 0
                 failures += not ok
-                print(f"{ref.to}/{ref.name}: {dest.format}, {certs[0].subject.rfc4514_string()}, "
-                      f"serial {certs[0].serial_number:x}, not after {certs[0].not_valid_after_utc:%Y-%m-%d}, "
-                      f"openssl verify: {'OK' if ok else verify.stdout.strip() + verify.stderr.strip()}")
+                print(
+                    f"{ref.to}/{ref.name}: {dest.format}, {certs[0].subject.rfc4514_string()}, "
+                    f"serial {certs[0].serial_number:x}, not after {certs[0].not_valid_after_utc:%Y-%m-%d}, "
+                    f"openssl verify: {'OK' if ok else verify.stdout.strip() + verify.stderr.strip()}"
+                )
     return 1 if failures else 0
 
 

@@ -8,6 +8,7 @@ writes dashboard-overview.png, dashboard-certificates.png, dashboard-certificate
 dashboard-discovery.png and dashboard-login.png. Needs /usr/bin/chromium and /usr/bin/chromedriver
 (apt-get install chromium chromium-driver).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,17 +22,22 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import dashboard, tls_endpoints  # noqa: E402
 
-SHOTS = [("dashboard-overview.png", "/dashboard/"), ("dashboard-certificates.png", "/dashboard/certificates"),
-         ("dashboard-certificate.png", "/dashboard/certificates/stale-web"),
-         ("dashboard-discovery.png", "/dashboard/discovery")]
+SHOTS = [
+    ("dashboard-overview.png", "/dashboard/"),
+    ("dashboard-certificates.png", "/dashboard/certificates"),
+    ("dashboard-certificate.png", "/dashboard/certificates/stale-web"),
+    ("dashboard-discovery.png", "/dashboard/discovery"),
+]
 WIDTH, MAX_HEIGHT = 1280, 1300
 
 
 def shoot(driver, path: Path) -> None:
     height = driver.execute_script("return document.documentElement.scrollHeight")
     # the whole page, up to MAX_HEIGHT (a device-metrics override: the window's size includes its frame)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": WIDTH, "height": min(max(height, 500), MAX_HEIGHT), "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WIDTH, "height": min(max(height, 500), MAX_HEIGHT), "deviceScaleFactor": 1, "mobile": False},
+    )
     driver.save_screenshot(str(path))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
@@ -70,9 +76,13 @@ def main() -> int:
 def _api_issue(server, secret: str) -> None:
     """One issuance through the REST API, so that the activity has an entry of each kind."""
     import urllib.request
-    request = urllib.request.Request(server.url + "/api/v1/certificates", method="POST", data=json.dumps(
-        {"name": "ci-runner", "dns_names": ["ci.example.internal"]}).encode(),
-        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+
+    request = urllib.request.Request(
+        server.url + "/api/v1/certificates",
+        method="POST",
+        data=json.dumps({"name": "ci-runner", "dns_names": ["ci.example.internal"]}).encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as reply:
         reply.read()
 

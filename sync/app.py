@@ -9,6 +9,7 @@ The store is opened on first use and closed with the App. The master key is load
 private key is sealed or opened, so `plan`, `list`, `metrics` and reading a current CRL run
 without it (a pull-request plan job needs no key).
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -47,18 +48,19 @@ log = logs.get("app")
 @dataclass(frozen=True)
 class InitResult:
     cas: list[hierarchy.CAStatus]
-    schema_before: str | None     # None: a new store
+    schema_before: str | None  # None: a new store
     schema_after: str
-    untagged: list[str] = field(default_factory=list)   # rows from before 0004 whose certificate did not check
+    untagged: list[str] = field(default_factory=list)  # rows from before 0004 whose certificate did not check
 
 
 class App:
-    def __init__(self, config: Config, *, providers: ProviderFactory | None = None,
-                 now: datetime | None = None) -> None:
+    def __init__(
+        self, config: Config, *, providers: ProviderFactory | None = None, now: datetime | None = None
+    ) -> None:
         """providers: destination name -> provider (default: built from the config);
         now: a fixed clock (tests, what-if runs); default the current time at each reading."""
         self.config = config
-        logs.add_url_secrets(config.store_url())     # masked in every output, even out of the URL
+        logs.add_url_secrets(config.store_url())  # masked in every output, even out of the URL
         # every call through self.providers is paced under its quota domain (pacing.PacedProvider);
         # discovery paces its own reads and uses the bare ones
         self.pacing = pacing.Pacing(config)
@@ -91,9 +93,13 @@ class App:
 
     def _open_store(self, *, create: bool) -> Store:
         key_file = self.config.resolve(self.config.store.key_file) if self.config.store.key_file else None
-        return Store(self.config.store_url(), create=create, key_file=key_file,
-                     connect_timeout=self.config.store.connect_timeout,
-                     statement_timeout=self.config.store.statement_timeout)
+        return Store(
+            self.config.store_url(),
+            create=create,
+            key_file=key_file,
+            connect_timeout=self.config.store.connect_timeout,
+            statement_timeout=self.config.store.statement_timeout,
+        )
 
     @contextmanager
     def lock(self) -> Iterator[RunLock]:
@@ -129,7 +135,7 @@ class App:
         self.close()
         self._store = self._open_store(create=True)
         self._store.unlock(create=True)
-        with self.lock():                          # two first runs at once must not make two CAs
+        with self.lock():  # two first runs at once must not make two CAs
             with self.store.transaction() as tx:
                 cas = hierarchy.init_cas(self.config, tx, self.now)
                 # rows from before the integrity tags (revision 0004) are tagged once they check
@@ -161,12 +167,12 @@ class App:
                     taken, self._held = True, held
                     runners.merge(report, self._apply_domain(set(by_domain[domain]), progress, deadline))
             except LockError as exc:
-                if taken:              # lost while working, or the issuance wait ran out: the run fails
+                if taken:  # lost while working, or the issuance wait ran out: the run fails
                     raise
                 log.info("domain %s: another runner holds it (%s)", domain, one_line(exc))
             finally:
                 self._held = None
-        if not by_domain:          # certificates without destinations: issuance only
+        if not by_domain:  # certificates without destinations: issuance only
             with self.lock():
                 snap = snapshot(self.config, self.store, self.providers, only=set())
                 runners.merge(report, execute(self, snap.plan(self.now), deadline=deadline))
@@ -182,17 +188,21 @@ class App:
             domain_lock, self._held = self._held, None
             try:
                 wait = max(self.config.store.lock_timeout, runners.ISSUANCE_WAIT)
-                with RunLock(self.store, timeout=wait).held() as held:   # issuance is shared: one runner at a time
+                with RunLock(self.store, timeout=wait).held() as held:  # issuance is shared: one runner at a time
                     self._held = held
-                    planned = {a.cert: (snap.current[a.cert].version if a.cert in snap.current else None)
-                               for a in issue}
+                    planned = {
+                        a.cert: (snap.current[a.cert].version if a.cert in snap.current else None) for a in issue
+                    }
                     todo, done = runners.still_needed(issue, planned, self._versions_in_force)
                     runners.merge(report, execute(self, Plan(todo), deadline=deadline))
             finally:
                 self._held = domain_lock
             report.results.extend(Result(a, Status.UNCHANGED, "issued by another runner") for a in done)
-            failed = {r.action.cert for r in report.results
-                      if r.status != Status.DONE and r.action.kind in (Kind.ISSUE, Kind.RENEW)}
+            failed = {
+                r.action.cert
+                for r in report.results
+                if r.status != Status.DONE and r.action.kind in (Kind.ISSUE, Kind.RENEW)
+            }
         rest, skipped = runners.after_issuance(rest, failed)
         report.results.extend(skipped)
         runners.merge(report, execute(self, Plan(rest), progress=progress, deadline=deadline))
@@ -218,8 +228,9 @@ class App:
         """What `push` would do, writing nothing: one read per target tells create, update, or a
         refusal under the ownership rules."""
         self._check_destinations(destinations)
-        return Plan([self._dry_push(a) if a.kind == Kind.PUSH else a
-                     for a in self._push_plan(cert, destinations).actions])
+        return Plan(
+            [self._dry_push(a) if a.kind == Kind.PUSH else a for a in self._push_plan(cert, destinations).actions]
+        )
 
     def _dry_push(self, action: Action) -> Action:
         assert action.destination is not None and action.remote_name is not None
@@ -232,11 +243,19 @@ class App:
         adopt = self.config.destination[action.destination].adopt
         owner = remote.labels.get(CERT_LABEL)
         if not remote.managed and not adopt:
-            return replace(action, kind=Kind.ERROR, reason="would be refused: the secret exists and is not managed "
-                                                           "by certsync (set adopt = true to take it over)")
+            return replace(
+                action,
+                kind=Kind.ERROR,
+                reason="would be refused: the secret exists and is not managed "
+                "by certsync (set adopt = true to take it over)",
+            )
         if remote.managed and owner != action.cert and not adopt:
-            return replace(action, kind=Kind.ERROR, reason=f"would be refused: the secret belongs to certificate "
-                                                           f"{owner!r} (set adopt = true to take it over)")
+            return replace(
+                action,
+                kind=Kind.ERROR,
+                reason=f"would be refused: the secret belongs to certificate "
+                f"{owner!r} (set adopt = true to take it over)",
+            )
         ours = remote.managed and owner == action.cert
         return replace(action, reason="would update" + ("" if ours else " (adopting it)"), exists=True)
 
@@ -251,8 +270,14 @@ class App:
             return Plan([Action(Kind.PUSH, cert, d, cert, "one-off push") for d in destinations])
         self._check_cert(cert)
         actions = push_actions(self.config, cert, destinations)
-        self._refuse_taken(cert, [(a.destination, a.remote_name) for a in actions
-                                  if a.destination is not None and a.remote_name is not None])
+        self._refuse_taken(
+            cert,
+            [
+                (a.destination, a.remote_name)
+                for a in actions
+                if a.destination is not None and a.remote_name is not None
+            ],
+        )
         if row is None:
             actions.insert(0, Action(Kind.ISSUE, cert, reason="not issued yet"))
         return Plan(actions)
@@ -261,8 +286,10 @@ class App:
         """Renew now (client-driven) and push the successor to every destination of the certificate.
         reuse_key None follows the profile's key_rotation; True keeps the key, False makes a new one."""
         self._check_cert(cert)
-        actions = [Action(Kind.RENEW, cert, reason="renewal requested", reuse_key=reuse_key),
-                   *push_actions(self.config, cert, None, reason="new certificate version")]
+        actions = [
+            Action(Kind.RENEW, cert, reason="renewal requested", reuse_key=reuse_key),
+            *push_actions(self.config, cert, None, reason="new certificate version"),
+        ]
         with self.lock():
             return execute(self, Plan(actions))
 
@@ -279,17 +306,26 @@ class App:
                 if dest in self.config.destination:
                     actions.append(Action(Kind.DELETE, cert, dest, name, "retired"))
                 else:
-                    actions.append(Action(Kind.ERROR, cert, dest, name, f"destination {dest!r} is no longer in "
-                                          "the config; delete the remote secret by hand"))
+                    actions.append(
+                        Action(
+                            Kind.ERROR,
+                            cert,
+                            dest,
+                            name,
+                            f"destination {dest!r} is no longer in the config; delete the remote secret by hand",
+                        )
+                    )
             # and by tag: a copy whose record a run lost when it died (one listing per destination)
             known = set(deployed)
             for dest, listing in list_destinations(sorted(self.config.destination), self.providers).items():
                 if isinstance(listing, str):
                     actions.append(Action(Kind.ERROR, cert, dest, None, listing))
                     continue
-                actions.extend(Action(Kind.DELETE, cert, dest, name, "retired (found by its tags; no record)")
-                               for name, secret in sorted(listing.items())
-                               if secret.labels.get(CERT_LABEL) == cert and (dest, name) not in known)
+                actions.extend(
+                    Action(Kind.DELETE, cert, dest, name, "retired (found by its tags; no record)")
+                    for name, secret in sorted(listing.items())
+                    if secret.labels.get(CERT_LABEL) == cert and (dest, name) not in known
+                )
             return execute(self, Plan(actions), retired=[cert])
 
     def inventory(self) -> inventory_mod.Inventory:
@@ -338,13 +374,15 @@ class App:
                 raise NotFound(f"certificate {cert!r} has no active version in the store (run `certsync apply`)")
             return render.render(tx.certificates.bundle(row), options)
 
-    def sign(self, csr_data: bytes, profile: str, *, name: str | None = None,
-             destinations: list[str] | None = None) -> tuple[str, str, Report | None]:
+    def sign(
+        self, csr_data: bytes, profile: str, *, name: str | None = None, destinations: list[str] | None = None
+    ) -> tuple[str, str, Report | None]:
         """CSR enrollment: (store name, chain PEM, push report when destinations were named)."""
         self._check_destinations(destinations)
 
-        def refuse_taken(store_name: str) -> None:      # before anything is issued or stored
+        def refuse_taken(store_name: str) -> None:  # before anything is issued or stored
             self._refuse_taken(store_name, [(d, store_name) for d in destinations or []])
+
         with self.lock():
             with self.store.transaction() as tx:
                 row = issue_from_csr(self.config, tx, name, profile, csr_data, self.now, check_name=refuse_taken)
@@ -355,29 +393,39 @@ class App:
                 report = execute(self, Plan(actions))
         return name, chain, report
 
-    def revoke(self, cert: str, reason: str, *, serial: str | None = None,
-               replace: bool = False) -> tuple[dict, Report | None]:
+    def revoke(
+        self, cert: str, reason: str, *, serial: str | None = None, replace: bool = False
+    ) -> tuple[dict, Report | None]:
         """Revoke and reissue the CA's CRL; with replace, issue a successor (new key) and push it now.
         keyCompromise revokes every unexpired version holding the key (summary["also_revoked"])."""
         now = self.now
         refused = UsageError(f"--replace: {cert!r} is not a configured certificate; enroll a new CSR instead")
         if replace and cert not in self.config.certificate:
-            raise refused                           # before anything is written
+            raise refused  # before anything is written
         with self.lock():
-            with self.store.transaction(serialized=True) as tx:     # publishes a CRL
+            with self.store.transaction(serialized=True) as tx:  # publishes a CRL
                 row, others = revocations.revoke(self.config, tx, cert, reason, now, serial=serial)
                 if replace and row.source == "csr":
-                    raise refused                   # inside the transaction: the revocation is rolled back
-                summary = {"certificate": cert, "serial": row.serial, "reason": row.revocation_reason,
-                           "revoked_at": rfc3339(now), "ca": row.authority.name,
-                           "crl_number": row.authority.crl_number,
-                           # keyCompromise: every other unexpired version holding the same key
-                           "also_revoked": [{"certificate": o.name, "version": o.version, "serial": o.serial,
-                                             "ca": o.authority.name} for o in others]}
+                    raise refused  # inside the transaction: the revocation is rolled back
+                summary = {
+                    "certificate": cert,
+                    "serial": row.serial,
+                    "reason": row.revocation_reason,
+                    "revoked_at": rfc3339(now),
+                    "ca": row.authority.name,
+                    "crl_number": row.authority.crl_number,
+                    # keyCompromise: every other unexpired version holding the same key
+                    "also_revoked": [
+                        {"certificate": o.name, "version": o.version, "serial": o.serial, "ca": o.authority.name}
+                        for o in others
+                    ],
+                }
             if not replace:
                 return summary, None
-            actions = [Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
-                       *push_actions(self.config, cert, None, reason="replaces a revoked certificate")]
+            actions = [
+                Action(Kind.ISSUE, cert, reason="replaces a revoked certificate", reuse_key=False),
+                *push_actions(self.config, cert, None, reason="replaces a revoked certificate"),
+            ]
             return summary, execute(self, Plan(actions))
 
     def rotate_master_key(self, *, new_key_file: Path | None = None, new_key_env: str | None = None) -> dict:
@@ -389,7 +437,7 @@ class App:
             raise UsageError("rotate-master-key: give exactly one of --new-key-file and --new-key-env")
         if new_key_file is not None and (new_key_file.exists() or new_key_file.is_symlink()):
             raise UsageError(f"--new-key-file: {new_key_file} already exists; refusing to overwrite a master key")
-        old = self.store.master_key()               # loaded and checked against the store
+        old = self.store.master_key()  # loaded and checked against the store
         raw = keyring.new_key() if new_key_file is not None else None
         new = keyring.MasterKey(raw, str(new_key_file)) if raw is not None else keyring.from_env(new_key_env or "")
         if old.matches(new):
@@ -408,11 +456,11 @@ class App:
 
     def crl(self, ca_name: str) -> x509.CertificateRevocationList:
         """The CA's current CRL (a new one, with the next number, when the last is past half its life)."""
-        with self.store.transaction() as tx:          # the common case: a current CRL, read only
+        with self.store.transaction() as tx:  # the common case: a current CRL, read only
             crl = revocations.fresh_crl(self.config, tx, ca_name, self.now)
         if crl is not None:
             return crl
-        with self.store.transaction(serialized=True) as tx:   # read again under the CA's lock, then publish
+        with self.store.transaction(serialized=True) as tx:  # read again under the CA's lock, then publish
             return revocations.current_crl(self.config, tx, ca_name, self.now)
 
     def ocsp_response(self, ca_name: str, request_der: bytes) -> ocsp.OCSPResponse:
@@ -432,8 +480,10 @@ class App:
         with self.store.transaction() as tx:
             found = tx.discovery.lookup(key)
             if found is None:
-                raise NotFound(f"{key!r}: no discovered certificate has this fingerprint or location "
-                               "(run `certsync discover` first)")
+                raise NotFound(
+                    f"{key!r}: no discovered certificate has this fingerprint or location "
+                    "(run `certsync discover` first)"
+                )
             proposal = adoption.propose(self.config, found, key, name, profile)
         if append_to is not None:
             adoption.append(append_to, proposal)
@@ -443,8 +493,9 @@ class App:
     def _check_destinations(self, destinations: list[str] | None) -> None:
         for dest in destinations or []:
             if dest not in self.config.destination:
-                raise UsageError(f"--to: unknown destination {dest!r} "
-                                 f"(defined: {', '.join(sorted(self.config.destination))})")
+                raise UsageError(
+                    f"--to: unknown destination {dest!r} (defined: {', '.join(sorted(self.config.destination))})"
+                )
 
     def _refuse_taken(self, cert: str, targets: list[tuple[str, str]]) -> None:
         """A one-off push never writes a secret another configured certificate targets (through
@@ -453,19 +504,24 @@ class App:
         for destination, remote_name in targets:
             owner, where = owners.get(config_mod.secret_key(self.config, destination, remote_name), (cert, ""))
             if owner != cert:
-                raise UsageError(f"--to {destination}: secret {remote_name!r} is the target of certificate {owner!r}"
-                                 f"{config_mod.same_store_note(destination, where)}; {cert!r} may not be pushed there")
+                raise UsageError(
+                    f"--to {destination}: secret {remote_name!r} is the target of certificate {owner!r}"
+                    f"{config_mod.same_store_note(destination, where)}; {cert!r} may not be pushed there"
+                )
 
     def _check_cert(self, cert: str) -> None:
         if cert not in self.config.certificate:
-            raise UsageError(f"unknown certificate {cert!r} "
-                             f"(defined: {', '.join(sorted(self.config.certificate)) or 'none'})")
+            raise UsageError(
+                f"unknown certificate {cert!r} (defined: {', '.join(sorted(self.config.certificate)) or 'none'})"
+            )
 
     # -- server credentials and the audit trail ----------------------------------------------------
     def create_token(self, name: str, profile: str, scopes: list[str], expires_in: timedelta | None) -> dict:
         """A new API token bound to `profile`: its facts and, this once, the secret."""
         if profile not in self.config.profile:
-            raise UsageError(f"--profile: unknown profile {profile!r} (defined: {', '.join(sorted(self.config.profile))})")
+            raise UsageError(
+                f"--profile: unknown profile {profile!r} (defined: {', '.join(sorted(self.config.profile))})"
+            )
         unknown = sorted(set(scopes) - set(TOKEN_SCOPES))
         if unknown:
             raise UsageError(f"--scope: unknown scope {unknown[0]!r} (scopes: {', '.join(TOKEN_SCOPES)})")
@@ -474,8 +530,13 @@ class App:
         now = self.now
         with self.store.transaction() as tx:
             row, secret = tx.tokens.create(name, profile, scopes, now, now + expires_in if expires_in else None)
-            tx.audit.record(at=now, actor="cli", action="token.create", protocol="cli", detail={
-                "token": name, "profile": profile, "scopes": row.scopes})
+            tx.audit.record(
+                at=now,
+                actor="cli",
+                action="token.create",
+                protocol="cli",
+                detail={"token": name, "profile": profile, "scopes": row.scopes},
+            )
             return {**_token_facts(row), "token": secret}
 
     def tokens(self) -> list[dict]:
@@ -489,17 +550,38 @@ class App:
             tx.audit.record(at=now, actor="cli", action="token.revoke", protocol="cli", detail={"token": name})
             return _token_facts(row)
 
-    def audit(self, *, limit: int = 100, since: datetime | None = None, certificate: str | None = None,
-              action: str | None = None) -> list[dict]:
+    def audit(
+        self,
+        *,
+        limit: int = 100,
+        since: datetime | None = None,
+        certificate: str | None = None,
+        action: str | None = None,
+    ) -> list[dict]:
         with self.store.transaction() as tx:
-            return [{"at": rfc3339(e.at), "actor": e.actor, "action": e.action, "protocol": e.protocol,
-                     "outcome": e.outcome, "certificate": e.certificate, "serial": e.serial,
-                     "remote_addr": e.remote_addr, "detail": e.detail or {}}
-                    for e in tx.audit.recent(limit=limit, since=since, certificate=certificate, action=action)]
+            return [
+                {
+                    "at": rfc3339(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "protocol": e.protocol,
+                    "outcome": e.outcome,
+                    "certificate": e.certificate,
+                    "serial": e.serial,
+                    "remote_addr": e.remote_addr,
+                    "detail": e.detail or {},
+                }
+                for e in tx.audit.recent(limit=limit, since=since, certificate=certificate, action=action)
+            ]
 
 
 def _token_facts(row) -> dict:
-    return {"name": row.name, "profile": row.profile, "scopes": list(row.scopes), "created_at": rfc3339(row.created_at),
-            "expires_at": rfc3339(row.expires_at) if row.expires_at else None,
-            "revoked_at": rfc3339(row.revoked_at) if row.revoked_at else None,
-            "last_used_at": rfc3339(row.last_used_at) if row.last_used_at else None}
+    return {
+        "name": row.name,
+        "profile": row.profile,
+        "scopes": list(row.scopes),
+        "created_at": rfc3339(row.created_at),
+        "expires_at": rfc3339(row.expires_at) if row.expires_at else None,
+        "revoked_at": rfc3339(row.revoked_at) if row.revoked_at else None,
+        "last_used_at": rfc3339(row.last_used_at) if row.last_used_at else None,
+    }

@@ -5,6 +5,7 @@ TLS targets are spelled `[SCHEME://]HOST:PORT[/SNI]` (IPv6 in brackets): SCHEME 
 default), smtp or imap (STARTTLS first); ports 25 and 587 mean smtp and 143 means imap unless a
 scheme says otherwise. CIDR ranges are expanded into addresses only up to `max_hosts` addresses.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -20,14 +21,16 @@ from sync.durations import Duration
 
 STARTTLS_PORTS = {25: "smtp", 587: "smtp", 143: "imap"}
 Scheme = Literal["tls", "smtp", "imap"]
-_TARGET = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})"
-                     r"(?:/(?P<sni>[A-Za-z0-9._*-]+))?")
+_TARGET = re.compile(
+    r"(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})"
+    r"(?:/(?P<sni>[A-Za-z0-9._*-]+))?"
+)
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
 @dataclass(frozen=True)
 class Target:
-    host: str            # a name or an address (IPv6 without brackets)
+    host: str  # a name or an address (IPv6 without brackets)
     port: int
     sni: str | None = None
     scheme: str = "tls"
@@ -46,19 +49,25 @@ class Target:
         return f"{base}/{self.sni}" if self.sni and self.sni != self.host else base
 
     def __str__(self) -> str:
-        return self.location[len("tls://"):]
+        return self.location[len("tls://") :]
 
 
 def parse_target(text: str) -> Target:
-    """"[SCHEME://]HOST:PORT[/SNI]" -> Target; ValueError (one line, naming the rule) otherwise."""
+    """ "[SCHEME://]HOST:PORT[/SNI]" -> Target; ValueError (one line, naming the rule) otherwise."""
     match = _TARGET.fullmatch(text.strip())
     port = int(match.group("port")) if match else 0
     scheme = (match.group("scheme") if match else None) or STARTTLS_PORTS.get(port, "tls")
     host = match.group("host").strip("[]") if match else ""
-    if not match or not 0 < port <= 65535 or scheme not in ("tls", "smtp", "imap") \
-            or not (_is_address(host) or _HOSTNAME.fullmatch(host)):
-        raise ValueError(f"{text.strip()[:80]!r} is not a TLS target: use HOST:PORT, HOST:PORT/SNI or "
-                         "smtp://HOST:PORT, imap://HOST:PORT (IPv6 as [::1]:443)")
+    if (
+        not match
+        or not 0 < port <= 65535
+        or scheme not in ("tls", "smtp", "imap")
+        or not (_is_address(host) or _HOSTNAME.fullmatch(host))
+    ):
+        raise ValueError(
+            f"{text.strip()[:80]!r} is not a TLS target: use HOST:PORT, HOST:PORT/SNI or "
+            "smtp://HOST:PORT, imap://HOST:PORT (IPv6 as [::1]:443)"
+        )
     return Target(host=host, port=port, sni=match.group("sni"), scheme=scheme)
 
 
@@ -71,7 +80,7 @@ def _is_address(host: str) -> bool:
 
 
 def parse_ports(text: str) -> list[int]:
-    """"443,8443" -> [443, 8443]."""
+    """ "443,8443" -> [443, 8443]."""
     ports = []
     for part in str(text).split(","):
         part = part.strip()
@@ -89,8 +98,10 @@ def expand_cidr(cidr: str, ports: list[int], max_hosts: int) -> list[Target]:
     except ValueError:
         raise ValueError(f"{cidr.strip()[:60]!r} is not an IP network like 10.0.0.0/28") from None
     if network.num_addresses > max_hosts:
-        raise ValueError(f"{cidr.strip()} has {network.num_addresses} addresses, more than max_hosts "
-                         f"({max_hosts}): list smaller ranges or raise --max-hosts")
+        raise ValueError(
+            f"{cidr.strip()} has {network.num_addresses} addresses, more than max_hosts "
+            f"({max_hosts}): list smaller ranges or raise --max-hosts"
+        )
     if not ports:
         raise ValueError(f"{cidr.strip()}: name the ports to scan (--ports 443,8443 or [discovery.tls] ports)")
     hosts = list(network.hosts()) if network.num_addresses > 2 else list(network)
@@ -98,23 +109,49 @@ def expand_cidr(cidr: str, ports: list[int], max_hosts: int) -> list[Target]:
 
 
 class TLSDiscovery(_Strict):
-    targets: list[str] = Field(default_factory=list, description=(
-        "Endpoints to connect to: HOST:PORT, HOST:PORT/SNI (send SNI as a name other than HOST), smtp://HOST:PORT "
-        "or imap://HOST:PORT (STARTTLS; ports 25, 587 and 143 use it by default). IPv6 as [::1]:443."))
-    target_files: list[str] = Field(default_factory=list, description=(
-        "Files of targets, one a line in the same spelling (# comments and blank lines skipped); relative "
-        "to the config file's folder."))
-    cidrs: list[str] = Field(default_factory=list, description=(
-        "IP networks whose every address is scanned on each of `ports`; at most max_hosts addresses each."))
+    targets: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Endpoints to connect to: HOST:PORT, HOST:PORT/SNI (send SNI as a name other than HOST), smtp://HOST:PORT "
+            "or imap://HOST:PORT (STARTTLS; ports 25, 587 and 143 use it by default). IPv6 as [::1]:443."
+        ),
+    )
+    target_files: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Files of targets, one a line in the same spelling (# comments and blank lines skipped); relative "
+            "to the config file's folder."
+        ),
+    )
+    cidrs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "IP networks whose every address is scanned on each of `ports`; at most max_hosts addresses each."
+        ),
+    )
     ports: list[int] = Field(default_factory=lambda: [443], description="Ports scanned on each address of `cidrs`.")
-    max_hosts: int = Field(65536, ge=1, le=16777216, description=(
-        "Largest network (in addresses) a CIDR may name (65536: a /16); a larger one is refused, not cut short."))
-    connect_timeout: Duration = Field(timedelta(seconds=5), description=(
-        "Per connection: the TCP connect, STARTTLS and TLS handshake together must finish within this."))
+    max_hosts: int = Field(
+        65536,
+        ge=1,
+        le=16777216,
+        description=(
+            "Largest network (in addresses) a CIDR may name (65536: a /16); a larger one is refused, not cut short."
+        ),
+    )
+    connect_timeout: Duration = Field(
+        timedelta(seconds=5),
+        description=("Per connection: the TCP connect, STARTTLS and TLS handshake together must finish within this."),
+    )
     concurrency: int = Field(100, ge=1, le=2000, description="Connections open at once, at most.")
-    rate: float = Field(200.0, gt=0, le=10000, description=(
-        "New connections per second, at most, over the whole scan (a token bucket allowing short bursts "
-        "of `concurrency`)."))
+    rate: float = Field(
+        200.0,
+        gt=0,
+        le=10000,
+        description=(
+            "New connections per second, at most, over the whole scan (a token bucket allowing short bursts "
+            "of `concurrency`)."
+        ),
+    )
 
     @field_validator("targets")
     @classmethod
@@ -143,32 +180,59 @@ class TLSDiscovery(_Strict):
 
 
 class FilesDiscovery(_Strict):
-    roots: list[str] = Field(default_factory=list, description=(
-        "Folders (or single files) searched for certificates: PEM, DER, PKCS#7, PKCS#12 by content, whatever "
-        "their extension; relative to the config file's folder. Symbolic links leading out of a root are skipped."))
-    pkcs12_password_env: str | None = Field(None, description=(
-        "Name of an environment variable holding the password of PKCS#12 (.pfx/.p12) files; files without a "
-        "password are read either way. The password itself never goes into the config."))
-    max_file_size: int = Field(1024 * 1024, ge=1024, le=4 * 1024 * 1024, description=(
-        "Files larger than this (bytes) are skipped unread: certificate files are small."))
+    roots: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Folders (or single files) searched for certificates: PEM, DER, PKCS#7, PKCS#12 by content, whatever "
+            "their extension; relative to the config file's folder. Symbolic links leading out of a root are skipped."
+        ),
+    )
+    pkcs12_password_env: str | None = Field(
+        None,
+        description=(
+            "Name of an environment variable holding the password of PKCS#12 (.pfx/.p12) files; files without a "
+            "password are read either way. The password itself never goes into the config."
+        ),
+    )
+    max_file_size: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description=("Files larger than this (bytes) are skipped unread: certificate files are small."),
+    )
 
 
 class CloudDiscoveryConfig(BaseModel):
     """`certsync discover --clouds`: which destinations are read, and how fast."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    destinations: list[str] | None = Field(None, description=(
-        "Destinations ([destination.NAME]) whose secrets are inspected; unset: every configured destination. "
-        "--destination on the command line overrides it."))
-    max_reads_per_second: float | None = Field(default=None, gt=0, description=(
-        "Pace reads (listing pages and secret reads) at this rate per quota domain; unset: 95% of the cloud's "
-        "documented read quota (AWS 10,000/s, Google 600/min per project, Key Vault 4,000 per 10 s per vault)."))
+    destinations: list[str] | None = Field(
+        None,
+        description=(
+            "Destinations ([destination.NAME]) whose secrets are inspected; unset: every configured destination. "
+            "--destination on the command line overrides it."
+        ),
+    )
+    max_reads_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Pace reads (listing pages and secret reads) at this rate per quota domain; unset: 95% of the cloud's "
+            "documented read quota (AWS 10,000/s, Google 600/min per project, Key Vault 4,000 per 10 s per vault)."
+        ),
+    )
 
 
 class DiscoveryConfig(_Strict):
-    expiring_within: Duration = Field(timedelta(days=30), description=(
-        "A found certificate whose notAfter is within this is `expiring` (list --discovered, metrics, [notify])."))
+    expiring_within: Duration = Field(
+        timedelta(days=30),
+        description=(
+            "A found certificate whose notAfter is within this is `expiring` (list --discovered, metrics, [notify])."
+        ),
+    )
     tls: TLSDiscovery = Field(default_factory=TLSDiscovery, description="[discovery.tls]: TLS endpoints to scan.")
     files: FilesDiscovery = Field(default_factory=FilesDiscovery, description="[discovery.files]: folders to search.")
-    clouds: CloudDiscoveryConfig = Field(default_factory=CloudDiscoveryConfig, description=(
-        "Cloud secret stores: [discovery.clouds]."))
+    clouds: CloudDiscoveryConfig = Field(
+        default_factory=CloudDiscoveryConfig, description=("Cloud secret stores: [discovery.clouds].")
+    )

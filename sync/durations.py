@@ -1,4 +1,5 @@
 """Durations as the config spells them: 90d, 12h, 30m, 45s (and 0 where a wait may be none)."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
 _DURATION = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-MAX_DURATION = timedelta(days=36500)      # 100 years: past it, dates overflow (or mean nothing)
+MAX_DURATION = timedelta(days=36500)  # 100 years: past it, dates overflow (or mean nothing)
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -39,8 +40,13 @@ def format_duration(value: timedelta) -> str:
 
 
 # WithJsonSchema: editors see durations as the config spells them, not as ISO 8601 (docs/certsync.schema.json)
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(
-    {"type": "string", "pattern": r"^\s*[0-9]*[1-9][0-9]*[dhms]\s*$", "examples": ["90d", "12h", "30m", "45s"]})]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\s*[0-9]*[1-9][0-9]*[dhms]\s*$", "examples": ["90d", "12h", "30m", "45s"]}
+    ),
+]
 
 
 def parse_wait(value: Any) -> timedelta:
@@ -57,12 +63,18 @@ def parse_wait(value: Any) -> timedelta:
         raise ValueError("must be a duration like 30s or 5m, or 0 to fail at once") from None
 
 
-Wait = Annotated[timedelta, BeforeValidator(parse_wait), WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": r"^\s*(0+[dhms]?|[0-9]*[1-9][0-9]*[dhms])\s*$"}, {"const": 0}]})]
+Wait = Annotated[
+    timedelta,
+    BeforeValidator(parse_wait),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": r"^\s*(0+[dhms]?|[0-9]*[1-9][0-9]*[dhms])\s*$"}, {"const": 0}]}
+    ),
+]
 
 
 class RenewBefore(BaseModel):
     """Either a fixed duration before expiry or a fraction of the lifetime (a profile's, an agent's)."""
+
     duration: timedelta | None = None
     fraction: float | None = None
 
@@ -76,11 +88,11 @@ def parse_renew_before(value: Any) -> RenewBefore:
         except ValueError:
             pct = -1
         if not 0 < pct < 100:
-            raise ValueError("a percentage must be between 0% and 100% (exclusive), like \"33%\"")
+            raise ValueError('a percentage must be between 0% and 100% (exclusive), like "33%"')
         return RenewBefore(fraction=pct / 100)
     try:
         return RenewBefore(duration=parse_duration(value))
     except DurationTooLong:
         raise
     except ValueError:
-        raise ValueError("must be a duration like 30d or a percentage of the lifetime like \"33%\"") from None
+        raise ValueError('must be a duration like 30d or a percentage of the lifetime like "33%"') from None

@@ -3,6 +3,7 @@
 `exit_code` is what the CLI returns: 2 for bad usage, config or input; 1 for a failure at run time.
 Messages never contain key material, tokens or passwords.
 """
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ private key is never readable by others, not even for a moment, whatever mode an
 A symbolic link at the target is refused (its target stays untouched): a rename would replace
 the link anyway, but a user who pointed it somewhere meant something else.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ from pathlib import Path
 from sync.errors import UsageError
 
 
-def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, option: str = "--out",
-                 owner: int = -1, group: int = -1) -> None:
+def write_atomic(
+    path: Path | str, data: str | bytes, *, mode: int = 0o644, option: str = "--out", owner: int = -1, group: int = -1
+) -> None:
     """Write `data` to `path` atomically with `mode` (0600 for anything holding a private key) and,
     when given (not -1), the uid `owner` and gid `group`: both set before the rename."""
     path = Path(path)
@@ -33,7 +35,7 @@ def write_atomic(path: Path | str, data: str | bytes, *, mode: int = 0o644, opti
             handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
-            if owner != -1 or group != -1:      # before the mode: chown may clear setuid/setgid bits
+            if owner != -1 or group != -1:  # before the mode: chown may clear setuid/setgid bits
                 os.fchown(handle.fileno(), owner, group)
             os.fchmod(handle.fileno(), mode)
         os.replace(tmp, path)

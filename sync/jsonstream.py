@@ -5,12 +5,14 @@ joined text at once: about 90 MB for a first sync of 10,000 certificates (40,000
 here piece by piece, with its big arrays `Lazy` (each item made as it is written), a document costs
 one item at a time. The text is the same as json.dumps(value, indent=2, default=str).
 """
+
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import IO, Any
+from collections.abc import Callable, Iterator, Sequence
 
-FLUSH_EVERY = 4096       # pieces buffered per write to the stream
+FLUSH_EVERY = 4096  # pieces buffered per write to the stream
 
 
 class Lazy:

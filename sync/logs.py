@@ -14,6 +14,7 @@ outcome included, on stderr as one JSON object per line:
 `add_secret` (the webhook URL, the master key) never reach the log. `redact_document` does the same
 for JSON documents (--output json, GitHub files, webhook bodies).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ import logging
 import os
 import re
 import sys
-from datetime import datetime, timezone
-from typing import Any, Collection
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Collection
 
 from sync.jsonstream import Lazy
 
@@ -40,8 +42,11 @@ _SLACK_HOOK = re.compile(r"(hooks\.slack\.com/)[^\s]+")
 # password=... wherever it appears: a URL's query (postgresql://u@h/db?password=...), a libpq
 # conninfo string (host=h password=...), a form body. Whatever the scheme and the value's length.
 PASSWORD_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "client_secret", "token", "sig")
-_PASSWORD_PARAM = re.compile(r"((?<![A-Za-z0-9_-])(?:" + "|".join(PASSWORD_KEYS) + r")\s*=\s*)"
-                             r"('[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(
+    r"((?<![A-Za-z0-9_-])(?:" + "|".join(PASSWORD_KEYS) + r")\s*=\s*)"
+    r"('[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)",
+    re.IGNORECASE,
+)
 
 
 def add_secret(value: str | None) -> None:
@@ -75,7 +80,7 @@ def redact_document(value: Any, keep: Collection[str] = ()) -> Any:
         return {k: v if k in keep else redact_document(v, keep) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact_document(v, keep) for v in value]
-    if isinstance(value, Lazy):        # redacted item by item as it is written
+    if isinstance(value, Lazy):  # redacted item by item as it is written
         return value.map(lambda v: redact_document(v, keep))
     return value
 
@@ -84,6 +89,7 @@ def add_url_secrets(url: str) -> None:
     """Register the passwords a URL carries (user-info, password-like query parameters) with
     add_secret, so that they are masked even where a driver repeats them out of the URL."""
     from urllib.parse import parse_qsl, unquote, urlsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -96,7 +102,7 @@ def add_url_secrets(url: str) -> None:
 
 
 def _iso(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -193,7 +199,16 @@ def log_result(logger: logging.Logger, result) -> None:
     where = f" -> {action.destination}/{action.remote_name}" if action.destination else ""
     why = result.error if result.status in ("failed", "skipped") else (result.detail or action.reason)
     message = f"{action.kind} {action.cert}{where}: {result.status}" + (f" ({why})" if why else "")
-    logger.log(level, message, extra={
-        "event": f"{action.kind}.{result.status}", "certificate": action.cert,
-        "destination": action.destination, "remote_name": action.remote_name, "action": action.kind,
-        "status": result.status, "report": True})
+    logger.log(
+        level,
+        message,
+        extra={
+            "event": f"{action.kind}.{result.status}",
+            "certificate": action.cert,
+            "destination": action.destination,
+            "remote_name": action.remote_name,
+            "action": action.kind,
+            "status": result.status,
+            "report": True,
+        },
+    )

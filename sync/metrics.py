@@ -11,6 +11,7 @@ written atomically) or any scraper. No cloud call: what the store knows.
     certsync_discovered_locations{fingerprint}                 places it is still seen
     certsync_discovered_problem{fingerprint,problem}           1 per problem (expired, untrusted, ...)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,11 @@ def _gauge(name: str, help_text: str, samples: list[Sample]) -> GaugeMetricFamil
 
 
 def families(gathered: inventory.Facts) -> list[GaugeMetricFamily]:
-    certs = [({"certificate": row.name, "version": str(row.version)}, row.not_after.timestamp())
-             for row in gathered.inventory.certificates if row.state == "active"]
+    certs = [
+        ({"certificate": row.name, "version": str(row.version)}, row.not_after.timestamp())
+        for row in gathered.inventory.certificates
+        if row.state == "active"
+    ]
     cas = [({"ca": ca["name"]}, inventory.ca_not_after(ca).timestamp()) for ca in gathered.inventory.authorities]
     pushed: list[Sample] = []
     in_sync: list[Sample] = []
@@ -48,10 +52,11 @@ def families(gathered: inventory.Facts) -> list[GaugeMetricFamily]:
             pushed.append((labels, d.pushed_at.timestamp()))
         in_sync.append((labels, 1 if d.in_sync else 0))
         seen.add((d.destination, d.remote_name))
-    for t in gathered.targets:   # configured but never pushed: missing, so not in sync
+    for t in gathered.targets:  # configured but never pushed: missing, so not in sync
         if (t.destination, t.remote_name) not in seen:
-            in_sync.append(({"destination": t.destination, "remote_name": t.remote_name,
-                             "certificate": t.certificate}, 0))
+            in_sync.append(
+                ({"destination": t.destination, "remote_name": t.remote_name, "certificate": t.certificate}, 0)
+            )
             seen.add((t.destination, t.remote_name))
     return _certsync(certs, cas, pushed, in_sync) + _discovered(gathered.discovered)
 
@@ -61,30 +66,51 @@ def _discovered(rows) -> list[GaugeMetricFamily]:
     No family at all before anything was found (no discovery, no change to the page)."""
     if not rows:
         return []
-    expiry = [({"fingerprint": r.fingerprint[:16], "subject": r.subject, "managed": str(r.managed).lower()},
-               r.not_after.timestamp()) for r in rows]
+    expiry = [
+        (
+            {"fingerprint": r.fingerprint[:16], "subject": r.subject, "managed": str(r.managed).lower()},
+            r.not_after.timestamp(),
+        )
+        for r in rows
+    ]
     places = [({"fingerprint": r.fingerprint[:16]}, float(len(r.locations))) for r in rows]
     problems = [({"fingerprint": r.fingerprint[:16], "problem": p}, 1.0) for r in rows for p in r.problems]
     return [
-        _gauge("certsync_discovered_not_after_seconds",
-               "Expiry (notAfter) of a certificate `certsync discover` found, in Unix seconds.", expiry),
+        _gauge(
+            "certsync_discovered_not_after_seconds",
+            "Expiry (notAfter) of a certificate `certsync discover` found, in Unix seconds.",
+            expiry,
+        ),
         _gauge("certsync_discovered_locations", "Places a found certificate is still seen.", places),
-        _gauge("certsync_discovered_problem",
-               "1 for each problem of a found certificate: expired, expiring, weak-key, weak-signature, untrusted, "
-               "hostname-mismatch, incomplete-chain.", problems),
+        _gauge(
+            "certsync_discovered_problem",
+            "1 for each problem of a found certificate: expired, expiring, weak-key, weak-signature, untrusted, "
+            "hostname-mismatch, incomplete-chain.",
+            problems,
+        ),
     ]
 
 
 def _certsync(certs, cas, pushed, in_sync) -> list[GaugeMetricFamily]:
     return [
-        _gauge("certsync_certificate_not_after_seconds",
-               "Expiry (notAfter) of the certificate's active version, in Unix seconds.", certs),
-        _gauge("certsync_ca_not_after_seconds", "Expiry (notAfter) of the CA's active generation, in Unix seconds.",
-               cas),
-        _gauge("certsync_destination_last_success_seconds",
-               "When certsync last wrote this copy successfully, in Unix seconds.", pushed),
-        _gauge("certsync_destination_in_sync",
-               "1 when the copy carries the certificate's active version, 0 when it is stale or missing.", in_sync),
+        _gauge(
+            "certsync_certificate_not_after_seconds",
+            "Expiry (notAfter) of the certificate's active version, in Unix seconds.",
+            certs,
+        ),
+        _gauge(
+            "certsync_ca_not_after_seconds", "Expiry (notAfter) of the CA's active generation, in Unix seconds.", cas
+        ),
+        _gauge(
+            "certsync_destination_last_success_seconds",
+            "When certsync last wrote this copy successfully, in Unix seconds.",
+            pushed,
+        ),
+        _gauge(
+            "certsync_destination_in_sync",
+            "1 when the copy carries the certificate's active version, 0 when it is stale or missing.",
+            in_sync,
+        ),
     ]
 
 

@@ -1,6 +1,7 @@
 """One JSON POST with a timeout and one retry: the HTTP client of alerts (sync.notify) and deploy
 webhooks (sync.reconcile.hooks). Errors never carry the URL (it may embed a token) nor the
 headers (an Authorization value)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Mapping
+from collections.abc import Mapping
 
 from sync import logs
 
@@ -41,8 +42,15 @@ def _retryable(exc: BaseException) -> bool:
     return True
 
 
-def send(url: str, body: dict, *, timeout: float = TIMEOUT_SECONDS, attempts: int = 2,
-         pause: float = RETRY_PAUSE_SECONDS, headers: Mapping[str, str] | None = None) -> None:
+def send(
+    url: str,
+    body: dict,
+    *,
+    timeout: float = TIMEOUT_SECONDS,
+    attempts: int = 2,
+    pause: float = RETRY_PAUSE_SECONDS,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """POST `body` as JSON; retry once on a network error, a timeout, a 5xx or a 429. `headers`
     (e.g. Authorization) are sent as given and registered as secrets for the logs."""
     logs.add_secret(url)
@@ -50,16 +58,20 @@ def send(url: str, body: dict, *, timeout: float = TIMEOUT_SECONDS, attempts: in
         logs.add_secret(value)
     if not url.lower().startswith(("https://", "http://")):
         raise DeliveryError("not an http(s) URL")
-    data = json.dumps(logs.redact_document(body)).encode()    # error text may repeat credentials
+    data = json.dumps(logs.redact_document(body)).encode()  # error text may repeat credentials
     last = "no attempt"
     for attempt in range(attempts):
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "certsync", **(headers or {})})
+        request = urllib.request.Request(  # noqa: S310  http(s) only: checked above
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "certsync", **(headers or {})},
+        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  http(s) only
                 response.read()
             return
-        except Exception as exc:   # urllib raises several kinds; all become one line without the URL
+        except Exception as exc:  # urllib raises several kinds; all become one line without the URL
             last = why(exc)
             if not _retryable(exc):
                 break

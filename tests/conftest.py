@@ -13,6 +13,7 @@ Emulators come from one of two places:
 
 LocalStack has no reset: tests isolate themselves with `name_prefix` instead.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "localstack" / "emulators.py"
 STATE_ENV = "CERTSYNC_EMULATORS_STATE"
-AUTO_DIR_ENV = "CERTSYNC_TEST_EMULATORS_DIR"   # private; set by the controller for its workers
+AUTO_DIR_ENV = "CERTSYNC_TEST_EMULATORS_DIR"  # private; set by the controller for its workers
 
 
 def _launcher():
@@ -62,7 +63,7 @@ class Emulators:
 
     def __init__(self, state_file: Path, manage: bool) -> None:
         self.state_file = state_file
-        self.manage = manage            # True: start on demand through the launcher
+        self.manage = manage  # True: start on demand through the launcher
         self._started: set[str] = set()
 
     def entry(self, kind: str) -> dict:

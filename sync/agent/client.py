@@ -6,6 +6,7 @@ backoff; `retry_after` when the server said how long) and `Refused` (any other 4
 itself is wrong, retrying the same one will not help). Messages carry the problem's one-line
 detail, never the token.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ class Enrollment:
     serial: str
     version: int
     certificate_pem: str
-    chain_pem: str          # leaf, then intermediates
+    chain_pem: str  # leaf, then intermediates
 
 
 class Client:
@@ -74,10 +75,11 @@ class Client:
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        request = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)
+        # the server URL is http(s) only (AgentConfig checks its scheme)
+        request = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)  # noqa: S310
         where = f"{method} {self.server}{path}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:  # noqa: S310
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             raise _http_error(where, exc) from None
@@ -101,7 +103,11 @@ def _http_error(where: str, exc: urllib.error.HTTPError) -> CertsyncError:
 def _enrollment(reply: dict) -> Enrollment:
     try:
         facts = reply["certificate"]
-        return Enrollment(serial=facts["serial"], version=facts["version"],
-                          certificate_pem=reply["certificate_pem"], chain_pem=reply["chain_pem"])
+        return Enrollment(
+            serial=facts["serial"],
+            version=facts["version"],
+            certificate_pem=reply["certificate_pem"],
+            chain_pem=reply["chain_pem"],
+        )
     except (KeyError, TypeError):
         raise Unreachable("the server's reply lacks the certificate (not a certsync server?)") from None

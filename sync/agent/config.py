@@ -13,6 +13,7 @@ variable or a file, never from the config file or the command line.
     key = { path = "/etc/nginx/tls/web.key", group = "www-data", mode = "0640" }
     reload = ["nginx", "-s", "reload"]
 """
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ import socket
 import tomllib
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,7 +42,7 @@ class _Strict(BaseModel):
 
 
 def _mode(value: Any) -> int | None:
-    """"0640" (octal text, as chmod takes it) or an integer; None: the kind's default."""
+    """ "0640" (octal text, as chmod takes it) or an integer; None: the kind's default."""
     if value is None or isinstance(value, int) and not isinstance(value, bool):
         mode = value
     elif isinstance(value, str) and value.strip().isdigit() and set(value.strip()) <= set("01234567"):
@@ -57,7 +59,8 @@ class FileSpec(_Strict):
     owner: str | int | None = Field(None, description="User name or uid; default: the agent's user.")
     group: str | int | None = Field(None, description="Group name or gid; default: the agent's group.")
     mode: Annotated[int | None, BeforeValidator(_mode)] = Field(
-        None, description='Octal, e.g. "0640"; default 0644, and 0600 for the key.')
+        None, description='Octal, e.g. "0640"; default 0644, and 0600 for the key.'
+    )
 
     @field_validator("path")
     @classmethod
@@ -82,7 +85,8 @@ class CertificateSpec(_Strict):
     key_type: KeyType = "ec-p256"
     renew_before: Annotated[RenewBefore, BeforeValidator(parse_renew_before)] = Field(
         default_factory=lambda: parse_renew_before("33%"),
-        description='A duration before expiry (30d) or a share of the lifetime ("33%", the default).')
+        description='A duration before expiry (30d) or a share of the lifetime ("33%", the default).',
+    )
     cert: File = None
     chain: File = None
     fullchain: File = None
@@ -112,9 +116,10 @@ class CertificateSpec(_Strict):
 class AgentConfig(_Strict):
     server: str = Field(description="Base URL of `certsync serve` (https; http only on loopback).")
     ca_bundle: Path | None = Field(None, description="PEM file trusting the server's TLS certificate.")
-    trust_root: Path | None = Field(None, description="PEM root(s) the issued chain must verify to; "
-                                    "default: ca_bundle.")
-    token_env: str = "CERTSYNC_AGENT_TOKEN"
+    trust_root: Path | None = Field(
+        None, description="PEM root(s) the issued chain must verify to; default: ca_bundle."
+    )
+    token_env: str = "CERTSYNC_AGENT_TOKEN"  # noqa: S105  the name of a variable, not a token
     token_file: Path | None = None
     host: str = Field(default_factory=socket.gethostname, description="How this host reports itself.")
     interval: Duration = Field(timedelta(hours=1), description="Daemon: longest sleep between checks.")
@@ -150,7 +155,7 @@ class AgentConfig(_Strict):
         return self
 
     def root_file(self) -> Path:
-        return self.trust_root or self.ca_bundle     # type: ignore[return-value]
+        return self.trust_root or self.ca_bundle  # type: ignore[return-value]
 
     def token(self) -> str:
         """The bearer token, from token_file or the token_env variable (ConfigError naming which)."""
@@ -169,6 +174,7 @@ class AgentConfig(_Strict):
 
 def _loopback(host: str) -> bool:
     import ipaddress
+
     if host == "localhost":
         return True
     try:
@@ -192,7 +198,7 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
     if isinstance(data.get("agent"), dict):
         data, source = data["agent"], f"{file}: agent"
     base = file.resolve().parent
-    for key in ("ca_bundle", "trust_root", "token_file"):     # relative paths: from the config's folder
+    for key in ("ca_bundle", "trust_root", "token_file"):  # relative paths: from the config's folder
         if isinstance(data.get(key), str):
             data[key] = str(base / data[key])
     try:
@@ -206,7 +212,7 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
     return config
 
 
-def _error_line(source: str, err: dict[str, Any]) -> str:
+def _error_line(source: str, err: Mapping[str, Any]) -> str:
     """`file: dotted.key: rule`, one line."""
     loc = ".".join(str(p) for p in err["loc"])
     msg = " ".join(err["msg"].removeprefix("Value error, ").split())

@@ -8,6 +8,7 @@ new files is back on the old ones; the outcome is `rolled-back` (reported, exit 
 deployment has nothing to go back to: its files stay and the outcome is `failed`. The new key
 is then dropped, and the next run enrolls again (the daemon with backoff).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -15,7 +16,7 @@ import logging
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography import x509
 
@@ -32,22 +33,28 @@ log = logging.getLogger("certsync.agent")
 @dataclass
 class Outcome:
     certificate: str
-    status: str                     # up-to-date | deployed | failed | rolled-back
+    status: str  # up-to-date | deployed | failed | rolled-back
     message: str
     serial: str | None = None
     not_after: datetime | None = None
-    next_check: datetime | None = None     # when it is due (up-to-date, deployed)
-    retry_after: float | None = None       # the server asked to wait this long
-    reported: bool | None = None           # the server took the report (None: nothing to report)
+    next_check: datetime | None = None  # when it is due (up-to-date, deployed)
+    retry_after: float | None = None  # the server asked to wait this long
+    reported: bool | None = None  # the server took the report (None: nothing to report)
 
     @property
     def ok(self) -> bool:
         return self.status in ("up-to-date", "deployed")
 
     def as_dict(self) -> dict:
-        return {"certificate": self.certificate, "status": self.status, "message": self.message,
-                "serial": self.serial, "not_after": self.not_after, "next_check": self.next_check,
-                "reported": self.reported}
+        return {
+            "certificate": self.certificate,
+            "status": self.status,
+            "message": self.message,
+            "serial": self.serial,
+            "not_after": self.not_after,
+            "next_check": self.next_check,
+            "reported": self.reported,
+        }
 
 
 @dataclass
@@ -64,16 +71,22 @@ class Deployer:
     # -- the run ---------------------------------------------------------------------------------------
     def run(self, key: str, spec: CertificateSpec, *, force: bool = False) -> Outcome:
         name = spec.name or key
-        found = agent_files.targets(spec, f"certificate.{key}")     # ConfigError before any request
+        found = agent_files.targets(spec, f"certificate.{key}")  # ConfigError before any request
         current = agent_files.read_pair(spec)
         problem = self._problem(name, spec, current)
         if current is not None and problem is None:
             renew_at = renew_time(current.leaf, spec)
             if not force and self.now() < renew_at:
-                return Outcome(name, "up-to-date", f"serial {current.serial} valid until "
-                               f"{current.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}; renews from "
-                               f"{renew_at:%Y-%m-%dT%H:%M:%SZ}", current.serial,
-                               current.leaf.not_valid_after_utc, renew_at)
+                return Outcome(
+                    name,
+                    "up-to-date",
+                    f"serial {current.serial} valid until "
+                    f"{current.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}; renews from "
+                    f"{renew_at:%Y-%m-%dT%H:%M:%SZ}",
+                    current.serial,
+                    current.leaf.not_valid_after_utc,
+                    renew_at,
+                )
         try:
             new = self._enroll(name, spec)
         except Unreachable as exc:
@@ -82,9 +95,10 @@ class Deployer:
             return Outcome(name, "failed", exc.message)
         try:
             self._check(name, spec, new)
-        except VerifyError as exc:            # issued but unfit: the files stay as they are
-            return self._reported(Outcome(name, "failed", f"the new certificate is refused: {exc.message}",
-                                          new.serial), new)
+        except VerifyError as exc:  # issued but unfit: the files stay as they are
+            return self._reported(
+                Outcome(name, "failed", f"the new certificate is refused: {exc.message}", new.serial), new
+            )
         return self._switch(name, spec, found, new, had_files=current is not None)
 
     def _problem(self, name: str, spec: CertificateSpec, pair: verify.Pair | None) -> str | None:
@@ -103,13 +117,14 @@ class Deployer:
     def _enroll(self, name: str, spec: CertificateSpec) -> verify.Pair:
         """A new key made here and its certificate: renew when the server has the name, else sign."""
         key = certs.generate_key(spec.key_type)
-        request = pki_csr.build_csr(key, common_name=spec.common_name, dns_names=list(spec.dns_names),
-                                    ip_addresses=list(spec.ip_addresses)).decode()
+        request = pki_csr.build_csr(
+            key, common_name=spec.common_name, dns_names=list(spec.dns_names), ip_addresses=list(spec.ip_addresses)
+        ).decode()
         enrollment = None
         if self.client.exists(name):
             try:
                 enrollment = self.client.renew(name, request)
-            except Refused as exc:      # 409: revoked, or not a CSR enrollment: a new version by sign
+            except Refused as exc:  # 409: revoked, or not a CSR enrollment: a new version by sign
                 if exc.status != 409:
                     raise
                 log.info("certificate %r: renewal refused (%s); enrolling anew", name, exc.message)
@@ -118,8 +133,9 @@ class Deployer:
         chain = verify.load_certificates(enrollment.chain_pem.encode())
         return verify.Pair(key=key, leaf=chain[0], intermediates=chain[1:])
 
-    def _switch(self, name: str, spec: CertificateSpec, found: list[agent_files.Target], new: verify.Pair,
-                *, had_files: bool) -> Outcome:
+    def _switch(
+        self, name: str, spec: CertificateSpec, found: list[agent_files.Target], new: verify.Pair, *, had_files: bool
+    ) -> Outcome:
         saved = agent_files.snapshot(found)
         try:
             agent_files.install(found, agent_files.render(new))
@@ -134,28 +150,40 @@ class Deployer:
         failure = run_reload(spec)
         if failure is None:
             renew_at = renew_time(new.leaf, spec)
-            return self._reported(Outcome(name, "deployed", f"serial {new.serial} deployed"
-                                          + (" and reloaded" if spec.reload else ""), new.serial,
-                                          new.leaf.not_valid_after_utc, renew_at), new)
+            return self._reported(
+                Outcome(
+                    name,
+                    "deployed",
+                    f"serial {new.serial} deployed" + (" and reloaded" if spec.reload else ""),
+                    new.serial,
+                    new.leaf.not_valid_after_utc,
+                    renew_at,
+                ),
+                new,
+            )
         if not had_files:
-            return self._reported(Outcome(name, "failed", f"{failure}; first deployment: the new files stay",
-                                          new.serial), new)
+            return self._reported(
+                Outcome(name, "failed", f"{failure}; first deployment: the new files stay", new.serial), new
+            )
         agent_files.restore(found, saved)
         again = run_reload(spec)
-        message = f"{failure}; previous files restored" + (f", but reloading them failed too: {again}"
-                                                           if again else " and reloaded")
+        message = f"{failure}; previous files restored" + (
+            f", but reloading them failed too: {again}" if again else " and reloaded"
+        )
         return self._reported(Outcome(name, "rolled-back", message, new.serial), new)
 
     def _reported(self, outcome: Outcome, new: verify.Pair) -> Outcome:
         status = "deployed" if outcome.status == "deployed" else outcome.status
         try:
-            self.client.report(outcome.certificate, new.serial, self.config.host, status,
-                               None if outcome.ok else outcome.message)
+            self.client.report(
+                outcome.certificate, new.serial, self.config.host, status, None if outcome.ok else outcome.message
+            )
             outcome.reported = True
         except CertsyncError as exc:
             outcome.reported = False
-            log.warning("certificate %r: reporting %s to the server failed: %s", outcome.certificate, status,
-                        exc.message)
+            log.warning(
+                "certificate %r: reporting %s to the server failed: %s", outcome.certificate, status, exc.message
+            )
         return outcome
 
 
@@ -173,8 +201,9 @@ def run_reload(spec: CertificateSpec) -> str | None:
         return None
     program = spec.reload[0]
     try:
-        done = subprocess.run(spec.reload, capture_output=True, timeout=spec.reload_timeout.total_seconds(),
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(  # noqa: S603  the operator's reload argv from the agent config; no shell
+            spec.reload, capture_output=True, timeout=spec.reload_timeout.total_seconds(), stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         return f"reload command {program!r} did not finish within {spec.reload_timeout.total_seconds():g}s"
     except OSError as exc:

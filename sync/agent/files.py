@@ -6,6 +6,7 @@ never readable by others, not even for a moment. The set is four renames, not on
 looks between them (not the service, which reads them on reload) may see a mixed set; a crash
 between them leaves one that the next run finds not matching and replaces.
 """
+
 from __future__ import annotations
 
 import grp
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from sync.agent.config import DEFAULT_MODES, CertificateSpec, FileSpec
 from sync.agent.verify import Pair, load_certificates
@@ -37,8 +39,15 @@ def targets(spec: CertificateSpec, where: str) -> list[Target]:
     found = []
     for kind, file in spec.files().items():
         check_target(file.path, f"{where}.{kind}")
-        found.append(Target(kind, file.path, DEFAULT_MODES[kind] if file.mode is None else file.mode,
-                            _uid(file, f"{where}.{kind}"), _gid(file, f"{where}.{kind}")))
+        found.append(
+            Target(
+                kind,
+                file.path,
+                DEFAULT_MODES[kind] if file.mode is None else file.mode,
+                _uid(file, f"{where}.{kind}"),
+                _gid(file, f"{where}.{kind}"),
+            )
+        )
     return found
 
 
@@ -65,8 +74,11 @@ def render(pair: Pair) -> dict[str, bytes]:
     pem = serialization.Encoding.PEM
     leaf = pair.leaf.public_bytes(pem)
     chain = b"".join(c.public_bytes(pem) for c in pair.intermediates)
-    key = pair.key.private_bytes(pem, serialization.PrivateFormat.PKCS8,       # type: ignore[attr-defined]
-                                 serialization.NoEncryption())
+    key = pair.key.private_bytes(
+        pem,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
     return {"cert": leaf, "chain": chain, "fullchain": leaf + chain, "key": key}
 
 
@@ -83,8 +95,14 @@ def snapshot(found: list[Target]) -> dict[Path, bytes | None]:
 
 def install(found: list[Target], contents: dict[str, bytes]) -> None:
     for target in found:
-        write_atomic(target.path, contents[target.kind], mode=target.mode, owner=target.uid, group=target.gid,
-                     option=str(target.path))
+        write_atomic(
+            target.path,
+            contents[target.kind],
+            mode=target.mode,
+            owner=target.uid,
+            group=target.gid,
+            option=str(target.path),
+        )
 
 
 def restore(found: list[Target], saved: dict[Path, bytes | None]) -> None:
@@ -97,8 +115,9 @@ def restore(found: list[Target], saved: dict[Path, bytes | None]) -> None:
             except FileNotFoundError:
                 pass
         else:
-            write_atomic(target.path, before, mode=target.mode, owner=target.uid, group=target.gid,
-                         option=str(target.path))
+            write_atomic(
+                target.path, before, mode=target.mode, owner=target.uid, group=target.gid, option=str(target.path)
+            )
 
 
 def read_pair(spec: CertificateSpec) -> Pair | None:
@@ -114,4 +133,6 @@ def read_pair(spec: CertificateSpec) -> Pair | None:
                 certs += load_certificates(files["chain"].path.read_bytes())
     except (OSError, ValueError, TypeError, VerifyError):
         return None
-    return Pair(key=key, leaf=certs[0], intermediates=certs[1:]) if certs else None
+    if not certs or not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        return None  # not a key certsync makes: the files are not a pair it deployed
+    return Pair(key=key, leaf=certs[0], intermediates=certs[1:])

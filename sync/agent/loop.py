@@ -3,16 +3,17 @@ certificate is due (at most `interval`), and after a failure backs off exponenti
 jitter (10 s, 20 s, 40 s, ... up to `backoff_max`, each a random share of that), never sooner
 than a Retry-After the server sent. A stop event (SIGTERM) ends the sleep at once; a run in
 progress (a reload) finishes first."""
+
 from __future__ import annotations
 
 import random
 import threading
 from datetime import datetime, timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from sync.agent.deploy import Deployer, Outcome
 
-BACKOFF_BASE = 10.0         # seconds after the first failure (before jitter)
+BACKOFF_BASE = 10.0  # seconds after the first failure (before jitter)
 MIN_PAUSE = timedelta(minutes=1)
 
 
@@ -20,15 +21,22 @@ def run_once(deployer: Deployer, *, force: bool = False) -> list[Outcome]:
     return [deployer.run(key, spec, force=force) for key, spec in deployer.config.certificate.items()]
 
 
-def backoff(failures: int, cap: float, retry_after: float | None = None,
-            rand: Callable[[], float] = random.random) -> float:
+def backoff(
+    failures: int, cap: float, retry_after: float | None = None, rand: Callable[[], float] = random.random
+) -> float:
     """Seconds to wait after the `failures`-th failure in a row (1, 2, ...): full jitter."""
     ceiling = min(cap, BACKOFF_BASE * 2 ** min(failures - 1, 30))
     return max(ceiling * (0.5 + rand() / 2), retry_after or 0.0)
 
 
-def run_daemon(deployer: Deployer, stop: threading.Event, on_outcome: Callable[[Outcome], None], *,
-               force: bool = False, now: Callable[[], datetime] | None = None) -> None:
+def run_daemon(
+    deployer: Deployer,
+    stop: threading.Event,
+    on_outcome: Callable[[Outcome], None],
+    *,
+    force: bool = False,
+    now: Callable[[], datetime] | None = None,
+) -> None:
     clock = now or deployer.now
     config = deployer.config
     due = {key: clock() for key in config.certificate}

@@ -1,6 +1,7 @@
 """Is a (key, leaf, intermediates) set fit to serve? The key pairs with the leaf, the chain
 validates to one of the trusted roots at `now` (sync.pki.bundle: RFC 5280 path rules and
 cryptography's verifier), and the leaf carries every name the agent's config asks for."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,11 +13,12 @@ from cryptography.exceptions import InvalidSignature
 from sync.errors import VerifyError
 from sync.pki import names as pki_names
 from sync.pki.bundle import Bundle, check_bundle
+from sync.pki.certs import PrivateKey
 
 
 @dataclass(frozen=True)
 class Pair:
-    key: object
+    key: PrivateKey
     leaf: x509.Certificate
     intermediates: list[x509.Certificate]
 
@@ -43,15 +45,24 @@ def root_for(last: x509.Certificate, roots: list[x509.Certificate]) -> x509.Cert
     raise VerifyError(f"the chain does not lead to a trusted root (issuer {last.issuer.rfc4514_string()!r})")
 
 
-def check(name: str, pair: Pair, roots: list[x509.Certificate], *, dns_names: list[str],
-          ip_addresses: list[str], now: datetime) -> None:
+def check(
+    name: str,
+    pair: Pair,
+    roots: list[x509.Certificate],
+    *,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    now: datetime,
+) -> None:
     """VerifyError (one line) unless `pair` is fit to serve for these names at `now`."""
     chain = [pair.leaf, *pair.intermediates]
-    if pair.intermediates and pair.intermediates[-1] in roots:       # a chain that repeats the root
+    if pair.intermediates and pair.intermediates[-1] in roots:  # a chain that repeats the root
         chain.pop()
     root = root_for(chain[-1], roots)
-    check_bundle(Bundle(name=name, version=0, certificate=pair.leaf, private_key=pair.key,
-                        intermediates=chain[1:], root=root), now)
+    check_bundle(
+        Bundle(name=name, version=0, certificate=pair.leaf, private_key=pair.key, intermediates=chain[1:], root=root),
+        now,
+    )
     try:
         sans = pair.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns, ips = pki_names.split(sans)

@@ -1,4 +1,5 @@
 """The configured CA hierarchy in the store: creating CAs (parents first) and signing with them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,24 +55,31 @@ def _create(config: Config, tx: Transaction, name: str, now: datetime) -> Author
     if parent_row is not None:
         _check_room_below(config, parent_row, name)
     key = certs.generate_key(spec.key)
-    cert = certs.create_ca(spec.subject, key, spec.validity, parent=parent,
-                           path_length=config.path_length_of(name),
-                           name_constraints=spec.name_constraints.extension() if spec.name_constraints else None,
-                           now=now)
+    cert = certs.create_ca(
+        spec.subject,
+        key,
+        spec.validity,
+        parent=parent,
+        path_length=config.path_length_of(name),
+        name_constraints=spec.name_constraints.extension() if spec.name_constraints else None,
+        now=now,
+    )
     return tx.authorities.add(name, cert, key, spec.key, parent_row)
 
 
 def _check_room_below(config: Config, parent_row: Authority, name: str) -> None:
     """CAs made earlier with a smaller pathLen (an older hierarchy) cannot take this CA below them."""
-    needed = config.levels_below(name)[0] + 1       # this CA and the deepest chain declared below it
+    needed = config.levels_below(name)[0] + 1  # this CA and the deepest chain declared below it
     row: Authority | None = parent_row
     while row is not None:
         limit = row.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
         if limit is not None and limit < needed:
             level = f"{needed} CA level{'s' if needed > 1 else ''}"
-            raise ConfigError(f"ca.{name}: cannot be created under {config.ca[name].parent!r}: the certificate of CA "
-                              f"{row.name!r} has pathLen {limit}, but the declared hierarchy puts {level} below it; "
-                              f"give {name!r} another parent, or replace {row.name!r}")
+            raise ConfigError(
+                f"ca.{name}: cannot be created under {config.ca[name].parent!r}: the certificate of CA "
+                f"{row.name!r} has pathLen {limit}, but the declared hierarchy puts {level} below it; "
+                f"give {name!r} another parent, or replace {row.name!r}"
+            )
         needed += 1
         row = row.parent
 

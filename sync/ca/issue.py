@@ -3,10 +3,12 @@
 One path writes versions (Certificates.new_version + add_many), whether a batch of thousands
 from `apply` or one CSR enrollment.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
 
 from sync.ca.hierarchy import check_name_constraints, issuer_for
 from sync.errors import CertsyncError, NotFound, PolicyError, StoreError
@@ -17,12 +19,12 @@ from sync.store import Certificate, Store, Transaction
 if TYPE_CHECKING:
     from sync.config import CertificateConfig, Config
 
-BATCH_SIZE = 500          # rows per transaction: amortises the commit (an fsync) over many certificates
+BATCH_SIZE = 500  # rows per transaction: amortises the commit (an fsync) over many certificates
 
 
-class IssueRequest(NamedTuple):      # tuples: thousands are made per run, cheaply
+class IssueRequest(NamedTuple):  # tuples: thousands are made per run, cheaply
     name: str
-    reuse_key: bool | None = None      # None: as the profile's key_rotation says
+    reuse_key: bool | None = None  # None: as the profile's key_rotation says
 
 
 class Issued(NamedTuple):
@@ -42,9 +44,16 @@ def san_list(spec: CertificateConfig) -> list[str]:
     return names.san_strings(*names.split(general_names(spec)))
 
 
-def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], now: datetime, *,
-               batch_size: int = BATCH_SIZE, before_write: Callable[[], None] | None = None,
-               until: Callable[[], bool] | None = None) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
+def issue_many(
+    config: Config,
+    store: Store,
+    requests: Iterable[IssueRequest],
+    now: datetime,
+    *,
+    batch_size: int = BATCH_SIZE,
+    before_write: Callable[[], None] | None = None,
+    until: Callable[[], bool] | None = None,
+) -> Iterator[tuple[IssueRequest, Issued | CertsyncError]]:
     """Issue new versions of configured certificates: yields (request, Issued or the
     CertsyncError that failed it), in request order, batch by batch. One transaction per batch
     (one query for the version numbers, one UPDATE, one multi-row INSERT); each CA key is
@@ -60,16 +69,16 @@ def issue_many(config: Config, store: Store, requests: Iterable[IssueRequest], n
     a batch, issuance stops there: the requests not answered yet were not started."""
     issuers: dict[str, tuple[int, certs.Issuer] | CertsyncError] = {}
     requests = list(requests)
-    keys = workers.Keys(_fresh_key_type(config, r) for r in requests)   # RSA keys made ahead, in parallel
+    keys = workers.Keys(_fresh_key_type(config, r) for r in requests)  # RSA keys made ahead, in parallel
     try:
         batch: list[IssueRequest] = []
-        seen: set[str] = set()              # a name at most once per batch (versions are per batch)
+        seen: set[str] = set()  # a name at most once per batch (versions are per batch)
         start = 0
         for request in requests:
             if len(batch) >= batch_size or request.name in seen:
                 if until is not None and until():
                     return
-                keys.prefetch(start + 2 * batch_size)       # this batch's keys and the next one's
+                keys.prefetch(start + 2 * batch_size)  # this batch's keys and the next one's
                 yield from _issue_isolated(config, store, batch, issuers, now, before_write, keys)
                 start += len(batch)
                 batch, seen = [], set()
@@ -90,8 +99,15 @@ def _fresh_key_type(config: Config, request: IssueRequest) -> str | None:
     return spec.key or config.profile[spec.profile].key
 
 
-def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime,
-                    before_write: Callable[[], None] | None, keys: workers.Keys):
+def _issue_isolated(
+    config: Config,
+    store: Store,
+    batch: list[IssueRequest],
+    issuers: dict,
+    now: datetime,
+    before_write: Callable[[], None] | None,
+    keys: workers.Keys,
+):
     if before_write is not None:
         before_write()
     try:
@@ -100,14 +116,15 @@ def _issue_isolated(config: Config, store: Store, batch: list[IssueRequest], iss
         if len(batch) == 1:
             yield batch[0], exc
             return
-        for request in batch:                     # isolate the certificate the store refused
+        for request in batch:  # isolate the certificate the store refused
             yield from _issue_isolated(config, store, [request], issuers, now, before_write, keys)
         return
     yield from zip(batch, outcomes, strict=True)
 
 
-def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuers: dict,
-                 now: datetime, keys: workers.Keys) -> list[Issued | CertsyncError]:
+def _issue_batch(
+    config: Config, store: Store, batch: list[IssueRequest], issuers: dict, now: datetime, keys: workers.Keys
+) -> list[Issued | CertsyncError]:
     """One transaction; raises StoreError (nothing written) when the store refuses the batch."""
     outcomes: list = [None] * len(batch)
     with store.transaction() as tx:
@@ -117,11 +134,19 @@ def _issue_batch(config: Config, store: Store, batch: list[IssueRequest], issuer
         key_ids = {name: certs.spki_sha256(row.certificate.public_key()) for name, row in previous.items()}
         compromised = tx.certificates.compromised_among(key_ids.values()) if key_ids else set()
         previous = {name: row for name, row in previous.items() if key_ids[name] not in compromised}
-        pending: list[tuple[int, dict, certs.PrivateKey]] = []    # (index, column values, key)
+        pending: list[tuple[int, dict, certs.PrivateKey]] = []  # (index, column values, key)
         for i, request in enumerate(batch):
             try:
-                values, key = _sign_one(config, tx, request, previous.get(request.name),
-                                        versions.get(request.name, 0) + 1, issuers, now, keys.make)
+                values, key = _sign_one(
+                    config,
+                    tx,
+                    request,
+                    previous.get(request.name),
+                    versions.get(request.name, 0) + 1,
+                    issuers,
+                    now,
+                    keys.make,
+                )
                 pending.append((i, values, key))
             except CertsyncError as exc:
                 outcomes[i] = exc
@@ -147,7 +172,7 @@ def _issuer(config: Config, tx: Transaction, ca_name: str, issuers: dict, now: d
     """The CA's (row id, signer), decrypted once per run; a CA that failed fails every request."""
     found = issuers.get(ca_name)
     if found is None:
-        try:                        # plain values: ORM rows would expire if a batch rolls back
+        try:  # plain values: ORM rows would expire if a batch rolls back
             authority, issuer = issuer_for(config, tx, ca_name)
             found = issuers[ca_name] = (authority.id, issuer)
         except CertsyncError as exc:
@@ -156,13 +181,22 @@ def _issuer(config: Config, tx: Transaction, ca_name: str, issuers: dict, now: d
         raise found.__class__(found.message)
     ends = found[1].certificate.not_valid_after_utc
     if ends <= now:
-        raise CertsyncError(f"CA {ca_name!r} expired on {ends:%Y-%m-%d}: add a new issuing CA and move the profile to it")
+        raise CertsyncError(
+            f"CA {ca_name!r} expired on {ends:%Y-%m-%d}: add a new issuing CA and move the profile to it"
+        )
     return found
 
 
-def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: Certificate | None,
-              version: int, issuers: dict, now: datetime,
-              make_key: Callable[[str], certs.PrivateKey] = certs.generate_key) -> tuple[dict, certs.PrivateKey]:
+def _sign_one(
+    config: Config,
+    tx: Transaction,
+    request: IssueRequest,
+    previous: Certificate | None,
+    version: int,
+    issuers: dict,
+    now: datetime,
+    make_key: Callable[[str], certs.PrivateKey] = certs.generate_key,
+) -> tuple[dict, certs.PrivateKey]:
     """Policy, issuer, key, signature: the column values of the new version, and its key."""
     spec = config.certificate[request.name]
     profile = config.profile[spec.profile]
@@ -170,8 +204,7 @@ def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: 
     validity = spec.validity or profile.validity
     sans = general_names(spec)
     dns, ips = names.split(sans)
-    policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type,
-                         validity=validity)
+    policy.check_request(spec.profile, profile, dns_names=dns, ip_addresses=ips, key_type=key_type, validity=validity)
     check_name_constraints(config, profile.ca, dns, ips)
     authority_id, issuer = _issuer(config, tx, profile.ca, issuers, now)
     key = None
@@ -179,17 +212,40 @@ def _sign_one(config: Config, tx: Transaction, request: IssueRequest, previous: 
         key = tx.certificates.private_key(previous)
     if key is None:
         key = make_key(key_type)
-    cert = certs.issue_leaf(issuer, key.public_key(), common_name=spec.common_name, dns_names=spec.dns_names,
-                            ip_addresses=spec.ip_addresses, usages=profile.usages, validity=validity, now=now,
-                            sans=list(sans))
-    values = tx.certificates.new_version(name=request.name, version=version, profile=spec.profile,
-                                         authority_id=authority_id, cert=cert, key_type=key_type,
-                                         sans=names.san_strings(dns, ips), common_name=spec.common_name or None)
+    cert = certs.issue_leaf(
+        issuer,
+        key.public_key(),
+        common_name=spec.common_name,
+        dns_names=spec.dns_names,
+        ip_addresses=spec.ip_addresses,
+        usages=profile.usages,
+        validity=validity,
+        now=now,
+        sans=list(sans),
+    )
+    values = tx.certificates.new_version(
+        name=request.name,
+        version=version,
+        profile=spec.profile,
+        authority_id=authority_id,
+        cert=cert,
+        key_type=key_type,
+        sans=names.san_strings(dns, ips),
+        common_name=spec.common_name or None,
+    )
     return values, key
 
 
-def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_name: str, csr_data: bytes,
-                   now: datetime, *, check_name: Callable[[str], None] | None = None) -> Certificate:
+def issue_from_csr(
+    config: Config,
+    tx: Transaction,
+    name: str | None,
+    profile_name: str,
+    csr_data: bytes,
+    now: datetime,
+    *,
+    check_name: Callable[[str], None] | None = None,
+) -> Certificate:
     """Enroll a client's CSR under `profile_name`: the signature, key and names are checked by
     the profile, the subject and SANs come from policy, and no private key is stored.
     Without a name, the certificate is stored under its first name (api.example.internal ->
@@ -200,17 +256,21 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     request = csr_checks.check_csr(csr_checks.load_csr(csr_data), profile_name, profile)
     compromised = tx.certificates.compromised(certs.spki_sha256(request.public_key))
     if compromised is not None:
-        raise PolicyError(f"CSR: its public key is compromised (revoked for {compromised.reason} with "
-                          f"certificate {compromised.cert_name!r} serial {compromised.serial} on "
-                          f"{compromised.compromised_at:%Y-%m-%d}); generate a new key")
+        raise PolicyError(
+            f"CSR: its public key is compromised (revoked for {compromised.reason} with "
+            f"certificate {compromised.cert_name!r} serial {compromised.serial} on "
+            f"{compromised.compromised_at:%Y-%m-%d}); generate a new key"
+        )
     generated = name is None
     name = name or names.store_name(request.common_name, request.dns_names)
     if name in config.certificate:
-        raise PolicyError(f"--name: {name!r} is a configured certificate (certsync makes its key); "
-                          "choose another name for a CSR enrollment")
+        raise PolicyError(
+            f"--name: {name!r} is a configured certificate (certsync makes its key); "
+            "choose another name for a CSR enrollment"
+        )
     if check_name is not None:
-        check_name(name)                    # the caller's rules (e.g. where it will be pushed)
-    tx.certificates.lock_name(name)        # the version number below is ours until commit
+        check_name(name)  # the caller's rules (e.g. where it will be pushed)
+    tx.certificates.lock_name(name)  # the version number below is ours until commit
     existing = tx.certificates.versions_of(name)
     if existing and existing[0].source != "csr":
         raise PolicyError(f"--name: {name!r} is already used by a certificate certsync made the key for")
@@ -218,27 +278,61 @@ def issue_from_csr(config: Config, tx: Transaction, name: str | None, profile_na
     if generated and existing and set(existing[0].sans or []) != set(sans):
         # a client renewal asks for the same names; other names under a name made from them would
         # silently become a new version of an unrelated certificate
-        raise PolicyError(f"CSR: its generated name {name!r} already holds a certificate for other names "
-                          f"({', '.join(existing[0].sans or []) or 'none'}); choose a name with --name (that same "
-                          "name to make these names its next version)")
-    policy.check_request(profile_name, profile, dns_names=request.dns_names, ip_addresses=request.ip_addresses,
-                         key_type=request.key_type, validity=profile.validity)
+        raise PolicyError(
+            f"CSR: its generated name {name!r} already holds a certificate for other names "
+            f"({', '.join(existing[0].sans or []) or 'none'}); choose a name with --name (that same "
+            "name to make these names its next version)"
+        )
+    policy.check_request(
+        profile_name,
+        profile,
+        dns_names=request.dns_names,
+        ip_addresses=request.ip_addresses,
+        key_type=request.key_type,
+        validity=profile.validity,
+    )
     check_name_constraints(config, profile.ca, request.dns_names, request.ip_addresses)
     authority, issuer = issuer_for(config, tx, profile.ca)
-    cert = certs.issue_leaf(issuer, request.public_key, common_name=request.common_name,
-                            dns_names=request.dns_names, ip_addresses=request.ip_addresses,
-                            usages=profile.usages, validity=profile.validity, now=now)
+    cert = certs.issue_leaf(
+        issuer,
+        request.public_key,
+        common_name=request.common_name,
+        dns_names=request.dns_names,
+        ip_addresses=request.ip_addresses,
+        usages=profile.usages,
+        validity=profile.validity,
+        now=now,
+    )
     version = (existing[0].version if existing else 0) + 1
-    tx.certificates.add_many([tx.certificates.new_version(
-        name=name, version=version, profile=profile_name, authority_id=authority.id, cert=cert,
-        key_type=request.key_type, sans=sans, source="csr", common_name=request.common_name)])
+    tx.certificates.add_many(
+        [
+            tx.certificates.new_version(
+                name=name,
+                version=version,
+                profile=profile_name,
+                authority_id=authority.id,
+                cert=cert,
+                key_type=request.key_type,
+                sans=sans,
+                source="csr",
+                common_name=request.common_name,
+            )
+        ]
+    )
     row = tx.certificates.current(name)
     assert row is not None and row.version == version
     return row
 
 
-def new_key_request(config: Config, profile_name: str, *, common_name: str | None, dns_names: list[str],
-                    ip_addresses: list[str], key_type: str | None) -> tuple[certs.PrivateKey, bytes]:
+def new_key_request(
+    config: Config,
+    profile_name: str,
+    *,
+    common_name: str | None,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    key_type: str | None,
+) -> tuple[certs.PrivateKey, bytes]:
     """CSR-less enrollment, first half (no store: a key can take a second to make): a fresh key
     of `key_type` (default: the profile's) and a PEM CSR for the names, signed with it. The
     second half is `issue_from_csr`, so the policy is exactly that of a client's CSR."""
@@ -247,8 +341,10 @@ def new_key_request(config: Config, profile_name: str, *, common_name: str | Non
         raise PolicyError(f"unknown profile {profile_name!r}")
     key_type = key_type or profile.key
     allowed = profile.allowed_keys if profile.allowed_keys is not None else [profile.key]
-    if key_type not in allowed:         # before making a key nobody may use (an RSA 4096 takes a while)
-        raise PolicyError(f"profile {profile_name!r}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})")
+    if key_type not in allowed:  # before making a key nobody may use (an RSA 4096 takes a while)
+        raise PolicyError(
+            f"profile {profile_name!r}: key type {key_type} is not allowed (allowed: {', '.join(allowed)})"
+        )
     key = certs.generate_key(key_type)
     return key, csr_checks.build_csr(key, common_name=common_name, dns_names=dns_names, ip_addresses=ip_addresses)
 
@@ -268,8 +364,10 @@ def renew_from_csr(config: Config, tx: Transaction, name: str, csr_data: bytes, 
     request = csr_checks.check_csr(csr_checks.load_csr(csr_data), newest.profile, profile)
     sans = names.san_strings(request.dns_names, request.ip_addresses)
     if set(sans) != set(newest.sans or []):
-        raise PolicyError(f"CSR: renewal must ask for the same names as {name!r} "
-                          f"({', '.join(newest.sans or []) or 'none'}), not {', '.join(sans) or 'none'}")
+        raise PolicyError(
+            f"CSR: renewal must ask for the same names as {name!r} "
+            f"({', '.join(newest.sans or []) or 'none'}), not {', '.join(sans) or 'none'}"
+        )
     if certs.spki_sha256(request.public_key) == certs.spki_sha256(newest.certificate.public_key()):
         raise PolicyError("CSR: carries the current key; renewal is a rekey: generate a new key")
     return issue_from_csr(config, tx, name, newest.profile, csr_data, now)

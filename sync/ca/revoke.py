@@ -1,5 +1,6 @@
 """Revocation against the store: mark versions revoked, keep each CA's CRL current, and answer
 OCSP requests from what the store knows. The signed structures are built by sync.pki.crl and sync.pki.ocsp."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
     from sync.config import Config
 
 
-def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetime, *,
-           serial: str | None = None) -> tuple[Certificate, list[Certificate]]:
+def revoke(
+    config: Config, tx: Transaction, name: str, reason: str, now: datetime, *, serial: str | None = None
+) -> tuple[Certificate, list[Certificate]]:
     """Revoke the active version of `name` (or the version with `serial`) and reissue its CA's CRL.
     Returns (that version, the others revoked with it).
 
@@ -49,7 +51,7 @@ def revoke(config: Config, tx: Transaction, name: str, reason: str, now: datetim
     for victim in (row, *others):
         tx.certificates.revoke(victim, reason, now)
     for ca_name in dict.fromkeys(c.authority.name for c in (row, *others)):
-        if ca_name in config.ca:        # a CA no longer configured has no CRL to publish
+        if ca_name in config.ca:  # a CA no longer configured has no CRL to publish
             publish_crl(config, tx, ca_name, now)
     return row, others
 
@@ -59,13 +61,15 @@ def publish_crl(config: Config, tx: Transaction, ca_name: str, now: datetime) ->
     tx must be serialized (store.transaction(serialized=True)): the CA's row is locked before the
     number and the entries are read, so two publishers never sign one number."""
     authority = _authority(tx, ca_name)
-    tx.authorities.lock_for_crl(authority)      # no two CRLs with one number; entries read next are the latest
+    tx.authorities.lock_for_crl(authority)  # no two CRLs with one number; entries read next are the latest
     previous = _stored(authority)
     if previous is not None and previous.last_update_utc > now:
-        now = previous.last_update_utc          # a later number is never older than the CRL it replaces
+        now = previous.last_update_utc  # a later number is never older than the CRL it replaces
     authority, issuer = issuer_for(config, tx, ca_name)
-    entries = [crls.RevokedEntry(int(c.serial, 16), _revoked_at(c), c.revocation_reason or "unspecified")
-               for c in tx.certificates.revoked_by(authority, now)]
+    entries = [
+        crls.RevokedEntry(int(c.serial, 16), _revoked_at(c), c.revocation_reason or "unspecified")
+        for c in tx.certificates.revoked_by(authority, now)
+    ]
     number = (authority.crl_number or 0) + 1
     the_crl = crls.build_crl(issuer, entries, crl_number=number, now=now, next_update=config.ca[ca_name].crl_lifetime)
     tx.authorities.record_crl(authority, number, the_crl.public_bytes(Encoding.DER))
@@ -100,22 +104,32 @@ def _stored(authority: Authority) -> x509.CertificateRevocationList | None:
 
 
 def _revoked_at(row: Certificate) -> datetime:
-    if row.revoked_at is None:      # revoking sets state and time together
+    if row.revoked_at is None:  # revoking sets state and time together
         raise StoreError(f"certificate {row.name!r} version {row.version} is revoked but has no revocation time")
     return row.revoked_at
 
 
 def _fresh(authority: Authority, now: datetime) -> x509.CertificateRevocationList | None:
     crl = _stored(authority)
-    if crl is not None and crl.next_update_utc is not None and \
-            now < crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) / 2:
+    if (
+        crl is not None
+        and crl.next_update_utc is not None
+        and now < crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) / 2
+    ):
         return crl
     return None
 
 
-def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: bytes, now: datetime, *,
-                 responder: ocsp_responses.Responder | None = None,
-                 lifetime: timedelta = ocsp_responses.DEFAULT_OCSP_LIFETIME) -> ocsp.OCSPResponse:
+def ocsp_respond(
+    config: Config,
+    tx: Transaction,
+    ca_name: str,
+    request_der: bytes,
+    now: datetime,
+    *,
+    responder: ocsp_responses.Responder | None = None,
+    lifetime: timedelta = ocsp_responses.DEFAULT_OCSP_LIFETIME,
+) -> ocsp.OCSPResponse:
     """An RFC 6960 response: good, revoked (time, reason) or unknown; signed by `responder` (a
     delegated signer, see ocsp_signer) or, without one, by the CA (which opens its key)."""
     _check_ca(config, ca_name)
@@ -132,17 +146,19 @@ def ocsp_respond(config: Config, tx: Transaction, ca_name: str, request_der: byt
             return ocsp_responses.CertStatus.revoked(_revoked_at(row), row.revocation_reason or "unspecified")
         return ocsp_responses.CertStatus.good()
 
-    if issuer is None:          # delegated: the CA's certificate identifies it, its key stays sealed
+    if issuer is None:  # delegated: the CA's certificate identifies it, its key stays sealed
         issuer = certs.Issuer(tx.authorities.checked(authority), _NO_KEY)
-    return ocsp_responses.ocsp_response(issuer, request_der, status_of, now=now, next_update=lifetime,
-                                        responder=responder)
+    return ocsp_responses.ocsp_response(
+        issuer, request_der, status_of, now=now, next_update=lifetime, responder=responder
+    )
 
 
-_NO_KEY: Any = None     # an Issuer used only for its certificate (the responder signs)
+_NO_KEY: Any = None  # an Issuer used only for its certificate (the responder signs)
 
 
-def ocsp_signer(config: Config, tx: Transaction, ca_name: str, validity: timedelta,
-                now: datetime) -> ocsp_responses.Responder:
+def ocsp_signer(
+    config: Config, tx: Transaction, ca_name: str, validity: timedelta, now: datetime
+) -> ocsp_responses.Responder:
     """A fresh delegated OCSP signer for `ca_name`: a new key (never stored: each server process
     holds its own, and makes a new one when half its life has passed) certified by the CA."""
     _check_ca(config, ca_name)

@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 a failure (the message says what and where), 2 bad usage or config.
 With --output json, stdout carries exactly one JSON document.
 """
+
 from __future__ import annotations
 
 import gc
@@ -39,8 +40,11 @@ class CertsyncGroup(click.Group):
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 traceback.print_exc()
-            diagnostic(logging.ERROR, f"internal error: {exc.__class__.__name__}: {exc} "
-                                      "(run with --debug for details)", "internal_error")
+            diagnostic(
+                logging.ERROR,
+                f"internal error: {exc.__class__.__name__}: {exc} (run with --debug for details)",
+                "internal_error",
+            )
             ctx.exit(1)
 
 
@@ -48,8 +52,9 @@ class CertsyncGroup(click.Group):
 @group_options
 @click.version_option(package_name="certsync")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, output: str, quiet: bool, debug: bool, log_format: str,
-        github: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str, output: str, quiet: bool, debug: bool, log_format: str, github: bool
+) -> None:
     """certsync: a private CA and certificate store that keeps cloud secret stores in sync.
 
     Global options may be given before or after the command."""
@@ -72,11 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as exc:      # bad usage: one line naming the option and the rule, exit 2
+    except click.ClickException as exc:  # bad usage: one line naming the option and the rule, exit 2
         message = exc.format_message()
         if isinstance(exc, click.UsageError) and exc.ctx is not None and not isinstance(exc, click.BadParameter):
             message += f" (see `{exc.ctx.command_path} --help`)"
         click.echo(f"error: {' '.join(message.split())}", err=True)
         sys.exit(2)
-    if isinstance(code, int) and code:         # ctx.exit(n) from an error, returned by click
+    if isinstance(code, int) and code:  # ctx.exit(n) from an error, returned by click
         sys.exit(code)

@@ -1,4 +1,5 @@
 """`certsync acme eab create|list`: External Account Binding keys for the ACME server."""
+
 from __future__ import annotations
 
 import base64
@@ -37,15 +38,18 @@ def eab_create(ctx: Context, kid: str, profile: str) -> None:
     app = ctx.app
     with app.store.transaction() as tx:
         key = tx.acme.create_eab(kid, profile, app.now)
-        tx.audit.record(at=app.now, actor="cli", action="acme.eab.create", protocol="cli",
-                        detail={"kid": kid, "profile": profile})
+        tx.audit.record(
+            at=app.now, actor="cli", action="acme.eab.create", protocol="cli", detail={"kid": kid, "profile": profile}
+        )
     secret = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
     if ctx.json:
         ctx.emit({"kid": kid, "profile": profile, "hmac_key": secret})
         return
     click.echo(secret)
-    ctx.say_err(f"EAB key {kid!r} for profile {profile} (shown once: give it to the ACME client with its key id; "
-                "e.g. certbot --eab-kid KID --eab-hmac-key KEY)")
+    ctx.say_err(
+        f"EAB key {kid!r} for profile {profile} (shown once: give it to the ACME client with its key id; "
+        "e.g. certbot --eab-kid KID --eab-hmac-key KEY)"
+    )
 
 
 @eab.command("list")
@@ -54,8 +58,10 @@ def eab_create(ctx: Context, kid: str, profile: str) -> None:
 def eab_list(ctx: Context) -> None:
     """EAB key ids: profile, creation, the account bound to it (never the key)."""
     with ctx.app.store.transaction() as tx:
-        rows = [{"kid": r.kid, "profile": r.profile, "created_at": rfc3339(r.created_at), "account": r.account_id}
-                for r in tx.acme.eab_keys()]
+        rows = [
+            {"kid": r.kid, "profile": r.profile, "created_at": rfc3339(r.created_at), "account": r.account_id}
+            for r in tx.acme.eab_keys()
+        ]
     if ctx.json:
         ctx.emit({"keys": rows})
         return

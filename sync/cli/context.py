@@ -1,5 +1,6 @@
 """What every command shares: the global options, the config (loaded on first use), and one
 application object per run, closed when the command ends."""
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,7 @@ from sync.app import App
 
 
 class Context:
-    def __init__(self, config_path: str, output: str, quiet: bool, debug: bool, github: bool,
-                 log_format: str) -> None:
+    def __init__(self, config_path: str, output: str, quiet: bool, debug: bool, github: bool, log_format: str) -> None:
         self.config_path, self.output, self.quiet, self.debug = config_path, output, quiet, debug
         self.github, self.log_format = github, log_format
         self._config: config_mod.Config | None = None
@@ -34,10 +34,13 @@ class Context:
         or with allow_insecure_transport), on every run that loads the config."""
         import logging
         from sync.cli.output import diagnostic
+
         for name, dest in config.destination.items():
             what = dest.insecure_transport()
             if what:
-                diagnostic(logging.WARNING, f"destination {name!r}: insecure transport: {what}", "config.insecure_transport")
+                diagnostic(
+                    logging.WARNING, f"destination {name!r}: insecure transport: {what}", "config.insecure_transport"
+                )
 
     @property
     def app(self) -> App:

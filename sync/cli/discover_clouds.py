@@ -1,11 +1,11 @@
 """The cloud part of `certsync discover` (`--clouds`: `cloud_options` and `run_clouds`, used by
 sync/cli/discovery_commands.py) and `certsync adopt`."""
+
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
@@ -17,12 +17,20 @@ from sync.errors import PolicyError
 
 
 def cloud_options(command: Callable) -> Callable:
-    command = click.option("--destination", "cloud_destinations", multiple=True, metavar="NAME",
-                           help="With --clouds: only this destination (repeatable; default: [discovery.clouds] "
-                                "destinations, else all).")(command)
-    return click.option("--clouds", is_flag=True, help="Inspect every secret of the cloud destinations for "
-                                                       "certificates (reads only; values are never shown or "
-                                                       "stored).")(command)
+    command = click.option(
+        "--destination",
+        "cloud_destinations",
+        multiple=True,
+        metavar="NAME",
+        help="With --clouds: only this destination (repeatable; default: [discovery.clouds] destinations, else all).",
+    )(command)
+    return click.option(
+        "--clouds",
+        is_flag=True,
+        help="Inspect every secret of the cloud destinations for "
+        "certificates (reads only; values are never shown or "
+        "stored).",
+    )(command)
 
 
 def run_clouds(ctx: Context, destinations: tuple[str, ...]) -> dict:
@@ -34,14 +42,20 @@ def run_clouds(ctx: Context, destinations: tuple[str, ...]) -> dict:
         for f in result.found:
             owner = "managed" if f["managed"] else "not managed"
             secret = "certsync secret" if f["managed_secret"] else "foreign secret"
-            ctx.say(f"{f['location']}  {f['fingerprint'][:16]}  {f['subject']}  until {f['not_after'][:10]}  "
-                    f"{owner}, {secret}")
+            ctx.say(
+                f"{f['location']}  {f['fingerprint'][:16]}  {f['subject']}  until {f['not_after'][:10]}  "
+                f"{owner}, {secret}"
+            )
         for r in result.destinations:
-            ctx.say(f"destination {r.destination} ({r.kind}): {r.listed} secret(s), {len(r.observations)} with "
-                    f"certificates, {r.without_certificate} without, {len(r.errors)} error(s)")
+            ctx.say(
+                f"destination {r.destination} ({r.kind}): {r.listed} secret(s), {len(r.observations)} with "
+                f"certificates, {r.without_certificate} without, {len(r.errors)} error(s)"
+            )
         s = result.summary
-        ctx.say(f"recorded: {s.certificates_new} new certificate(s), {s.locations_new} new location(s), "
-                f"{s.locations_gone} gone")
+        ctx.say(
+            f"recorded: {s.certificates_new} new certificate(s), {s.locations_new} new location(s), "
+            f"{s.locations_gone} gone"
+        )
     return result.as_dict()
 
 
@@ -73,7 +87,9 @@ def adopt(ctx: Context, key: str, name: str, profile: str, append: bool) -> None
     else:
         click.echo(proposal.stanza, nl=False)
     for dest in proposal.needs_adopt:
-        ctx.say(f"# destination {dest!r} must be allowed to take over secrets certsync did not write: add\n"
-                f"#   [destination.{dest}]\n#   adopt = true")
+        ctx.say(
+            f"# destination {dest!r} must be allowed to take over secrets certsync did not write: add\n"
+            f"#   [destination.{dest}]\n#   adopt = true"
+        )
     for dest, secret in proposal.targets:
         ctx.say_err(f"next: `certsync plan` shows the update adopting {dest}/{secret}; `certsync apply` replaces it")

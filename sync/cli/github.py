@@ -9,18 +9,27 @@ annotations to stdout (stderr with --output json; the runner reads workflow comm
 `certificates`, where a function takes it, is the `certificates` list of `list --output json`
 (name, version, serial, not_after, days_left, ...): it gives the expiry dates.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 VERBS = {"issue": "issued", "renew": "renewed", "push": "pushed", "delete": "deleted"}
 CHANGE_KINDS = tuple(VERBS)
-SUMMARY_ORDER = [("issue", "issued"), ("renew", "renewed"), ("push", "pushed"), ("delete", "deleted"),
-                 ("failed", "failed"), ("skipped", "skipped"), ("unchanged", "unchanged")]
+SUMMARY_ORDER = [
+    ("issue", "issued"),
+    ("renew", "renewed"),
+    ("push", "pushed"),
+    ("delete", "deleted"),
+    ("failed", "failed"),
+    ("skipped", "skipped"),
+    ("unchanged", "unchanged"),
+]
 STATUS_MARK = {"done": "✅", "failed": "❌", "skipped": "⏭️", "unchanged": "➖"}
 
 
 # --- workflow commands ---------------------------------------------------------------------------
+
 
 def escape_data(text: object) -> str:
     """A workflow command's message: '%' first, then CR and LF (as @actions/core does)."""
@@ -43,22 +52,36 @@ def annotation_lines(document: Mapping) -> list[str]:
     results = document.get("results", [])
     for r in results:
         if r.get("status") == "failed":
-            lines.append(workflow_command("error", f"{r['action']} {_target(r)}: {r.get('error') or 'failed'}",
-                                          title=f"certsync {r['action']} {r['certificate']} failed"))
+            lines.append(
+                workflow_command(
+                    "error",
+                    f"{r['action']} {_target(r)}: {r.get('error') or 'failed'}",
+                    title=f"certsync {r['action']} {r['certificate']} failed",
+                )
+            )
     hooks_failed = [h for h in document.get("hooks", []) if h.get("status") == "failed"]
     for h in hooks_failed:
-        lines.append(workflow_command("error", f"deploy hook {h['hook']} {h['certificate']} -> {h['destination']}/"
-                                               f"{h['remote_name']}: {h.get('error') or 'failed'} (the push stands)",
-                                      title=f"certsync deploy hook for {h['certificate']} failed"))
+        lines.append(
+            workflow_command(
+                "error",
+                f"deploy hook {h['hook']} {h['certificate']} -> {h['destination']}/"
+                f"{h['remote_name']}: {h.get('error') or 'failed'} (the push stands)",
+                title=f"certsync deploy hook for {h['certificate']} failed",
+            )
+        )
     if document.get("ok") is False and not hooks_failed and not any(r.get("status") == "failed" for r in results):
-        skipped = [r for r in results if r.get("status") == "skipped"]   # e.g. --max-duration stopped the run
+        skipped = [r for r in results if r.get("status") == "skipped"]  # e.g. --max-duration stopped the run
         why = f": {skipped[0].get('error')}" if skipped and skipped[0].get("error") else ""
-        lines.append(workflow_command("error", f"{len(skipped)} action(s) not done{why}",
-                                      title="certsync run incomplete"))
+        lines.append(
+            workflow_command("error", f"{len(skipped)} action(s) not done{why}", title="certsync run incomplete")
+        )
     for a in document.get("actions", []):
         if a.get("action") == "error":
-            lines.append(workflow_command("error", f"{_target(a)}: {a.get('reason')}",
-                                          title=f"certsync cannot plan {a['certificate']}"))
+            lines.append(
+                workflow_command(
+                    "error", f"{_target(a)}: {a.get('reason')}", title=f"certsync cannot plan {a['certificate']}"
+                )
+            )
     for warning in document.get("warnings", []):
         lines.append(workflow_command("warning", warning, title="certsync"))
     return lines
@@ -73,11 +96,12 @@ def outputs(document: Mapping) -> dict[str, str]:
         changes, failed = document.get("changes", 0), document.get("errors", 0)
     else:
         changes, failed = 0, 0
-    ok = document.get("ok", not failed)   # a report's ok is also false when a run was stopped early
+    ok = document.get("ok", not failed)  # a report's ok is also false when a run was stopped early
     return {"changes": str(changes), "failed": str(failed), "ok": "true" if ok and not failed else "false"}
 
 
 # --- Markdown ------------------------------------------------------------------------------------
+
 
 def markdown(command: str, document: Mapping, certificates: Iterable[Mapping] | None = None) -> str:
     """The step summary for any of certsync's documents, ending in a blank line (summaries of
@@ -101,10 +125,21 @@ def report_markdown(command: str, document: Mapping, certificates: Iterable[Mapp
     lines = [f"### {'✅' if document.get('ok', True) else '❌'} certsync {command}: {done}", ""]
     rows = sorted((r for r in document["results"] if r["status"] != "unchanged"), key=lambda r: r["certificate"])
     if rows:
-        lines += _table(["", "Certificate", "Action", "Destination", "Secret", "Expires (UTC)", "Details"],
-                        [[STATUS_MARK.get(r["status"], ""), r["certificate"], _outcome(r), r.get("destination"),
-                          r.get("remote_name"), expiry.get(r["certificate"]), r.get("error") or r.get("detail")]
-                         for r in rows])
+        lines += _table(
+            ["", "Certificate", "Action", "Destination", "Secret", "Expires (UTC)", "Details"],
+            [
+                [
+                    STATUS_MARK.get(r["status"], ""),
+                    r["certificate"],
+                    _outcome(r),
+                    r.get("destination"),
+                    r.get("remote_name"),
+                    expiry.get(r["certificate"]),
+                    r.get("error") or r.get("detail"),
+                ]
+                for r in rows
+            ],
+        )
         lines.append("")
     unchanged = len(document["results"]) - len(rows)
     if unchanged:
@@ -123,9 +158,20 @@ def plan_markdown(document: Mapping, certificates: Iterable[Mapping] | None = No
     head = f"{document.get('changes', 0)} change(s)" + (f", {errors} error(s)" if errors else "")
     lines = [f"### {'❌' if errors else '📋'} certsync plan: {head}", ""]
     if rows:
-        lines += _table(["Action", "Certificate", "Destination", "Secret", "Current expiry (UTC)", "Reason"],
-                        [[a["action"], a["certificate"], a.get("destination"), a.get("remote_name"),
-                          expiry.get(a["certificate"]), a.get("reason")] for a in rows])
+        lines += _table(
+            ["Action", "Certificate", "Destination", "Secret", "Current expiry (UTC)", "Reason"],
+            [
+                [
+                    a["action"],
+                    a["certificate"],
+                    a.get("destination"),
+                    a.get("remote_name"),
+                    expiry.get(a["certificate"]),
+                    a.get("reason"),
+                ]
+                for a in rows
+            ],
+        )
         lines.append("")
     unchanged = len(actions) - len(rows)
     if unchanged:
@@ -139,14 +185,25 @@ def list_markdown(document: Mapping) -> str:
     """The inventory: every certificate with its expiry and how many destinations are in sync."""
     lines = [f"### certsync list: {len(document['certificates'])} certificate(s)", ""]
     if document["certificates"]:
-        lines += _table(["Certificate", "State", "Version", "Serial", "Expires (UTC)", "In sync"],
-                        [[c["name"], c["state"], c["version"], _short(c["serial"]), _when(c),
-                          f"{c.get('destinations_in_sync', '?')}/{c.get('destinations', '?')}"]
-                         for c in document["certificates"]])
+        lines += _table(
+            ["Certificate", "State", "Version", "Serial", "Expires (UTC)", "In sync"],
+            [
+                [
+                    c["name"],
+                    c["state"],
+                    c["version"],
+                    _short(c["serial"]),
+                    _when(c),
+                    f"{c.get('destinations_in_sync', '?')}/{c.get('destinations', '?')}",
+                ]
+                for c in document["certificates"]
+            ],
+        )
         lines.append("")
     if document.get("cas"):
-        lines += _table(["CA", "Subject", "Expires (UTC)"],
-                        [[ca["name"], ca["subject"], _when(ca)] for ca in document["cas"]])
+        lines += _table(
+            ["CA", "Subject", "Expires (UTC)"], [[ca["name"], ca["subject"], _when(ca)] for ca in document["cas"]]
+        )
         lines.append("")
     lines += [f"> **Warning:** {_cell(w)}" for w in document.get("warnings", [])]
     return "\n".join(lines)
@@ -158,6 +215,7 @@ def error_markdown(command: str, message: str) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
 
 def _target(item: Mapping) -> str:
     if item.get("destination"):

@@ -1,5 +1,6 @@
 """Turning results into output: plan and report lines, JSON documents, diagnostics on stderr,
 and the GitHub Actions summary. The CLI is the only layer that prints."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,13 @@ from sync.reconcile.report import Report, Result, Status
 
 
 def action_dict(a: Action) -> dict:
-    return {"action": a.kind, "certificate": a.cert, "destination": a.destination,
-            "remote_name": a.remote_name, "reason": a.reason}
+    return {
+        "action": a.kind,
+        "certificate": a.cert,
+        "destination": a.destination,
+        "remote_name": a.remote_name,
+        "reason": a.reason,
+    }
 
 
 def action_line(label: str, a: Action, extra: str = "") -> str:
@@ -31,8 +37,7 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
     """Print a plan (text or one JSON document); exit 1 on errors, 2 on changes when asked.
     warnings (e.g. a profile that allows any name): on stderr, and in the document."""
     errors = the_plan.of_kind(Kind.ERROR)
-    document = {"actions": Lazy(the_plan.actions, action_dict),
-                "changes": len(the_plan.changes), "errors": len(errors)}
+    document = {"actions": Lazy(the_plan.actions, action_dict), "changes": len(the_plan.changes), "errors": len(errors)}
     if warnings is not None:
         document["warnings"] = warnings
     for warning in warnings or ():
@@ -43,8 +48,10 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
         for a in the_plan.actions:
             if a.kind != Kind.UNCHANGED or not ctx.quiet:
                 click.echo(action_line(a.kind, a))
-        ctx.say(f"\n{len(the_plan.changes)} change(s), "
-                f"{len(the_plan.of_kind(Kind.UNCHANGED))} unchanged, {len(errors)} error(s)")
+        ctx.say(
+            f"\n{len(the_plan.changes)} change(s), "
+            f"{len(the_plan.of_kind(Kind.UNCHANGED))} unchanged, {len(errors)} error(s)"
+        )
         for a in errors:
             diagnostic(logging.ERROR, f"{a.destination}: {a.reason}", "plan.error")
     publish(ctx, document)
@@ -56,12 +63,16 @@ def show_plan(ctx: Context, the_plan: Plan, detailed_exitcode: bool = False, war
 
 def report_document(report: Report) -> dict:
     destinations = report.by_destination()
-    for destination, counts in report.hooks_by_destination().items():   # "hook ok" / "hook failed" beside the rest
+    for destination, counts in report.hooks_by_destination().items():  # "hook ok" / "hook failed" beside the rest
         destinations.setdefault(destination, {}).update(counts)
-    return {"results": Lazy(report.results, Result.as_dict), "summary": report.summary(),
-            "hooks": [h.as_dict() for h in report.hooks],
-            "destinations": dict(sorted(destinations.items())), "seconds": round(report.seconds, 3),
-            "ok": not report.failed and not report.stopped and not report.hooks_failed}
+    return {
+        "results": Lazy(report.results, Result.as_dict),
+        "summary": report.summary(),
+        "hooks": [h.as_dict() for h in report.hooks],
+        "destinations": dict(sorted(destinations.items())),
+        "seconds": round(report.seconds, 3),
+        "ok": not report.failed and not report.stopped and not report.hooks_failed,
+    }
 
 
 def finish(ctx: Context, report: Report) -> None:
@@ -84,18 +95,23 @@ def finish(ctx: Context, report: Report) -> None:
         ctx.say(f"\n{summary} in {report.seconds:.2f}s")
         for destination, counts in document["destinations"].items():
             ctx.say(f"  {destination}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    for r in report.failed if not logs.json_enabled() else ():   # json logs: apply logged each one
+    for r in report.failed if not logs.json_enabled() else ():  # json logs: apply logged each one
         where = f"{r.action.destination}/{r.action.remote_name}" if r.action.destination else r.action.cert
         click.echo(f"error: {r.action.kind} {r.action.cert} -> {where}: {logs.redact(r.error or '')}", err=True)
-    for h in report.hooks_failed if not logs.json_enabled() else ():   # json logs: hooks logged each one
-        click.echo(f"error: deploy hook {h.hook} {h.cert} -> {h.destination}/{h.remote_name} failed "
-                   f"(attempt {h.attempt}; the push stands, the hook runs again on the next run): "
-                   f"{logs.redact(h.error or '')}", err=True)
+    for h in report.hooks_failed if not logs.json_enabled() else ():  # json logs: hooks logged each one
+        click.echo(
+            f"error: deploy hook {h.hook} {h.cert} -> {h.destination}/{h.remote_name} failed "
+            f"(attempt {h.attempt}; the push stands, the hook runs again on the next run): "
+            f"{logs.redact(h.error or '')}",
+            err=True,
+        )
     if report.stopped:
         skipped = sum(1 for r in report.results if r.status == Status.SKIPPED and r.error == MAX_DURATION_REACHED)
         diagnostic(logging.ERROR, f"run stopped: {report.stopped}; {skipped} action(s) not started", "run.stopped")
-    logs.get("run").info(", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do",
-                         extra={"event": "run.finished", "command": click.get_current_context().info_name})
+    logs.get("run").info(
+        ", ".join(f"{v} {k}" for k, v in sorted(report.summary().items())) or "nothing to do",
+        extra={"event": "run.finished", "command": click.get_current_context().info_name},
+    )
     publish(ctx, document)
     if report.failed or report.stopped or report.hooks_failed:
         sys.exit(1)
@@ -124,6 +140,7 @@ def publish(ctx: Context, document: dict) -> None:
     if not ctx.github:
         return
     from sync.cli import github
+
     document = logs.redact_document(document)
     command = click.get_current_context().info_name or "run"
     certificates = document.get("certificates")
@@ -143,6 +160,7 @@ def publish_error(ctx: Context | None, command: str, message: str) -> None:
     if ctx is None or not ctx.github:
         return
     from sync.cli import github
+
     message = logs.redact(message)
     append_env_file("GITHUB_STEP_SUMMARY", github.error_markdown(command, message))
     click.echo(github.workflow_command("error", message, title=f"certsync {command} failed"), err=True)

@@ -1,4 +1,5 @@
 """A progress bar per quota domain for long runs: on a terminal only, never in CI or with -q."""
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,19 @@ class DomainProgress:
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self._tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "DomainProgress":
+    def __enter__(self) -> DomainProgress:
         self._progress.start()
         return self
 

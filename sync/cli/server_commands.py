@@ -1,4 +1,5 @@
 """The server's commands: `serve`, API tokens (`token create|list|revoke`) and `audit`."""
+
 from __future__ import annotations
 
 import click
@@ -18,8 +19,10 @@ def serve(ctx: Context, listen: str | None) -> None:
     """Serve the CA: CRL, OCSP, EST, ACME and the REST API (docs/server.md). Stops on SIGTERM/Ctrl-C,
     letting requests in flight finish."""
     from sync.server import runtime
+
     if listen is not None:
         from sync.config_server import split_listen
+
         try:
             split_listen(listen)
         except ValueError as exc:
@@ -36,11 +39,21 @@ def token() -> None:
 @command_options
 @click.argument("name")
 @click.option("--profile", required=True, help="The one profile the token may act on.")
-@click.option("--scope", "scopes", multiple=True, metavar="SCOPE",   # checked by create_token: one-line error
-              help="What it may do (repeatable): " + "; ".join(f"{k}: {v}" for k, v in TOKEN_SCOPES.items())
-              + ". Default: read and sign.")
-@click.option("--expires", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
-              help="Lifetime, e.g. 90d; default: until revoked.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SCOPE",  # checked by create_token: one-line error
+    help="What it may do (repeatable): "
+    + "; ".join(f"{k}: {v}" for k, v in TOKEN_SCOPES.items())
+    + ". Default: read and sign.",
+)
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    callback=lambda c, p, v: _duration(v, p),
+    help="Lifetime, e.g. 90d; default: until revoked.",
+)
 @pass_ctx
 def token_create(ctx: Context, name: str, profile: str, scopes: tuple[str, ...], expires) -> None:
     """Create a token; it is printed this once (only its hash is stored)."""
@@ -49,9 +62,11 @@ def token_create(ctx: Context, name: str, profile: str, scopes: tuple[str, ...],
         ctx.emit(facts)
         return
     click.echo(facts["token"])
-    ctx.say_err(f"token {name!r}: profile {profile}, scopes {', '.join(facts['scopes'])}"
-                + (f", expires {facts['expires_at']}" if facts["expires_at"] else "")
-                + " (shown once: store it now)")
+    ctx.say_err(
+        f"token {name!r}: profile {profile}, scopes {', '.join(facts['scopes'])}"
+        + (f", expires {facts['expires_at']}" if facts["expires_at"] else "")
+        + " (shown once: store it now)"
+    )
 
 
 @token.command("list")
@@ -65,8 +80,10 @@ def token_list(ctx: Context) -> None:
         return
     for r in rows:
         state = "revoked" if r["revoked_at"] else "active"
-        ctx.say(f"{r['name']:24} {state:8} profile={r['profile']} scopes={','.join(r['scopes'])} "
-                f"expires={r['expires_at'] or 'never'} last_used={r['last_used_at'] or 'never'}")
+        ctx.say(
+            f"{r['name']:24} {state:8} profile={r['profile']} scopes={','.join(r['scopes'])} "
+            f"expires={r['expires_at'] or 'never'} last_used={r['last_used_at'] or 'never'}"
+        )
 
 
 @token.command("revoke")
@@ -85,19 +102,26 @@ def token_revoke(ctx: Context, name: str) -> None:
 @cli.command()
 @command_options
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
-@click.option("--since", metavar="DURATION", callback=lambda c, p, v: _duration(v, p),
-              help="Only events from the last DURATION, e.g. 24h.")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    callback=lambda c, p, v: _duration(v, p),
+    help="Only events from the last DURATION, e.g. 24h.",
+)
 @click.option("--certificate", help="Only events about this certificate.")
 @click.option("--action", help="Only this action (issue, sign, renew, revoke, token.use, ...).")
 @pass_ctx
 def audit(ctx: Context, limit: int, since, certificate: str | None, action: str | None) -> None:
     """The audit trail: who issued, renewed, revoked or used a token, when and from where; newest first."""
-    events = ctx.app.audit(limit=limit, since=ctx.app.now - since if since else None, certificate=certificate,
-                           action=action)
+    events = ctx.app.audit(
+        limit=limit, since=ctx.app.now - since if since else None, certificate=certificate, action=action
+    )
     if ctx.json:
         ctx.emit({"events": events})
         return
     for e in events:
         what = " ".join(filter(None, [e["certificate"], e["serial"] and f"serial={e['serial'][:16]}"]))
-        ctx.say(f"{e['at']}  {e['protocol']:5} {e['action']:14} {e['outcome']:7} {e['actor']:28} "
-                f"{e['remote_addr'] or '-':15} {what}")
+        ctx.say(
+            f"{e['at']}  {e['protocol']:5} {e['action']:14} {e['outcome']:7} {e['actor']:28} "
+            f"{e['remote_addr'] or '-':15} {what}"
+        )

@@ -5,6 +5,7 @@ its DNS and IP SANs) under a profile, checked against the profile's rules and it
 constraints; for a certificate found in a cloud secret, it targets that secret, so the next
 `apply` (on a destination with adopt = true) overwrites it with a certificate certsync issued.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,20 +34,23 @@ class Proposal:
     name: str
     profile: str
     fingerprint: str
-    source: str                                   # the location (or fingerprint) it was asked for
+    source: str  # the location (or fingerprint) it was asked for
     common_name: str | None = None
     dns_names: list[str] = field(default_factory=list)
     ip_addresses: list[str] = field(default_factory=list)
-    key: str | None = None                        # set only when it differs from the profile's key
-    targets: list[tuple[str, str]] = field(default_factory=list)   # (destination, secret name)
-    refused: list[str] = field(default_factory=list)               # why the profile would refuse a name
-    needs_adopt: list[str] = field(default_factory=list)           # target destinations with adopt = false
+    key: str | None = None  # set only when it differs from the profile's key
+    targets: list[tuple[str, str]] = field(default_factory=list)  # (destination, secret name)
+    refused: list[str] = field(default_factory=list)  # why the profile would refuse a name
+    needs_adopt: list[str] = field(default_factory=list)  # target destinations with adopt = false
     notes: list[str] = field(default_factory=list)
 
     @property
     def stanza(self) -> str:
-        lines = [f"# adopted from {self.source} (sha256 {self.fingerprint[:16]}...) by certsync adopt",
-                 f"[certificate.{self.name}]", f"profile = {_s(self.profile)}"]
+        lines = [
+            f"# adopted from {self.source} (sha256 {self.fingerprint[:16]}...) by certsync adopt",
+            f"[certificate.{self.name}]",
+            f"profile = {_s(self.profile)}",
+        ]
         if self.common_name:
             lines.append(f"common_name = {_s(self.common_name)}")
         if self.dns_names:
@@ -66,23 +70,35 @@ class Proposal:
         return [f"[destination.{d}]\nadopt = true" for d in self.needs_adopt]
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "profile": self.profile, "fingerprint": self.fingerprint, "source": self.source,
-                "common_name": self.common_name, "dns_names": self.dns_names, "ip_addresses": self.ip_addresses,
-                "key": self.key, "destinations": [{"to": d, "name": n} for d, n in self.targets],
-                "needs_adopt": self.needs_adopt, "refused": self.refused, "notes": self.notes,
-                "stanza": self.stanza}
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "common_name": self.common_name,
+            "dns_names": self.dns_names,
+            "ip_addresses": self.ip_addresses,
+            "key": self.key,
+            "destinations": [{"to": d, "name": n} for d, n in self.targets],
+            "needs_adopt": self.needs_adopt,
+            "refused": self.refused,
+            "notes": self.notes,
+            "stanza": self.stanza,
+        }
 
 
 def propose(config: Config, found: Found, key: str, name: str, profile_name: str) -> Proposal:
     if not config_mod.OBJECT_NAME.fullmatch(name):
-        raise UsageError(f"--as {name!r}: 1-63 lowercase letters, digits or '-', starting and ending with a letter "
-                         "or digit")
+        raise UsageError(
+            f"--as {name!r}: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+        )
     if name in config.certificate:
         raise UsageError(f"--as {name!r}: certificate {name!r} is already in the config")
     profile = config.profile.get(profile_name)
     if profile is None:
-        raise UsageError(f"--profile: unknown profile {profile_name!r} "
-                         f"(defined: {', '.join(sorted(config.profile)) or 'none'})")
+        raise UsageError(
+            f"--profile: unknown profile {profile_name!r} (defined: {', '.join(sorted(config.profile)) or 'none'})"
+        )
     row = found.certificate
     source = key if any(loc.location == key for loc in found.locations) else row.fingerprint
     p = Proposal(name, profile_name, row.fingerprint, source)
@@ -121,8 +137,14 @@ def _check_policy(config: Config, p: Proposal) -> None:
     ips = list(dict.fromkeys([*p.ip_addresses, *([cn] if cn and _is_ip(cn) else [])]))
     for names, addresses in [*(([n], []) for n in dns), *(([], [a]) for a in ips)]:
         try:
-            check_request(p.profile, profile, dns_names=names, ip_addresses=addresses, key_type=profile.key,
-                          validity=profile.validity)
+            check_request(
+                p.profile,
+                profile,
+                dns_names=names,
+                ip_addresses=addresses,
+                key_type=profile.key,
+                validity=profile.validity,
+            )
             check_name_constraints(config, profile.ca, names, addresses)
         except PolicyError as exc:
             p.refused.append(str(exc))
@@ -136,8 +158,9 @@ def _key(p: Proposal, profile, key_type: str, key_size: int) -> None:
     if found in allowed:
         p.key = found
     else:
-        p.notes.append(f"its key ({found}) is not allowed by profile {p.profile!r}: certsync will issue a "
-                       f"{profile.key} key")
+        p.notes.append(
+            f"its key ({found}) is not allowed by profile {p.profile!r}: certsync will issue a {profile.key} key"
+        )
 
 
 def _targets(config: Config, p: Proposal, found: Found) -> None:

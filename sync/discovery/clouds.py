@@ -10,6 +10,7 @@ as `apply`'s writes, with the descriptor's read budget). A scan never writes to 
 Privacy: a value lives only in the loop that parses it. Nothing here logs, stores or returns a
 value or a password; errors are the adapters' one-line messages, which never carry a value.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from providers.base import CERT_LABEL, RemoteSecret
 from sync.config import Config
@@ -30,16 +31,16 @@ from sync.reconcile.destinations import ProviderFactory
 from sync.reconcile.pacing import TokenBucket, read_quota_of
 from sync.store import ScanSummary, Store, Transaction
 
-LIST_PAGE = 25          # secrets a listing page is charged for when the adapter does not say
+LIST_PAGE = 25  # secrets a listing page is charged for when the adapter does not say
 
 
 @dataclass
 class DestinationScan:
     destination: str
     kind: str
-    observations: list[Observation] = field(default_factory=list)   # secrets holding a certificate
-    errors: list[str] = field(default_factory=list)                 # one line each
-    failed: set[str] = field(default_factory=set)                   # locations that could not be read
+    observations: list[Observation] = field(default_factory=list)  # secrets holding a certificate
+    errors: list[str] = field(default_factory=list)  # one line each
+    failed: set[str] = field(default_factory=set)  # locations that could not be read
     listed: int = 0
     without_certificate: int = 0
     listing_failed: bool = False
@@ -58,8 +59,10 @@ def chosen_destinations(config: Config, requested: Iterable[str] | None) -> list
         names = sorted(config.destination)
     for name in names:
         if name not in config.destination:
-            raise UsageError(f"--destination: unknown destination {name!r} "
-                             f"(defined: {', '.join(sorted(config.destination)) or 'none'})")
+            raise UsageError(
+                f"--destination: unknown destination {name!r} "
+                f"(defined: {', '.join(sorted(config.destination)) or 'none'})"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -85,15 +88,16 @@ def scan(config: Config, providers: ProviderFactory, destinations: list[str]) ->
         return list(pool.map(one, destinations))
 
 
-def scan_destination(config: Config, providers: ProviderFactory, name: str, bucket: TokenBucket,
-                     per_read: float) -> DestinationScan:
+def scan_destination(
+    config: Config, providers: ProviderFactory, name: str, bucket: TokenBucket, per_read: float
+) -> DestinationScan:
     dest = config.destination[name]
     result = DestinationScan(name, dest.provider)
     passwords = pfx_passwords(config, name)
     try:
         provider = providers(name)
         secrets = list(_paced_listing(provider.list_all(), bucket, getattr(provider, "page_size", None)))
-    except Exception as exc:        # the whole destination: nothing under it is marked gone
+    except Exception as exc:  # the whole destination: nothing under it is marked gone
         result.listing_failed = True
         result.errors.append(f"{result.prefix}: listing failed: {one_line(exc)}")
         return result
@@ -102,7 +106,7 @@ def scan_destination(config: Config, providers: ProviderFactory, name: str, buck
         location = result.prefix + listed.name
         try:
             observation = _inspect(provider, listed, location, dest.provider, bucket, per_read, passwords)
-        except Exception as exc:    # one secret: reported, the scan goes on
+        except Exception as exc:  # one secret: reported, the scan goes on
             observation = Observation(dest.provider, location, error=one_line(exc))
         if observation is None:
             result.without_certificate += 1
@@ -114,23 +118,34 @@ def scan_destination(config: Config, providers: ProviderFactory, name: str, buck
     return result
 
 
-def _inspect(provider, listed: RemoteSecret, location: str, kind: str, bucket: TokenBucket, per_read: float,
-             passwords: list[bytes | None]) -> Observation | None:
+def _inspect(
+    provider,
+    listed: RemoteSecret,
+    location: str,
+    kind: str,
+    bucket: TokenBucket,
+    per_read: float,
+    passwords: list[bytes | None],
+) -> Observation | None:
     """The secret's certificates (None: it holds none). Its value goes out of scope here."""
     if not listed.enabled:
         return Observation(kind, location, error="disabled: its value cannot be read")
     bucket.take(per_read)
     secret = provider.get(listed.name)
     if secret is None:
-        return None                 # deleted (or scheduled for deletion) since the listing
+        return None  # deleted (or scheduled for deletion) since the listing
     if secret.value is None:
-        return None                 # no readable current value (no version, or the latest is disabled)
+        return None  # no readable current value (no version, or the latest is disabled)
     found = parse.certificates(secret.value, passwords=passwords)
     if not found:
         return None
     labels = secret.labels or listed.labels
-    details = {"managed_secret": secret.managed, "certsync_cert": labels.get(CERT_LABEL),
-               "content_type": secret.content_type or listed.content_type, "secret": listed.name}
+    details = {
+        "managed_secret": secret.managed,
+        "certsync_cert": labels.get(CERT_LABEL),
+        "content_type": secret.content_type or listed.content_type,
+        "secret": listed.name,
+    }
     return Observation(kind, location, found, details)
 
 
@@ -168,8 +183,11 @@ def gone_scopes(results: list[DestinationScan], known: Iterable[str]) -> list[st
         if not r.failed:
             scopes.append(r.prefix)
             continue
-        scopes += [loc for loc in known if loc.startswith(r.prefix) and loc not in r.failed
-                   and not any(f.startswith(loc) for f in r.failed)]
+        scopes += [
+            loc
+            for loc in known
+            if loc.startswith(r.prefix) and loc not in r.failed and not any(f.startswith(loc) for f in r.failed)
+        ]
     return scopes
 
 
@@ -177,23 +195,35 @@ def gone_scopes(results: list[DestinationScan], known: Iterable[str]) -> list[st
 class CloudDiscovery:
     destinations: list[DestinationScan]
     summary: ScanSummary
-    found: list[dict]           # one per secret holding a certificate: location and the leaf's facts
+    found: list[dict]  # one per secret holding a certificate: location and the leaf's facts
 
     @property
     def errors(self) -> list[str]:
         return [e for r in self.destinations for e in r.errors]
 
     def as_dict(self) -> dict:
-        return {"destinations": [{"destination": r.destination, "provider": r.kind, "secrets": r.listed,
-                                  "with_certificates": len(r.observations),
-                                  "without_certificates": r.without_certificate, "errors": r.errors,
-                                  "listing_failed": r.listing_failed}
-                                 for r in self.destinations],
-                "found": self.found, "summary": vars(self.summary), "errors": self.errors}
+        return {
+            "destinations": [
+                {
+                    "destination": r.destination,
+                    "provider": r.kind,
+                    "secrets": r.listed,
+                    "with_certificates": len(r.observations),
+                    "without_certificates": r.without_certificate,
+                    "errors": r.errors,
+                    "listing_failed": r.listing_failed,
+                }
+                for r in self.destinations
+            ],
+            "found": self.found,
+            "summary": vars(self.summary),
+            "errors": self.errors,
+        }
 
 
-def discover(config: Config, providers: ProviderFactory, store: Store, requested: Iterable[str] | None,
-             now: datetime) -> CloudDiscovery:
+def discover(
+    config: Config, providers: ProviderFactory, store: Store, requested: Iterable[str] | None, now: datetime
+) -> CloudDiscovery:
     """Scan, then record what was seen (facts only) in one transaction."""
     results = scan(config, providers, chosen_destinations(config, requested))
     observations = [o for r in results for o in r.observations]
@@ -208,7 +238,13 @@ def _facts(tx: Transaction, observation: Observation) -> dict:
     leaf = fingerprint(observation.certificates[0])
     row = tx.discovery.lookup(leaf)
     cert = row.certificate if row is not None else None
-    return {"location": observation.location, "fingerprint": leaf, "certificates": len(observation.certificates),
-            "subject": cert.subject if cert else None, "sans": list(cert.sans or []) if cert else [],
-            "not_after": rfc3339(cert.not_after) if cert else None, "managed": bool(cert and cert.managed),
-            **observation.details}
+    return {
+        "location": observation.location,
+        "fingerprint": leaf,
+        "certificates": len(observation.certificates),
+        "subject": cert.subject if cert else None,
+        "sans": list(cert.sans or []) if cert else [],
+        "not_after": rfc3339(cert.not_after) if cert else None,
+        "managed": bool(cert and cert.managed),
+        **observation.details,
+    }

@@ -10,12 +10,13 @@ next to certificates are neither kept nor reported.
 Java keystores (JKS/JCEKS) are not read: no maintained library reads them (pyjks has had no
 release since 2020). A .jks file that is really PKCS#12 (Java 9+'s default) is read as PKCS#12.
 """
+
 from __future__ import annotations
 
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from sync.discovery.parse import certificates
 from sync.discovery.record import Observation
@@ -23,13 +24,13 @@ from sync.discovery.record import Observation
 HINTS = {".pem", ".crt", ".cer", ".der", ".p7b", ".p7c", ".pfx", ".p12", ".jks", ".cert", ".ca-bundle", ".chain"}
 PKCS12 = {".pfx", ".p12", ".jks"}
 JKS_MAGIC = (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce")
-SNIFF = 1024          # PEM may follow comments or openssl's Bag Attributes
+SNIFF = 1024  # PEM may follow comments or openssl's Bag Attributes
 
 
 @dataclass(frozen=True)
 class FileScan:
     max_size: int = 1024 * 1024
-    password: bytes | None = None      # PKCS#12 password from the environment, if any
+    password: bytes | None = None  # PKCS#12 password from the environment, if any
 
 
 def location_of(path: str) -> str:
@@ -100,11 +101,19 @@ def _file(path: str, options: FileScan) -> Iterator[Observation]:
     if found:
         yield Observation("file", location_of(path), certificates=found, details={"size": len(data)})
     elif data[:4] in JKS_MAGIC:
-        yield Observation("file", location_of(path), error=(
-            "a Java keystore (JKS/JCEKS): not read; convert it with keytool -importkeystore -deststoretype PKCS12"))
+        yield Observation(
+            "file",
+            location_of(path),
+            error=(
+                "a Java keystore (JKS/JCEKS): not read; convert it with keytool -importkeystore -deststoretype PKCS12"
+            ),
+        )
     elif ext in PKCS12 and data[:1] == b"\x30":
-        yield Observation("file", location_of(path), error=(
-            "not readable as PKCS#12 with the password given (--pkcs12-password-env / pkcs12_password_env)"))
+        yield Observation(
+            "file",
+            location_of(path),
+            error=("not readable as PKCS#12 with the password given (--pkcs12-password-env / pkcs12_password_env)"),
+        )
 
 
 def _looks_like_certificate(head: bytes) -> bool:

@@ -5,26 +5,44 @@ and JSON documents with the certificate in a field (certsync's own json format a
 Only certificates come out: a private key found next to them is neither kept nor returned.
 Nothing here raises on bad input: what cannot be read yields no certificate (the caller says so).
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import json
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-PEM_CERT = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----.+?-----END (?:X509 |TRUSTED )?CERTIFICATE-----",
-                      re.DOTALL)
+PEM_CERT = re.compile(
+    rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----.+?-----END (?:X509 |TRUSTED )?CERTIFICATE-----", re.DOTALL
+)
 PEM_PKCS7 = re.compile(rb"-----BEGIN PKCS7-----.+?-----END PKCS7-----", re.DOTALL)
-MAX_INPUT = 4 * 1024 * 1024           # a certificate store is not larger: bigger inputs are not parsed
-JSON_FIELDS = ("certificate", "cert", "certificate_pem", "cert_pem", "chain", "fullchain", "ca", "pem",
-               "tls.crt", "tls_crt", "crt", "pfx", "pkcs12", "value")
+MAX_INPUT = 4 * 1024 * 1024  # a certificate store is not larger: bigger inputs are not parsed
+JSON_FIELDS = (
+    "certificate",
+    "cert",
+    "certificate_pem",
+    "cert_pem",
+    "chain",
+    "fullchain",
+    "ca",
+    "pem",
+    "tls.crt",
+    "tls_crt",
+    "crt",
+    "pfx",
+    "pkcs12",
+    "value",
+)
 
 
-def certificates(data: bytes | str, *, passwords: Iterable[bytes | None] = (None,), depth: int = 0) -> list[x509.Certificate]:
+def certificates(
+    data: bytes | str, *, passwords: Iterable[bytes | None] = (None,), depth: int = 0
+) -> list[x509.Certificate]:
     """Every certificate in `data`, in the order it holds them (leaf first for a chain file; a
     PKCS#7 SET OF has no order of its own)."""
     raw = data.encode() if isinstance(data, str) else bytes(data)
@@ -48,7 +66,9 @@ def certificates(data: bytes | str, *, passwords: Iterable[bytes | None] = (None
 def _pem(data: bytes) -> list[x509.Certificate]:
     found: list[tuple[int, list[x509.Certificate]]] = []
     for match in PEM_CERT.finditer(data):
-        block = match.group(0).replace(b"X509 CERTIFICATE", b"CERTIFICATE").replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
+        block = (
+            match.group(0).replace(b"X509 CERTIFICATE", b"CERTIFICATE").replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
+        )
         try:
             found.append((match.start(), [x509.load_pem_x509_certificate(block)]))
         except ValueError:
@@ -62,7 +82,7 @@ def _pem(data: bytes) -> list[x509.Certificate]:
 
 
 def _der(data: bytes, passwords: Iterable[bytes | None]) -> list[x509.Certificate]:
-    if data[:1] != b"\x30":          # every DER structure here is a SEQUENCE
+    if data[:1] != b"\x30":  # every DER structure here is a SEQUENCE
         return []
     try:
         return [x509.load_der_x509_certificate(data)]
@@ -87,7 +107,9 @@ def _base64(data: bytes) -> bytes | None:
     if len(compact) < 64 or not re.fullmatch(rb"[A-Za-z0-9+/=_-]+", compact):
         return None
     try:
-        return base64.b64decode(compact + b"=" * (-len(compact) % 4), altchars=b"-_" if b"-" in compact or b"_" in compact else None)
+        return base64.b64decode(
+            compact + b"=" * (-len(compact) % 4), altchars=b"-_" if b"-" in compact or b"_" in compact else None
+        )
     except (binascii.Error, ValueError):
         return None
 

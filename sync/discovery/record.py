@@ -1,9 +1,10 @@
 """From what a scan saw to the discovery inventory: facts, managed or not, where."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 
@@ -13,11 +14,11 @@ from sync.store import ScanSummary, Sighting, Transaction
 
 @dataclass
 class Observation:
-    kind: str                                   # tls | file | aws | gcp | azure
-    location: str                               # tls://host:port/sni, file:///path, aws:DEST/NAME ...
-    certificates: list[x509.Certificate] = field(default_factory=list)   # leaf (or first) first
+    kind: str  # tls | file | aws | gcp | azure
+    location: str  # tls://host:port/sni, file:///path, aws:DEST/NAME ...
+    certificates: list[x509.Certificate] = field(default_factory=list)  # leaf (or first) first
     details: dict = field(default_factory=dict)  # per location: verifies, hostname match, protocol, managed_secret, ...
-    error: str | None = None                    # could not be read: reported, not recorded
+    error: str | None = None  # could not be read: reported, not recorded
 
 
 def record(tx: Transaction, scopes: Iterable[str], observations: Iterable[Observation], now: datetime) -> ScanSummary:
@@ -33,8 +34,15 @@ def record(tx: Transaction, scopes: Iterable[str], observations: Iterable[Observ
             fp = fingerprint(cert)
             if fp not in found:
                 found[fp] = (facts_of(cert), fp in ours or _issued_here(tx, cert, fp))
-            sightings.append(Sighting(obs.kind, obs.location, fp, position,
-                                      obs.details if position == 0 else {"in_chain_of": obs.location}))
+            sightings.append(
+                Sighting(
+                    obs.kind,
+                    obs.location,
+                    fp,
+                    position,
+                    obs.details if position == 0 else {"in_chain_of": obs.location},
+                )
+            )
     return tx.discovery.record(found.values(), _one_per_location(sightings), scopes, now)
 
 

@@ -4,13 +4,14 @@ Only what the user lists is scanned: the command line's sources when it names an
 [discovery] table's. Sources are looked up by name in SOURCES (tls, files; clouds plugs in the
 same way): each returns its observations and the scopes it covered (what may be marked gone).
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
@@ -25,11 +26,12 @@ from sync.store import Transaction
 @dataclass
 class Request:
     """What to scan; built by `request_from` from the config and the command line."""
+
     tls: list[Target] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     limits: tls_mod.Limits = field(default_factory=tls_mod.Limits)
     file_options: files_mod.FileScan = field(default_factory=files_mod.FileScan)
-    extra: dict = field(default_factory=dict)          # other sources' own settings (clouds)
+    extra: dict = field(default_factory=dict)  # other sources' own settings (clouds)
 
     def sources(self) -> list[str]:
         return [name for name, wanted in (("tls", self.tls), ("files", self.files)) if wanted] + list(self.extra)
@@ -40,7 +42,7 @@ class Context:
     config: Config
     now: datetime
     certsync_roots: list[x509.Certificate]
-    providers: object = None          # the App's providers, for cloud sources
+    providers: object = None  # the App's providers, for cloud sources
 
 
 Source = Callable[[Request, Context], tuple[list[Observation], list[str]]]
@@ -61,18 +63,25 @@ SOURCES: dict[str, Source] = {"tls": _tls, "files": _files}
 
 @dataclass
 class Result:
-    found: int = 0             # distinct certificates seen in this scan
-    new: int = 0               # of them, first seen now
-    managed: int = 0           # of them, issued by certsync (or its CAs)
-    locations: int = 0         # places with a certificate
-    gone: int = 0              # places marked gone (a certificate seen there before, not any more)
-    errors: list[dict] = field(default_factory=list)     # {"location", "error"}: reported, not fatal
+    found: int = 0  # distinct certificates seen in this scan
+    new: int = 0  # of them, first seen now
+    managed: int = 0  # of them, issued by certsync (or its CAs)
+    locations: int = 0  # places with a certificate
+    gone: int = 0  # places marked gone (a certificate seen there before, not any more)
+    errors: list[dict] = field(default_factory=list)  # {"location", "error"}: reported, not fatal
     sources: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"sources": self.sources, "found": self.found, "new": self.new, "managed": self.managed,
-                "unmanaged": self.found - self.managed, "locations": self.locations, "gone": self.gone,
-                "errors": self.errors}
+        return {
+            "sources": self.sources,
+            "found": self.found,
+            "new": self.new,
+            "managed": self.managed,
+            "unmanaged": self.found - self.managed,
+            "locations": self.locations,
+            "gone": self.gone,
+            "errors": self.errors,
+        }
 
 
 def observe(request: Request, ctx: Context) -> tuple[list[Observation], list[str]]:
@@ -87,25 +96,42 @@ def observe(request: Request, ctx: Context) -> tuple[list[Observation], list[str
     return observations, scopes
 
 
-def store(tx: Transaction, observations: list[Observation], scopes: list[str], now: datetime,
-          sources: list[str]) -> Result:
+def store(
+    tx: Transaction, observations: list[Observation], scopes: list[str], now: datetime, sources: list[str]
+) -> Result:
     summary = record(tx, scopes, observations, now)
     fingerprints = {f for o in observations if o.error is None for f in _fingerprints(o)}
     managed = sum(1 for fp in fingerprints if (hit := tx.discovery.lookup(fp)) and hit.certificate.managed)
-    return Result(found=len(fingerprints), new=summary.certificates_new, managed=managed,
-                  locations=sum(1 for o in observations if o.error is None and o.certificates),
-                  gone=summary.locations_gone, sources=sources,
-                  errors=[{"location": o.location, "error": o.error} for o in observations if o.error])
+    return Result(
+        found=len(fingerprints),
+        new=summary.certificates_new,
+        managed=managed,
+        locations=sum(1 for o in observations if o.error is None and o.certificates),
+        gone=summary.locations_gone,
+        sources=sources,
+        errors=[{"location": o.location, "error": o.error} for o in observations if o.error],
+    )
 
 
 def _fingerprints(obs: Observation) -> list[str]:
     from sync.pki.facts import fingerprint
+
     return [fingerprint(c) for c in obs.certificates]
 
 
-def request_from(config: Config, *, tls: Sequence[str] = (), tls_files: Sequence[str] = (), cidrs: Sequence[str] = (),
-                 ports: list[int] | None = None, files: Sequence[str] = (), max_hosts: int | None = None,
-                 pkcs12_password_env: str | None = None, extra: dict | None = None, cli_given: bool = False) -> Request:
+def request_from(
+    config: Config,
+    *,
+    tls: Sequence[str] = (),
+    tls_files: Sequence[str] = (),
+    cidrs: Sequence[str] = (),
+    ports: list[int] | None = None,
+    files: Sequence[str] = (),
+    max_hosts: int | None = None,
+    pkcs12_password_env: str | None = None,
+    extra: dict | None = None,
+    cli_given: bool = False,
+) -> Request:
     """The command line's sources when it names any (cli_given: it named another, e.g. --clouds),
     else the config's; settings from the config unless the command line gives them. Bad input:
     UsageError (exit 2), one line."""
@@ -127,11 +153,13 @@ def request_from(config: Config, *, tls: Sequence[str] = (), tls_files: Sequence
     password = os.environ.get(env) if env else None
     if env and password is None:
         raise UsageError(f"the PKCS#12 password variable {env} is not set")
-    return Request(tls=list(dict.fromkeys(targets)), files=[str(Path(f).absolute()) for f in files],
-                   limits=tls_mod.Limits(t.connect_timeout.total_seconds(), t.concurrency, t.rate),
-                   file_options=files_mod.FileScan(settings.files.max_file_size,
-                                                   password.encode() if password else None),
-                   extra=dict(extra or {}))
+    return Request(
+        tls=list(dict.fromkeys(targets)),
+        files=[str(Path(f).absolute()) for f in files],
+        limits=tls_mod.Limits(t.connect_timeout.total_seconds(), t.concurrency, t.rate),
+        file_options=files_mod.FileScan(settings.files.max_file_size, password.encode() if password else None),
+        extra=dict(extra or {}),
+    )
 
 
 def _target_lines(path: str) -> list[str]:

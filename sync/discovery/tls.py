@@ -13,6 +13,7 @@ target list; a token bucket caps new connections per second over the whole scan;
 (TCP connect, STARTTLS, handshake) has one deadline. Failures are observations with an error:
 reported, never fatal, and they mark nothing gone (see `scopes_of`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.x509 import verification
@@ -34,14 +35,14 @@ from sync.discovery.parse import certificates as parse_certificates
 from sync.discovery.record import Observation
 from sync.pki.facts import san_strings
 
-READ_LIMIT = 16 * 1024       # a STARTTLS greeting or reply line is short
+READ_LIMIT = 16 * 1024  # a STARTTLS greeting or reply line is short
 
 
 @dataclass(frozen=True)
 class Limits:
-    timeout: float = 5.0           # seconds per connection, everything included
+    timeout: float = 5.0  # seconds per connection, everything included
     concurrency: int = 100
-    rate: float = 200.0            # new connections per second
+    rate: float = 200.0  # new connections per second
 
 
 class TokenBucket:
@@ -53,7 +54,7 @@ class TokenBucket:
         self.lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        async with self.lock:           # one waiter at a time: the others queue behind it, in order
+        async with self.lock:  # one waiter at a time: the others queue behind it, in order
             while True:
                 now = time.monotonic()
                 self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -72,19 +73,21 @@ def client_context() -> ssl.SSLContext:
     try:
         ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.set_ciphers("ALL:@SECLEVEL=0")
-    except (ValueError, ssl.SSLError):      # an OpenSSL without them: scan what it allows
+    except (ValueError, ssl.SSLError):  # an OpenSSL without them: scan what it allows
         pass
     return ctx
 
 
-def scan(targets: list[Target], limits: Limits, *, certsync_roots: Iterable[x509.Certificate] = (),
-         now: datetime) -> list[Observation]:
+def scan(
+    targets: list[Target], limits: Limits, *, certsync_roots: Iterable[x509.Certificate] = (), now: datetime
+) -> list[Observation]:
     """Observations for `targets`, in their order."""
     return asyncio.run(scan_async(targets, limits, certsync_roots=list(certsync_roots), now=now))
 
 
-async def scan_async(targets: list[Target], limits: Limits, *, certsync_roots: list[x509.Certificate],
-                     now: datetime) -> list[Observation]:
+async def scan_async(
+    targets: list[Target], limits: Limits, *, certsync_roots: list[x509.Certificate], now: datetime
+) -> list[Observation]:
     results: list[Observation | None] = [None] * len(targets)
     bucket = TokenBucket(limits.rate, limits.concurrency)
     ctx = client_context()
@@ -92,7 +95,7 @@ async def scan_async(targets: list[Target], limits: Limits, *, certsync_roots: l
     queue = iter(enumerate(targets))
 
     async def worker() -> None:
-        for index, target in queue:            # one shared iterator: each target taken once
+        for index, target in queue:  # one shared iterator: each target taken once
             await bucket.acquire()
             results[index] = await observe(target, ctx, trust, limits.timeout)
 
@@ -100,10 +103,10 @@ async def scan_async(targets: list[Target], limits: Limits, *, certsync_roots: l
     return [r for r in results if r is not None]
 
 
-async def observe(target: Target, ctx: ssl.SSLContext, trust: "Trust", timeout: float) -> Observation:
+async def observe(target: Target, ctx: ssl.SSLContext, trust: Trust, timeout: float) -> Observation:
     try:
         ders, protocol = await asyncio.wait_for(handshake(target, ctx), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Observation("tls", target.location, error=f"no answer within {timeout:g}s")
     except (OSError, ssl.SSLError, EOFError, StartTLSRefused, asyncio.IncompleteReadError) as exc:
         return Observation("tls", target.location, error=_why(exc))
@@ -121,7 +124,7 @@ def _load(ders: list[bytes]) -> list[x509.Certificate]:
     for der in ders:
         try:
             chain.append(x509.load_der_x509_certificate(der))
-        except ValueError:          # one unparsable certificate in a chain: keep the rest
+        except ValueError:  # one unparsable certificate in a chain: keep the rest
             continue
     return chain
 
@@ -136,8 +139,9 @@ def _why(exc: BaseException) -> str:
 async def handshake(target: Target, ctx: ssl.SSLContext) -> tuple[list[bytes], str]:
     name = target.server_name
     if target.scheme == "tls":
-        reader, writer = await asyncio.open_connection(target.host, target.port, ssl=ctx, server_hostname=name,
-                                                       ssl_handshake_timeout=None)
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=ctx, server_hostname=name, ssl_handshake_timeout=None
+        )
     else:
         reader, writer = await asyncio.open_connection(target.host, target.port)
         try:
@@ -153,14 +157,15 @@ async def handshake(target: Target, ctx: ssl.SSLContext) -> tuple[list[bytes], s
         writer.close()
         try:
             await asyncio.wait_for(writer.wait_closed(), 1)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ssl.SSLError):
             pass
 
 
 def served_chain(ssl_object) -> list[bytes]:
     """DER of every certificate the server sent, leaf first."""
-    getter = getattr(ssl_object, "get_unverified_chain", None) \
-        or getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    getter = getattr(ssl_object, "get_unverified_chain", None) or getattr(
+        getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None
+    )
     if getter is not None:
         chain = getter() or []
         return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]  # 3.11/3.12: _ssl.Certificate; no public name
@@ -182,7 +187,7 @@ async def _smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _smtp_reply(reader: asyncio.StreamReader, code: str) -> None:
-    while True:                                    # multi-line replies: "250-..." until "250 ..."
+    while True:  # multi-line replies: "250-..." until "250 ..."
         line = (await reader.readuntil(b"\n"))[:READ_LIMIT].decode("latin-1")
         if not line.startswith(code):
             raise StartTLSRefused(f"SMTP STARTTLS refused: {line.strip()[:80]}")
@@ -220,9 +225,13 @@ class Trust:
         ours_ok, ours_error = self._verify(self.certsync, leaf, rest)
         last = chain[-1]
         complete = system_ok or ours_ok or _self_issued(last) or last.issuer in self.root_subjects
-        details: dict[str, object] = {"verifies_system": system_ok, "verifies_certsync": ours_ok,
-                   "hostname_match": hostname_matches(leaf, target), "chain_complete": complete,
-                   "chain_length": len(chain)}
+        details: dict[str, object] = {
+            "verifies_system": system_ok,
+            "verifies_certsync": ours_ok,
+            "hostname_match": hostname_matches(leaf, target),
+            "chain_complete": complete,
+            "chain_length": len(chain),
+        }
         if not (system_ok or ours_ok):
             details["verify_error"] = (system_error or ours_error or "")[:200]
         return details
@@ -252,7 +261,7 @@ def _some_name(leaf: x509.Certificate):
                 return verification.IPAddress(ipaddress.ip_address(value))
         except ValueError:
             continue
-    for san in san_strings(leaf):        # only wildcards: any name the wildcard covers
+    for san in san_strings(leaf):  # only wildcards: any name the wildcard covers
         if san.startswith("DNS:*."):
             return verification.DNSName("certsync-discovery" + san[5:])
     return None
@@ -296,7 +305,7 @@ def _system_roots_cached(cafile: str | None, capath: str | None) -> tuple[x509.C
     for path in paths:
         try:
             with open(path, "rb") as fh, warnings.catch_warnings():
-                warnings.simplefilter("ignore")        # a bundle's odd old roots (negative serials): not ours to report
+                warnings.simplefilter("ignore")  # a bundle's odd old roots (negative serials): not ours to report
                 found.extend(parse_certificates(fh.read()))
         except OSError:
             continue

@@ -7,6 +7,7 @@ A chain in order is not yet a valid one: the path is then validated as a relying
 name constraints, by our own check (which also covers Ed25519, an algorithm cryptography's
 WebPKI verifier refuses) and by cryptography's `x509.verification` wherever its policy applies.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -32,6 +33,7 @@ _E = TypeVar("_E", bound=x509.ExtensionType)
 @dataclass(frozen=True)
 class Bundle:
     """What a payload is rendered from: leaf, its key, intermediates (leaf-side first), root."""
+
     name: str
     version: int
     certificate: x509.Certificate
@@ -50,8 +52,9 @@ def check_bundle(bundle: Bundle, now: datetime | None = None) -> None:
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, InvalidSignature):
-            raise VerifyError(f"certificate {bundle.name!r}: chain out of order at "
-                              f"{child.subject.rfc4514_string()!r}") from None
+            raise VerifyError(
+                f"certificate {bundle.name!r}: chain out of order at {child.subject.rfc4514_string()!r}"
+            ) from None
     now = now or utcnow()
     _check_path(bundle, chain, now)
     if not any(isinstance(c.public_key(), ed25519.Ed25519PublicKey) for c in chain):
@@ -74,22 +77,26 @@ def _check_path(bundle: Bundle, chain: list[x509.Certificate], now: datetime) ->
     where = f"certificate {bundle.name!r}"
     for cert in chain:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise VerifyError(f"{where}: {_subject(cert)} is not valid at {now:%Y-%m-%dT%H:%M:%SZ} "
-                              f"(valid {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to "
-                              f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})")
+            raise VerifyError(
+                f"{where}: {_subject(cert)} is not valid at {now:%Y-%m-%dT%H:%M:%SZ} "
+                f"(valid {cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to "
+                f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})"
+            )
     leaf_constraints = _extension(bundle.certificate, x509.BasicConstraints)
     if leaf_constraints is not None and leaf_constraints.ca:
         raise VerifyError(f"{where}: the leaf {_subject(bundle.certificate)} is a CA certificate")
     sans = _extension(bundle.certificate, x509.SubjectAlternativeName)
     dns = sans.get_values_for_type(x509.DNSName) if sans is not None else []
     ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] if sans is not None else []
-    for below, ca in enumerate(chain[1:]):          # `below`: CA certificates between this CA and the leaf
+    for below, ca in enumerate(chain[1:]):  # `below`: CA certificates between this CA and the leaf
         constraints = _extension(ca, x509.BasicConstraints)
         if constraints is None or not constraints.ca:
             raise VerifyError(f"{where}: {_subject(ca)} signs certificates but is not a CA (basicConstraints)")
         if constraints.path_length is not None and below > constraints.path_length:
-            raise VerifyError(f"{where}: {_subject(ca)} has pathLen {constraints.path_length} but {below} CA "
-                              f"certificate{'s' if below > 1 else ''} follow{'' if below > 1 else 's'} it in the chain")
+            raise VerifyError(
+                f"{where}: {_subject(ca)} has pathLen {constraints.path_length} but {below} CA "
+                f"certificate{'s' if below > 1 else ''} follow{'' if below > 1 else 's'} it in the chain"
+            )
         usage = _extension(ca, x509.KeyUsage)
         if usage is not None and not usage.key_cert_sign:
             raise VerifyError(f"{where}: {_subject(ca)} signs certificates but its keyUsage lacks keyCertSign")
@@ -116,8 +123,10 @@ def _relying_party(bundle: Bundle, now: datetime) -> None:
             builder.build_client_verifier().verify(leaf, bundle.intermediates)
     except (verification.VerificationError, ValueError) as exc:
         reason = " ".join(str(exc).split())
-        raise VerifyError(f"certificate {bundle.name!r}: the chain from {_subject(leaf)} to {_subject(bundle.root)} "
-                          f"does not validate (RFC 5280): {reason}") from None
+        raise VerifyError(
+            f"certificate {bundle.name!r}: the chain from {_subject(leaf)} to {_subject(bundle.root)} "
+            f"does not validate (RFC 5280): {reason}"
+        ) from None
 
 
 def _server_subject(sans: x509.SubjectAlternativeName | None) -> verification.Subject | None:

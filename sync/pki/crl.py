@@ -5,12 +5,13 @@ revoked certificates and the CRL number; this module only turns them into a sign
 full CRLs (no delta CRLs), so the reason `removeFromCRL` is refused: a certificate that is no
 longer revoked simply leaves the next CRL.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 
@@ -35,7 +36,7 @@ REVOKE_REASONS = tuple(name for name in REASONS if name != "removeFromCRL")
 _BY_FOLDED = {name.lower(): name for name in REASONS}
 
 DEFAULT_CRL_LIFETIME = timedelta(days=7)
-_MAX_CRL_NUMBER = 2 ** 159  # RFC 5280 5.2.3: at most 20 octets, non-negative
+_MAX_CRL_NUMBER = 2**159  # RFC 5280 5.2.3: at most 20 octets, non-negative
 
 
 def parse_reason(text: str) -> str:
@@ -45,8 +46,10 @@ def parse_reason(text: str) -> str:
     folded = re.sub(r"[-_\s]", "", str(text)).lower()
     name = _BY_FOLDED.get(folded)
     if name == "removeFromCRL":
-        raise UsageError("revocation reason removeFromCRL is only meaningful in delta CRLs and cannot "
-                         "be used to revoke; allowed: " + ", ".join(REVOKE_REASONS))
+        raise UsageError(
+            "revocation reason removeFromCRL is only meaningful in delta CRLs and cannot "
+            "be used to revoke; allowed: " + ", ".join(REVOKE_REASONS)
+        )
     if name is None:
         raise UsageError(f"unknown revocation reason {text!r}; allowed: {', '.join(REVOKE_REASONS)}")
     return name
@@ -55,6 +58,7 @@ def parse_reason(text: str) -> str:
 @dataclass(frozen=True)
 class RevokedEntry:
     """One revoked certificate as it appears on the CRL. `reason` is normalised by parse_reason."""
+
     serial: int
     revoked_at: datetime
     reason: str = "unspecified"
@@ -65,8 +69,14 @@ class RevokedEntry:
         object.__setattr__(self, "reason", parse_reason(self.reason))
 
 
-def build_crl(issuer: certs.Issuer, revoked: Iterable[RevokedEntry], *, crl_number: int, now: datetime,
-              next_update: timedelta = DEFAULT_CRL_LIFETIME) -> x509.CertificateRevocationList:
+def build_crl(
+    issuer: certs.Issuer,
+    revoked: Iterable[RevokedEntry],
+    *,
+    crl_number: int,
+    now: datetime,
+    next_update: timedelta = DEFAULT_CRL_LIFETIME,
+) -> x509.CertificateRevocationList:
     """A full CRL for `issuer`, signed with its key.
 
     `crl_number` must increase with every CRL the caller publishes (RFC 5280 5.2.3); this function
@@ -76,20 +86,20 @@ def build_crl(issuer: certs.Issuer, revoked: Iterable[RevokedEntry], *, crl_numb
         raise ValueError("crl_number must be a non-negative integer of at most 20 octets")
     if next_update <= timedelta(0):
         raise ValueError("next_update must be a positive duration")
-    builder = (x509.CertificateRevocationListBuilder()
-               .issuer_name(issuer.certificate.subject)
-               .last_update(now)
-               .next_update(now + next_update)
-               .add_extension(_authority_key_identifier(issuer.certificate), critical=False)
-               .add_extension(x509.CRLNumber(crl_number), critical=False))
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(now)
+        .next_update(now + next_update)
+        .add_extension(_authority_key_identifier(issuer.certificate), critical=False)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+    )
     seen: set[int] = set()
     for entry in sorted(revoked, key=lambda e: e.serial):
         if entry.serial in seen:
             raise ValueError(f"serial {entry.serial:x} is listed twice")
         seen.add(entry.serial)
-        revoked_cert = (x509.RevokedCertificateBuilder()
-                        .serial_number(entry.serial)
-                        .revocation_date(entry.revoked_at))
+        revoked_cert = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
         # RFC 5280 5.3.1: the reason code unspecified (0) SHOULD be absent instead of used.
         if entry.reason != "unspecified":
             revoked_cert = revoked_cert.add_extension(x509.CRLReason(REASONS[entry.reason]), critical=False)

@@ -5,11 +5,12 @@ that header and always use base64. Clients still differ (line breaks, PEM, even 
 request body is read in whatever of those forms it comes and a response is always base64 in
 76-character lines (RFC 2045), which every EST client decodes.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Sequence
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,8 +27,12 @@ ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 ED25519 = "1.3.101.112"
 CURVES = {"ec-p256": "1.2.840.10045.3.1.7", "ec-p384": "1.3.132.0.34"}
-SIGNATURES = {"ec-p256": "1.2.840.10045.4.3.2", "ec-p384": "1.2.840.10045.4.3.3",   # ecdsa-with-SHA256/384
-              "rsa": "1.2.840.113549.1.1.11", "ed25519": ED25519}                     # sha256WithRSAEncryption
+SIGNATURES = {
+    "ec-p256": "1.2.840.10045.4.3.2",
+    "ec-p384": "1.2.840.10045.4.3.3",  # ecdsa-with-SHA256/384
+    "rsa": "1.2.840.113549.1.1.11",
+    "ed25519": ED25519,
+}  # sha256WithRSAEncryption
 
 
 def encode(der: bytes) -> bytes:
@@ -40,7 +45,7 @@ def decode(body: bytes) -> bytes:
     """DER from a request body: base64 (line breaks and other whitespace ignored), PEM, or raw DER
     (a DER SEQUENCE with a long length starts 0x30 0x8x, which no base64 text does)."""
     if b"-----BEGIN" in body:
-        return body                       # PEM: the loaders take it as it is
+        return body  # PEM: the loaders take it as it is
     if body[:1] == b"\x30" and body[1:2] >= b"\x80":
         return body
     text = b"".join(body.split())
@@ -63,13 +68,15 @@ class _Values(univ.SetOf):
 
 
 class _Attribute(univ.Sequence):
-    componentType = namedtype.NamedTypes(namedtype.NamedType("type", univ.ObjectIdentifier()),
-                                         namedtype.NamedType("values", _Values()))
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("type", univ.ObjectIdentifier()), namedtype.NamedType("values", _Values())
+    )
 
 
 class _AttrOrOID(univ.Choice):
-    componentType = namedtype.NamedTypes(namedtype.NamedType("oid", univ.ObjectIdentifier()),
-                                         namedtype.NamedType("attribute", _Attribute()))
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("oid", univ.ObjectIdentifier()), namedtype.NamedType("attribute", _Attribute())
+    )
 
 
 class _CsrAttrs(univ.SequenceOf):
@@ -92,7 +99,7 @@ def csr_attributes(key_types: Sequence[str]) -> bytes:
             signature = SIGNATURES["rsa"]
         elif key_type == "ed25519":
             items.append(_oid(ED25519))
-            continue                             # the key's OID is its signature algorithm
+            continue  # the key's OID is its signature algorithm
         else:
             raise ValueError(f"unknown key type {key_type!r}")
         if signature not in signatures:

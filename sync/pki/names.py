@@ -1,9 +1,10 @@
 """Subject alternative names as certsync computes, stores and names them. Pure functions."""
+
 from __future__ import annotations
 
 import functools
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from cryptography import x509
 
@@ -11,8 +12,9 @@ from sync.pki import certs
 
 
 @functools.lru_cache(maxsize=32768)
-def general_names(common_name: str | None, dns_names: tuple[str, ...],
-                  ip_addresses: tuple[str, ...]) -> tuple[x509.GeneralName, ...]:
+def general_names(
+    common_name: str | None, dns_names: tuple[str, ...], ip_addresses: tuple[str, ...]
+) -> tuple[x509.GeneralName, ...]:
     """certs.subject_alt_names, cached: a plan and an issuance of the same names share the
     (immutable) objects."""
     return tuple(certs.subject_alt_names(common_name, dns_names, ip_addresses))

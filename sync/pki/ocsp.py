@@ -6,11 +6,13 @@ issued with id-kp-OCSPSigning, included in the response so clients can check it)
 is the SHA-1 hash of the signer's public key, and the request's CertID is echoed exactly (same hash
 algorithm) so that any client can match it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -27,6 +29,7 @@ DEFAULT_OCSP_LIFETIME = timedelta(days=1)
 @dataclass(frozen=True)
 class CertStatus:
     """What the CA knows about one serial: good, revoked (when, why) or unknown (never issued)."""
+
     state: Literal["good", "revoked", "unknown"]
     revoked_at: datetime | None = None
     reason: str | None = None
@@ -42,15 +45,15 @@ class CertStatus:
             raise ValueError("a reason only goes with a revoked status")
 
     @classmethod
-    def good(cls) -> "CertStatus":
+    def good(cls) -> CertStatus:
         return cls("good")
 
     @classmethod
-    def unknown(cls) -> "CertStatus":
+    def unknown(cls) -> CertStatus:
         return cls("unknown")
 
     @classmethod
-    def revoked(cls, at: datetime, reason: str = "unspecified") -> "CertStatus":
+    def revoked(cls, at: datetime, reason: str = "unspecified") -> CertStatus:
         return cls("revoked", at, reason)
 
 
@@ -60,15 +63,27 @@ StatusLookup = Callable[[int], CertStatus]
 @dataclass(frozen=True)
 class Responder:
     """A delegated OCSP signer: its certificate (issued by the CA, id-kp-OCSPSigning) and key."""
+
     certificate: x509.Certificate
     key: certs.PrivateKey
-_OCSP_STATUS = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
-                "unknown": ocsp.OCSPCertStatus.UNKNOWN}
 
 
-def ocsp_response(issuer: certs.Issuer, request_der: bytes, status_of: StatusLookup, *, now: datetime,
-                  next_update: timedelta = DEFAULT_OCSP_LIFETIME,
-                  responder: Responder | None = None) -> ocsp.OCSPResponse:
+_OCSP_STATUS = {
+    "good": ocsp.OCSPCertStatus.GOOD,
+    "revoked": ocsp.OCSPCertStatus.REVOKED,
+    "unknown": ocsp.OCSPCertStatus.UNKNOWN,
+}
+
+
+def ocsp_response(
+    issuer: certs.Issuer,
+    request_der: bytes,
+    status_of: StatusLookup,
+    *,
+    now: datetime,
+    next_update: timedelta = DEFAULT_OCSP_LIFETIME,
+    responder: Responder | None = None,
+) -> ocsp.OCSPResponse:
     """Answer one DER OCSP request (RFC 6960) on behalf of `issuer`.
 
     * undecodable request, or one with several CertIDs (cryptography handles one) -> malformedRequest
@@ -87,21 +102,47 @@ def ocsp_response(issuer: certs.Issuer, request_der: bytes, status_of: StatusLoo
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if (name_hash, key_hash) != issuer_hashes(issuer.certificate, algorithm):
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    return _signed_response(issuer, name_hash, key_hash, serial, algorithm, status_of(serial),
-                            now=now, next_update=next_update, nonce=nonce, responder=responder)
+    return _signed_response(
+        issuer,
+        name_hash,
+        key_hash,
+        serial,
+        algorithm,
+        status_of(serial),
+        now=now,
+        next_update=next_update,
+        nonce=nonce,
+        responder=responder,
+    )
 
 
-def ocsp_response_for_cert(issuer: certs.Issuer, cert: x509.Certificate, status: CertStatus, now: datetime, *,
-                           next_update: timedelta = DEFAULT_OCSP_LIFETIME, nonce: bytes | None = None,
-                           algorithm: hashes.HashAlgorithm | None = None) -> ocsp.OCSPResponse:
+def ocsp_response_for_cert(
+    issuer: certs.Issuer,
+    cert: x509.Certificate,
+    status: CertStatus,
+    now: datetime,
+    *,
+    next_update: timedelta = DEFAULT_OCSP_LIFETIME,
+    nonce: bytes | None = None,
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> ocsp.OCSPResponse:
     """A successful response for `cert` without a request (pre-generated responses, OCSP stapling,
     tests). The CertID uses `algorithm` (SHA-1 by default, what RFC 5019 clients send)."""
     if cert.issuer != issuer.certificate.subject:
         raise ValueError("the certificate was not issued by this CA")
-    algorithm = algorithm or hashes.SHA1()     # noqa: S303  RFC 5019 2.1.1: CertIDs use SHA-1
+    algorithm = algorithm or hashes.SHA1()  # noqa: S303  RFC 5019 2.1.1: CertIDs use SHA-1
     name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
-    return _signed_response(issuer, name_hash, key_hash, cert.serial_number, algorithm, status,
-                            now=now, next_update=next_update, nonce=nonce)
+    return _signed_response(
+        issuer,
+        name_hash,
+        key_hash,
+        cert.serial_number,
+        algorithm,
+        status,
+        now=now,
+        next_update=next_update,
+        nonce=nonce,
+    )
 
 
 def issuer_hashes(ca_cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
@@ -112,24 +153,39 @@ def issuer_hashes(ca_cert: x509.Certificate, algorithm: hashes.HashAlgorithm) ->
     return _digest(algorithm, name), _digest(algorithm, key)
 
 
-def _signed_response(issuer: certs.Issuer, name_hash: bytes, key_hash: bytes, serial: int,
-                     algorithm: hashes.HashAlgorithm, status: CertStatus, *, now: datetime,
-                     next_update: timedelta, nonce: bytes | None,
-                     responder: Responder | None = None) -> ocsp.OCSPResponse:
+def _signed_response(
+    issuer: certs.Issuer,
+    name_hash: bytes,
+    key_hash: bytes,
+    serial: int,
+    algorithm: hashes.HashAlgorithm,
+    status: CertStatus,
+    *,
+    now: datetime,
+    next_update: timedelta,
+    nonce: bytes | None,
+    responder: Responder | None = None,
+) -> ocsp.OCSPResponse:
     if next_update <= timedelta(0):
         raise ValueError("next_update must be a positive duration")
     revoked = status.state == "revoked"
     # As on the CRL, an unspecified reason is left out rather than stated.
     reason = REASONS[status.reason] if revoked and status.reason and status.reason != "unspecified" else None
-    builder = (ocsp.OCSPResponseBuilder()
-               .add_response_by_hash(issuer_name_hash=name_hash, issuer_key_hash=key_hash,
-                                     serial_number=serial, algorithm=algorithm,
-                                     cert_status=_OCSP_STATUS[status.state], this_update=now,
-                                     next_update=now + next_update,
-                                     revocation_time=status.revoked_at if revoked else None,
-                                     revocation_reason=reason)
-               .responder_id(ocsp.OCSPResponderEncoding.HASH,
-                             responder.certificate if responder else issuer.certificate))
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response_by_hash(
+            issuer_name_hash=name_hash,
+            issuer_key_hash=key_hash,
+            serial_number=serial,
+            algorithm=algorithm,
+            cert_status=_OCSP_STATUS[status.state],
+            this_update=now,
+            next_update=now + next_update,
+            revocation_time=status.revoked_at if revoked else None,
+            revocation_reason=reason,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, responder.certificate if responder else issuer.certificate)
+    )
     if responder is not None:
         builder = builder.certificates([responder.certificate])
     if nonce is not None:

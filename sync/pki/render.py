@@ -5,6 +5,7 @@ run would look like a change. PKCS#12 (random salts) and nothing else here is ra
 fingerprint is taken over the deterministic PEM rendering plus the format and its options: it
 changes exactly when the certificate, key, chain, format or PFX cipher changes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,15 +31,15 @@ CONTENT_TYPES = {"json": "application/json", "pem": "application/x-pem-file", "p
 class RenderOptions:
     format: str = "json"
     pkcs12_password_env: str | None = None
-    pkcs12_encryption: str = "aes256"   # or "legacy" (3DES/SHA-1) for old Windows stacks
-    password_tag: str = ""              # keyed tag of the PFX password (the store makes it), for the fingerprint
+    pkcs12_encryption: str = "aes256"  # or "legacy" (3DES/SHA-1) for old Windows stacks
+    password_tag: str = ""  # keyed tag of the PFX password (the store makes it), for the fingerprint
 
 
 @dataclass(frozen=True)
 class Payload:
     body: str
     content_type: str
-    fingerprint: str     # first 32 hex of a SHA-256, see module docstring
+    fingerprint: str  # first 32 hex of a SHA-256, see module docstring
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -46,8 +47,9 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def _key_pem(key: PrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def pem_bundle(bundle: Bundle) -> str:
@@ -71,7 +73,7 @@ def fingerprint(certificates: Sequence[x509.Certificate | bytes], has_key: bool,
     cipher = options.pkcs12_encryption if password else ""
     tag = f"{options.password_tag}|" if password and options.password_tag else ""
     digest.update(f"{options.format}|{password}|{cipher}|{tag}{int(has_key)}|".encode())
-    for cert in certificates:   # x509.Certificate, or its DER bytes (as the store keeps them)
+    for cert in certificates:  # x509.Certificate, or its DER bytes (as the store keeps them)
         digest.update(cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER))
     return digest.hexdigest()[:32]
 
@@ -84,7 +86,10 @@ def bundle_fingerprint(bundle: Bundle, options: RenderOptions) -> str:
 def render(bundle: Bundle, options: RenderOptions, *, password: bytes | None = None) -> Payload:
     """`password`: the PFX password when the caller read it already (a worker process)."""
     renderers: dict[str, Callable[[Bundle], str]] = {
-        "json": _json, "pem": pem_bundle, "pkcs12": lambda b: _pkcs12(b, options, password)}
+        "json": _json,
+        "pem": pem_bundle,
+        "pkcs12": lambda b: _pkcs12(b, options, password),
+    }
     body = renderers[options.format](bundle)
     return Payload(body, CONTENT_TYPES[options.format], bundle_fingerprint(bundle, options))
 
@@ -106,24 +111,32 @@ def _json(bundle: Bundle) -> str:
 
 def _pkcs12(bundle: Bundle, options: RenderOptions, password: bytes | None = None) -> str:
     if bundle.private_key is None:
-        raise ConfigError(f"certificate {bundle.name!r} has no private key in the store "
-                          "(CSR enrollment); format pkcs12 needs one")
+        raise ConfigError(
+            f"certificate {bundle.name!r} has no private key in the store (CSR enrollment); format pkcs12 needs one"
+        )
     password = password or _password(options)
     encryption: serialization.KeySerializationEncryption
     if password is None:
-        encryption = serialization.NoEncryption()   # what Azure services expect
+        encryption = serialization.NoEncryption()  # what Azure services expect
     elif options.pkcs12_encryption == "legacy":
         legacy_mac = hashes.SHA1()  # noqa: S303  what pkcs12_encryption = "legacy" asks for (old readers)
-        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
-                      .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-                      .hmac_hash(legacy_mac).build(password))
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(legacy_mac)
+            .build(password)
+        )
     else:
-        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
-                      .kdf_rounds(50000)
-                      .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
-                      .hmac_hash(hashes.SHA256()).build(password))
-    der = pkcs12.serialize_key_and_certificates(bundle.name.encode(), bundle.private_key,
-                                                bundle.certificate, bundle.intermediates or None, encryption)
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(50000)
+            .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+            .hmac_hash(hashes.SHA256())
+            .build(password)
+        )
+    der = pkcs12.serialize_key_and_certificates(
+        bundle.name.encode(), bundle.private_key, bundle.certificate, bundle.intermediates or None, encryption
+    )
     return base64.b64encode(der).decode()
 
 

@@ -14,6 +14,7 @@ latency seen needs them to reach the quota), each call paced by the provider wra
 (pacing.PacedProvider); no two actions of a run touch the same secret. Only the main thread
 touches the store.
 """
+
 from __future__ import annotations
 
 import queue
@@ -22,7 +23,8 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
 
 from providers.base import ownership_labels
 from sync import logs
@@ -42,13 +44,14 @@ from sync.store import Store
 
 log = logs.get("apply")
 
-STAGE = 100             # certificates per issuance batch and per render chunk: the pipeline's grain
-BACKLOG_SECONDS = 2.0   # a lane holds about this long of work at its quota ...
-BACKLOG_MIN, BACKLOG_MAX = 32, 512   # ... within these bounds (rendered payloads per quota domain)
+STAGE = 100  # certificates per issuance batch and per render chunk: the pipeline's grain
+BACKLOG_SECONDS = 2.0  # a lane holds about this long of work at its quota ...
+BACKLOG_MIN, BACKLOG_MAX = 32, 512  # ... within these bounds (rendered payloads per quota domain)
 
 
 class Run(Protocol):
     """What carrying out a plan needs of the command run (the application object)."""
+
     config: Config
     providers: ProviderFactory
 
@@ -62,21 +65,22 @@ class Run(Protocol):
         """Raise LockError once the run lock is lost: called before each store write and each push."""
 
 
-def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
-            deadline: Deadline | None = None) -> Report:
+def execute(
+    run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None, deadline: Deadline | None = None
+) -> Report:
     started = time.monotonic()
     if plan.of_kind(Kind.ISSUE, Kind.RENEW, Kind.PUSH):
-        run.store.master_key()      # a missing or wrong key fails the run once, before any work
+        run.store.master_key()  # a missing or wrong key fails the run once, before any work
     report = Report()
     report.results.extend(Result(a, Status.UNCHANGED) for a in plan.of_kind(Kind.UNCHANGED))
     report.results.extend(Result(a, Status.FAILED, a.reason) for a in plan.of_kind(Kind.ERROR))
     adopted = _adopt(run, plan.of_kind(Kind.ADOPT))
-    for result in report.results + adopted:   # what the pipeline does is logged as it happens
+    for result in report.results + adopted:  # what the pipeline does is logged as it happens
         logs.log_result(log, result)
     report.results.extend(adopted)
     to_issue = plan.of_kind(Kind.ISSUE, Kind.RENEW)
     issuing = {a.cert for a in to_issue}
-    per_cert: dict[str, list[Action]] = defaultdict(list)      # certificate -> its pushes and deletes
+    per_cert: dict[str, list[Action]] = defaultdict(list)  # certificate -> its pushes and deletes
     for action in plan.of_kind(Kind.PUSH, Kind.DELETE):
         per_cert[action.cert].append(action)
     journal = Journal(run)
@@ -84,15 +88,21 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     hooks = Hooks(run.config, run.store) if any(d.has_hooks for d in run.config.destination.values()) else None
     if hooks is not None:
         hooks.retry_pending(plan.of_kind(Kind.UNCHANGED))
-    lanes = Lanes(run, plan.of_kind(Kind.PUSH, Kind.DELETE), progress, deadline,
-                  on_result=journal.add if hooks is None else _both(journal.add, hooks.landed))
+    lanes = Lanes(
+        run,
+        plan.of_kind(Kind.PUSH, Kind.DELETE),
+        progress,
+        deadline,
+        on_result=journal.add if hooks is None else _both(journal.add, hooks.landed),
+    )
     completed = False
     try:
-        ready = [cert for cert in per_cert if cert not in issuing]   # versions already stored
+        ready = [cert for cert in per_cert if cert not in issuing]  # versions already stored
         for start in range(0, len(ready), STAGE):
-            _render_and_submit(run, [a for c in ready[start:start + STAGE] for a in per_cert[c]], report, lanes,
-                               hooks)
-        not_issued: dict[str, str] = {}         # certificate -> why its pushes are skipped
+            _render_and_submit(
+                run, [a for c in ready[start : start + STAGE] for a in per_cert[c]], report, lanes, hooks
+            )
+        not_issued: dict[str, str] = {}  # certificate -> why its pushes are skipped
         # nothing to push after issuance (e.g. no destination): larger batches, fewer commits
         batch = STAGE if any(c in per_cert for c in issuing) else BATCH_SIZE
         for issued in _issue_stream(run, to_issue, report, deadline, not_issued, batch):
@@ -105,8 +115,8 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
         completed = True
     finally:
         lanes.close()
-        journal.flush()     # even when the run dies (signal, SystemExit, lock lost): what landed is recorded
-        if hooks is not None:   # a run cut short starts no more hooks; those running finish (timeout-bounded)
+        journal.flush()  # even when the run dies (signal, SystemExit, lock lost): what landed is recorded
+        if hooks is not None:  # a run cut short starts no more hooks; those running finish (timeout-bounded)
             report.hooks = hooks.finish(cancel=not completed)
     if deadline is not None and deadline.reached:
         report.stopped = f"max duration {deadline} reached"
@@ -116,16 +126,23 @@ def execute(run: Run, plan: Plan, *, retired: Iterable[str] = (), progress=None,
     return report
 
 
-def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Deadline | None,
-                  not_issued: dict[str, str], batch: int = STAGE) -> Iterator[list[str]]:
+def _issue_stream(
+    run: Run,
+    actions: list[Action],
+    report: Report,
+    deadline: Deadline | None,
+    not_issued: dict[str, str],
+    batch: int = STAGE,
+) -> Iterator[list[str]]:
     """Issue in batches (issue_many: one transaction per batch, CA keys decrypted once
     per run); after each batch, yield the names it issued. A certificate that fails (policy,
     store) fails alone; once the deadline has passed, no new batch starts."""
     requests = [IssueRequest(a.cert, a.reuse_key) for a in actions]
     until = deadline.expired if deadline is not None else None
     answered, issued = 0, []
-    for _, outcome in issue_many(run.config, run.store, requests, run.now, batch_size=batch,
-                                 before_write=run.check_lock, until=until):
+    for _, outcome in issue_many(
+        run.config, run.store, requests, run.now, batch_size=batch, before_write=run.check_lock, until=until
+    ):
         action = actions[answered]
         answered += 1
         if isinstance(outcome, CertsyncError):
@@ -137,10 +154,10 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
             result = Result(action, Status.DONE, detail=detail)
         report.results.append(result)
         logs.log_result(log, result)
-        if answered % batch == 0 or answered == len(actions):     # a batch is complete
+        if answered % batch == 0 or answered == len(actions):  # a batch is complete
             yield issued
             issued = []
-    for action in actions[answered:]:           # --max-duration: not started
+    for action in actions[answered:]:  # --max-duration: not started
         not_issued[action.cert] = MAX_DURATION_REACHED
         report.results.append(Result(action, Status.SKIPPED, MAX_DURATION_REACHED))
         logs.log_result(log, report.results[-1])
@@ -148,28 +165,32 @@ def _issue_stream(run: Run, actions: list[Action], report: Report, deadline: Dea
 
 def _recorded(tx, action: Action) -> bool:
     """A forced push (push, renew: no listing) updates a copy when one is on record, else creates one."""
-    return any(d.destination == action.destination and d.remote_name == action.remote_name
-               for d in tx.deployments.present_of(action.cert))
+    return any(
+        d.destination == action.destination and d.remote_name == action.remote_name
+        for d in tx.deployments.present_of(action.cert)
+    )
 
 
 def _both(*callbacks: Callable[[Result | None], None]) -> Callable[[Result | None], None]:
     def call(result: Result | None) -> None:
         for callback in callbacks:
             callback(result)
+
     return call
 
 
-def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: Lanes,
-                       hooks: Hooks | None = None) -> None:
+def _render_and_submit(
+    run: Run, actions: list[Action], report: Report, lanes: Lanes, hooks: Hooks | None = None
+) -> None:
     """Render one chunk's payloads (one transaction; each key opened once and dropped with the
     chunk; PFX with a password in the crypto pool), then hand them to their lanes in order,
     waiting where a lane is full. A destination with deploy hooks also gets the facts they need."""
-    pending: list[tuple[Action, int, workers.Rendering, dict | None]] = []   # (action, certificate id, payload, facts)
+    pending: list[tuple[Action, int, workers.Rendering, dict | None]] = []  # (action, certificate id, payload, facts)
     pushing = [a for a in actions if a.kind != Kind.DELETE]
     if pushing:
         with run.store.transaction() as tx:
             bundles, items = {}, []
-            current = tx.certificates.current_many({a.cert for a in pushing})   # one query per chunk
+            current = tx.certificates.current_many({a.cert for a in pushing})  # one query per chunk
             for action in pushing:
                 try:
                     row = current.get(action.cert)
@@ -187,9 +208,11 @@ def _render_and_submit(run: Run, actions: list[Action], report: Report, lanes: L
                 except CertsyncError as exc:
                     _fail(report, action, exc)
         rendered = workers.render_all([(bundle, options) for _, _, bundle, options, _ in items])
-        pending = [(action, row_id, future, facts)
-                   for (action, row_id, _, _, facts), future in zip(items, rendered, strict=True)]
-        del bundles, items                  # the opened keys go now, not with the run
+        pending = [
+            (action, row_id, future, facts)
+            for (action, row_id, _, _, facts), future in zip(items, rendered, strict=True)
+        ]
+        del bundles, items  # the opened keys go now, not with the run
     for action, row_id, future, facts in pending:
         try:
             payload = future.result()
@@ -211,8 +234,8 @@ def _fail(report: Report, action: Action, exc: Exception) -> None:
 class _Domain:
     quota: pacing.Quota
     workers: int
-    backlog: int                       # rendered jobs queued or in flight, at most
-    count: int = 0                     # actions planned in this domain
+    backlog: int  # rendered jobs queued or in flight, at most
+    count: int = 0  # actions planned in this domain
     pool: ThreadPoolExecutor | None = None
     waiting: set[Future] = field(default_factory=set)
 
@@ -227,8 +250,14 @@ class Lanes:
     once. When the run is cut short (SystemExit, KeyboardInterrupt, LockError), `close` starts
     nothing new, lets the calls in flight finish, and passes their results to `on_result` too."""
 
-    def __init__(self, run: Run, actions: list[Action], progress=None, deadline: Deadline | None = None,
-                 on_result: Callable[[Result | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        actions: list[Action],
+        progress=None,
+        deadline: Deadline | None = None,
+        on_result: Callable[[Result | None], None] | None = None,
+    ) -> None:
         self.run, self.progress, self.deadline, self.on_result = run, progress, deadline, on_result
         self.domain_of: dict[str, str] = {}
         self.domains: dict[str, _Domain] = {}
@@ -236,17 +265,19 @@ class Lanes:
             self._plan(action.target()[0])
         for name, domain in self.domains.items():
             domain.workers = min(domain.count, domain.workers)
-            domain.backlog = max(domain.workers, min(BACKLOG_MAX, max(
-                BACKLOG_MIN, round(domain.quota.calls_per_second * BACKLOG_SECONDS))))
+            domain.backlog = max(
+                domain.workers,
+                min(BACKLOG_MAX, max(BACKLOG_MIN, round(domain.quota.calls_per_second * BACKLOG_SECONDS))),
+            )
             if progress is not None:
                 progress.start(name, domain.count)
         self.order: dict[Future, tuple[int, _Domain]] = {}
-        self.landed: queue.SimpleQueue[Future] = queue.SimpleQueue()   # done futures, as they finish
+        self.landed: queue.SimpleQueue[Future] = queue.SimpleQueue()  # done futures, as they finish
         self.results: dict[int, Result] = {}
         self.submitted = 0
 
     def _plan(self, destination: str) -> None:
-        if destination in self.domain_of:          # known: one more action in its domain
+        if destination in self.domain_of:  # known: one more action in its domain
             self.domains[self.domain_of[destination]].count += 1
             return
         dest = self.run.config.destination[destination]
@@ -264,14 +295,14 @@ class Lanes:
         destination = job.action.target()[0]
         domain = self.domains[self.domain_of[destination]]
         while len(domain.waiting) >= domain.backlog:
-            self._collect()                          # room in this lane: wait for results to land
+            self._collect()  # room in this lane: wait for results to land
         if domain.pool is None:
             domain.pool = ThreadPoolExecutor(max_workers=_workers(self.run, destination, domain.workers))
         future = domain.pool.submit(self._one, domain, job)
         self.order[future] = (self.submitted, domain)
         domain.waiting.add(future)
         self.submitted += 1
-        future.add_done_callback(self.landed.put)     # O(1) per result, however many wait
+        future.add_done_callback(self.landed.put)  # O(1) per result, however many wait
 
     def finish(self) -> list[Result]:
         """Wait for every job; their results in the order they were submitted."""
@@ -300,7 +331,7 @@ class Lanes:
             raise error
 
     def _take(self, future: Future) -> BaseException | None:
-        if future not in self.order:      # taken already
+        if future not in self.order:  # taken already
             return None
         index, domain = self.order.pop(future)
         domain.waiting.discard(future)
@@ -327,7 +358,7 @@ class Lanes:
 
     def _one(self, domain: _Domain, job: Job) -> Result:
         destination = job.action.target()[0]
-        self.run.check_lock()     # a run that lost the store lock starts no push (LockError ends the run)
+        self.run.check_lock()  # a run that lost the store lock starts no push (LockError ends the run)
         if self.deadline is not None and self.deadline.expired():
             result = Result(job.action, Status.SKIPPED, MAX_DURATION_REACHED)
             logs.log_result(log, result)
@@ -336,7 +367,7 @@ class Lanes:
             provider = self.run.providers(destination)
         except Exception as exc:
             result = Result(job.action, Status.FAILED, f"cannot reach destination: {one_line(exc)}")
-        else:   # the provider paces its own calls (pacing.PacedProvider: every call counted)
+        else:  # the provider paces its own calls (pacing.PacedProvider: every call counted)
             result = _run_job(provider, job, self.run.config.destination[destination].verify_after_write)
         if self.progress is not None:
             self.progress.advance(self.domain_of[destination])
@@ -351,8 +382,8 @@ def _workers(run: Run, destination: str, configured: int) -> int:
     return pacer.pacer(destination).workers(configured) if pacer is not None else configured
 
 
-_JOURNAL_EVERY = 50         # results per journal commit, at most
-_JOURNAL_SECONDS = 0.5      # and at least this often while results come in
+_JOURNAL_EVERY = 50  # results per journal commit, at most
+_JOURNAL_SECONDS = 0.5  # and at least this often while results come in
 
 
 class Journal:
@@ -371,10 +402,17 @@ class Journal:
         if result is not None and result.status == Status.DONE:
             action = result.action
             if action.kind == Kind.PUSH and result.job is not None and result.job.fingerprint is not None:
-                self.pushed.append(dict(cert_name=action.cert, destination=action.destination,
-                                        remote_name=action.remote_name, certificate_id=result.job.certificate_id,
-                                        fingerprint=result.job.fingerprint,
-                                        remote_version=result.detail or None, one_off=action.one_off))
+                self.pushed.append(
+                    dict(
+                        cert_name=action.cert,
+                        destination=action.destination,
+                        remote_name=action.remote_name,
+                        certificate_id=result.job.certificate_id,
+                        fingerprint=result.job.fingerprint,
+                        remote_version=result.detail or None,
+                        one_off=action.one_off,
+                    )
+                )
             elif action.kind == Kind.DELETE:
                 self.deleted.append(action.target())
         waiting = len(self.pushed) + len(self.deleted)
@@ -387,7 +425,7 @@ class Journal:
             return
         pushed, deleted, self.pushed, self.deleted = self.pushed, self.deleted, [], []
         with self.run.store.transaction() as tx:
-            tx.deployments.record_pushes(pushed)       # in bulk: not one query per push
+            tx.deployments.record_pushes(pushed)  # in bulk: not one query per push
             tx.deployments.record_deletes(deleted)
 
 
@@ -406,10 +444,17 @@ def _adopt(run: Run, actions: list[Action]) -> list[Result]:
             if row is None:
                 results.append(Result(action, Status.FAILED, f"certificate {action.cert!r} has no active version"))
                 continue
-            pushed.append(dict(cert_name=action.cert, destination=action.destination,
-                               remote_name=action.remote_name, certificate_id=row.id,
-                               fingerprint=action.fingerprint, remote_version=action.remote_version,
-                               one_off=action.one_off))
+            pushed.append(
+                dict(
+                    cert_name=action.cert,
+                    destination=action.destination,
+                    remote_name=action.remote_name,
+                    certificate_id=row.id,
+                    fingerprint=action.fingerprint,
+                    remote_version=action.remote_version,
+                    one_off=action.one_off,
+                )
+            )
             results.append(Result(action, Status.DONE, detail="adopted into the records"))
         tx.deployments.record_pushes(pushed)
     return results
@@ -422,8 +467,12 @@ def _run_job(provider, job: Job, verify_mode: str = "response") -> Result:
             provider.delete(action.remote_name, cert=action.cert)
             return Result(action, Status.DONE)
         assert job.payload is not None
-        remote = provider.put(action.remote_name, job.payload.body, content_type=job.payload.content_type,
-                              labels=ownership_labels(action.cert, job.payload.fingerprint))
+        remote = provider.put(
+            action.remote_name,
+            job.payload.body,
+            content_type=job.payload.content_type,
+            labels=ownership_labels(action.cert, job.payload.fingerprint),
+        )
         if verify_mode == "response":
             check_written(remote, job.payload.fingerprint)
         elif verify_mode == "read":
@@ -447,15 +496,19 @@ def _record(store: Store, report: Report, retired: Iterable[str]) -> None:
         return
     for result in report.results:
         action = result.action
-        if action.cert in all_deleted and result.status != Status.UNCHANGED and (
-                (action.kind == Kind.DELETE and result.status != Status.DONE) or result.status == Status.FAILED):
+        if (
+            action.cert in all_deleted
+            and result.status != Status.UNCHANGED
+            and ((action.kind == Kind.DELETE and result.status != Status.DONE) or result.status == Status.FAILED)
+        ):
             all_deleted[action.cert] = False
     with store.transaction() as tx:
         tx.certificates.retire_many(name for name, gone_everywhere in all_deleted.items() if gone_everywhere)
 
 
-def push_actions(config: Config, cert: str, destinations: list[str] | None,
-                 reason: str = "one-off push") -> list[Action]:
+def push_actions(
+    config: Config, cert: str, destinations: list[str] | None, reason: str = "one-off push"
+) -> list[Action]:
     """A forced push of `cert` to its targets, or to the named destinations (any of them: one
     not listed for the certificate gets a secret named after it)."""
     listed = [(ref.to, ref.name) for ref in config.certificate[cert].targets(cert)]

@@ -4,12 +4,13 @@
 action it would start (an issuance, a push, a delete): once it has passed, the remaining actions are
 reported as skipped ("max duration reached"), actions already under way finish, and the run exits 1.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from datetime import timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from sync.config import format_duration
 
@@ -24,7 +25,7 @@ class Deadline:
         self._clock = clock
         self._ends = clock() + limit.total_seconds()
         self._lock = threading.Lock()
-        self.reached = False   # True once a check found it expired: some action was not started
+        self.reached = False  # True once a check found it expired: some action was not started
 
     def expired(self) -> bool:
         if self._clock() >= self._ends:

@@ -1,9 +1,10 @@
 """Destinations as a run sees them: one provider per destination, built on first use (so a run
 that touches only AWS imports only boto3), and the payload options each one asks for."""
+
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from providers.base import Provider, load_provider_factory
 from sync.config import Config
@@ -12,8 +13,7 @@ from sync.pki import render
 ProviderFactory = Callable[[str], Provider]
 
 
-def render_options(config: Config, destination: str,
-                   password_tag: Callable[[str, bytes], str]) -> render.RenderOptions:
+def render_options(config: Config, destination: str, password_tag: Callable[[str, bytes], str]) -> render.RenderOptions:
     """What a destination asks for. A pkcs12 destination with a password also gets the
     password's keyed tag (`password_tag(destination, password)`, Store.password_tag: it loads the
     master key) so that a changed password changes the fingerprint; others need no key."""
@@ -31,7 +31,7 @@ class Providers:
         self.config = config
         self._factory = factory
         self._built: dict[str, Provider | Exception] = {}
-        self._lock = threading.Lock()                   # guards the two dicts
+        self._lock = threading.Lock()  # guards the two dicts
         self._building: dict[str, threading.Lock] = {}  # one per destination: slow builds in parallel
 
     def __call__(self, destination: str) -> Provider:

@@ -18,6 +18,7 @@ then the facts are set as CERTSYNC_* variables. The command also reads the facts
 document on its standard input; its output is kept off certsync's stdout (the last line of it
 goes into the report when it fails).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,8 @@ import signal
 import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from sync import logs
 from sync.clock import rfc3339
@@ -44,9 +46,9 @@ if TYPE_CHECKING:
 
 log = logs.get("hooks")
 
-HOOK_WORKERS = 4            # hooks in flight at once, all destinations together
-OUTPUT_LIMIT = 64 * 1024    # bytes of a command's output kept (for its last line)
-PENDING = "hook:"           # settings key prefix of a failed hook awaiting its retry
+HOOK_WORKERS = 4  # hooks in flight at once, all destinations together
+OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept (for its last line)
+PENDING = "hook:"  # settings key prefix of a failed hook awaiting its retry
 COMMAND, WEBHOOK = "command", "webhook"
 
 
@@ -55,31 +57,46 @@ class HookResult:
     cert: str
     destination: str
     remote_name: str
-    hook: str                  # command | webhook
+    hook: str  # command | webhook
     ok: bool
     error: str | None = None
     attempt: int = 1
 
     def as_dict(self) -> dict:
-        return {"certificate": self.cert, "destination": self.destination, "remote_name": self.remote_name,
-                "hook": self.hook, "status": "ok" if self.ok else "failed", "error": self.error,
-                "attempt": self.attempt}
+        return {
+            "certificate": self.cert,
+            "destination": self.destination,
+            "remote_name": self.remote_name,
+            "hook": self.hook,
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+            "attempt": self.attempt,
+        }
 
 
 def facts_of(config: Config, action: Action, row, leaf: x509.Certificate, existed: bool | None = None) -> dict:
     """What a hook is told about a push (public facts only: the key and payload never come here)."""
-    dest = config.destination[action.destination]
+    destination, remote_name = action.target()
+    dest = config.destination[destination]
     sans = san_strings(leaf)
     return {
-        "certificate": action.cert, "version": row.version, "serial": format(leaf.serial_number, "x"),
-        "fingerprint_sha256": fingerprint(leaf), "not_before": rfc3339(leaf.not_valid_before_utc),
-        "not_after": rfc3339(leaf.not_valid_after_utc), "subject": leaf.subject.rfc4514_string(),
-        "issuer": leaf.issuer.rfc4514_string(), "sans": sans,
+        "certificate": action.cert,
+        "version": row.version,
+        "serial": format(leaf.serial_number, "x"),
+        "fingerprint_sha256": fingerprint(leaf),
+        "not_before": rfc3339(leaf.not_valid_before_utc),
+        "not_after": rfc3339(leaf.not_valid_after_utc),
+        "subject": leaf.subject.rfc4514_string(),
+        "issuer": leaf.issuer.rfc4514_string(),
+        "sans": sans,
         "domains": [s[4:] for s in sans if s.startswith("DNS:")],
-        "destination": action.destination, "provider": dest.provider, "secret_name": action.remote_name,
-        "location": location(dest, action.remote_name),
+        "destination": destination,
+        "provider": dest.provider,
+        "secret_name": remote_name,
+        "location": location(dest, remote_name),
         "action": "updated" if existed else "created",
-        "reason": action.reason, "remote_version": None,
+        "reason": action.reason,
+        "remote_version": None,
     }
 
 
@@ -97,20 +114,22 @@ def location(dest, name: str) -> str:
 # facts whose plain CERTSYNC_<KEY> would be read as a config override (CERTSYNC_DESTINATION is the
 # [destination] table) by a certsync the hook runs
 ENV_NAMES = {"certificate": "CERTSYNC_CERT_NAME", "destination": "CERTSYNC_DESTINATION_NAME"}
-PASSED_ON = {"CERTSYNC_CONFIG", "CERTSYNC_LOG_FORMAT"}    # not secret; a hook may run certsync itself
+PASSED_ON = {"CERTSYNC_CONFIG", "CERTSYNC_LOG_FORMAT"}  # not secret; a hook may run certsync itself
 
 
 def environment(config: Config, facts: dict, attempt: int) -> dict[str, str]:
     """The command's environment: ours without secrets (every CERTSYNC_* but the config path and log
     format: the master key, a store URL with a password; the PFX passwords and webhook
     Authorization the config names), plus the facts."""
-    hidden = {n for d in config.destination.values()
-              for n in (d.pkcs12_password_env, d.deploy_webhook_auth_env) if n}
-    env = {k: v for k, v in os.environ.items()
-           if (k.upper() in PASSED_ON or not k.upper().startswith("CERTSYNC_")) and k not in hidden}
+    hidden = {n for d in config.destination.values() for n in (d.pkcs12_password_env, d.deploy_webhook_auth_env) if n}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.upper() in PASSED_ON or not k.upper().startswith("CERTSYNC_")) and k not in hidden
+    }
     for key, value in facts.items():
         if isinstance(value, list):
-            value = " ".join(value)          # like certbot's RENEWED_DOMAINS
+            value = " ".join(value)  # like certbot's RENEWED_DOMAINS
         env[ENV_NAMES.get(key, "CERTSYNC_" + key.upper())] = "" if value is None else str(value)
     env["CERTSYNC_ATTEMPT"] = str(attempt)
     return env
@@ -119,8 +138,15 @@ def environment(config: Config, facts: dict, attempt: int) -> dict[str, str]:
 def run_command(argv: list[str], env: dict[str, str], stdin: bytes, timeout: float, cwd: str) -> str | None:
     """Run one hook command; None when it exited 0, else one line saying why."""
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)   # its own group: killed whole
+        proc = subprocess.Popen(  # noqa: S603  the operator's hook argv from the config; no shell
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )  # its own group: killed whole
     except OSError as exc:
         return f"cannot start {argv[0]!r}: {exc.strerror or exc.__class__.__name__}"
     try:
@@ -131,8 +157,9 @@ def run_command(argv: list[str], env: dict[str, str], stdin: bytes, timeout: flo
         return f"timed out after {timeout:g}s (killed)"
     if proc.returncode == 0:
         return None
-    last = next((line for line in reversed(output[-OUTPUT_LIMIT:].decode("utf-8", "replace").splitlines())
-                 if line.strip()), "")
+    last = next(
+        (line for line in reversed(output[-OUTPUT_LIMIT:].decode("utf-8", "replace").splitlines()) if line.strip()), ""
+    )
     how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
     return f"{how}" + (f": {logs.redact(last.strip())[:300]}" if last else "")
 
@@ -155,7 +182,7 @@ class Hooks:
         self.config, self.store = config, store
         self.pool: ThreadPoolExecutor | None = None
         self.futures: list[Future] = []
-        self.targets: dict[tuple[str, str], dict] = {}     # (destination, remote) -> facts of its last push
+        self.targets: dict[tuple[str, str], dict] = {}  # (destination, remote) -> facts of its last push
         self.deleted: set[tuple[str, str]] = set()
 
     def wanted(self, destination: str | None) -> bool:
@@ -168,7 +195,7 @@ class Hooks:
             return
         action = result.action
         if action.kind == "delete" and self.wanted(action.destination):
-            self.deleted.add((action.destination, action.remote_name))
+            self.deleted.add(action.target())
         elif action.kind == "push" and result.job is not None and result.job.facts is not None:
             facts = {**result.job.facts, "remote_version": result.detail or None}
             self.start(facts, [COMMAND, WEBHOOK], attempt=1)
@@ -185,7 +212,7 @@ class Hooks:
 
     def retry_pending(self, unchanged: Iterable[Action]) -> None:
         """Run again the hooks that failed after an earlier push of copies this run finds unchanged."""
-        targets = {pending_key(a.destination, a.remote_name): a for a in unchanged if self.wanted(a.destination)}
+        targets = {pending_key(*a.target()): a for a in unchanged if self.wanted(a.destination)}
         if not targets:
             return
         with self.store.transaction() as tx:
@@ -197,7 +224,7 @@ class Hooks:
             facts = record["facts"]
             row = current.get(facts["certificate"])
             if row is None or row.version != facts["version"]:
-                stale.append(key)           # that version is no longer in force: its hooks are moot
+                stale.append(key)  # that version is no longer in force: its hooks are moot
                 continue
             self.start(facts, record["failed"], attempt=record["attempts"] + 1)
         if stale:
@@ -216,9 +243,12 @@ class Hooks:
         for r in results:
             if not r.ok:
                 failed.setdefault((r.destination, r.remote_name), []).append(r)
-        keep = {pending_key(*t): json.dumps({"facts": self.targets[t], "failed": [r.hook for r in rs],
-                                             "attempts": max(r.attempt for r in rs)}).encode()
-                for t, rs in failed.items()}
+        keep = {
+            pending_key(*t): json.dumps(
+                {"facts": self.targets[t], "failed": [r.hook for r in rs], "attempts": max(r.attempt for r in rs)}
+            ).encode()
+            for t, rs in failed.items()
+        }
         clear = [pending_key(*t) for t in {*self.targets, *self.deleted} if t not in failed]
         if keep or clear:
             with self.store.transaction() as tx:
@@ -228,8 +258,13 @@ class Hooks:
 
     def _command(self, dest, facts: dict, attempt: int) -> HookResult:
         body = json.dumps(facts).encode()
-        error = run_command(list(dest.deploy_hook), environment(self.config, facts, attempt), body,
-                            dest.deploy_hook_timeout.total_seconds(), str(self.config.base_dir))
+        error = run_command(
+            list(dest.deploy_hook),
+            environment(self.config, facts, attempt),
+            body,
+            dest.deploy_hook_timeout.total_seconds(),
+            str(self.config.base_dir),
+        )
         return self._done(facts, COMMAND, error, attempt)
 
     def _webhook(self, dest, facts: dict, attempt: int) -> HookResult:
@@ -237,8 +272,12 @@ class Hooks:
         if dest.deploy_webhook_auth_env:
             value = os.environ.get(dest.deploy_webhook_auth_env)
             if not value:
-                return self._done(facts, WEBHOOK, f"deploy_webhook_auth_env: environment variable "
-                                                  f"{dest.deploy_webhook_auth_env} is not set", attempt)
+                return self._done(
+                    facts,
+                    WEBHOOK,
+                    f"deploy_webhook_auth_env: environment variable {dest.deploy_webhook_auth_env} is not set",
+                    attempt,
+                )
             headers["Authorization"] = value
         body = {"source": "certsync", "event": "deployed", "attempt": attempt, **facts}
         try:
@@ -250,12 +289,18 @@ class Hooks:
 
     @staticmethod
     def _done(facts: dict, hook: str, error: str | None, attempt: int) -> HookResult:
-        result = HookResult(facts["certificate"], facts["destination"], facts["secret_name"], hook,
-                            error is None, error, attempt)
+        result = HookResult(
+            facts["certificate"], facts["destination"], facts["secret_name"], hook, error is None, error, attempt
+        )
         where = f"{result.cert} -> {result.destination}/{result.remote_name}"
-        extra = {"event": f"hook.{'ok' if result.ok else 'failed'}", "certificate": result.cert,
-                 "destination": result.destination, "remote_name": result.remote_name, "hook": hook,
-                 "attempt": attempt}
+        extra = {
+            "event": f"hook.{'ok' if result.ok else 'failed'}",
+            "certificate": result.cert,
+            "destination": result.destination,
+            "remote_name": result.remote_name,
+            "hook": hook,
+            "attempt": attempt,
+        }
         if result.ok:
             log.info(f"deploy hook {hook} {where}: ok (attempt {attempt})", extra=extra)
         else:

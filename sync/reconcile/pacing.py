@@ -15,6 +15,7 @@ lowered by the cloud, or shared with a tool we do not know of, is then met too.
 Runners sharing one store (`certsync apply --shared`) share each domain's budget through it
 (`SharedBucket`: the bucket's schedule lives in the store, reserved a fraction of a second ahead).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 from providers.registry import descriptor
 
@@ -34,7 +36,7 @@ HEADROOM = 0.95
 
 @dataclass(frozen=True)
 class Quota:
-    domain: str                # what shares one quota
+    domain: str  # what shares one quota
     calls_per_second: float
     calls_per_push: float
     calls_per_delete: float = 1.0
@@ -50,9 +52,9 @@ def quota_of(dest) -> Quota:
 
 @dataclass(frozen=True)
 class ReadQuota:
-    domain: str                # what shares one quota
+    domain: str  # what shares one quota
     reads_per_second: float
-    calls_per_read: float      # budget one secret read (a provider `get`) takes
+    calls_per_read: float  # budget one secret read (a provider `get`) takes
 
 
 def read_quota_of(dest, max_reads_per_second: float | None = None) -> ReadQuota:
@@ -86,7 +88,7 @@ class TokenBucket:
             raise ValueError("rate must be positive")
         self.rate, self.capacity = rate, max(capacity, 1.0)
         self._clock, self._sleep = clock, sleep
-        self._empty_at = clock() - self.capacity / rate   # when the bucket was (or will be) at 0 tokens
+        self._empty_at = clock() - self.capacity / rate  # when the bucket was (or will be) at 0 tokens
         self._lock = threading.Lock()
 
     def take(self, n: float = 1.0) -> None:
@@ -95,8 +97,8 @@ class TokenBucket:
         need = min(n, self.capacity)
         with self._lock:
             now = self._clock()
-            empty_at = max(self._empty_at, now - self.capacity / self.rate)   # never more than full
-            start = max(now, empty_at + need / self.rate)                    # holds `need` tokens then
+            empty_at = max(self._empty_at, now - self.capacity / self.rate)  # never more than full
+            start = max(now, empty_at + need / self.rate)  # holds `need` tokens then
             self._empty_at = empty_at + n / self.rate
         while (left := start - self._clock()) > 1e-9:
             self._sleep(left)
@@ -104,10 +106,10 @@ class TokenBucket:
 
 # --- adaptive rate --------------------------------------------------------------------------------
 
-SLOW_DOWN = 0.7             # a throttling answer: rate x 0.7 (at most once per COOL_DOWN)
-FLOOR = 0.1                 # never below 10% of the nominal rate
-RECOVER = 0.05              # per clean second: + 5% of the nominal rate, up to it
-COOL_DOWN = 1.0             # seconds: one burst of throttling answers is one slow-down
+SLOW_DOWN = 0.7  # a throttling answer: rate x 0.7 (at most once per COOL_DOWN)
+FLOOR = 0.1  # never below 10% of the nominal rate
+RECOVER = 0.05  # per clean second: + 5% of the nominal rate, up to it
+COOL_DOWN = 1.0  # seconds: one burst of throttling answers is one slow-down
 
 
 class Adaptive:
@@ -116,7 +118,7 @@ class Adaptive:
     def __init__(self, nominal: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.nominal, self.rate, self._clock = nominal, nominal, clock
         self._last_cut = self._last_step = clock() - COOL_DOWN
-        self.throttled = 0          # answers seen
+        self.throttled = 0  # answers seen
         self._lock = threading.Lock()
 
     def throttle(self) -> None:
@@ -161,13 +163,20 @@ class SharedBucket:
 
     CHUNK_SECONDS = 0.25
 
-    def __init__(self, domain: str, rate: float, reserve: Callable[[str, float, float], float], *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        domain: str,
+        rate: float,
+        reserve: Callable[[str, float, float], float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.domain, self._reserve = domain, reserve
         self._clock, self._sleep = clock, sleep
         self.adaptive = Adaptive(rate, clock)
         self.rate = rate
-        self._blocks: deque[list[float]] = deque()     # [time of the next token, tokens left]
+        self._blocks: deque[list[float]] = deque()  # [time of the next token, tokens left]
         self._lock = threading.Lock()
 
     def take(self, n: float = 1.0) -> None:
@@ -198,13 +207,14 @@ class SharedBucket:
 
 # --- every call counted ---------------------------------------------------------------------------
 
+
 class Pacer:
     """One quota domain: its write and read buckets (one bucket where the cloud counts reads and
     writes together), what each call costs, and the latency its pushes see."""
 
     def __init__(self, quota: Quota, rule: Any, writes: Any, reads: Any) -> None:
         self.quota, self.rule, self.writes, self.reads = quota, rule, writes, reads
-        self.push_seconds = 0.0     # moving average of one push's wall time (calls + waits)
+        self.push_seconds = 0.0  # moving average of one push's wall time (calls + waits)
         self.pushes = 0
         self._lock = threading.Lock()
 
@@ -322,5 +332,6 @@ class Pacing:
     def wrap(self, providers: Callable[[str], Any]) -> Callable[[str], Any]:
         def paced(destination: str) -> Any:
             return PacedProvider(providers(destination), self.pacer(destination))
-        paced.raw = providers       # type: ignore[attr-defined]
+
+        paced.raw = providers  # type: ignore[attr-defined]
         return paced

@@ -3,12 +3,13 @@
 A target whose remote secret carries the fingerprint we expect, at the version we last wrote,
 needs nothing: that is decided from listings alone, without reading any secret value.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from providers.base import CERT_LABEL, RemoteSecret
 from sync.config import DEFAULT_RENEW_FRACTION
@@ -17,6 +18,7 @@ from sync.config import DEFAULT_RENEW_FRACTION
 @dataclass(frozen=True)
 class Desired:
     """A certificate as the config wants it."""
+
     name: str
     ca: str
     sans: tuple[str, ...]
@@ -29,6 +31,7 @@ class Desired:
 @dataclass(frozen=True)
 class Current:
     """The version in force in the store."""
+
     name: str
     version: int
     ca: str
@@ -48,19 +51,20 @@ class Deployed:
     fingerprint: str
     remote_version: str | None
     present: bool
-    one_off: bool = False      # pushed by hand to a destination the certificate does not list
+    one_off: bool = False  # pushed by hand to a destination the certificate does not list
 
 
 class Kind(StrEnum):
     """What an action does. A StrEnum: documents and logs show the plain word."""
-    ISSUE = "issue"            # a first version (or a new one after revocation or a config change)
-    RENEW = "renew"            # a successor of the version in force
+
+    ISSUE = "issue"  # a first version (or a new one after revocation or a config change)
+    RENEW = "renew"  # a successor of the version in force
     PUSH = "push"
-    ADOPT = "adopt"            # a copy with our tags and fingerprint but no record: recorded, not written
+    ADOPT = "adopt"  # a copy with our tags and fingerprint but no record: recorded, not written
     DELETE = "delete"
     UNCHANGED = "unchanged"
-    SKIP = "skip"              # nothing will be done, and the reason says why
-    ERROR = "error"            # cannot be planned (e.g. a listing failed)
+    SKIP = "skip"  # nothing will be done, and the reason says why
+    ERROR = "error"  # cannot be planned (e.g. a listing failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +74,11 @@ class Action:
     destination: str | None = None
     remote_name: str | None = None
     reason: str = ""
-    reuse_key: bool | None = None   # issue/renew: None = as the profile's key_rotation says
-    exists: bool | None = None      # push: whether the listing showed the secret (None: not looked)
-    one_off: bool = False           # push: to a destination the certificate does not list
-    fingerprint: str | None = None      # adopt: the fingerprint the copy carries
-    remote_version: str | None = None   # adopt: its version in the destination
+    reuse_key: bool | None = None  # issue/renew: None = as the profile's key_rotation says
+    exists: bool | None = None  # push: whether the listing showed the secret (None: not looked)
+    one_off: bool = False  # push: to a destination the certificate does not list
+    fingerprint: str | None = None  # adopt: the fingerprint the copy carries
+    remote_version: str | None = None  # adopt: its version in the destination
 
     @property
     def changes(self) -> bool:
@@ -102,9 +106,17 @@ class Plan:
 Listing = Mapping[str, RemoteSecret]
 
 
-def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deployed: Iterable[Deployed],
-              listings: Mapping[str, Listing | str], now: datetime, *, retired: Iterable[str] = (),
-              latest_states: Mapping[str, str] | None = None, configured: Iterable[str] | None = None) -> Plan:
+def make_plan(
+    desired: Iterable[Desired],
+    current: Mapping[str, Current],
+    deployed: Iterable[Deployed],
+    listings: Mapping[str, Listing | str],
+    now: datetime,
+    *,
+    retired: Iterable[str] = (),
+    latest_states: Mapping[str, str] | None = None,
+    configured: Iterable[str] | None = None,
+) -> Plan:
     """`listings` maps a destination to its managed secrets by name (every secret where adopt = true),
     or to an error message.
     `retired` are stored certificates gone from the config; `latest_states` the state of each
@@ -114,27 +126,38 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     deployed_by_target = {(d.destination, d.remote_name): d for d in deployed}
     wanted: set[tuple[str, str]] = set()
     latest_states = latest_states or {}
-    gone = set(retired)    # once, not per deployment
+    gone = set(retired)  # once, not per deployment
     for want in desired:
         lifecycle = _lifecycle(want, current.get(want.name), latest_states.get(want.name), now)
         if lifecycle:
             plan.actions.append(lifecycle)
             if lifecycle.kind == Kind.SKIP:
                 if want.name not in current:
-                    continue            # retired: nothing to push
-                lifecycle = None        # kept as it is: its copies are still compared and repaired
+                    continue  # retired: nothing to push
+                lifecycle = None  # kept as it is: its copies are still compared and repaired
         for destination, remote_name in want.targets:
             wanted.add((destination, remote_name))
-            plan.actions.append(_target_action(want, current.get(want.name), lifecycle, destination, remote_name,
-                                               deployed_by_target.get((destination, remote_name)),
-                                               listings.get(destination, {})))
+            plan.actions.append(
+                _target_action(
+                    want,
+                    current.get(want.name),
+                    lifecycle,
+                    destination,
+                    remote_name,
+                    deployed_by_target.get((destination, remote_name)),
+                    listings.get(destination, {}),
+                )
+            )
     for (destination, remote_name), record in sorted(deployed_by_target.items()):
         if (destination, remote_name) in wanted or not record.present:
             continue
         if record.one_off and record.cert_name not in gone:
             continue  # a copy pushed by hand elsewhere stays until the certificate is retired
-        reason = ("certificate removed from config" if record.cert_name in gone
-                  else "no longer a destination of this certificate")
+        reason = (
+            "certificate removed from config"
+            if record.cert_name in gone
+            else "no longer a destination of this certificate"
+        )
         listing = listings.get(destination)
         if isinstance(listing, str):
             plan.actions.append(Action(Kind.ERROR, record.cert_name, destination, remote_name, listing))
@@ -146,8 +169,12 @@ def make_plan(desired: Iterable[Desired], current: Mapping[str, Current], deploy
     return plan
 
 
-def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, str], Deployed],
-                       wanted: set[tuple[str, str]], listings: Mapping[str, Listing | str]) -> list[Action]:
+def _unrecorded_copies(
+    gone: set[str],
+    deployed_by_target: Mapping[tuple[str, str], Deployed],
+    wanted: set[tuple[str, str]],
+    listings: Mapping[str, Listing | str],
+) -> list[Action]:
     """Copies of certificates removed from the config that the store has no record of (a run that
     died between the write and its record), found by their certsync-cert tag: deleted too. A
     destination whose listing failed may hold one: an error, so the certificate is not retired."""
@@ -160,8 +187,15 @@ def _unrecorded_copies(gone: set[str], deployed_by_target: Mapping[tuple[str, st
             cert = secret.labels.get(CERT_LABEL) if secret.managed else None
             record = deployed_by_target.get((destination, name))
             if cert in gone and (destination, name) not in wanted and (record is None or not record.present):
-                actions.append(Action(Kind.DELETE, cert, destination, name,
-                                      "certificate removed from config (found by its tags; no record)"))
+                actions.append(
+                    Action(
+                        Kind.DELETE,
+                        cert,
+                        destination,
+                        name,
+                        "certificate removed from config (found by its tags; no record)",
+                    )
+                )
     return actions
 
 
@@ -177,8 +211,12 @@ def window_of(window: timedelta | None, fraction: float | None, lifetime: timede
 def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now: datetime) -> Action | None:
     if cur is None:
         if latest_state == "retired":
-            return Action(Kind.SKIP, want.name, reason="retired by `certsync retire`; remove it from the config, "
-                                                    "or `certsync push` it to enroll it again")
+            return Action(
+                Kind.SKIP,
+                want.name,
+                reason="retired by `certsync retire`; remove it from the config, "
+                "or `certsync push` it to enroll it again",
+            )
         if latest_state == "revoked":
             return Action(Kind.ISSUE, want.name, reason="previous version revoked")
         return Action(Kind.ISSUE, want.name, reason="not issued yet")
@@ -190,14 +228,25 @@ def _lifecycle(want: Desired, cur: Current | None, latest_state: str | None, now
         days = (cur.not_after - now).total_seconds() / 86400
         if cur.ca_not_after is not None and cur.not_after >= cur.ca_not_after - timedelta(minutes=5):
             # a successor would be cut to the same end: renewing would only churn, every run
-            return Action(Kind.SKIP, want.name, reason=f"expires in {days:.1f} days with its CA {cur.ca!r}: "
-                                                    "add a new issuing CA and move the profile to it")
+            return Action(
+                Kind.SKIP,
+                want.name,
+                reason=f"expires in {days:.1f} days with its CA {cur.ca!r}: "
+                "add a new issuing CA and move the profile to it",
+            )
         return Action(Kind.RENEW, want.name, reason=f"expires in {days:.1f} days")
     return None
 
 
-def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None, destination: str,
-                   remote_name: str, record: Deployed | None, listing: Listing | str) -> Action:
+def _target_action(
+    want: Desired,
+    cur: Current | None,
+    lifecycle: Action | None,
+    destination: str,
+    remote_name: str,
+    record: Deployed | None,
+    listing: Listing | str,
+) -> Action:
     if isinstance(listing, str):
         return Action(Kind.ERROR, want.name, destination, remote_name, listing)
     remote = listing.get(remote_name)
@@ -205,23 +254,35 @@ def _target_action(want: Desired, cur: Current | None, lifecycle: Action | None,
     def act(kind: Kind, reason: str) -> Action:
         return Action(kind, want.name, destination, remote_name, reason, exists=remote is not None)
 
-    if remote is not None and not remote.managed:    # listed only where adopt = true
-        return act(Kind.PUSH, "update adopting a secret certsync does not manage (adopt = true): replaced by "
-                              + ("a new certificate version" if lifecycle is not None or cur is None else "this one"))
+    if remote is not None and not remote.managed:  # listed only where adopt = true
+        return act(
+            Kind.PUSH,
+            "update adopting a secret certsync does not manage (adopt = true): replaced by "
+            + ("a new certificate version" if lifecycle is not None or cur is None else "this one"),
+        )
     if lifecycle is not None or cur is None:
         return act(Kind.PUSH, "new certificate version")
     expected = cur.fingerprints[destination]
     if remote is None:
-        return act(Kind.PUSH, "drift: deleted outside certsync" if record and record.present else "not in the destination")
+        return act(
+            Kind.PUSH, "drift: deleted outside certsync" if record and record.present else "not in the destination"
+        )
     if remote.fingerprint != expected:
         if record is not None and record.fingerprint == expected:
             return act(Kind.PUSH, "drift: changed outside certsync")
         return act(Kind.PUSH, "out of date")
     if (record is None or not record.present) and remote.labels.get(CERT_LABEL) == want.name:
         # written by a run that died before recording it: record it now, write nothing
-        return Action(Kind.ADOPT, want.name, destination, remote_name,
-                      "found with our tags and fingerprint, not recorded: adopting it into the records",
-                      exists=True, fingerprint=remote.fingerprint, remote_version=remote.version)
+        return Action(
+            Kind.ADOPT,
+            want.name,
+            destination,
+            remote_name,
+            "found with our tags and fingerprint, not recorded: adopting it into the records",
+            exists=True,
+            fingerprint=remote.fingerprint,
+            remote_version=remote.version,
+        )
     if record is not None and record.remote_version and remote.version and record.remote_version != remote.version:
         return act(Kind.PUSH, "drift: value replaced outside certsync")
     return act(Kind.UNCHANGED, "")

@@ -1,4 +1,5 @@
 """What a run did: one Result per action, and the Report the CLI, alerts and GitHub read."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -22,8 +23,8 @@ class Job:
     action: Action
     payload: render.Payload | None = None
     certificate_id: int | None = None
-    fingerprint: str | None = None      # of the payload that landed (kept once the payload is dropped)
-    facts: dict | None = None           # for the destination's deploy hooks (hooks.facts_of); None: no hooks
+    fingerprint: str | None = None  # of the payload that landed (kept once the payload is dropped)
+    facts: dict | None = None  # for the destination's deploy hooks (hooks.facts_of); None: no hooks
 
 
 @dataclass(slots=True)
@@ -31,22 +32,29 @@ class Result:
     action: Action
     status: Status
     error: str | None = None
-    detail: str = ""       # e.g. the new serial or the provider version id
+    detail: str = ""  # e.g. the new serial or the provider version id
     job: Job | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         a = self.action
-        return {"action": a.kind, "certificate": a.cert, "destination": a.destination,
-                "remote_name": a.remote_name, "reason": a.reason, "status": self.status,
-                "error": self.error, "detail": self.detail}
+        return {
+            "action": a.kind,
+            "certificate": a.cert,
+            "destination": a.destination,
+            "remote_name": a.remote_name,
+            "reason": a.reason,
+            "status": self.status,
+            "error": self.error,
+            "detail": self.detail,
+        }
 
 
 @dataclass
 class Report:
     results: list[Result] = field(default_factory=list)
     seconds: float = 0.0
-    stopped: str | None = None   # set when --max-duration left actions unstarted (the run fails)
-    hooks: list[HookResult] = field(default_factory=list)   # deploy hooks run (after pushes, or retried)
+    stopped: str | None = None  # set when --max-duration left actions unstarted (the run fails)
+    hooks: list[HookResult] = field(default_factory=list)  # deploy hooks run (after pushes, or retried)
 
     @property
     def failed(self) -> list[Result]:

@@ -14,12 +14,13 @@ listings: everything is in sync, so nothing is written twice. Retirement (a cert
 the config and from every destination) is recorded by a plain `certsync apply`, which sees all
 domains at once.
 """
+
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
 from datetime import timedelta
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from sync import logs
 from sync.config import Config
@@ -28,7 +29,7 @@ from sync.reconcile.plan import Action, Kind, Plan
 from sync.reconcile.report import Report, Result, Status
 
 log = logs.get("runners")
-ISSUANCE_WAIT = timedelta(minutes=30)   # a runner waits this long for another's issuance (the run lock)
+ISSUANCE_WAIT = timedelta(minutes=30)  # a runner waits this long for another's issuance (the run lock)
 
 
 def domains(config: Config) -> dict[str, list[str]]:
@@ -59,8 +60,9 @@ def split(plan: Plan) -> tuple[list[Action], list[Action]]:
     return issue, rest
 
 
-def still_needed(actions: Iterable[Action], planned: dict[str, int | None],
-                 current: Callable[[list[str]], dict[str, int]]) -> tuple[list[Action], list[Action]]:
+def still_needed(
+    actions: Iterable[Action], planned: dict[str, int | None], current: Callable[[list[str]], dict[str, int]]
+) -> tuple[list[Action], list[Action]]:
     """(to issue, done by another runner): a certificate whose version in force is no longer
     the one this runner planned from (None: none) was issued or renewed meanwhile."""
     actions = list(actions)

@@ -1,11 +1,12 @@
 """The inputs of a plan, gathered: desired state from the config, facts from the store, and the
 remote listings (destinations listed in parallel; no secret value is read)."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -23,22 +24,32 @@ def desired_state(config: Config) -> list[plan.Desired]:
     for name, spec in config.certificate.items():
         profile = config.profile[spec.profile]
         window, fraction = renew_rule(profile)
-        wanted.append(plan.Desired(
-            name=name, ca=profile.ca, sans=tuple(san_list(spec)), key_type=spec.key or profile.key,
-            renew_window=window, renew_fraction=fraction,
-            targets=tuple((ref.to, ref.name) for ref in spec.targets(name))))
+        wanted.append(
+            plan.Desired(
+                name=name,
+                ca=profile.ca,
+                sans=tuple(san_list(spec)),
+                key_type=spec.key or profile.key,
+                renew_window=window,
+                renew_fraction=fraction,
+                targets=tuple((ref.to, ref.name) for ref in spec.targets(name)),
+            )
+        )
     return wanted
 
 
 def renew_rule(profile) -> tuple[timedelta | None, float]:
     """(renew_window, renew_fraction) of a profile's certificates, as plan.Desired holds them."""
     renew = profile.renew_before
-    return (renew.duration if renew else None,
-            renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION)
+    return (
+        renew.duration if renew else None,
+        renew.fraction if renew and renew.fraction is not None else DEFAULT_RENEW_FRACTION,
+    )
 
 
-def current_state(config: Config, tx: Transaction, password_tag: Callable[[str, bytes], str]
-                  ) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
+def current_state(
+    config: Config, tx: Transaction, password_tag: Callable[[str, bytes], str]
+) -> tuple[dict[str, plan.Current], list[str], dict[str, str]]:
     """The active version of every configured certificate, active ones no longer configured,
     and the state of every certificate's newest version."""
     current: dict[str, plan.Current] = {}
@@ -60,34 +71,57 @@ def current_state(config: Config, tx: Transaction, password_tag: Callable[[str, 
         found = chains.get(row.authority_id)
         if found is None:
             authority = tx.authorities.get(row.authority_id)
-            assert authority is not None      # a foreign key
+            assert authority is not None  # a foreign key
             intermediates, root = tx.authorities.chain(authority)
-            found = chains[row.authority_id] = (authority.name, [c.public_bytes(Encoding.DER)
-                                                                 for c in (*intermediates, root)],
-                                                authority.not_after)
+            found = chains[row.authority_id] = (
+                authority.name,
+                [c.public_bytes(Encoding.DER) for c in (*intermediates, root)],
+                authority.not_after,
+            )
         ca_name, chain, ca_not_after = found
         fps = {}
         for ref in config.certificate[row.name].targets(row.name):
             if ref.to not in options:
                 options[ref.to] = render_options(config, ref.to, password_tag)
             fps[ref.to] = render.fingerprint([row.cert_der, *chain], bool(row.has_key), options[ref.to])
-        current[row.name] = plan.Current(row.name, row.version, ca_name, tuple(row.sans), row.key_type,
-                                         row.not_before, row.not_after, fps, ca_not_after)
+        current[row.name] = plan.Current(
+            row.name,
+            row.version,
+            ca_name,
+            tuple(row.sans),
+            row.key_type,
+            row.not_before,
+            row.not_after,
+            fps,
+            ca_not_after,
+        )
     return current, retired, latest_states
 
 
 def deployed_state(tx: Transaction) -> list[plan.Deployed]:
     """Deployments of configured certificates (CSR enrollments' copies are left to their owner)."""
     csr_names = tx.certificates.csr_names()
-    return [plan.Deployed(d.cert_name, d.destination, d.remote_name, d.fingerprint, d.remote_version,
-                          d.state == "present", bool(d.one_off))
-            for d in tx.deployments.facts() if d.cert_name not in csr_names]
+    return [
+        plan.Deployed(
+            d.cert_name,
+            d.destination,
+            d.remote_name,
+            d.fingerprint,
+            d.remote_version,
+            d.state == "present",
+            bool(d.one_off),
+        )
+        for d in tx.deployments.facts()
+        if d.cert_name not in csr_names
+    ]
 
 
-def list_destinations(destinations: list[str], providers: ProviderFactory,
-                      everything: frozenset[str] | set[str] = frozenset()) -> dict[str, plan.Listing | str]:
+def list_destinations(
+    destinations: list[str], providers: ProviderFactory, everything: frozenset[str] | set[str] = frozenset()
+) -> dict[str, plan.Listing | str]:
     """Managed secrets per destination, or the error message when a listing failed. Destinations
     in `everything` (adopt = true) list every secret, so the plan can show what it takes over."""
+
     def one(destination: str):
         try:
             provider = providers(destination)
@@ -110,11 +144,19 @@ class Snapshot:
     retired: list[str]
     latest_states: dict[str, str]
     listings: dict[str, plan.Listing | str] = field(default_factory=dict)
-    configured: list[str] = field(default_factory=list)   # searched by tag for copies of retired certificates
+    configured: list[str] = field(default_factory=list)  # searched by tag for copies of retired certificates
 
     def plan(self, now: datetime) -> plan.Plan:
-        return plan.make_plan(self.desired, self.current, self.deployed, self.listings, now, retired=self.retired,
-                              latest_states=self.latest_states, configured=self.configured)
+        return plan.make_plan(
+            self.desired,
+            self.current,
+            self.deployed,
+            self.listings,
+            now,
+            retired=self.retired,
+            latest_states=self.latest_states,
+            configured=self.configured,
+        )
 
 
 def snapshot(config: Config, store: Store, providers: ProviderFactory, only: set[str] | None = None) -> Snapshot:
@@ -127,18 +169,27 @@ def snapshot(config: Config, store: Store, providers: ProviderFactory, only: set
     if only is not None:
         desired = [replace(w, targets=tuple(t for t in w.targets if t[0] in only)) for w in desired]
         deployed = [d for d in deployed if d.destination in only]
-    used = sorted({dest for want in desired for dest, _ in want.targets}
-                  | {d.destination for d in deployed if d.present and d.destination in config.destination})
-    if retired:   # certificates removed from config: every destination is searched for their copies by tag
+    used = sorted(
+        {dest for want in desired for dest, _ in want.targets}
+        | {d.destination for d in deployed if d.present and d.destination in config.destination}
+    )
+    if retired:  # certificates removed from config: every destination is searched for their copies by tag
         used = sorted(set(used) | set(config.destination))
     if only is not None:
         used = [d for d in used if d in only]
-    snap = Snapshot(desired, current, deployed, retired, latest_states,
-                    configured=[d for d in sorted(config.destination) if only is None or d in only] if retired else [])
+    snap = Snapshot(
+        desired,
+        current,
+        deployed,
+        retired,
+        latest_states,
+        configured=[d for d in sorted(config.destination) if only is None or d in only] if retired else [],
+    )
     snap.listings = list_destinations(used, providers, {d for d in used if config.destination[d].adopt})
     for record in deployed:  # deployments to destinations dropped from the config cannot be reached
         if record.present and record.destination not in config.destination:
-            snap.listings.setdefault(record.destination, f"destination {record.destination!r} is no longer "
-                                                         "in the config; delete the remote secret by hand")
+            snap.listings.setdefault(
+                record.destination,
+                f"destination {record.destination!r} is no longer in the config; delete the remote secret by hand",
+            )
     return snap
-

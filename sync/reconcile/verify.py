@@ -1,4 +1,5 @@
 """Verify after write: the cloud kept what was written (its answer, or a read-back)."""
+
 from __future__ import annotations
 
 from providers.base import RemoteSecret
@@ -8,8 +9,9 @@ from sync.errors import VerifyError
 def check_written(remote: RemoteSecret, fingerprint: str, body: str | None = None) -> None:
     """The write response (or a read) must show our fingerprint, a version, and our value."""
     if remote.fingerprint is not None and remote.fingerprint != fingerprint:
-        raise VerifyError(f"verify after write: {remote.name!r} carries fingerprint {remote.fingerprint}, "
-                          f"expected {fingerprint}")
+        raise VerifyError(
+            f"verify after write: {remote.name!r} carries fingerprint {remote.fingerprint}, expected {fingerprint}"
+        )
     if not remote.version:
         raise VerifyError(f"verify after write: the cloud reported no version for {remote.name!r}")
     if body is not None and remote.value is not None:

@@ -4,6 +4,7 @@ and profile, and a credential that lacks either is refused (403), a missing or u
 
 Each token use is recorded in the audit trail (who, what, from where), allowed or not.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,9 +24,9 @@ SCOPES = tuple(TOKEN_SCOPES)
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str                      # token | certificate
-    name: str                      # token name, or the certificate's subject
-    profile: str | None            # the profile a token is bound to
+    kind: str  # token | certificate
+    name: str  # token name, or the certificate's subject
+    profile: str | None  # the profile a token is bound to
     scopes: frozenset[str]
 
     @property
@@ -58,8 +59,9 @@ def credentials(request: Request) -> tuple[str | None, str] | None:
     return None
 
 
-def authenticate(state: ServerState, request: Request, scope: str, profile: str | None = None, *,
-                 protocol: str) -> Principal:
+def authenticate(
+    state: ServerState, request: Request, scope: str, profile: str | None = None, *, protocol: str
+) -> Principal:
     """The token behind the request, checked usable and allowed `scope` (and `profile`); the use
     recorded in the audit trail whatever the outcome. AuthError (401) / Forbidden (403)."""
     given = credentials(request)
@@ -70,8 +72,15 @@ def authenticate(state: ServerState, request: Request, scope: str, profile: str 
     return principal
 
 
-def check_secret(state: ServerState, request: Request, given: tuple[str | None, str], scope: str,
-                 profile: str | None = None, *, protocol: str) -> Principal:
+def check_secret(
+    state: ServerState,
+    request: Request,
+    given: tuple[str | None, str],
+    scope: str,
+    profile: str | None = None,
+    *,
+    protocol: str,
+) -> Principal:
     """`authenticate` for a secret however it came (header, or the dashboard's session cookie)."""
     user, secret = given
     address = tls.peer_address(request, state.server.trusted_proxies)
@@ -93,10 +102,15 @@ def check_secret(state: ServerState, request: Request, given: tuple[str | None, 
             except Forbidden as exc:
                 failure = exc
             tx.tokens.touch(row, now)
-        tx.audit.record(at=now, actor=f"token:{row.name}" if row is not None else "token:?", action="token.use",
-                        protocol=protocol, outcome="ok" if failure is None else "denied", remote_addr=address,
-                        detail={"scope": scope, "path": request.url.path,
-                                **({"reason": failure.message} if failure else {})})
+        tx.audit.record(
+            at=now,
+            actor=f"token:{row.name}" if row is not None else "token:?",
+            action="token.use",
+            protocol=protocol,
+            outcome="ok" if failure is None else "denied",
+            remote_addr=address,
+            detail={"scope": scope, "path": request.url.path, **({"reason": failure.message} if failure else {})},
+        )
     if failure is not None:
         state.metrics.denied.labels(protocol).inc()
         raise failure
@@ -107,5 +121,10 @@ def check_secret(state: ServerState, request: Request, given: tuple[str | None, 
 def client_certificate(state: ServerState, request: Request) -> x509.Certificate | None:
     """The request's verified client certificate (TLS session or trusted proxy header), or None."""
     roots, intermediates = state.client_trust()
-    return tls.client_certificate(request, header=state.server.client_cert_header,
-                                  trusted=state.server.trusted_proxies, roots=roots, intermediates=intermediates)
+    return tls.client_certificate(
+        request,
+        header=state.server.client_cert_header,
+        trusted=state.server.trusted_proxies,
+        roots=roots,
+        intermediates=intermediates,
+    )

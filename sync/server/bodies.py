@@ -1,5 +1,6 @@
 """Reading a request body under a limit: refused from its Content-Length when that says too much,
 else as soon as the bytes received pass the limit (never read whole, then measured)."""
+
 from __future__ import annotations
 
 from starlette.requests import Request

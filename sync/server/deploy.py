@@ -7,13 +7,14 @@ A push that cannot run now (another run holds the lock, a cloud fails) is retrie
 start, the server queues every enrolled certificate whose current version has no record at one
 of its profile's destinations, so a crash or a restart loses no push. Each outcome is audited.
 """
+
 from __future__ import annotations
 
 import logging
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sync.app import App
 from sync.config import Config
@@ -21,12 +22,17 @@ from sync.errors import CertsyncError, LockError
 from sync.server.state import ServerState
 
 log = logging.getLogger("certsync.server.deploy")
-BACKOFF = (1, 2, 5, 10, 30, 60, 120, 300)      # seconds between attempts; then every 300 s
+BACKOFF = (1, 2, 5, 10, 30, 60, 120, 300)  # seconds between attempts; then every 300 s
 
 
 class Deployer:
-    def __init__(self, state: ServerState, *, app_factory: Callable[[Config], App] = App,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        *,
+        app_factory: Callable[[Config], App] = App,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.state = state
         self.app_factory = app_factory
         self.sleep = sleep
@@ -49,8 +55,11 @@ class Deployer:
         if not any(p.deploy_to for p in self.state.config.profile.values()):
             return
         with self.state.transaction() as tx:
-            missing = [(row.name, row.profile) for row in tx.certificates.current_enrollments()
-                       if not _pushed(tx, row, self.wanted(row.profile))]
+            missing = [
+                (row.name, row.profile)
+                for row in tx.certificates.current_enrollments()
+                if not _pushed(tx, row, self.wanted(row.profile))
+            ]
         for name, profile in missing:
             self.enrolled(name, profile)
 
@@ -74,7 +83,7 @@ class Deployer:
                     return
                 try:
                     self._push(app, *job)
-                except Exception as exc:        # a bug must not end the worker: the next job still runs
+                except Exception as exc:  # a bug must not end the worker: the next job still runs
                     log.error("push of %s stopped: %s: %s", job[0], exc.__class__.__name__, exc)
                     self._audit(job[0], self.wanted(job[1]), "failed", f"internal error: {exc.__class__.__name__}", 0)
         finally:
@@ -103,10 +112,19 @@ class Deployer:
     def _audit(self, name: str, destinations: list[str], outcome: str, detail: str, attempt: int) -> None:
         try:
             with self.state.transaction() as tx:
-                tx.audit.record(at=self.state.now, actor="server", action="certificate.push", protocol="server",
-                                outcome=outcome, certificate=name,
-                                detail={"destinations": destinations, "attempt": attempt + 1,
-                                        **({"error": detail} if detail else {})})
+                tx.audit.record(
+                    at=self.state.now,
+                    actor="server",
+                    action="certificate.push",
+                    protocol="server",
+                    outcome=outcome,
+                    certificate=name,
+                    detail={
+                        "destinations": destinations,
+                        "attempt": attempt + 1,
+                        **({"error": detail} if detail else {}),
+                    },
+                )
         except CertsyncError:
             pass
 

@@ -5,6 +5,7 @@ reused only by this profile's CSR enrollment of exactly these names (a client re
 otherwise (another profile, other names, a configured certificate), the next free NAME-2, NAME-3,
 ... is used, so an enrollment never becomes a version of a certificate it does not own.
 """
+
 from __future__ import annotations
 
 from sync.config import Config
@@ -21,10 +22,10 @@ def store_name(config: Config, tx: Transaction, profile: str, csr_der: bytes) ->
     sans = set(names.san_strings(request.dns_names, request.ip_addresses))
     for n in range(1, MAX_TRIES + 1):
         suffix = f"-{n}" if n > 1 else ""
-        name = base[:63 - len(suffix)].rstrip("-") + suffix
+        name = base[: 63 - len(suffix)].rstrip("-") + suffix
         if name in config.certificate:
             continue
-        tx.certificates.lock_name(name)          # held to commit: a racing enrollment sees our choice
+        tx.certificates.lock_name(name)  # held to commit: a racing enrollment sees our choice
         existing = tx.certificates.versions_of(name)
         if not existing:
             return name

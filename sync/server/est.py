@@ -9,9 +9,10 @@
 The label is a certsync profile listed in [server.est]; the unlabelled URLs use its default_profile.
 Policy is the profile's, exactly as for `certsync sign` (sync.ca.issue.issue_from_csr).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from sync.server import est_enroll, problems
 from sync.server.state import ServerState
 
 PREFIX = "/.well-known/est"
-MAX_BODY = 64 * 1024              # a CSR is a few KiB; more is not one
+MAX_BODY = 64 * 1024  # a CSR is a few KiB; more is not one
 PKCS7_CERTS = "application/pkcs7-mime; smime-type=certs-only"
 CHALLENGE = 'Basic realm="certsync EST"'
 
@@ -35,20 +36,25 @@ def routes(state: ServerState) -> list[BaseRoute]:
     served = state.server.est.served()
     unknown = [p for p in served if p not in state.config.profile]
     if unknown:
-        raise ConfigError(f"server.est: unknown profile {unknown[0]!r} "
-                          f"(defined: {', '.join(sorted(state.config.profile)) or 'none'})")
+        raise ConfigError(
+            f"server.est: unknown profile {unknown[0]!r} (defined: {', '.join(sorted(state.config.profile)) or 'none'})"
+        )
     if not served:
-        return []                          # EST off: its URLs answer 404
+        return []  # EST off: its URLs answer 404
     operations: dict[str, tuple[str, Handler, bool]] = {
-        "cacerts": ("GET", cacerts, False), "csrattrs": ("GET", csrattrs, False),
+        "cacerts": ("GET", cacerts, False),
+        "csrattrs": ("GET", csrattrs, False),
         "simpleenroll": ("POST", est_enroll.simpleenroll, True),
         "simplereenroll": ("POST", est_enroll.simplereenroll, True),
-        "serverkeygen": ("POST", est_enroll.serverkeygen, True)}
+        "serverkeygen": ("POST", est_enroll.serverkeygen, True),
+    }
     result: list[BaseRoute] = []
     for name, (method, handler, has_body) in operations.items():
         endpoint = _endpoint(state, handler, has_body)
-        result += [Route(f"{PREFIX}/{name}", endpoint, methods=[method]),
-                   Route(f"{PREFIX}/{{label}}/{name}", endpoint, methods=[method])]
+        result += [
+            Route(f"{PREFIX}/{name}", endpoint, methods=[method]),
+            Route(f"{PREFIX}/{{label}}/{name}", endpoint, methods=[method]),
+        ]
     return result
 
 
@@ -59,12 +65,14 @@ def _endpoint(state: ServerState, handler: Handler, has_body: bool):
             body = b""
             if has_body:
                 if _media_type(request) not in ("application/pkcs10", ""):
-                    return problems.problem(415, "send the CSR as application/pkcs10 (base64 DER)",
-                                            kind="unsupported-media-type")
+                    return problems.problem(
+                        415, "send the CSR as application/pkcs10 (base64 DER)", kind="unsupported-media-type"
+                    )
                 body = await _read(request)
             return await run_in_threadpool(handler, state, request, profile, body)
         except CertsyncError as exc:
             return error(exc)
+
     return endpoint
 
 

@@ -5,6 +5,7 @@ Each issues inside one serialized transaction with `issue_from_csr`, the policy 
 and records the outcome in the audit trail, refusals included (in a transaction of their own,
 since the refused one rolls back).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -54,8 +55,9 @@ def simplereenroll(state: ServerState, request: Request, profile: str, body: byt
         with state.transaction(serialized=True) as tx:
             current = _current(tx, presented, profile, state)
             _same_names(csr, presented)
-            row = issue_from_csr(state.config, tx, current.name, current.profile,
-                                 csr.public_bytes(serialization.Encoding.DER), state.now)
+            row = issue_from_csr(
+                state.config, tx, current.name, current.profile, csr.public_bytes(serialization.Encoding.DER), state.now
+            )
             _record(state, tx, request, "certificate.reenroll", actor, row, previous=current.serial)
             cert = row.certificate
     state.enrolled("est", row.name, current.profile)
@@ -75,10 +77,10 @@ def serverkeygen(state: ServerState, request: Request, profile: str, body: bytes
             _record(state, tx, request, "certificate.serverkeygen", principal.actor, row)
             cert = row.certificate
     state.enrolled("est", row.name, profile)
-    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return _multipart([("application/pkcs8", key_der),
-                       (PKCS7_CERTS, encoding.certs_only([cert]))])
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return _multipart([("application/pkcs8", key_der), (PKCS7_CERTS, encoding.certs_only([cert]))])
 
 
 # -- re-enrollment checks -----------------------------------------------------------------------------
@@ -88,8 +90,10 @@ def _current(tx: Transaction, presented: x509.Certificate, profile: str, state: 
     if row is None or row.cert_der != presented.public_bytes(serialization.Encoding.DER):
         raise AuthError("the client certificate is not one certsync issued")
     if row.state != "active":
-        raise AuthError(f"the client certificate (serial {row.serial}) is {row.state}; only the current "
-                        "version of a certificate may re-enroll")
+        raise AuthError(
+            f"the client certificate (serial {row.serial}) is {row.state}; only the current "
+            "version of a certificate may re-enroll"
+        )
     if row.not_after <= state.now:
         raise AuthError(f"the client certificate (serial {row.serial}) expired; enroll anew with simpleenroll")
     if row.profile != profile:
@@ -104,11 +108,14 @@ def _same_names(csr: x509.CertificateSigningRequest, presented: x509.Certificate
     except ValueError:
         raise PolicyError("simplereenroll: the CSR's subject is malformed") from None
     if not same_subject:
-        raise PolicyError(f"simplereenroll: the CSR's subject {csr.subject.rfc4514_string()!r} differs from the "
-                          f"certificate's {presented.subject.rfc4514_string()!r} (use simpleenroll for new names)")
+        raise PolicyError(
+            f"simplereenroll: the CSR's subject {csr.subject.rfc4514_string()!r} differs from the "
+            f"certificate's {presented.subject.rfc4514_string()!r} (use simpleenroll for new names)"
+        )
     if _san(csr) != _san(presented):
-        raise PolicyError("simplereenroll: the CSR's subjectAltName differs from the certificate's "
-                          "(use simpleenroll for new names)")
+        raise PolicyError(
+            "simplereenroll: the CSR's subjectAltName differs from the certificate's (use simpleenroll for new names)"
+        )
 
 
 def _san(item: x509.Certificate | x509.CertificateSigningRequest) -> set[x509.GeneralName]:
@@ -121,11 +128,19 @@ def _san(item: x509.Certificate | x509.CertificateSigningRequest) -> set[x509.Ge
 
 
 # -- audit and responses ----------------------------------------------------------------------------------
-def _record(state: ServerState, tx: Transaction, request: Request, action: str, actor: str, row: Certificate,
-            **detail: str) -> None:
-    tx.audit.record(at=state.now, actor=actor, action=action, protocol="est", certificate=row.name,
-                    serial=row.serial, remote_addr=tls.peer_address(request, state.server.trusted_proxies),
-                    detail={"version": row.version, "profile": row.profile, **detail})
+def _record(
+    state: ServerState, tx: Transaction, request: Request, action: str, actor: str, row: Certificate, **detail: str
+) -> None:
+    tx.audit.record(
+        at=state.now,
+        actor=actor,
+        action=action,
+        protocol="est",
+        certificate=row.name,
+        serial=row.serial,
+        remote_addr=tls.peer_address(request, state.server.trusted_proxies),
+        detail={"version": row.version, "profile": row.profile, **detail},
+    )
 
 
 class _audited:
@@ -143,17 +158,26 @@ class _audited:
             address = tls.peer_address(self.request, self.state.server.trusted_proxies)
             try:
                 with self.state.transaction() as tx:
-                    tx.audit.record(at=self.state.now, actor=self.actor, action=self.action, protocol="est",
-                                    outcome="denied", remote_addr=address,
-                                    detail={"path": self.request.url.path, "reason": exc.message})
+                    tx.audit.record(
+                        at=self.state.now,
+                        actor=self.actor,
+                        action=self.action,
+                        protocol="est",
+                        outcome="denied",
+                        remote_addr=address,
+                        detail={"path": self.request.url.path, "reason": exc.message},
+                    )
             except CertsyncError:
-                pass                            # the refusal itself is what the client must get
+                pass  # the refusal itself is what the client must get
         return False
 
 
 def _certificate_response(cert: x509.Certificate) -> Response:
-    return Response(encoding.encode(encoding.certs_only([cert])), media_type=PKCS7_CERTS,
-                    headers={"Content-Transfer-Encoding": "base64"})
+    return Response(
+        encoding.encode(encoding.certs_only([cert])),
+        media_type=PKCS7_CERTS,
+        headers={"Content-Transfer-Encoding": "base64"},
+    )
 
 
 def _multipart(parts: list[tuple[str, bytes]]) -> Response:
@@ -161,8 +185,11 @@ def _multipart(parts: list[tuple[str, bytes]]) -> Response:
     boundary = "est-" + secrets.token_hex(12)
     body = b""
     for media_type, der in parts:
-        body += (f"--{boundary}\r\nContent-Type: {media_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-                 .encode() + encoding.encode(der))
+        body += (
+            f"--{boundary}\r\nContent-Type: {media_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n".encode()
+            + encoding.encode(der)
+        )
     body += f"--{boundary}--\r\n".encode()
-    return Response(body, media_type=f"multipart/mixed; boundary={boundary}",
-                    headers={"Cache-Control": "no-store"})          # a private key: no cache keeps it
+    return Response(
+        body, media_type=f"multipart/mixed; boundary={boundary}", headers={"Cache-Control": "no-store"}
+    )  # a private key: no cache keeps it

@@ -5,23 +5,24 @@ In memory: each replica counts its own clients (a limit against abuse, not a quo
 A credential gets a bucket of its own only once it has authenticated (`vouch`): until then its
 requests count against the client's address, so a made-up Authorization header per request does
 not buy a fresh bucket each time."""
+
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class RateLimiter:
-    MAX_CLIENTS = 100_000      # forget the idlest buckets beyond this (memory stays bounded)
-    MAX_VOUCHED = 100_000      # credentials seen to work; beyond this, start again (bounded memory)
+    MAX_CLIENTS = 100_000  # forget the idlest buckets beyond this (memory stays bounded)
+    MAX_VOUCHED = 100_000  # credentials seen to work; beyond this, start again (bounded memory)
 
     def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = per_minute / 60.0
         self.burst = max(10.0, per_minute / 10.0)
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}     # key -> (tokens, at)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
         self._vouched: set[str] = set()
 

@@ -8,6 +8,7 @@ form of RFC 5019), answered from the store.
 A request OCSP cannot parse is answered malformedRequest, one for a CA this server does not
 serve unauthorized (both as OCSP responses, HTTP 200, as clients expect).
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,19 +38,21 @@ OCSP_RESPONSE = "application/ocsp-response"
 
 
 def routes(state: ServerState) -> list[Route]:
-    return [Route("/crl/{ca}.crl", crl_endpoint(state), methods=["GET", "HEAD"]),
-            Route("/ocsp/{ca}", ocsp_post(state), methods=["POST"]),
-            Route("/ocsp/{ca}/{request:path}", ocsp_get(state), methods=["GET"])]
+    return [
+        Route("/crl/{ca}.crl", crl_endpoint(state), methods=["GET", "HEAD"]),
+        Route("/ocsp/{ca}", ocsp_post(state), methods=["POST"]),
+        Route("/ocsp/{ca}/{request:path}", ocsp_get(state), methods=["GET"]),
+    ]
 
 
 # -- CRL -------------------------------------------------------------------------------------------------
 def current_crl(state: ServerState, ca: str) -> x509.CertificateRevocationList:
     now = state.now
-    with state.transaction() as tx:                   # the usual case: a read, no lock, no key
+    with state.transaction() as tx:  # the usual case: a read, no lock, no key
         found = revocations.fresh_crl(state.config, tx, ca, now)
     if found is not None:
         return found
-    with state.transaction(serialized=True) as tx:    # due: publish (one publisher at a time)
+    with state.transaction(serialized=True) as tx:  # due: publish (one publisher at a time)
         return revocations.current_crl(state.config, tx, ca, now)
 
 
@@ -68,6 +71,7 @@ def crl_endpoint(state: ServerState):
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         return Response(b"" if request.method == "HEAD" else der, media_type=CRL_TYPE, headers=headers)
+
     return endpoint
 
 
@@ -78,8 +82,11 @@ def _cache_headers(this_update: datetime, next_update: datetime | None, now: dat
         return {**headers, "Cache-Control": "no-cache"}
     refresh = this_update + (next_update - this_update) / 2
     max_age = max(0, int((refresh - now).total_seconds()))
-    return {**headers, "Expires": format_datetime(next_update, usegmt=True),
-            "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate"}
+    return {
+        **headers,
+        "Expires": format_datetime(next_update, usegmt=True),
+        "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate",
+    }
 
 
 # -- OCSP ------------------------------------------------------------------------------------------------
@@ -88,8 +95,15 @@ def answer(state: ServerState, ca: str, request_der: bytes) -> ocsp.OCSPResponse
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     responder = state.ocsp_responder(ca)
     with state.transaction() as tx:
-        return revocations.ocsp_respond(state.config, tx, ca, request_der, state.now, responder=responder,
-                                        lifetime=state.server.ocsp_response_lifetime)
+        return revocations.ocsp_respond(
+            state.config,
+            tx,
+            ca,
+            request_der,
+            state.now,
+            responder=responder,
+            lifetime=state.server.ocsp_response_lifetime,
+        )
 
 
 def _ocsp_http(response: ocsp.OCSPResponse, now: datetime, cacheable: bool) -> Response:
@@ -117,8 +131,13 @@ def _respond(state: ServerState, ca: str, der: bytes, *, cacheable: bool) -> Res
 
 
 def _malformed() -> Response:
-    return Response(ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-                    .public_bytes(Encoding.DER), media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-cache"})
+    return Response(
+        ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(
+            Encoding.DER
+        ),
+        media_type=OCSP_RESPONSE,
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def ocsp_post(state: ServerState):
@@ -129,6 +148,7 @@ def ocsp_post(state: ServerState):
             if len(body) > MAX_OCSP_REQUEST:
                 return _malformed()
         return await run_in_threadpool(_respond, state, request.path_params["ca"], body, cacheable=False)
+
     return endpoint
 
 
@@ -142,4 +162,5 @@ def ocsp_get(state: ServerState):
         except (binascii.Error, ValueError):
             return _malformed()
         return await run_in_threadpool(_respond, state, request.path_params["ca"], der, cacheable=True)
+
     return endpoint

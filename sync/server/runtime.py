@@ -2,6 +2,7 @@
 one for CRL and OCSP), the server's certificate (reloaded when certsync renews it), and a graceful
 shutdown on SIGTERM/SIGINT (requests in flight finish, for up to `GRACE` seconds).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,8 @@ import ssl
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import uvicorn
 
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sync.server import app as server_app, tls
 from sync.server.state import ServerState
 
-GRACE = 15                     # seconds requests in flight get on shutdown
+GRACE = 15  # seconds requests in flight get on shutdown
 
 
 @dataclass
@@ -54,20 +56,24 @@ class ServerCertificate:
             self.serial = serial
         else:
             assert server.tls_cert_file and server.tls_key_file
-            cert_path, key_path = self.state.config.resolve(server.tls_cert_file), \
-                self.state.config.resolve(server.tls_key_file)
+            cert_path, key_path = (
+                self.state.config.resolve(server.tls_cert_file),
+                self.state.config.resolve(server.tls_key_file),
+            )
             try:
                 context.load_cert_chain(cert_path, key_path)
             except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"server.tls_cert_file/tls_key_file: cannot load {cert_path} and {key_path}: "
-                                  f"{exc}") from None
+                raise ConfigError(
+                    f"server.tls_cert_file/tls_key_file: cannot load {cert_path} and {key_path}: {exc}"
+                ) from None
 
     def _managed(self, name: str):
         with self.state.transaction() as tx:
             row = tx.certificates.current(name)
             if row is None:
-                raise NotFound(f"server.tls_certificate: certificate {name!r} has no active version "
-                               "(run `certsync apply` first)")
+                raise NotFound(
+                    f"server.tls_certificate: certificate {name!r} has no active version (run `certsync apply` first)"
+                )
             bundle = tx.certificates.bundle(row)
             chain = b"".join(c.public_bytes(Encoding.PEM) for c in (bundle.certificate, *bundle.intermediates))
             return chain, bundle.private_key, row.serial
@@ -101,15 +107,28 @@ def listeners(config: Config, state: ServerState, listen: str | None) -> tuple[l
         state.open()
         context = tls.server_context(state.client_roots_pem())
         certificate.load(context)
-    common: dict[str, Any] = dict(log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=GRACE,
-                  server_header=False, proxy_headers=False)
-    main = uvicorn.Config(server_app.build(config, state=state), host=host, port=port, http=tls.PeerCertificateH11,
-                          ssl_context_factory=(lambda _cfg, _default: context) if context else None, **common)
+    common: dict[str, Any] = dict(
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACE,
+        server_header=False,
+        proxy_headers=False,
+    )
+    main = uvicorn.Config(
+        server_app.build(config, state=state),
+        host=host,
+        port=port,
+        http=tls.PeerCertificateH11,
+        ssl_context_factory=(lambda _cfg, _default: context) if context else None,
+        **common,
+    )
     result = [Listener(("https" if context else "http") + f"://{listen}", _Server(main))]
     if server.http_listen:
         http_host, http_port = split_listen(server.http_listen)
-        plain = uvicorn.Config(server_app.build(config, state=state, revocation_only=True), host=http_host,
-                               port=http_port, **common)
+        plain = uvicorn.Config(
+            server_app.build(config, state=state, revocation_only=True), host=http_host, port=http_port, **common
+        )
         result.append(Listener(f"http://{server.http_listen}", _Server(plain)))
 
     async def keep_fresh() -> None:
@@ -117,10 +136,13 @@ def listeners(config: Config, state: ServerState, listen: str | None) -> tuple[l
             await asyncio.sleep(server.tls_check_every.total_seconds())
             try:
                 if await asyncio.to_thread(certificate.refresh, context):
-                    _say(f"certsync serve: now presenting certificate {server.tls_certificate!r} serial "
-                         f"{certificate.serial}")
-            except Exception as exc:        # keep serving the current one; say why
+                    _say(
+                        f"certsync serve: now presenting certificate {server.tls_certificate!r} serial "
+                        f"{certificate.serial}"
+                    )
+            except Exception as exc:  # keep serving the current one; say why
                 _say(f"certsync serve: cannot reload the server certificate: {exc}")
+
     return result, keep_fresh
 
 
@@ -139,6 +161,7 @@ async def _serve(config: Config, state: ServerState, listen: str | None) -> None
     def stop() -> None:
         for listener in servers:
             listener.server.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(listener.server.serve()) for listener in servers]

@@ -4,12 +4,13 @@ clock, the rate limiter, the delegated OCSP signers and the server's own metrics
 Handlers are plain functions run in Starlette's thread pool (the store is synchronous); each opens
 its own transaction with `state.transaction()`. Nothing a replica must share lives here.
 """
+
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,19 +32,31 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("certsync_server_requests_total", "HTTP requests answered, by route and status.",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("certsync_server_request_seconds", "Time to answer a request, by route.",
-                                 ["route"], registry=self.registry)
-        self.issued = Counter("certsync_server_issued_total", "Certificates issued through the server, by protocol.",
-                              ["protocol"], registry=self.registry)
-        self.denied = Counter("certsync_server_denied_total", "Requests refused for credentials or policy.",
-                              ["protocol"], registry=self.registry)
+        self.requests = Counter(
+            "certsync_server_requests_total",
+            "HTTP requests answered, by route and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "certsync_server_request_seconds", "Time to answer a request, by route.", ["route"], registry=self.registry
+        )
+        self.issued = Counter(
+            "certsync_server_issued_total",
+            "Certificates issued through the server, by protocol.",
+            ["protocol"],
+            registry=self.registry,
+        )
+        self.denied = Counter(
+            "certsync_server_denied_total",
+            "Requests refused for credentials or policy.",
+            ["protocol"],
+            registry=self.registry,
+        )
 
 
 class ServerState:
-    def __init__(self, config: Config, app: App | None = None, *,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, config: Config, app: App | None = None, *, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
         self.server: ServerConfig = config.server or ServerConfig()
         self.app = app or App(config)
@@ -53,7 +66,8 @@ class ServerState:
         self._signers: dict[str, Responder] = {}
         self._signer_lock = threading.Lock()
         self._trust: tuple[list[x509.Certificate], list[x509.Certificate]] | None = None
-        from sync.server.deploy import Deployer          # it needs this module's ServerState
+        from sync.server.deploy import Deployer  # it needs this module's ServerState
+
         self.deployer = Deployer(self)
         self._opened = False
 
@@ -97,8 +111,11 @@ class ServerState:
                     raise ConfigError(f"server.client_ca_file: cannot read certificates from {path}: {exc}") from None
             else:
                 with self.transaction() as tx:
-                    certs = [tx.authorities.checked(row) for name in self.config.ca
-                             if (row := tx.authorities.active(name)) is not None]
+                    certs = [
+                        tx.authorities.checked(row)
+                        for name in self.config.ca
+                        if (row := tx.authorities.active(name)) is not None
+                    ]
             roots = [c for c in certs if c.issuer == c.subject]
             self._trust = roots, [c for c in certs if c.issuer != c.subject]
         return self._trust

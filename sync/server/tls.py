@@ -9,6 +9,7 @@ already verified it against the client roots (CERT_OPTIONAL: a client without on
 and endpoints that need one refuse). Behind a TLS-terminating proxy, `client_cert_header` carries
 it instead, believed only from `trusted_proxies` and verified here again.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -45,6 +46,7 @@ def _with_client_certificate(app, pem: str):
             extensions["tls"] = {**extensions.get("tls", {}), "client_cert_chain": [pem]}
             scope = {**scope, "extensions": extensions}
         await app(scope, receive, send)
+
     return with_certificate
 
 
@@ -68,8 +70,14 @@ def _trusted(address: str, networks: list[str]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def client_certificate(request: Request, *, header: str | None, trusted: list[str],
-                       roots: list[x509.Certificate], intermediates: list[x509.Certificate]) -> x509.Certificate | None:
+def client_certificate(
+    request: Request,
+    *,
+    header: str | None,
+    trusted: list[str],
+    roots: list[x509.Certificate],
+    intermediates: list[x509.Certificate],
+) -> x509.Certificate | None:
     """The request's verified client certificate, or None when it presented none.
     From the TLS session (verified by the handshake), or from the trusted proxy's header
     (verified here against `roots`; a header from anyone else is ignored)."""
@@ -89,8 +97,7 @@ def client_certificate(request: Request, *, header: str | None, trusted: list[st
     return cert
 
 
-def verify_client(cert: x509.Certificate, roots: list[x509.Certificate],
-                  intermediates: list[x509.Certificate]) -> None:
+def verify_client(cert: x509.Certificate, roots: list[x509.Certificate], intermediates: list[x509.Certificate]) -> None:
     """Path validation (RFC 5280, clientAuth) with cryptography's verifier; AuthError when it fails."""
     if not roots:
         raise AuthError("no client roots are configured")
@@ -106,9 +113,10 @@ def load_chain(context: ssl.SSLContext, chain_pem: bytes, key) -> None:
     """Load a certificate chain and key into `context` without the key ever being on disk in clear:
     written encrypted under a random one-time password to a private folder, loaded, removed."""
     password = secrets.token_urlsafe(24).encode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.BestAvailableEncryption(password))
-    with tempfile.TemporaryDirectory(prefix="certsync-tls-") as folder:     # 0700
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(password)
+    )
+    with tempfile.TemporaryDirectory(prefix="certsync-tls-") as folder:  # 0700
         cert_path, key_path = Path(folder, "chain.pem"), Path(folder, "key.pem")
         for path, data in ((cert_path, chain_pem), (key_path, key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -133,4 +141,3 @@ def read_pem_file(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"server.{what}: cannot read {path}: {exc.strerror}") from None
-

@@ -1,11 +1,13 @@
 """ACME state in the store (revision 0007): accounts, orders, authorizations, challenges, nonces
 and External Account Binding keys. Everything a request needs lives here, not in a server
 process, so any replica on the same store can answer any step of an order."""
+
 from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Callable, cast
+from typing import Any, cast
+from collections.abc import Callable
 
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
@@ -18,7 +20,7 @@ EAB_KEY_BYTES = 32
 
 
 def new_id() -> str:
-    return secrets.token_urlsafe(16)         # 128 random bits: URLs are not guessable
+    return secrets.token_urlsafe(16)  # 128 random bits: URLs are not guessable
 
 
 def eab_context(kid: str) -> str:
@@ -34,7 +36,7 @@ class Acme:
     def new_nonce(self, now: datetime, lifetime: timedelta) -> str:
         value = secrets.token_urlsafe(24)
         self.session.add(AcmeNonce(value=value, expires_at=now + lifetime))
-        if secrets.randbelow(64) == 0:        # now and then, forget the nonces nobody used
+        if secrets.randbelow(64) == 0:  # now and then, forget the nonces nobody used
             self.session.execute(delete(AcmeNonce).where(AcmeNonce.expires_at < now))
         return value
 
@@ -44,7 +46,7 @@ class Acme:
         if not value or len(value) > 64:
             return False
         statement = delete(AcmeNonce).where(AcmeNonce.value == value, AcmeNonce.expires_at > now)
-        result = cast("CursorResult[Any]", self.session.execute(statement))   # DML: a CursorResult
+        result = cast("CursorResult[Any]", self.session.execute(statement))  # DML: a CursorResult
         return result.rowcount == 1
 
     # -- accounts ------------------------------------------------------------------------------------
@@ -54,36 +56,65 @@ class Acme:
     def account_by_thumbprint(self, thumbprint: str) -> AcmeAccount | None:
         return self.session.scalar(select(AcmeAccount).where(AcmeAccount.thumbprint == thumbprint))
 
-    def add_account(self, *, profile: str, thumbprint: str, jwk: dict, contact: list, eab_kid: str | None,
-                    now: datetime) -> AcmeAccount:
-        row = AcmeAccount(id=new_id(), profile=profile, thumbprint=thumbprint, jwk=jwk, status="valid",
-                          contact=contact, eab_kid=eab_kid, created_at=now)
+    def add_account(
+        self, *, profile: str, thumbprint: str, jwk: dict, contact: list, eab_kid: str | None, now: datetime
+    ) -> AcmeAccount:
+        row = AcmeAccount(
+            id=new_id(),
+            profile=profile,
+            thumbprint=thumbprint,
+            jwk=jwk,
+            status="valid",
+            contact=contact,
+            eab_kid=eab_kid,
+            created_at=now,
+        )
         self.session.add(row)
         self.session.flush()
         return row
 
     def orders_of(self, account_id: str) -> list[AcmeOrder]:
-        return list(self.session.scalars(select(AcmeOrder).where(AcmeOrder.account_id == account_id)
-                                         .order_by(AcmeOrder.created_at)))
+        return list(
+            self.session.scalars(
+                select(AcmeOrder).where(AcmeOrder.account_id == account_id).order_by(AcmeOrder.created_at)
+            )
+        )
 
     # -- orders, authorizations, challenges ----------------------------------------------------------
-    def add_order(self, *, account_id: str, profile: str, identifiers: list[str], expires_at: datetime,
-                  now: datetime) -> AcmeOrder:
+    def add_order(
+        self, *, account_id: str, profile: str, identifiers: list[str], expires_at: datetime, now: datetime
+    ) -> AcmeOrder:
         """The order, one authorization per name, and its challenges (http-01 and dns-01; a
         wildcard only dns-01, RFC 8555 7.1.3)."""
-        order = AcmeOrder(id=new_id(), account_id=account_id, profile=profile, status="pending",
-                          identifiers=identifiers, expires_at=expires_at, created_at=now)
+        order = AcmeOrder(
+            id=new_id(),
+            account_id=account_id,
+            profile=profile,
+            status="pending",
+            identifiers=identifiers,
+            expires_at=expires_at,
+            created_at=now,
+        )
         self.session.add(order)
         self.session.flush()
         for name in identifiers:
             wildcard = name.startswith("*.")
-            authz = AcmeAuthorization(id=new_id(), order_id=order.id, identifier=name.removeprefix("*."),
-                                      wildcard=wildcard, status="pending", expires_at=expires_at)
+            authz = AcmeAuthorization(
+                id=new_id(),
+                order_id=order.id,
+                identifier=name.removeprefix("*."),
+                wildcard=wildcard,
+                status="pending",
+                expires_at=expires_at,
+            )
             self.session.add(authz)
             self.session.flush()
-            for kind in (("dns-01",) if wildcard else ("http-01", "dns-01")):
-                self.session.add(AcmeChallenge(id=new_id(), authz_id=authz.id, type=kind,
-                                               token=secrets.token_urlsafe(32), status="pending"))
+            for kind in ("dns-01",) if wildcard else ("http-01", "dns-01"):
+                self.session.add(
+                    AcmeChallenge(
+                        id=new_id(), authz_id=authz.id, type=kind, token=secrets.token_urlsafe(32), status="pending"
+                    )
+                )
         self.session.flush()
         return order
 
@@ -95,16 +126,24 @@ class Acme:
         return self.session.scalar(select(AcmeOrder).where(AcmeOrder.certificate_serial == serial))
 
     def authorizations(self, order_id: str) -> list[AcmeAuthorization]:
-        return list(self.session.scalars(select(AcmeAuthorization).where(AcmeAuthorization.order_id == order_id)
-                                         .order_by(AcmeAuthorization.identifier, AcmeAuthorization.id)))
+        return list(
+            self.session.scalars(
+                select(AcmeAuthorization)
+                .where(AcmeAuthorization.order_id == order_id)
+                .order_by(AcmeAuthorization.identifier, AcmeAuthorization.id)
+            )
+        )
 
     def authorization(self, authz_id: str, *, for_update: bool = False) -> AcmeAuthorization | None:
         query = select(AcmeAuthorization).where(AcmeAuthorization.id == authz_id)
         return self.session.scalar(query.with_for_update() if for_update else query)
 
     def challenges(self, authz_id: str) -> list[AcmeChallenge]:
-        return list(self.session.scalars(select(AcmeChallenge).where(AcmeChallenge.authz_id == authz_id)
-                                         .order_by(AcmeChallenge.type)))
+        return list(
+            self.session.scalars(
+                select(AcmeChallenge).where(AcmeChallenge.authz_id == authz_id).order_by(AcmeChallenge.type)
+            )
+        )
 
     def challenge(self, challenge_id: str, *, for_update: bool = False) -> AcmeChallenge | None:
         query = select(AcmeChallenge).where(AcmeChallenge.id == challenge_id)
@@ -116,8 +155,11 @@ class Acme:
         if self.session.get(AcmeEabKey, kid) is not None:
             raise UsageError(f"EAB key id {kid!r} exists (choose another)")
         key = secrets.token_bytes(EAB_KEY_BYTES)
-        self.session.add(AcmeEabKey(kid=kid, profile=profile, created_at=now,
-                                    key_enc=self._master_key().encrypt(key, eab_context(kid))))
+        self.session.add(
+            AcmeEabKey(
+                kid=kid, profile=profile, created_at=now, key_enc=self._master_key().encrypt(key, eab_context(kid))
+            )
+        )
         self.session.flush()
         return key
 

@@ -5,9 +5,10 @@ generation and parent. It is checked wherever the certificate goes out with or n
 key (a chain pushed or exported, a CA signing), that is, where the master key is loaded anyway;
 reading for plan, list and metrics needs no key and checks nothing.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +22,7 @@ from sync.store.integrity import check_tag, signed_by
 from sync.store.keyring import MasterKey
 from sync.store.models import Authority
 
+
 def _key_context(name: str, generation: int) -> str:
     return f"authority:{name}:{generation}"
 
@@ -33,12 +35,15 @@ class Authorities:
     def __init__(self, session: Session, master_key: Callable[[], MasterKey]) -> None:
         self.session = session
         self._master_key = master_key
-        self._checked: set[int] = set()        # ids whose tag was checked in this transaction
+        self._checked: set[int] = set()  # ids whose tag was checked in this transaction
 
     def active(self, name: str) -> Authority | None:
         """The newest active generation of CA `name`."""
-        return self.session.scalars(select(Authority).where(Authority.name == name, Authority.state == "active")
-                                    .order_by(Authority.generation.desc())).first()
+        return self.session.scalars(
+            select(Authority)
+            .where(Authority.name == name, Authority.state == "active")
+            .order_by(Authority.generation.desc())
+        ).first()
 
     def all(self) -> list[Authority]:
         """Every CA generation the store holds (facts only: no key opened, no tag checked)."""
@@ -47,28 +52,39 @@ class Authorities:
     def get(self, authority_id: int) -> Authority | None:
         return self.session.get(Authority, authority_id)
 
-    def add(self, name: str, cert: x509.Certificate, key: PrivateKey, key_type: str,
-            parent: Authority | None) -> Authority:
-        generation = 1 + max((a.generation for a in self.session.scalars(
-            select(Authority).where(Authority.name == name))), default=0)
+    def add(
+        self, name: str, cert: x509.Certificate, key: PrivateKey, key_type: str, parent: Authority | None
+    ) -> Authority:
+        generation = 1 + max(
+            (a.generation for a in self.session.scalars(select(Authority).where(Authority.name == name))), default=0
+        )
         der = cert.public_bytes(serialization.Encoding.DER)
         parent_id = parent.id if parent else None
         master_key = self._master_key()
-        row = Authority(name=name, generation=generation, parent_id=parent_id,
-                        subject=cert.subject.rfc4514_string(), key_type=key_type,
-                        serial=format(cert.serial_number, "x"), not_before=cert.not_valid_before_utc,
-                        not_after=cert.not_valid_after_utc, cert_der=der,
-                        cert_tag=master_key.tag(der, _tag_context(name, generation, parent_id)),
-                        key_enc=master_key.seal_private_key(key, _key_context(name, generation)),
-                        state="active", created_at=utcnow())
+        row = Authority(
+            name=name,
+            generation=generation,
+            parent_id=parent_id,
+            subject=cert.subject.rfc4514_string(),
+            key_type=key_type,
+            serial=format(cert.serial_number, "x"),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            cert_der=der,
+            cert_tag=master_key.tag(der, _tag_context(name, generation, parent_id)),
+            key_enc=master_key.seal_private_key(key, _key_context(name, generation)),
+            state="active",
+            created_at=utcnow(),
+        )
         self.session.add(row)
         self.session.flush()
         self._checked.add(row.id)
         return row
 
     def _open_key(self, authority: Authority) -> PrivateKey:
-        return self._master_key().open_private_key(authority.key_enc,
-                                                   _key_context(authority.name, authority.generation))
+        return self._master_key().open_private_key(
+            authority.key_enc, _key_context(authority.name, authority.generation)
+        )
 
     def issuer(self, authority: Authority, crl_url: str | None, ocsp_url: str | None) -> Issuer:
         """The CA as a signer: its certificate (integrity checked) and its key, opened with the master key."""
@@ -82,12 +98,18 @@ class Authorities:
         what = f"CA {authority.name!r} generation {authority.generation}"
         if authority.id in self._checked:
             return authority.certificate
+
         def genuine(cert: x509.Certificate) -> bool:
             issuer = self.checked(authority.parent) if authority.parent is not None else cert
             return cert.public_key() == self._open_key(authority).public_key() and signed_by(cert, issuer)
 
-        cert = check_tag(authority, what, _tag_context(authority.name, authority.generation, authority.parent_id),
-                         self._master_key(), genuine)
+        cert = check_tag(
+            authority,
+            what,
+            _tag_context(authority.name, authority.generation, authority.parent_id),
+            self._master_key(),
+            genuine,
+        )
         self._checked.add(authority.id)
         return cert
 

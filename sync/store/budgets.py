@@ -6,6 +6,7 @@ IMMEDIATE), moves the time the bucket is empty by tokens / rate and says how lon
 the first token. Times are the store's clock (PostgreSQL's clock_timestamp(), the machine's for
 SQLite), so runners on hosts whose clocks disagree still share one schedule.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,7 @@ class Budgets:
         self._ensure(key)
         row = self.session.execute(select(QuotaBudget).where(QuotaBudget.key == key).with_for_update()).scalar_one()
         now = self._now()
-        empty_at = max(row.empty_at, now - capacity / rate)     # never more than full
+        empty_at = max(row.empty_at, now - capacity / rate)  # never more than full
         start = max(now, empty_at + min(tokens, capacity) / rate)
         row.empty_at = empty_at + tokens / rate
         return start - now

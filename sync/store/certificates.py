@@ -5,10 +5,12 @@ INSERT, predecessors superseded, integrity tags computed): the batch issuance an
 take the same path. `bundle` (what is pushed and exported) checks the tags of the leaf and of
 every CA certificate in its chain.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Iterable, Iterator, cast
+from typing import cast
+from collections.abc import Callable, Iterable, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +28,6 @@ from sync.store.queries import chunks
 from sync.store.models import Authority, Certificate, CompromisedKey
 
 
-
 def key_context(name: str, version: int) -> str:
     """The associated data a version's key is sealed with: a blob copied to another row fails."""
     return f"certificate:{name}:{version}"
@@ -38,8 +39,9 @@ def tag_context(name: str, version: int, authority_id: int) -> str:
 
 
 class Certificates:
-    def __init__(self, session: Session, master_key: Callable[[], MasterKey],
-                 authorities: Authorities | None = None) -> None:
+    def __init__(
+        self, session: Session, master_key: Callable[[], MasterKey], authorities: Authorities | None = None
+    ) -> None:
         self.session = session
         self._master_key = master_key
         self._authorities = authorities or Authorities(session, master_key)
@@ -47,13 +49,19 @@ class Certificates:
     # -- reading -----------------------------------------------------------------------------------
     def current(self, name: str) -> Certificate | None:
         """The newest version in force (active), if any."""
-        return self.session.scalars(select(Certificate).where(Certificate.name == name, Certificate.state == "active")
-                                    .order_by(Certificate.version.desc())).first()
+        return self.session.scalars(
+            select(Certificate)
+            .where(Certificate.name == name, Certificate.state == "active")
+            .order_by(Certificate.version.desc())
+        ).first()
 
     def current_enrollments(self) -> list[Certificate]:
         """The newest active version of every CSR enrollment (certificates whose key the client holds)."""
-        rows = self.session.scalars(select(Certificate).where(Certificate.source == "csr", Certificate.state == "active")
-                                    .order_by(Certificate.name, Certificate.version.desc()))
+        rows = self.session.scalars(
+            select(Certificate)
+            .where(Certificate.source == "csr", Certificate.state == "active")
+            .order_by(Certificate.name, Certificate.version.desc())
+        )
         newest: dict[str, Certificate] = {}
         for row in rows:
             newest.setdefault(row.name, row)
@@ -63,27 +71,39 @@ class Certificates:
         """`current` for many names, one query per 500: name -> newest active version."""
         found: dict[str, Certificate] = {}
         for chunk in chunks(names):
-            for row in self.session.scalars(select(Certificate).where(
-                    Certificate.name.in_(chunk), Certificate.state == "active")
-                    .order_by(Certificate.name, Certificate.version.desc())):
+            for row in self.session.scalars(
+                select(Certificate)
+                .where(Certificate.name.in_(chunk), Certificate.state == "active")
+                .order_by(Certificate.name, Certificate.version.desc())
+            ):
                 found.setdefault(row.name, row)
         return found
 
     def versions_of(self, name: str) -> list[Certificate]:
         """Every version of one certificate, newest first."""
-        return list(self.session.scalars(select(Certificate).where(Certificate.name == name)
-                                         .order_by(Certificate.version.desc())))
+        return list(
+            self.session.scalars(
+                select(Certificate).where(Certificate.name == name).order_by(Certificate.version.desc())
+            )
+        )
 
     def _newest(self):
-        return (select(Certificate.name, func.max(Certificate.version).label("version"))
-                .group_by(Certificate.name).subquery())
+        return (
+            select(Certificate.name, func.max(Certificate.version).label("version"))
+            .group_by(Certificate.name)
+            .subquery()
+        )
 
     def latest_versions(self) -> list[Certificate]:
         """The newest version of every certificate, by name: one query, older versions not loaded."""
         newest = self._newest()
-        return list(self.session.scalars(select(Certificate).join(
-            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
-            .order_by(Certificate.name)))
+        return list(
+            self.session.scalars(
+                select(Certificate)
+                .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+                .order_by(Certificate.name)
+            )
+        )
 
     def latest_summaries(self):
         """The newest version of every certificate, by name, as plain rows (no ORM objects, no DER,
@@ -91,21 +111,42 @@ class Certificates:
         not_after. What `certsync list` and the dashboard show, quick at thousands of rows."""
         newest = self._newest()
         return self.session.execute(
-            select(Certificate.id, Certificate.name, Certificate.version, Certificate.state, Certificate.serial,
-                   Certificate.profile, Authority.name.label("ca"), Certificate.not_before, Certificate.not_after)
+            select(
+                Certificate.id,
+                Certificate.name,
+                Certificate.version,
+                Certificate.state,
+                Certificate.serial,
+                Certificate.profile,
+                Authority.name.label("ca"),
+                Certificate.not_before,
+                Certificate.not_after,
+            )
             .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .join(Authority, Authority.id == Certificate.authority_id)
-            .order_by(Certificate.name)).all()
+            .order_by(Certificate.name)
+        ).all()
 
-    def latest_page(self, profile: str, *, after: str | None = None, limit: int = 100, state: str | None = None,
-                    expiring_before: datetime | None = None) -> list[Certificate]:
+    def latest_page(
+        self,
+        profile: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        state: str | None = None,
+        expiring_before: datetime | None = None,
+    ) -> list[Certificate]:
         """The newest version of each certificate of `profile`, by name after `after` (keyset
         paging: stable while certificates are added), at most `limit`, optionally only in `state`
         or ending before `expiring_before`."""
         newest = self._newest()
-        query = (select(Certificate).join(
-            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
-            .where(Certificate.profile == profile).order_by(Certificate.name).limit(limit))
+        query = (
+            select(Certificate)
+            .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .where(Certificate.profile == profile)
+            .order_by(Certificate.name)
+            .limit(limit)
+        )
         if after is not None:
             query = query.where(Certificate.name > after)
         if state is not None:
@@ -119,34 +160,54 @@ class Certificates:
         chunks as plain rows (no ORM objects, no key material): name, version, state, source,
         authority_id, sans, key_type, not_before, not_after, cert_der, has_key."""
         newest = self._newest()
-        stmt = (select(Certificate.name, Certificate.version, Certificate.state, Certificate.source,
-                       Certificate.authority_id, Certificate.sans, Certificate.key_type, Certificate.not_before,
-                       Certificate.not_after, Certificate.cert_der,
-                       Certificate.key_enc.is_not(None).label("has_key"))
-                .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
-                .order_by(Certificate.name))
+        stmt = (
+            select(
+                Certificate.name,
+                Certificate.version,
+                Certificate.state,
+                Certificate.source,
+                Certificate.authority_id,
+                Certificate.sans,
+                Certificate.key_type,
+                Certificate.not_before,
+                Certificate.not_after,
+                Certificate.cert_der,
+                Certificate.key_enc.is_not(None).label("has_key"),
+            )
+            .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+            .order_by(Certificate.name)
+        )
         return self.session.execute(stmt.execution_options(yield_per=chunk))
 
     def csr_names(self) -> set[str]:
         """Certificates whose newest version is a CSR enrollment (one query)."""
         newest = self._newest()
-        return set(self.session.scalars(select(Certificate.name).join(
-            newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
-            .where(Certificate.source == "csr")))
+        return set(
+            self.session.scalars(
+                select(Certificate.name)
+                .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
+                .where(Certificate.source == "csr")
+            )
+        )
 
     def version_numbers(self, names: Iterable[str]) -> dict[str, int]:
         """Highest version number (any state) per name, for the names that have one."""
         found: dict[str, int] = {}
         for chunk in chunks(names):
-            found.update(self.session.execute(select(Certificate.name, func.max(Certificate.version))
-                                              .where(Certificate.name.in_(chunk))
-                                              .group_by(Certificate.name)).all())
+            found.update(
+                self.session.execute(
+                    select(Certificate.name, func.max(Certificate.version))
+                    .where(Certificate.name.in_(chunk))
+                    .group_by(Certificate.name)
+                ).all()
+            )
         return found
 
     def version_index(self) -> Iterator[tuple[int, str, int, str]]:
         """(id, name, version, state) of every version: plain rows, no certificates parsed."""
         yield from self.session.execute(
-            select(Certificate.id, Certificate.name, Certificate.version, Certificate.state))
+            select(Certificate.id, Certificate.name, Certificate.version, Certificate.state)
+        )
 
     def lock_name(self, name: str) -> None:
         """Hold `name` until the transaction ends, so that two enrollments of one name (two server
@@ -161,9 +222,17 @@ class Certificates:
 
     def revoked_by(self, authority: Authority, now: datetime) -> list[Certificate]:
         """Revoked certificates of one CA that have not expired yet (expired ones leave the CRL)."""
-        return list(self.session.scalars(select(Certificate).where(
-            Certificate.authority_id == authority.id, Certificate.state == "revoked",
-            Certificate.not_after > now).order_by(Certificate.id)))
+        return list(
+            self.session.scalars(
+                select(Certificate)
+                .where(
+                    Certificate.authority_id == authority.id,
+                    Certificate.state == "revoked",
+                    Certificate.not_after > now,
+                )
+                .order_by(Certificate.id)
+            )
+        )
 
     # -- keys and bundles --------------------------------------------------------------------------
     def private_key(self, row: Certificate) -> PrivateKey | None:
@@ -187,8 +256,9 @@ class Certificates:
         (revision 0004) is tagged here if its certificate has the row's serial and is signed by
         its (checked) CA; otherwise it is refused."""
         what = f"certificate {row.name!r} version {row.version}"
+
         def genuine(cert: x509.Certificate) -> bool:
-            issuer = self._authorities.checked(row.authority)     # the CA first: its refusal names it
+            issuer = self._authorities.checked(row.authority)  # the CA first: its refusal names it
             return format(cert.serial_number, "x") == row.serial and signed_by(cert, issuer)
 
         return check_tag(row, what, tag_context(row.name, row.version, row.authority_id), self._master_key(), genuine)
@@ -212,8 +282,9 @@ class Certificates:
     def tag_untagged(self, *, chunk: int = 500) -> list[str]:
         """Tag every version from before the tags that checks (see `checked`); the refusals, one line each."""
         refused = []
-        ids = list(self.session.scalars(select(Certificate.id).where(Certificate.cert_tag.is_(None))
-                                        .order_by(Certificate.id)))
+        ids = list(
+            self.session.scalars(select(Certificate.id).where(Certificate.cert_tag.is_(None)).order_by(Certificate.id))
+        )
         for part in chunks(ids, chunk):
             for row in self.session.scalars(select(Certificate).where(Certificate.id.in_(part))):
                 try:
@@ -225,30 +296,56 @@ class Certificates:
 
     # -- writing -----------------------------------------------------------------------------------
     @staticmethod
-    def new_version(*, name: str, version: int, profile: str, authority_id: int, cert: x509.Certificate,
-                    key_type: str, sans: list[str], key_enc: bytes | None = None, source: str = "config",
-                    common_name: str | None = None) -> dict:
+    def new_version(
+        *,
+        name: str,
+        version: int,
+        profile: str,
+        authority_id: int,
+        cert: x509.Certificate,
+        key_type: str,
+        sans: list[str],
+        key_enc: bytes | None = None,
+        source: str = "config",
+        common_name: str | None = None,
+    ) -> dict:
         """The column values of a new active version (for add_many)."""
-        return dict(name=name, version=version, profile=profile, authority_id=authority_id,
-                    serial=format(cert.serial_number, "x"), common_name=common_name,
-                    sans=sans, key_type=key_type, not_before=cert.not_valid_before_utc,
-                    not_after=cert.not_valid_after_utc, state="active",
-                    cert_der=cert.public_bytes(serialization.Encoding.DER), key_enc=key_enc,
-                    source=source, created_at=utcnow(), revoked_at=None, revocation_reason=None)
+        return dict(
+            name=name,
+            version=version,
+            profile=profile,
+            authority_id=authority_id,
+            serial=format(cert.serial_number, "x"),
+            common_name=common_name,
+            sans=sans,
+            key_type=key_type,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            state="active",
+            cert_der=cert.public_bytes(serialization.Encoding.DER),
+            key_enc=key_enc,
+            source=source,
+            created_at=utcnow(),
+            revoked_at=None,
+            revocation_reason=None,
+        )
 
     def add_many(self, values: list[dict]) -> None:
         """Record many new versions (distinct names) in this transaction: their active versions
         become superseded, then one multi-row INSERT. A version 1 has no predecessor."""
         successors = [v["name"] for v in values if v["version"] > 1]
         for chunk in chunks(successors):
-            self.session.execute(update(Certificate).where(Certificate.name.in_(chunk),
-                                                           Certificate.state == "active")
-                                 .values(state="superseded").execution_options(synchronize_session=False))
+            self.session.execute(
+                update(Certificate)
+                .where(Certificate.name.in_(chunk), Certificate.state == "active")
+                .values(state="superseded")
+                .execution_options(synchronize_session=False)
+            )
         if values:
             tag = self._master_key().tag
             for v in values:
                 v["cert_tag"] = tag(v["cert_der"], tag_context(v["name"], v["version"], v["authority_id"]))
-            self.session.execute(insert(cast(Table, Certificate.__table__)), values)   # Core: one executemany
+            self.session.execute(insert(cast(Table, Certificate.__table__)), values)  # Core: one executemany
 
     def revoke(self, row: Certificate, reason: str, at: datetime) -> None:
         row.state, row.revoked_at, row.revocation_reason = "revoked", at, reason
@@ -266,29 +363,40 @@ class Certificates:
         """Which of these keys are recorded as compromised (one query per 500)."""
         found: set[str] = set()
         for chunk in chunks(spki_hashes):
-            found.update(self.session.scalars(select(CompromisedKey.spki_sha256)
-                                              .where(CompromisedKey.spki_sha256.in_(chunk))))
+            found.update(
+                self.session.scalars(select(CompromisedKey.spki_sha256).where(CompromisedKey.spki_sha256.in_(chunk)))
+            )
         return found
 
     def record_compromised(self, spki_hash: str, reason: str, at: datetime, row: Certificate) -> None:
         """Keep the key as compromised (the first record stays when it is found again)."""
         if self.compromised(spki_hash) is None:
-            self.session.add(CompromisedKey(spki_sha256=spki_hash, reason=reason, compromised_at=at,
-                                            cert_name=row.name, serial=row.serial))
+            self.session.add(
+                CompromisedKey(
+                    spki_sha256=spki_hash, reason=reason, compromised_at=at, cert_name=row.name, serial=row.serial
+                )
+            )
             self.session.flush()
 
     def holding_key(self, spki_hash: str, now: datetime, *, chunk: int = 1000) -> list[Certificate]:
         """Every unexpired, unrevoked version of any certificate whose public key is this one
         (a key reused across versions, or enrolled under another name through a CSR)."""
-        ids = [row.id for row in self.session.execute(
-            select(Certificate.id, Certificate.cert_der).where(Certificate.state != "revoked",
-                                                               Certificate.not_after > now)
-            .execution_options(yield_per=chunk))
-            if spki_sha256(x509.load_der_x509_certificate(row.cert_der).public_key()) == spki_hash]
+        ids = [
+            row.id
+            for row in self.session.execute(
+                select(Certificate.id, Certificate.cert_der)
+                .where(Certificate.state != "revoked", Certificate.not_after > now)
+                .execution_options(yield_per=chunk)
+            )
+            if spki_sha256(x509.load_der_x509_certificate(row.cert_der).public_key()) == spki_hash
+        ]
         found: list[Certificate] = []
         for part in chunks(ids):
-            found.extend(self.session.scalars(select(Certificate).where(Certificate.id.in_(part))
-                                              .order_by(Certificate.name, Certificate.version)))
+            found.extend(
+                self.session.scalars(
+                    select(Certificate).where(Certificate.id.in_(part)).order_by(Certificate.name, Certificate.version)
+                )
+            )
         return found
 
     def retire(self, name: str) -> None:
@@ -298,8 +406,12 @@ class Certificates:
     def retire_many(self, names: Iterable[str]) -> None:
         """`retire` for many names: one UPDATE per 500 (only active versions are retired)."""
         for chunk in chunks(names):
-            self.session.execute(update(Certificate).where(Certificate.name.in_(chunk), Certificate.state == "active")
-                                 .values(state="retired").execution_options(synchronize_session=False))
+            self.session.execute(
+                update(Certificate)
+                .where(Certificate.name.in_(chunk), Certificate.state == "active")
+                .values(state="retired")
+                .execution_options(synchronize_session=False)
+            )
 
     def expiring_facts(self, horizon: datetime):
         """The newest version of each certificate when it is active and ends by `horizon`, as plain
@@ -309,4 +421,5 @@ class Certificates:
             select(Certificate.name, Certificate.state, Certificate.version, Certificate.not_after)
             .join(newest, (Certificate.name == newest.c.name) & (Certificate.version == newest.c.version))
             .where(Certificate.state == "active", Certificate.not_after <= horizon)
-            .order_by(Certificate.name)).all()
+            .order_by(Certificate.name)
+        ).all()

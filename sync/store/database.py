@@ -6,6 +6,7 @@ repositories (tx.authorities, tx.certificates, tx.deployments, tx.settings) over
 the end. The master key is loaded the first time a key is sealed or opened, so commands that
 never touch a private key (plan, list, metrics) run without it.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -45,7 +46,7 @@ def redact_url(url: str) -> str:
         parsed = None
     if parsed is not None and url.count("@") <= 1:
         secret = [k for k in parsed.query if k.lower() in logs.PASSWORD_KEYS]
-        if secret:   # ?password=... : a password too, which hide_password does not cover
+        if secret:  # ?password=... : a password too, which hide_password does not cover
             parsed = parsed.difference_update_query(secret)
             shown = parsed.render_as_string(hide_password=True)
             return shown + ("&" if parsed.query else "?") + "&".join(f"{k}=***" for k in secret)
@@ -89,8 +90,10 @@ def _postgres_connect_args(url: URL, connect_timeout: timedelta, statement_timeo
     options = url.query.get("options")
     options = " ".join(options) if isinstance(options, tuple) else (options or "")
     millis = int(statement_timeout.total_seconds() * 1000)
-    return {"connect_timeout": max(1, math.ceil(connect_timeout.total_seconds())),
-            "options": f"{options} -c statement_timeout={millis}".strip()}
+    return {
+        "connect_timeout": max(1, math.ceil(connect_timeout.total_seconds())),
+        "options": f"{options} -c statement_timeout={millis}".strip(),
+    }
 
 
 def _timeout_hint(exc: SQLAlchemyError) -> str:
@@ -100,6 +103,7 @@ def _timeout_hint(exc: SQLAlchemyError) -> str:
 @dataclass
 class Transaction:
     """One unit of work: the repositories over one session, committed when the block ends."""
+
     session: Session
     authorities: Authorities
     certificates: Certificates
@@ -116,8 +120,15 @@ class Transaction:
 
 
 class Store:
-    def __init__(self, url: str, *, create: bool = False, key_file: Path | None = None,
-                 connect_timeout: timedelta = CONNECT_TIMEOUT, statement_timeout: timedelta = STATEMENT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = False,
+        key_file: Path | None = None,
+        connect_timeout: timedelta = CONNECT_TIMEOUT,
+        statement_timeout: timedelta = STATEMENT_TIMEOUT,
+    ) -> None:
         """Open a store; with create (`certsync init`), create it or upgrade its schema to head.
         Without, a store whose schema is not at head is refused (run `certsync init`).
         key_file: where the master key is, when not in CERTSYNC_MASTER_KEY. connect_timeout and
@@ -133,8 +144,11 @@ class Store:
             _private_sqlite_file(url)
         try:
             parsed = make_url(url)
-            connect_args = (_postgres_connect_args(parsed, connect_timeout, statement_timeout)
-                            if parsed.get_backend_name() == "postgresql" else {})
+            connect_args = (
+                _postgres_connect_args(parsed, connect_timeout, statement_timeout)
+                if parsed.get_backend_name() == "postgresql"
+                else {}
+            )
             self.engine = create_engine(parsed, connect_args=connect_args)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store {self.display_url}: {_scrubbed(exc, url)}") from None
@@ -145,7 +159,7 @@ class Store:
         self._master_key: keyring.MasterKey | None = None
         try:
             if create:
-                self.schema_change = migrations.upgrade(self.engine)   # (revision before or None, head)
+                self.schema_change = migrations.upgrade(self.engine)  # (revision before or None, head)
             else:
                 with self.engine.connect() as connection:
                     migrations.check(connection)
@@ -170,8 +184,9 @@ class Store:
                 session.commit()
             except SQLAlchemyError as exc:
                 session.rollback()
-                raise StoreError(f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-                                 f"{_timeout_hint(exc)}") from exc
+                raise StoreError(
+                    f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}{_timeout_hint(exc)}"
+                ) from exc
             except BaseException:
                 session.rollback()
                 raise
@@ -188,9 +203,18 @@ class Store:
                 # rollback end this one (busy_timeout makes a second publisher wait here)
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             authorities = Authorities(session, self.master_key)
-            yield Transaction(session, authorities, Certificates(session, self.master_key, authorities),
-                              Deployments(session), Settings(session), Tokens(session), Audit(session),
-                              Discovery(session), Acme(session, self.master_key), Budgets(session))
+            yield Transaction(
+                session,
+                authorities,
+                Certificates(session, self.master_key, authorities),
+                Deployments(session),
+                Settings(session),
+                Tokens(session),
+                Audit(session),
+                Discovery(session),
+                Acme(session, self.master_key),
+                Budgets(session),
+            )
 
     # -- the master key ----------------------------------------------------------------------------
     def _verifier(self) -> bytes | None:

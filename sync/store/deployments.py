@@ -1,7 +1,8 @@
 """Copies in the clouds: per (destination, remote name), what certsync last wrote there."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
@@ -9,7 +10,6 @@ from sqlalchemy.orm import Session, aliased
 from sync.clock import utcnow
 from sync.store.queries import chunks
 from sync.store.models import Certificate, Deployment
-
 
 
 class Deployments:
@@ -21,33 +21,59 @@ class Deployments:
         return list(self.session.scalars(select(Deployment).where(Deployment.state == "present")))
 
     def present_of(self, cert_name: str) -> list[Deployment]:
-        return list(self.session.scalars(select(Deployment).where(Deployment.cert_name == cert_name,
-                                                                  Deployment.state == "present")))
+        return list(
+            self.session.scalars(
+                select(Deployment).where(Deployment.cert_name == cert_name, Deployment.state == "present")
+            )
+        )
 
     def facts(self, *, chunk: int = 1000):
         """Every deployment as a plain row (cert_name, destination, remote_name, fingerprint,
         remote_version, state, one_off), streamed in chunks."""
-        stmt = select(Deployment.cert_name, Deployment.destination, Deployment.remote_name, Deployment.fingerprint,
-                      Deployment.remote_version, Deployment.state, Deployment.one_off)
+        stmt = select(
+            Deployment.cert_name,
+            Deployment.destination,
+            Deployment.remote_name,
+            Deployment.fingerprint,
+            Deployment.remote_version,
+            Deployment.state,
+            Deployment.one_off,
+        )
         return self.session.execute(stmt.execution_options(yield_per=chunk))
 
     def stale_facts(self):
         """Copies that do not carry their certificate's newest active version, as plain rows
         (cert_name, destination, remote_name, certificate_id, version, current_id, current_version,
         pushed_at): one query, no certificate or key loaded."""
-        active = (select(Certificate.name, func.max(Certificate.version).label("version"))
-                  .where(Certificate.state == "active").group_by(Certificate.name).subquery())
+        active = (
+            select(Certificate.name, func.max(Certificate.version).label("version"))
+            .where(Certificate.state == "active")
+            .group_by(Certificate.name)
+            .subquery()
+        )
         current, carried = aliased(Certificate), aliased(Certificate)
-        stmt = (select(Deployment.cert_name, Deployment.destination, Deployment.remote_name,
-                       Deployment.certificate_id, carried.version.label("version"), current.id.label("current_id"),
-                       current.version.label("current_version"), Deployment.pushed_at)
-                .outerjoin(carried, carried.id == Deployment.certificate_id)
-                .outerjoin(active, active.c.name == Deployment.cert_name)
-                .outerjoin(current, (current.name == active.c.name) & (current.version == active.c.version))
-                .where(Deployment.state == "present",
-                       (current.id.is_(None)) | (Deployment.certificate_id.is_(None))
-                       | (Deployment.certificate_id != current.id))
-                .order_by(Deployment.cert_name, Deployment.destination, Deployment.remote_name))
+        stmt = (
+            select(
+                Deployment.cert_name,
+                Deployment.destination,
+                Deployment.remote_name,
+                Deployment.certificate_id,
+                carried.version.label("version"),
+                current.id.label("current_id"),
+                current.version.label("current_version"),
+                Deployment.pushed_at,
+            )
+            .outerjoin(carried, carried.id == Deployment.certificate_id)
+            .outerjoin(active, active.c.name == Deployment.cert_name)
+            .outerjoin(current, (current.name == active.c.name) & (current.version == active.c.version))
+            .where(
+                Deployment.state == "present",
+                (current.id.is_(None))
+                | (Deployment.certificate_id.is_(None))
+                | (Deployment.certificate_id != current.id),
+            )
+            .order_by(Deployment.cert_name, Deployment.destination, Deployment.remote_name)
+        )
         return self.session.execute(stmt).all()
 
     def record_pushes(self, pushes: list[dict]) -> None:
@@ -66,8 +92,11 @@ class Deployments:
                 if row is None:
                     row = existing[key] = Deployment(destination=key[0], remote_name=key[1])
                     self.session.add(row)
-                row.cert_name, row.certificate_id, row.fingerprint = (push["cert_name"], push["certificate_id"],
-                                                                      push["fingerprint"])
+                row.cert_name, row.certificate_id, row.fingerprint = (
+                    push["cert_name"],
+                    push["certificate_id"],
+                    push["fingerprint"],
+                )
                 row.remote_version, row.pushed_at, row.state = push["remote_version"], now, "present"
                 row.one_off = push.get("one_off", False)
 
@@ -79,8 +108,9 @@ class Deployments:
         now = utcnow()
         for destination, names in by_destination.items():
             for chunk in chunks(names):
-                self.session.execute(update(Deployment).where(Deployment.destination == destination,
-                                                              Deployment.remote_name.in_(chunk))
-                                     .values(state="deleted", pushed_at=now)
-                                     .execution_options(synchronize_session=False))
-
+                self.session.execute(
+                    update(Deployment)
+                    .where(Deployment.destination == destination, Deployment.remote_name.in_(chunk))
+                    .values(state="deleted", pushed_at=now)
+                    .execution_options(synchronize_session=False)
+                )

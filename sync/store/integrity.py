@@ -1,7 +1,8 @@
 """Integrity tags on stored certificates, checked once for CA rows and version rows alike."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -11,8 +12,10 @@ from sync.store.keyring import MasterKey
 from sync.store.models import Authority, Certificate
 
 ALTERED = "stored certificate does not match its integrity tag (altered in the database?)"
-UNTAGGED = ("stored certificate has no integrity tag and does not match its sealed key or its issuer's "
-            "signature (altered in the database?)")
+UNTAGGED = (
+    "stored certificate has no integrity tag and does not match its sealed key or its issuer's "
+    "signature (altered in the database?)"
+)
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -23,8 +26,13 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def check_tag(row: Authority | Certificate, what: str, context: str, master_key: MasterKey,
-              genuine: Callable[[x509.Certificate], bool]) -> x509.Certificate:
+def check_tag(
+    row: Authority | Certificate,
+    what: str,
+    context: str,
+    master_key: MasterKey,
+    genuine: Callable[[x509.Certificate], bool],
+) -> x509.Certificate:
     """The row's certificate once its tag matches (StoreError, one line, if not). A row from
     before the tags (revision 0004) is tagged here when `genuine(cert)` holds, else refused."""
     if row.cert_tag is None:

@@ -9,6 +9,7 @@ stored one carries an integrity tag: HMAC-SHA256 under a key derived from the ma
 over the row's identity and the DER, so a database writer cannot put another certificate (their
 own root, a leaf for the real key) into a row and have certsync send the real key out under it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,10 +56,11 @@ class MasterKey:
         if blob[:1] != _VERSION:
             raise MasterKeyError(f"encrypted value for {context} has an unknown format")
         try:
-            return self._aead.decrypt(blob[1:1 + _NONCE], blob[1 + _NONCE:], context.encode())
+            return self._aead.decrypt(blob[1 : 1 + _NONCE], blob[1 + _NONCE :], context.encode())
         except InvalidTag:
-            raise MasterKeyError(f"cannot decrypt {context}: wrong master key ({self.source}) "
-                                 "or the stored value was altered") from None
+            raise MasterKeyError(
+                f"cannot decrypt {context}: wrong master key ({self.source}) or the stored value was altered"
+            ) from None
 
     def password_tag(self, context: str, password: bytes) -> str:
         """A keyed tag of a PFX password (HMAC-SHA256 under a key derived from the master key with
@@ -87,8 +89,10 @@ class MasterKey:
         try:
             self.decrypt(verifier, "verifier")
         except MasterKeyError:
-            raise MasterKeyError(f"the master key from {self.source} does not match this store "
-                                 "(wrong key, or a store created with another key)") from None
+            raise MasterKeyError(
+                f"the master key from {self.source} does not match this store "
+                "(wrong key, or a store created with another key)"
+            ) from None
 
     # -- certificate integrity tags -----------------------------------------------------------------
     def tag(self, der: bytes, context: str) -> bytes:
@@ -101,8 +105,9 @@ class MasterKey:
 
     # -- private keys ------------------------------------------------------------------------------
     def seal_private_key(self, key, context: str) -> bytes:
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return self.encrypt(der, context)
 
     def seal_private_keys(self, items) -> list[bytes]:
@@ -110,11 +115,15 @@ class MasterKey:
         nonces and the bound methods hoisted out of the loop (a batch of issuance)."""
         items = list(items)
         nonces = os.urandom(_NONCE * len(items))
-        encrypt, der, pkcs8, none = (self._aead.encrypt, serialization.Encoding.DER,
-                                     serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        encrypt, der, pkcs8, none = (
+            self._aead.encrypt,
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         sealed = []
         for i, (key, context) in enumerate(items):
-            nonce = nonces[i * _NONCE:(i + 1) * _NONCE]
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
             sealed.append(_VERSION + nonce + encrypt(nonce, key.private_bytes(der, pkcs8, none), context.encode()))
         return sealed
 
@@ -142,8 +151,10 @@ def load(key_file: Path | None) -> MasterKey:
     try:
         text = key_file.read_text()
     except FileNotFoundError:
-        raise MasterKeyError(f"no master key: {key_file} does not exist and {ENV_VAR} is not set "
-                             "(run `certsync init` once to create a new store and its key)") from None
+        raise MasterKeyError(
+            f"no master key: {key_file} does not exist and {ENV_VAR} is not set "
+            "(run `certsync init` once to create a new store and its key)"
+        ) from None
     except OSError as exc:
         raise MasterKeyError(f"cannot read master key file {key_file}: {exc.strerror}") from None
     return MasterKey(_decode(text, str(key_file)), str(key_file))
@@ -180,7 +191,7 @@ def write_key_file(key_file: Path, key: bytes) -> MasterKey:
         handle.write(base64.b64encode(key).decode() + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-    fsync_dir(key_file.parent)          # the new name survives a crash too, not only the bytes
+    fsync_dir(key_file.parent)  # the new name survives a crash too, not only the bytes
     if new_folder:
         fsync_dir(key_file.parent.parent)
     return MasterKey(key, str(key_file))

@@ -24,6 +24,7 @@ connection is a lost lock: `check()` asks that connection each time (and the hea
 quarter TTL). An flock cannot be lost while the process lives. On every backend a renewal that
 updates no row (the record was taken over or deleted) or a heartbeat that fails also counts as lost.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -34,8 +35,9 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from datetime import datetime, timedelta, UTC
+from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import CursorResult, delete, text, update
 from sqlalchemy.engine import Connection
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from sync.store.database import Store
 
 DEFAULT_TTL = timedelta(minutes=10)
-UNKNOWN_GRACE = timedelta(seconds=2)   # a holder that has the lock but not yet its row: wait that long for its name
+UNKNOWN_GRACE = timedelta(seconds=2)  # a holder that has the lock but not yet its row: wait that long for its name
 
 
 class FileLock:
@@ -92,27 +94,32 @@ class AdvisoryLock:
     open for the run. The server releases it when the connection ends, so a lost connection is a
     lost lock. TCP keepalives on that connection let the server notice a vanished client."""
 
-    SESSION = (("tcp_keepalives_idle", "30"), ("tcp_keepalives_interval", "10"), ("tcp_keepalives_count", "3"),
-               ("idle_session_timeout", "0"), ("idle_in_transaction_session_timeout", "0"))
+    SESSION = (
+        ("tcp_keepalives_idle", "30"),
+        ("tcp_keepalives_interval", "10"),
+        ("tcp_keepalives_count", "3"),
+        ("idle_session_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+    )
 
     def __init__(self, store: Store, name: str) -> None:
         self.store = store
         digest = hashlib.sha256(f"certsync run lock:{name}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self.conn: Connection | None = None
-        self.mutex = threading.Lock()     # the heartbeat and check() share the connection
+        self.mutex = threading.Lock()  # the heartbeat and check() share the connection
 
     def try_take(self) -> bool:
         try:
             conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn.detach()                 # never back to the pool with the lock held
+            conn.detach()  # never back to the pool with the lock held
         except SQLAlchemyError as exc:
             raise StoreError(f"store error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
         try:
             for setting, value in self.SESSION:
                 try:
                     conn.exec_driver_sql("SELECT set_config(%s, %s, false)", (setting, value))
-                except SQLAlchemyError:   # a server without it (idle_session_timeout: 14+)
+                except SQLAlchemyError:  # a server without it (idle_session_timeout: 14+)
                     pass
             taken = conn.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (self.key,)).scalar_one()
         except SQLAlchemyError as exc:
@@ -143,7 +150,7 @@ class AdvisoryLock:
             try:
                 conn.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (self.key,))
             except SQLAlchemyError:
-                pass                      # the connection is gone, and the lock with it
+                pass  # the connection is gone, and the lock with it
             finally:
                 conn.close()
 
@@ -161,16 +168,23 @@ def _holder_lock(store: Store, name: str) -> FileLock | AdvisoryLock | None:
 
 
 class RunLock:
-    def __init__(self, store: Store, name: str = "apply", *, ttl: timedelta = DEFAULT_TTL,
-                 timeout: timedelta = timedelta(0), clock: Callable[[], datetime] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str = "apply",
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        timeout: timedelta = timedelta(0),
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """clock: None (the default) lets the database's clock decide expiry; a test's clock
         replaces it (and also measures the wait)."""
         self.store, self.name, self.ttl, self.timeout = store, name, ttl, timeout
         self.clock, self.sleep = clock, sleep
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lost: str | None = None      # why we no longer hold the lock, once we know
-        self.guard = _holder_lock(store, name)   # the lock that dies with us (None: the row alone)
+        self.lost: str | None = None  # why we no longer hold the lock, once we know
+        self.guard = _holder_lock(store, name)  # the lock that dies with us (None: the row alone)
 
     def _now(self, session: Session) -> datetime:
         """The time that decides expiry: the injected clock, else the database's."""
@@ -201,17 +215,20 @@ class RunLock:
 
     def acquire(self) -> None:
         wait = self.timeout.total_seconds()
-        waited = self.clock or utcnow          # how long we wait is our own affair
+        waited = self.clock or utcnow  # how long we wait is our own affair
         deadline = waited() + self.timeout
         pause = 0.05
         while (holder := self._take()) is not None:
             left = (deadline - waited()).total_seconds()
             if holder.owner is None and left <= 0 and left > -UNKNOWN_GRACE.total_seconds():
-                left = 0.05               # it holds the lock and is writing its row: learn its name
+                left = 0.05  # it holds the lock and is writing its row: learn its name
             elif left <= 0:
                 since = rfc3339(holder.acquired_at) if holder.acquired_at else "an unknown time"
-                hint = (f"; gave up after waiting {wait:g}s (store.lock_timeout)" if wait > 0
-                        else "; set store.lock_timeout to wait for it")
+                hint = (
+                    f"; gave up after waiting {wait:g}s (store.lock_timeout)"
+                    if wait > 0
+                    else "; set store.lock_timeout to wait for it"
+                )
                 owner = holder.owner or "owner unknown"
                 raise LockError(f"another run holds the store lock ({owner}, since {since}){hint}")
             self.sleep(min(pause, left))
@@ -222,9 +239,12 @@ class RunLock:
         no row is ours any more (taken over once our lock died, or past its TTL where the row alone
         decides, or deleted) or the lock's connection is gone, the lock is recorded as lost."""
         with self.store.session() as s:
-            statement = (update(Lock).where(Lock.name == self.name, Lock.owner == self.owner)
-                         .values(expires_at=self._now(s) + self.ttl))
-            result = cast("CursorResult[Any]", s.execute(statement))   # DML: a CursorResult
+            statement = (
+                update(Lock)
+                .where(Lock.name == self.name, Lock.owner == self.owner)
+                .values(expires_at=self._now(s) + self.ttl)
+            )
+            result = cast("CursorResult[Any]", s.execute(statement))  # DML: a CursorResult
             if result.rowcount == 0 and self.lost is None:
                 self.lost = "it was taken over or removed while this run held it"
         if self.lost is None and self.guard is not None and not self.guard.alive():
@@ -257,7 +277,7 @@ class RunLock:
             with self.store.session() as s:
                 holder = s.get(Lock, self.name)
             return holder if holder is not None else Lock(name=self.name, owner=None, acquired_at=None)
-        try:   # ours: any row left is the record of a run that died (or lost its lock)
+        try:  # ours: any row left is the record of a run that died (or lost its lock)
             with self.store.session() as s:
                 now = self._now(s)
                 s.execute(delete(Lock).where(Lock.name == self.name))
@@ -291,6 +311,6 @@ def database_now(session: Session) -> datetime:
     machine's (it runs in this process), with milliseconds; PostgreSQL's is the server's."""
     if session.get_bind().dialect.name == "sqlite":
         value = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
     value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)

@@ -1,7 +1,8 @@
 """Small named values the store keeps: the master key's verifier, when an alert was last sent."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session

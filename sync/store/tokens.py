@@ -1,5 +1,6 @@
 """API tokens of `certsync serve`: created once (the secret is shown then, and only its SHA-256
 kept), looked up by that hash, revoked by name. A token is bound to one profile and a set of scopes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from sync.errors import UsageError
 from sync.store.models import ApiToken
 
-PREFIX = "cst_"            # recognisable in a leak scanner; the rest is 256 random bits
+PREFIX = "cst_"  # recognisable in a leak scanner; the rest is 256 random bits
 
 
 def new_secret() -> str:
@@ -28,14 +29,21 @@ class Tokens:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def create(self, name: str, profile: str, scopes: list[str], now: datetime,
-               expires_at: datetime | None) -> tuple[ApiToken, str]:
+    def create(
+        self, name: str, profile: str, scopes: list[str], now: datetime, expires_at: datetime | None
+    ) -> tuple[ApiToken, str]:
         """(the row, the secret): the secret is returned this once and never stored."""
         if self.by_name(name) is not None:
             raise UsageError(f"token {name!r} exists (revoke it first, or choose another name)")
         secret = new_secret()
-        row = ApiToken(name=name, secret_sha256=digest(secret), profile=profile, scopes=sorted(set(scopes)),
-                       created_at=now, expires_at=expires_at)
+        row = ApiToken(
+            name=name,
+            secret_sha256=digest(secret),
+            profile=profile,
+            scopes=sorted(set(scopes)),
+            created_at=now,
+            expires_at=expires_at,
+        )
         self.session.add(row)
         self.session.flush()
         return row, secret

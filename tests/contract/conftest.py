@@ -16,6 +16,7 @@ certificates, not text: their kits turn each payload into a real certificate bun
 (_CertificatesFor), and a case that cannot apply to a service is skipped with the reason in the
 kit's `not_applicable`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,45 +27,47 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
 from providers.base import Provider
+from datetime import UTC
 
-UNREACHABLE = "127.0.0.1:9"     # nothing listens there: any call would fail with a ProviderError
+UNREACHABLE = "127.0.0.1:9"  # nothing listens there: any call would fail with a ProviderError
 
 
 @dataclass
 class ThrottleRig:
     """An adapter whose service throttles, and a count of the throttling answers it got."""
-    make: Callable[[], Provider]             # the adapter, built as certsync builds it
-    throttled: Callable[[], int]             # throttling answers so far, counted at the server/proxy
-    env: Mapping[str, str] = field(default_factory=dict)   # env the credential chain needs meanwhile
+
+    make: Callable[[], Provider]  # the adapter, built as certsync builds it
+    throttled: Callable[[], int]  # throttling answers so far, counted at the server/proxy
+    env: Mapping[str, str] = field(default_factory=dict)  # env the credential chain needs meanwhile
 
 
 @dataclass
 class Kit:
     kind: str
-    make: Callable[..., Provider]            # make(adopt=False, page_size=None, soft_delete=False)
-    offline: Callable[[], Provider]          # same adapter, unreachable endpoint
-    create_foreign: Callable[[str, str], None]   # a secret without managed-by, made with the SDK
-    delete_foreign: Callable[[str], None]    # delete it with the SDK (soft, where the service is)
-    raw_value: Callable[[str], str | bytes | None]   # read with the SDK; None if absent/deleted
-    cleanup: Callable[[str], None]           # remove every secret whose name starts with prefix
+    make: Callable[..., Provider]  # make(adopt=False, page_size=None, soft_delete=False)
+    offline: Callable[[], Provider]  # same adapter, unreachable endpoint
+    create_foreign: Callable[[str, str], None]  # a secret without managed-by, made with the SDK
+    delete_foreign: Callable[[str], None]  # delete it with the SDK (soft, where the service is)
+    raw_value: Callable[[str], str | bytes | None]  # read with the SDK; None if absent/deleted
+    cleanup: Callable[[str], None]  # remove every secret whose name starts with prefix
     max_payload: int
     # --- capabilities: how this provider legitimately differs ---------------------------------
-    binary: bool = True                      # bytes payloads are stored as bytes (else refused)
-    lists_versions: bool = True              # list_managed entries carry the current version id
-    stores_content_type: bool = True         # get and list_managed return the content type put
-    keeps_foreign_labels: bool = True        # a put keeps labels others set (Key Vault: tags are per version)
-    supports_soft_delete: bool = False       # make(soft_delete=True) deletes recoverably
-    pending_deletion: Callable[[str], bool] = lambda name: False   # name held by a soft delete?
-    server_side_paging: bool = True          # the service pages listings (and honours filters)
+    binary: bool = True  # bytes payloads are stored as bytes (else refused)
+    lists_versions: bool = True  # list_managed entries carry the current version id
+    stores_content_type: bool = True  # get and list_managed return the content type put
+    keeps_foreign_labels: bool = True  # a put keeps labels others set (Key Vault: tags are per version)
+    supports_soft_delete: bool = False  # make(soft_delete=True) deletes recoverably
+    pending_deletion: Callable[[str], bool] = lambda name: False  # name held by a soft delete?
+    server_side_paging: bool = True  # the service pages listings (and honours filters)
     list_calls: Callable[[Provider], Callable[[], int]] | None = None
     """list_calls(provider)() -> listing requests the provider has made so far, counted outside
     the adapter (emulator stats or an SDK event hook). Required when server_side_paging."""
-    quotas: bool = True                      # the service throttles; throttling() builds a rig
+    quotas: bool = True  # the service throttles; throttling() builds a rig
     throttling: Callable[[ExitStack, Path], ThrottleRig] | None = None
     not_applicable: Mapping[str, str] = field(default_factory=dict)
     """test name -> why the case cannot apply to this service (skipped with that reason)."""
@@ -73,12 +76,12 @@ class Kit:
         assert not self.server_side_paging or self.list_calls, f"{self.kind}: list_calls needed"
         assert not self.quotas or self.throttling, f"{self.kind}: throttling rig needed"
 
-    def __call__(self, *, adopt: bool = False, page_size: int | None = None,
-                 soft_delete: bool = False) -> Provider:
+    def __call__(self, *, adopt: bool = False, page_size: int | None = None, soft_delete: bool = False) -> Provider:
         return self.make(adopt=adopt, page_size=page_size, soft_delete=soft_delete)
 
 
 # --- AWS (LocalStack) ---------------------------------------------------------------------------
+
 
 def _aws_kit(entry: dict) -> Kit:
     import boto3
@@ -86,18 +89,22 @@ def _aws_kit(entry: dict) -> Kit:
     from providers import aws
     from tests.support.throttling_proxy import ThrottlingProxy
 
-    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
-             endpoint: str = entry["endpoint"]) -> Provider:
-        dest = SimpleNamespace(name="contract", region="us-east-1", endpoint_url=endpoint,
-                               adopt=adopt, recovery_window_days=7 if soft_delete else None)
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool, endpoint: str = entry["endpoint"]) -> Provider:
+        dest = SimpleNamespace(
+            name="contract",
+            region="us-east-1",
+            endpoint_url=endpoint,
+            adopt=adopt,
+            recovery_window_days=7 if soft_delete else None,
+        )
         provider = aws.from_destination(dest)
         if page_size:
-            provider = aws.AwsProvider(provider.client, adopt=adopt, page_size=page_size,
-                                       recovery_window_days=provider.recovery_window_days)
+            provider = aws.AwsProvider(
+                provider.client, adopt=adopt, page_size=page_size, recovery_window_days=provider.recovery_window_days
+            )
         return provider
 
-    raw = boto3.session.Session().client("secretsmanager", region_name="us-east-1",
-                                         endpoint_url=entry["endpoint"])
+    raw = boto3.session.Session().client("secretsmanager", region_name="us-east-1", endpoint_url=entry["endpoint"])
 
     def raw_value(name: str) -> str | bytes | None:
         try:
@@ -116,7 +123,8 @@ def _aws_kit(entry: dict) -> Kit:
 
     def cleanup(prefix: str) -> None:
         pages = raw.get_paginator("list_secrets").paginate(
-            Filters=[{"Key": "name", "Values": [prefix]}], IncludePlannedDeletion=True)
+            Filters=[{"Key": "name", "Values": [prefix]}], IncludePlannedDeletion=True
+        )
         for page in pages:
             for secret in page["SecretList"]:
                 if secret["Name"].startswith(prefix):
@@ -129,6 +137,7 @@ def _aws_kit(entry: dict) -> Kit:
         def count(model, **_) -> None:
             if model.name == "ListSecrets":
                 calls[0] += 1
+
         provider.client.meta.events.register("before-call", count)
         return lambda: calls[0]
 
@@ -138,21 +147,22 @@ def _aws_kit(entry: dict) -> Kit:
         proxy = stack.enter_context(ThrottlingProxy(entry["endpoint"], throttle_first=2))
         return ThrottleRig(
             make=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url),
-            throttled=lambda: proxy.throttled)
+            throttled=lambda: proxy.throttled,
+        )
 
     return Kit(
         kind="aws",
         make=make,
-        offline=lambda: make(adopt=False, page_size=None, soft_delete=False,
-                             endpoint=f"http://{UNREACHABLE}"),
+        offline=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=f"http://{UNREACHABLE}"),
         create_foreign=lambda name, value: raw.create_secret(
-            Name=name, SecretString=value, Tags=[{"Key": "owner", "Value": "someone-else"}]),
+            Name=name, SecretString=value, Tags=[{"Key": "owner", "Value": "someone-else"}]
+        ),
         delete_foreign=lambda name: raw.delete_secret(SecretId=name, RecoveryWindowInDays=7),
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=aws.MAX_PAYLOAD,
-        stores_content_type=False,           # Secrets Manager has no content type
-        supports_soft_delete=True,           # recovery window; RestoreSecret on the next put
+        stores_content_type=False,  # Secrets Manager has no content type
+        supports_soft_delete=True,  # recovery window; RestoreSecret on the next put
         pending_deletion=pending_deletion,
         list_calls=list_calls,
         throttling=throttling,
@@ -161,22 +171,30 @@ def _aws_kit(entry: dict) -> Kit:
 
 # --- Google Secret Manager: our gRPC emulator, and drongo over REST -----------------------------
 
+
 def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit:
     """stats: the backend is our emulator (Admin/GetStats call counts, quotas, real paging)."""
     from google.api_core import exceptions as gexc
 
     from providers import gcp
-    from tests.support.gcp_harness import (emulator_stats, make_gcp_provider,
-                                           start_gcp_emulator, stop)
+    from tests.support.gcp_harness import emulator_stats, make_gcp_provider, start_gcp_emulator, stop
 
-    project = f"contract-{uuid.uuid4().hex[:10]}"       # one per kit and process: xdist-safe
+    project = f"contract-{uuid.uuid4().hex[:10]}"  # one per kit and process: xdist-safe
 
-    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
-             endpoint: str = endpoint, project: str = project) -> Provider:
+    def make(
+        *, adopt: bool, page_size: int | None, soft_delete: bool, endpoint: str = endpoint, project: str = project
+    ) -> Provider:
         # Google has no soft delete: deleting a secret removes it and all its versions.
-        dest = SimpleNamespace(name="contract", provider="gcp", project=project,
-                               endpoint=endpoint, transport=transport, insecure=True,
-                               adopt=adopt, keep_versions=2)
+        dest = SimpleNamespace(
+            name="contract",
+            provider="gcp",
+            project=project,
+            endpoint=endpoint,
+            transport=transport,
+            insecure=True,
+            adopt=adopt,
+            keep_versions=2,
+        )
         provider = gcp.from_destination(dest)
         if page_size:
             provider.page_size = page_size
@@ -186,18 +204,21 @@ def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit
     parent = f"projects/{project}"
 
     def create_foreign(name: str, value: str) -> None:
-        raw.create_secret(request={"parent": parent, "secret_id": name, "secret": {
-            "replication": {"automatic": {}}, "labels": {"owner": "someone-else"}}})
-        raw.add_secret_version(request={"parent": f"{parent}/secrets/{name}",
-                                        "payload": {"data": value.encode()}})
+        raw.create_secret(
+            request={
+                "parent": parent,
+                "secret_id": name,
+                "secret": {"replication": {"automatic": {}}, "labels": {"owner": "someone-else"}},
+            }
+        )
+        raw.add_secret_version(request={"parent": f"{parent}/secrets/{name}", "payload": {"data": value.encode()}})
 
     def delete_foreign(name: str) -> None:
         raw.delete_secret(request={"name": f"{parent}/secrets/{name}"})
 
     def raw_value(name: str) -> str | bytes | None:
         try:
-            data = raw.access_secret_version(
-                request={"name": f"{parent}/secrets/{name}/versions/latest"}).payload.data
+            data = raw.access_secret_version(request={"name": f"{parent}/secrets/{name}/versions/latest"}).payload.data
         except gexc.NotFound:
             return None
         try:
@@ -212,35 +233,41 @@ def _google_kit(kind: str, endpoint: str, transport: str, *, stats: bool) -> Kit
                     raw.delete_secret(request={"name": secret.name})
 
     def list_calls(provider: Provider) -> Callable[[], int]:
-        return lambda: emulator_stats(endpoint)["by_project"].get(
-            provider.project, {}).get("ListSecrets", 0)
+        return lambda: emulator_stats(endpoint)["by_project"].get(provider.project, {}).get("ListSecrets", 0)
 
     def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
         # A dedicated emulator: 2 writes per 0.5 s window. A first put makes 3 writes (create,
         # add version, set labels) at once, so its third is refused with RESOURCE_EXHAUSTED
         # until the window has moved on (google.api_core's backoff starts at up to 1 s).
-        proc, throttled_at = start_gcp_emulator("--write-quota-per-minute", "2",
-                                                "--quota-window-seconds", "0.5")
+        proc, throttled_at = start_gcp_emulator("--write-quota-per-minute", "2", "--quota-window-seconds", "0.5")
         stack.callback(stop, proc)
         return ThrottleRig(
-            make=lambda: make(adopt=False, page_size=None, soft_delete=False,
-                              endpoint=throttled_at, project=f"throttle-{uuid.uuid4().hex[:10]}"),
-            throttled=lambda: sum(errors.get("RESOURCE_EXHAUSTED", 0)
-                                  for errors in emulator_stats(throttled_at)["errors"].values()))
+            make=lambda: make(
+                adopt=False,
+                page_size=None,
+                soft_delete=False,
+                endpoint=throttled_at,
+                project=f"throttle-{uuid.uuid4().hex[:10]}",
+            ),
+            throttled=lambda: sum(
+                errors.get("RESOURCE_EXHAUSTED", 0) for errors in emulator_stats(throttled_at)["errors"].values()
+            ),
+        )
 
     return Kit(
         kind=kind,
         make=make,
         # A call would fail fast (1 s of retries) rather than hang in the default 120 s retry.
-        offline=lambda: make_gcp_provider(UNREACHABLE, transport, project, destination="contract",
-                                          retry=gcp.default_retry(timeout=1.0), timeout=2.0),
+        offline=lambda: make_gcp_provider(
+            UNREACHABLE, transport, project, destination="contract", retry=gcp.default_retry(timeout=1.0), timeout=2.0
+        ),
         create_foreign=create_foreign,
         delete_foreign=delete_foreign,
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=gcp.MAX_PAYLOAD,
-        lists_versions=False,                # ListSecrets returns secrets, not versions
-        stores_content_type=stats,           # an annotation; drongo drops annotations
+        lists_versions=False,  # ListSecrets returns secrets, not versions
+        stores_content_type=stats,  # an annotation; drongo drops annotations
         # drongo returns every secret in one page and ignores filters (the adapter re-checks
         # the labels itself); it has no quotas either.
         server_side_paging=stats,
@@ -260,6 +287,7 @@ def _gcp_rest_kit(entry: dict) -> Kit:
 
 # --- Azure Key Vault (our HTTPS emulator) -------------------------------------------------------
 
+
 def _azure_stats(url: str, ca: str | Path) -> dict:
     context = ssl.create_default_context(cafile=str(ca))
     with urllib.request.urlopen(f"{url}/_emulator/stats", context=context, timeout=10) as resp:
@@ -270,17 +298,22 @@ def _azure_kit(entry: dict) -> Kit:
     from azure.core.exceptions import ResourceNotFoundError
 
     from providers import azure
-    from tests.emulators.azure_harness import (azure_contract_parts, make_secret_client,
-                                               running_azure_emulator)
+    from tests.emulators.azure_harness import azure_contract_parts, make_secret_client, running_azure_emulator
 
     url, ca = entry["endpoint"], entry["ca_bundle"]
 
-    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
-             url: str = url, ca: str = ca) -> Provider:
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool, url: str = url, ca: str = ca) -> Provider:
         # Key Vault always soft-deletes; without soft_delete the adapter purges on delete.
-        dest = SimpleNamespace(name="contract", provider="azure", vault_url=url, ca_bundle=ca,
-                               verify_challenge_resource=False, adopt=adopt,
-                               purge_on_delete=not soft_delete, on_soft_deleted="recover")
+        dest = SimpleNamespace(
+            name="contract",
+            provider="azure",
+            vault_url=url,
+            ca_bundle=ca,
+            verify_challenge_resource=False,
+            adopt=adopt,
+            purge_on_delete=not soft_delete,
+            on_soft_deleted="recover",
+        )
         provider = azure.from_destination(dest)
         if page_size:
             provider.page_size = page_size
@@ -297,29 +330,36 @@ def _azure_kit(entry: dict) -> Kit:
 
     def list_calls(provider: Provider) -> Callable[[], int]:
         # Vault-wide count (the emulator is shared by xdist workers): only grows, never shrinks.
-        return lambda: _azure_stats(url, ca)["operations"].get(
-            "GetSecrets", {"by_status": {}})["by_status"].get("200", 0)
+        return lambda: (
+            _azure_stats(url, ca)["operations"].get("GetSecrets", {"by_status": {}})["by_status"].get("200", 0)
+        )
 
     def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
         # A dedicated emulator: 1 request per 1 s window, then 429 + Retry-After: 1. A put
         # (read, then write) therefore meets at least one 429, which the SDK's retry waits out.
-        emu = stack.enter_context(running_azure_emulator(
-            tmp, "--throttle-per-10s", "1", "--throttle-window", "1"))
+        emu = stack.enter_context(running_azure_emulator(tmp, "--throttle-per-10s", "1", "--throttle-window", "1"))
         return ThrottleRig(
-            make=lambda: make(adopt=False, page_size=None, soft_delete=False,
-                              url=emu.url, ca=str(emu.ca)),
-            throttled=lambda: sum(op["by_status"].get("429", 0)
-                                  for op in emu.stats()["operations"].values()),
-            env=emu.env())
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False, url=emu.url, ca=str(emu.ca)),
+            throttled=lambda: sum(op["by_status"].get("429", 0) for op in emu.stats()["operations"].values()),
+            env=emu.env(),
+        )
 
     parts = azure_contract_parts(url, ca)
-    parts.update(make=make, lists_versions=False, keeps_foreign_labels=False, supports_soft_delete=True,
-                 delete_foreign=lambda name: raw.begin_delete_secret(name).wait(),
-                 pending_deletion=pending_deletion, list_calls=list_calls, throttling=throttling)
+    parts.update(
+        make=make,
+        lists_versions=False,
+        keeps_foreign_labels=False,
+        supports_soft_delete=True,
+        delete_foreign=lambda name: raw.begin_delete_secret(name).wait(),
+        pending_deletion=pending_deletion,
+        list_calls=list_calls,
+        throttling=throttling,
+    )
     return Kit(kind="azure", **parts)
 
 
 # --- AWS Certificate Manager (LocalStack) --------------------------------------------------------
+
 
 def _self_signed_bundle(cn: str) -> tuple[str, str]:
     """(pem payload: leaf then PKCS#8 key, leaf PEM) of a throwaway self-signed EC P-256 certificate."""
@@ -332,14 +372,22 @@ def _self_signed_bundle(cn: str) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False).sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False)
+        .sign(key, hashes.SHA256())
+    )
     leaf = cert.public_bytes(serialization.Encoding.PEM).decode()
-    return leaf + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode(), leaf
+    return leaf + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode(), leaf
 
 
 class _CertificatesFor:
@@ -356,7 +404,7 @@ class _CertificatesFor:
 
     def bundle(self, payload: str | bytes) -> str:
         if len(payload) > self._provider.max_payload:
-            return payload                                  # the size check must see it
+            return payload  # the size check must see it
         if payload not in self._book:
             pem, leaf = _self_signed_bundle(f"c{len(self._book)}.example.internal")
             self._book[payload] = pem
@@ -368,6 +416,7 @@ class _CertificatesFor:
 
     def get(self, name):
         from dataclasses import replace
+
         got = self._provider.get(name)
         if got is None:
             return None
@@ -385,10 +434,9 @@ def _acm_kit(entry: dict) -> Kit:
     from tests.support.throttling_proxy import ThrottlingProxy
 
     raw = boto3.session.Session().client("acm", region_name="us-east-1", endpoint_url=entry["endpoint"])
-    book: dict = {}             # payload -> bundle, leaf PEM -> payload (shared by every adapter of the kit)
+    book: dict = {}  # payload -> bundle, leaf PEM -> payload (shared by every adapter of the kit)
 
-    def make(*, adopt: bool, page_size: int | None, soft_delete: bool,
-             endpoint: str = entry["endpoint"]) -> Provider:
+    def make(*, adopt: bool, page_size: int | None, soft_delete: bool, endpoint: str = entry["endpoint"]) -> Provider:
         # ACM has no soft delete: DeleteCertificate is final
         dest = SimpleNamespace(name="contract", region="us-east-1", endpoint_url=endpoint, adopt=adopt)
         provider = aws_acm.from_destination(dest)
@@ -401,8 +449,7 @@ def _acm_kit(entry: dict) -> Kit:
 
     def arns(name: str) -> list[str]:
         found = []
-        for page in raw.get_paginator("list_certificates").paginate(
-                Includes={"keyTypes": aws_acm.LIST_KEY_TYPES}):
+        for page in raw.get_paginator("list_certificates").paginate(Includes={"keyTypes": aws_acm.LIST_KEY_TYPES}):
             for summary in page["CertificateSummaryList"]:
                 with suppress(raw.exceptions.ResourceNotFoundException):
                     tags = raw.list_tags_for_certificate(CertificateArn=summary["CertificateArn"])["Tags"]
@@ -413,10 +460,11 @@ def _acm_kit(entry: dict) -> Kit:
     def create_foreign(name: str, value: str) -> None:
         pem, leaf = _self_signed_bundle("foreign.example.internal")
         book[leaf.strip()] = value
-        key = pem[len(leaf):]
+        key = pem[len(leaf) :]
         arn = raw.import_certificate(Certificate=leaf.encode(), PrivateKey=key.encode())["CertificateArn"]
-        raw.add_tags_to_certificate(CertificateArn=arn, Tags=[{"Key": "Name", "Value": name},
-                                                              {"Key": "owner", "Value": "someone-else"}])
+        raw.add_tags_to_certificate(
+            CertificateArn=arn, Tags=[{"Key": "Name", "Value": name}, {"Key": "owner", "Value": "someone-else"}]
+        )
 
     def delete_foreign(name: str) -> None:
         for arn in arns(name):
@@ -435,10 +483,15 @@ def _acm_kit(entry: dict) -> Kit:
                         raw.delete_certificate(CertificateArn=summary["CertificateArn"])
 
     def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
-        proxy = stack.enter_context(ThrottlingProxy(entry["endpoint"], throttle_first=2,
-                                                    calls=frozenset({"ImportCertificate", "AddTagsToCertificate"})))
-        return ThrottleRig(make=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url),
-                           throttled=lambda: proxy.throttled)
+        proxy = stack.enter_context(
+            ThrottlingProxy(
+                entry["endpoint"], throttle_first=2, calls=frozenset({"ImportCertificate", "AddTagsToCertificate"})
+            )
+        )
+        return ThrottleRig(
+            make=lambda: make(adopt=False, page_size=None, soft_delete=False, endpoint=proxy.url),
+            throttled=lambda: proxy.throttled,
+        )
 
     return Kit(
         kind="aws-acm",
@@ -449,20 +502,21 @@ def _acm_kit(entry: dict) -> Kit:
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=aws_acm.MAX_PAYLOAD,
-        stores_content_type=False,           # ACM has no content type
-        keeps_foreign_labels=False,          # LocalStack drops a certificate's tags on re-import (real ACM keeps them)
-        server_side_paging=False,            # LocalStack returns every certificate in one page (ACM pages 1,000)
+        stores_content_type=False,  # ACM has no content type
+        keeps_foreign_labels=False,  # LocalStack drops a certificate's tags on re-import (real ACM keeps them)
+        server_side_paging=False,  # LocalStack returns every certificate in one page (ACM pages 1,000)
         throttling=throttling,
         not_applicable={
             "test_update_makes_a_new_version": "ACM re-imports into the same ARN by design (the ARN is the identity "
-                                               "listeners use; tests/e2e/test_acm_e2e.py checks it stays)",
+            "listeners use; tests/e2e/test_acm_e2e.py checks it stays)",
             "test_certificate_chain_sized_payload_round_trips": "ACM imports certificates, not text; the "
-                                                                "payload would be replaced by a bundle anyway",
+            "payload would be replaced by a bundle anyway",
         },
     )
 
 
 # --- Azure Key Vault certificate objects (our HTTPS emulator) ----------------------------------------
+
 
 def _azure_certificates_kit(entry: dict) -> Kit:
     from azure.core.exceptions import ResourceNotFoundError
@@ -478,11 +532,15 @@ def _azure_certificates_kit(entry: dict) -> Kit:
     book: dict = {}
 
     def client(url: str = url, ca: str = ca):
-        return CertificateClient(url, ManagedIdentityCredential(connection_verify=str(ca)),
-                                 verify_challenge_resource=False, connection_verify=str(ca))
+        return CertificateClient(
+            url,
+            ManagedIdentityCredential(connection_verify=str(ca)),
+            verify_challenge_resource=False,
+            connection_verify=str(ca),
+        )
 
     raw = client()
-    readers = {url: raw}        # one client per emulator (the throttling rig runs its own)
+    readers = {url: raw}  # one client per emulator (the throttling rig runs its own)
 
     def leaf_pem(name: str, url: str = url, ca: str = ca) -> str:
         reader = readers.get(url) or readers.setdefault(url, client(url, ca))
@@ -490,9 +548,17 @@ def _azure_certificates_kit(entry: dict) -> Kit:
         return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
 
     def make(*, adopt: bool, page_size: int | None, soft_delete: bool, url: str = url, ca: str = ca) -> Provider:
-        dest = SimpleNamespace(name="contract", provider="azure", vault_url=url, ca_bundle=ca,
-                               verify_challenge_resource=False, adopt=adopt, object="certificate",
-                               purge_on_delete=not soft_delete, on_soft_deleted="recover")
+        dest = SimpleNamespace(
+            name="contract",
+            provider="azure",
+            vault_url=url,
+            ca_bundle=ca,
+            verify_challenge_resource=False,
+            adopt=adopt,
+            object="certificate",
+            purge_on_delete=not soft_delete,
+            on_soft_deleted="recover",
+        )
         provider = azure.from_destination(dest)
         if page_size:
             provider.page_size = page_size
@@ -501,8 +567,7 @@ def _azure_certificates_kit(entry: dict) -> Kit:
     def create_foreign(name: str, value: str) -> None:
         pem, leaf = _self_signed_bundle("foreign.example.internal")
         book[leaf.strip()] = value
-        raw.import_certificate(name, pem.encode(), tags={"owner": "someone-else"},
-                               policy=_pem_policy())
+        raw.import_certificate(name, pem.encode(), tags={"owner": "someone-else"}, policy=_pem_policy())
 
     def raw_value(name: str):
         try:
@@ -526,15 +591,17 @@ def _azure_certificates_kit(entry: dict) -> Kit:
                 raw.purge_deleted_certificate(deleted.name)
 
     def list_calls(provider: Provider) -> Callable[[], int]:
-        return lambda: _azure_stats(url, ca)["operations"].get(
-            "GetCertificates", {"by_status": {}})["by_status"].get("200", 0)
+        return lambda: (
+            _azure_stats(url, ca)["operations"].get("GetCertificates", {"by_status": {}})["by_status"].get("200", 0)
+        )
 
     def throttling(stack: ExitStack, tmp: Path) -> ThrottleRig:
         emu = stack.enter_context(running_azure_emulator(tmp, "--throttle-per-10s", "1", "--throttle-window", "1"))
         return ThrottleRig(
             make=lambda: make(adopt=False, page_size=None, soft_delete=False, url=emu.url, ca=str(emu.ca)),
             throttled=lambda: sum(op["by_status"].get("429", 0) for op in emu.stats()["operations"].values()),
-            env=emu.env())
+            env=emu.env(),
+        )
 
     return Kit(
         kind="azure-certificate",
@@ -545,30 +612,32 @@ def _azure_certificates_kit(entry: dict) -> Kit:
         raw_value=raw_value,
         cleanup=cleanup,
         max_payload=azure.MAX_VALUE_BYTES,
-        lists_versions=False,                # list items carry the versionless id
-        stores_content_type=False,           # the import's content type is the policy's, not the put's
-        keeps_foreign_labels=False,          # tags belong to a version
+        lists_versions=False,  # list items carry the versionless id
+        stores_content_type=False,  # the import's content type is the policy's, not the put's
+        keeps_foreign_labels=False,  # tags belong to a version
         supports_soft_delete=True,
         pending_deletion=pending_deletion,
         list_calls=list_calls,
         throttling=throttling,
         not_applicable={
             "test_certificate_chain_sized_payload_round_trips": "Key Vault certificate objects import certificates, "
-                                                                "not text; the payload would be replaced by a "
-                                                                "bundle anyway",
+            "not text; the payload would be replaced by a "
+            "bundle anyway",
         },
     )
 
 
 def _pem_policy():
     from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
+
     return CertificatePolicy(content_type=CertificateContentType.pem)
 
 
 # --- the in-memory provider of the unit tests ---------------------------------------------------
 
+
 def _memory_kit(entry: None) -> Kit:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from providers.base import RemoteSecret
     from tests.support.memory import MemoryCloud, MemoryProvider, Unreachable
@@ -579,8 +648,7 @@ def _memory_kit(entry: None) -> Kit:
         return MemoryProvider(cloud, adopt=adopt, destination="contract")
 
     def create_foreign(name: str, value: str) -> None:
-        cloud[name] = RemoteSecret(name, {"owner": "someone-else"}, "foreign",
-                                   updated=datetime.now(timezone.utc), value=value)
+        cloud[name] = RemoteSecret(name, {"owner": "someone-else"}, "foreign", updated=datetime.now(UTC), value=value)
 
     def cleanup(prefix: str) -> None:
         for name in [n for n in cloud if n.startswith(prefix)]:
@@ -595,18 +663,19 @@ def _memory_kit(entry: None) -> Kit:
         raw_value=lambda name: cloud[name].value if name in cloud else None,
         cleanup=cleanup,
         max_payload=MemoryProvider.max_payload,
-        server_side_paging=False,            # a dict: nothing to page
+        server_side_paging=False,  # a dict: nothing to page
         quotas=False,
     )
 
 
 # --- registry -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KitSpec:
-    build: Callable[[dict | None], Kit]      # build(state entry of `emulator`, None without one)
-    emulator: str | None                     # launcher kind (tests/conftest.py emulators.entry)
-    credentials: str | None = None           # session fixture putting the SDK's creds in env
+    build: Callable[[dict | None], Kit]  # build(state entry of `emulator`, None without one)
+    emulator: str | None  # launcher kind (tests/conftest.py emulators.entry)
+    credentials: str | None = None  # session fixture putting the SDK's creds in env
 
 
 KITS: dict[str, KitSpec] = {
@@ -659,6 +728,7 @@ def throttle_rig(tmp_path_factory) -> Iterator[Callable[[Kit], ThrottleRig]]:
             if kit.kind not in rigs:
                 rigs[kit.kind] = kit.throttling(stack, tmp_path_factory.mktemp(f"throttle-{kit.kind}"))
             return rigs[kit.kind]
+
         yield get
 
 
@@ -666,8 +736,7 @@ def throttle_rig(tmp_path_factory) -> Iterator[Callable[[Kit], ThrottleRig]]:
 def aws_test_credentials() -> Iterator[None]:
     """boto3's default chain must find dummy credentials, never a developer's real ones."""
     with pytest.MonkeyPatch.context() as patch:
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                    "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
             patch.delenv(var, raising=False)
         patch.setenv("AWS_ACCESS_KEY_ID", "test")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "test")
@@ -684,10 +753,20 @@ def azure_test_credentials(emulators) -> Iterator[None]:
     each client (ca_bundle -> connection_verify), so REQUESTS_CA_BUNDLE is left alone."""
     entry = emulators.entry("azure")
     with pytest.MonkeyPatch.context() as patch:
-        for var in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
-                    "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_USERNAME", "AZURE_PASSWORD",
-                    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_TOKEN_CREDENTIALS", "IMDS_ENDPOINT",
-                    "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        for var in (
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            "AZURE_USERNAME",
+            "AZURE_PASSWORD",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_TOKEN_CREDENTIALS",
+            "IMDS_ENDPOINT",
+            "IDENTITY_SERVER_THUMBPRINT",
+            "MSI_ENDPOINT",
+            "MSI_SECRET",
+        ):
             patch.delenv(var, raising=False)
         patch.setenv("IDENTITY_ENDPOINT", f"{entry['endpoint']}/msi/token")
         patch.setenv("IDENTITY_HEADER", "certsync-contract")

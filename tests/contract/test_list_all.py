@@ -1,5 +1,6 @@
 """list_all (discovery): every secret of a destination, managed or not, paged, without values; and
 `get` reads a foreign secret's value. Run against each emulator through the contract kits."""
+
 from __future__ import annotations
 
 from providers.base import MANAGED_BY
@@ -39,7 +40,7 @@ def test_list_all_pages(provider_factory, name_prefix):
     calls = provider_factory.list_calls(provider) if provider_factory.server_side_paging else None
     assert set(mine(provider.list_all(), name_prefix)) == {f"{name_prefix}-p{i}" for i in range(3)}
     if calls is not None:
-        assert calls() >= 3            # one secret per page: the SDK followed the pages
+        assert calls() >= 3  # one secret per page: the SDK followed the pages
 
 
 def test_deleted_foreign_secret_is_neither_listed_nor_read(provider_factory, name_prefix):

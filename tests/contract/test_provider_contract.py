@@ -5,6 +5,7 @@ Every test is parametrized by provider kit (aws, azure, gcp, gcp-rest, memory) t
 capability flags say instead of skipping. Names are unique per test (`name_prefix`), so the suite
 runs in parallel on shared, never-reset emulators.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,11 +30,11 @@ def pem_chain(size: int) -> str:
 
 
 def push(provider, name: str, payload: str | bytes, content_type: str = "application/json", **labels: str):
-    return provider.put(name, payload, content_type=content_type,
-                        labels={**labels_for(payload), **labels})
+    return provider.put(name, payload, content_type=content_type, labels={**labels_for(payload), **labels})
 
 
 # --- get / put ----------------------------------------------------------------------------------
+
 
 def test_get_absent_returns_none(provider, name_prefix):
     assert provider.get(f"{name_prefix}-absent") is None
@@ -91,8 +92,8 @@ def test_content_type_round_trips_where_the_service_stores_one(provider_factory,
 
 
 def test_binary_payload_round_trips_or_is_refused_before_any_call(provider_factory, name_prefix):
-    payload = bytes(range(256)) * 4                         # not UTF-8
-    if not provider_factory.binary:                         # text-only store (Key Vault)
+    payload = bytes(range(256)) * 4  # not UTF-8
+    if not provider_factory.binary:  # text-only store (Key Vault)
         with pytest.raises(ProviderError, match="binary"):
             push(provider_factory.offline(), f"{name_prefix}-bin", payload)
         return
@@ -109,11 +110,11 @@ def test_certificate_chain_sized_payload_round_trips(provider, name_prefix):
 
 # --- listing ------------------------------------------------------------------------------------
 
+
 def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix):
     kit = provider_factory
     provider = kit(page_size=2)
-    written = {f"{name_prefix}-list-{i}": push(provider, f"{name_prefix}-list-{i}", f"v{i}")
-               for i in range(5)}
+    written = {f"{name_prefix}-list-{i}": push(provider, f"{name_prefix}-list-{i}", f"v{i}") for i in range(5)}
     kit.create_foreign(f"{name_prefix}-list-foreign", "not ours")
     calls = kit.list_calls(provider) if kit.server_side_paging else None
     before = calls() if calls else 0
@@ -121,8 +122,8 @@ def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix
     everything = list(provider.list_managed())
     listed = {s.name: s for s in everything if s.name.startswith(name_prefix)}
 
-    assert set(listed) == set(written)      # 5 with a page size of 2: every page was followed
-    assert all(s.managed for s in everything)   # foreign ones are dropped, even unfiltered
+    assert set(listed) == set(written)  # 5 with a page size of 2: every page was followed
+    assert all(s.managed for s in everything)  # foreign ones are dropped, even unfiltered
     if kit.server_side_paging:
         # Counted at the emulator (or the SDK's wire hook), not by the adapter: the page size
         # reached the service and the adapter followed every page.
@@ -131,7 +132,7 @@ def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix
         assert secret.labels == labels_for(f"v{name[-1]}")
         if kit.lists_versions:
             assert secret.version == written[name].version
-        else:                               # the listing carries no version id
+        else:  # the listing carries no version id
             assert secret.version is None and written[name].version
         assert secret.updated is not None
         assert secret.value is None
@@ -139,13 +140,14 @@ def test_list_managed_pages_and_lists_only_managed(provider_factory, name_prefix
 
 # --- delete -------------------------------------------------------------------------------------
 
+
 def test_delete_then_get_none_and_delete_again_is_fine(provider, provider_factory, name_prefix):
     name = f"{name_prefix}-delete"
     push(provider, name, "v1")
     provider.delete(name, cert="api")
     assert provider.get(name) is None
     assert provider_factory.raw_value(name) is None
-    assert not provider_factory.pending_deletion(name)     # no recovery window asked: gone
+    assert not provider_factory.pending_deletion(name)  # no recovery window asked: gone
     provider.delete(name, cert="api")
     provider.delete(f"{name_prefix}-never-existed", cert="api")
 
@@ -169,17 +171,17 @@ def test_soft_delete_then_recreate_and_purge(provider_factory, name_prefix):
     assert provider.get(name) is None
     assert kit.raw_value(name) is None
     assert kit.pending_deletion(name) is kit.supports_soft_delete
-    provider.delete(name, cert="api")                                   # already deleted: no error
+    provider.delete(name, cert="api")  # already deleted: no error
     assert kit.pending_deletion(name) is kit.supports_soft_delete
 
-    push(provider, name, "v2")                              # restores/recovers, then writes
+    push(provider, name, "v2")  # restores/recovers, then writes
     assert provider.get(name).value == "v2"
     assert not kit.pending_deletion(name)
 
     provider.delete(name, cert="api", purge=True)
     assert provider.get(name) is None
-    assert not kit.pending_deletion(name)                   # purged: nothing to recover
-    push(provider, name, "v3")                              # the name is free again
+    assert not kit.pending_deletion(name)  # purged: nothing to recover
+    push(provider, name, "v3")  # the name is free again
     assert provider.get(name).value == "v3"
 
 
@@ -190,12 +192,13 @@ def test_purge_also_removes_an_already_deleted_secret(provider_factory, name_pre
     push(provider, name, "v1")
     provider.delete(name, cert="api")
     assert kit.pending_deletion(name) is kit.supports_soft_delete
-    provider.delete(name, cert="api", purge=True)                       # the live secret is already gone
+    provider.delete(name, cert="api", purge=True)  # the live secret is already gone
     assert not kit.pending_deletion(name)
     assert kit.raw_value(name) is None
 
 
 # --- checks before any call ---------------------------------------------------------------------
+
 
 def test_payload_over_the_limit_is_refused_before_any_call(provider_factory, name_prefix):
     offline = provider_factory.offline()
@@ -205,8 +208,7 @@ def test_payload_over_the_limit_is_refused_before_any_call(provider_factory, nam
         push(offline, f"{name_prefix}-big", b"x" * (provider_factory.max_payload + 1))
 
 
-@pytest.mark.parametrize("bad_name", ["", "has space", "semi;colon", "hash#", "ünïcode",
-                                      "tab\tname", "x" * 600])
+@pytest.mark.parametrize("bad_name", ["", "has space", "semi;colon", "hash#", "ünïcode", "tab\tname", "x" * 600])
 def test_invalid_names_are_rejected_before_any_call(provider_factory, bad_name):
     offline = provider_factory.offline()
     with pytest.raises(NameError_, match="invalid .* secret name"):
@@ -218,6 +220,7 @@ def test_invalid_names_are_rejected_before_any_call(provider_factory, bad_name):
 
 
 # --- ownership ----------------------------------------------------------------------------------
+
 
 def test_foreign_secret_is_never_overwritten_nor_deleted(provider, provider_factory, name_prefix):
     name = f"{name_prefix}-foreign"
@@ -248,7 +251,7 @@ def test_foreign_secret_is_adopted_when_adopt_is_on(provider_factory, name_prefi
     assert ("owner" in got.labels) is kit.keeps_foreign_labels
     assert name in {s.name for s in adopting.list_managed()}
 
-    kit().delete(name, cert="api")                                      # certsync's now: no adopt needed
+    kit().delete(name, cert="api")  # certsync's now: no adopt needed
     assert kit.raw_value(name) is None
 
 
@@ -269,7 +272,7 @@ def test_deleted_foreign_secret_is_neither_restored_nor_purged(provider_factory,
         push(provider, name, "ours")
     with pytest.raises(NotOwned, match=name):
         provider.delete(name, cert="api", purge=True)
-    assert kit.pending_deletion(name)                       # still there, untouched
+    assert kit.pending_deletion(name)  # still there, untouched
     assert kit.raw_value(name) is None
 
 
@@ -308,7 +311,7 @@ def test_secret_of_another_certificate_is_taken_over_only_with_adopt(provider_fa
     got = kit().get(name)
     assert got.value == "a1" and got.labels[CERT_LABEL] == "cert-a"
     with pytest.raises(NotOwned, match="cert-a"):
-        kit().delete(name, cert="cert-b")                     # now cert-a's, not cert-b's
+        kit().delete(name, cert="cert-b")  # now cert-a's, not cert-b's
     kit().delete(name, cert="cert-a")
     assert kit.raw_value(name) is None
 
@@ -329,18 +332,23 @@ def test_deleted_secret_of_another_certificate_is_neither_restored_nor_purged(pr
         push(provider, name, "a1", **{CERT_LABEL: "cert-a"})
     with pytest.raises(NotOwned, match="cert-b"):
         provider.delete(name, cert="cert-a", purge=True)
-    assert kit.pending_deletion(name)                       # still there, untouched
+    assert kit.pending_deletion(name)  # still there, untouched
 
 
 def test_a_put_must_name_its_certificate(provider_factory, name_prefix):
     """Labels without certsync-cert are refused before any call: ownership needs a certificate."""
     offline = provider_factory.offline()
     with pytest.raises(UsageError, match=CERT_LABEL):
-        offline.put(f"{name_prefix}-nocert", "v", content_type="text/plain",
-                    labels={MANAGED_BY: MANAGED_BY_VALUE, "certsync-fp": "0" * 32})
+        offline.put(
+            f"{name_prefix}-nocert",
+            "v",
+            content_type="text/plain",
+            labels={MANAGED_BY: MANAGED_BY_VALUE, "certsync-fp": "0" * 32},
+        )
 
 
 # --- errors name the destination ----------------------------------------------------------------
+
 
 def test_errors_name_the_destination(provider_factory, name_prefix):
     """Kits build adapters from a destination named "contract": a refusal by the adapter and a
@@ -359,12 +367,13 @@ def test_errors_name_the_destination(provider_factory, name_prefix):
 
 # --- throttling --------------------------------------------------------------------------------
 
+
 def test_throttling_is_answered_by_the_sdk_retry(provider_factory, throttle_rig, name_prefix):
     """A throttled call becomes a success through the SDK's own retry (the adapters have no
     retry loops). The throttling is counted where it is answered: emulator stats or proxy."""
     kit = provider_factory
     name, payload = f"{name_prefix}-throttled", pem_chain(2048)
-    if not kit.quotas:              # drongo has no quotas: the same writes simply go through
+    if not kit.quotas:  # drongo has no quotas: the same writes simply go through
         assert kit.throttling is None
         provider = kit()
         push(provider, name, payload)
@@ -378,7 +387,7 @@ def test_throttling_is_answered_by_the_sdk_retry(provider_factory, throttle_rig,
             env.setenv(key, value)
         provider = rig.make()
         written = push(provider, name, payload)
-        assert rig.throttled() - before >= 1            # the put itself was throttled
+        assert rig.throttled() - before >= 1  # the put itself was throttled
         got = provider.get(name)
     assert got.value == payload and got.version == written.version and got.managed
 
@@ -405,19 +414,25 @@ def test_aws_put_makes_the_fewest_calls(provider_factory, name_prefix):
     assert calls == ["DescribeSecret", "CreateSecret"]
     calls.clear()
     provider.put(name, "v1b", content_type="application/json", labels=labels_for("v1"))
-    assert calls == ["DescribeSecret", "PutSecretValue"]          # same tags: no TagResource
+    assert calls == ["DescribeSecret", "PutSecretValue"]  # same tags: no TagResource
     calls.clear()
     push(provider, name, "v2")
     assert calls == ["DescribeSecret", "PutSecretValue", "TagResource"]
     calls.clear()
     list(provider.list_managed())
-    assert set(calls) == {"ListSecrets"}                          # listing reads no values
+    assert set(calls) == {"ListSecrets"}  # listing reads no values
     calls.clear()
 
-    provider.delete(name, cert="api")                                         # recovery window of 7 days
+    provider.delete(name, cert="api")  # recovery window of 7 days
     push(provider, name, "v3")
-    assert calls == ["DescribeSecret", "DeleteSecret",
-                     "DescribeSecret", "RestoreSecret", "PutSecretValue", "TagResource"]
+    assert calls == [
+        "DescribeSecret",
+        "DeleteSecret",
+        "DescribeSecret",
+        "RestoreSecret",
+        "PutSecretValue",
+        "TagResource",
+    ]
 
 
 @aws_only
@@ -444,9 +459,14 @@ def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, 
     from providers.aws import AwsProvider, _one_line
     from sync.errors import ProviderError
 
-    offline = AwsProvider(boto3.session.Session().client(
-        "secretsmanager", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
-        config=Config(retries={"mode": "standard", "max_attempts": 1})))
+    offline = AwsProvider(
+        boto3.session.Session().client(
+            "secretsmanager",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:9",
+            config=Config(retries={"mode": "standard", "max_attempts": 1}),
+        )
+    )
     with pytest.raises(ProviderError, match=rf"DescribeSecret on '{name_prefix}-x' failed"):
         offline.get(f"{name_prefix}-x")
 
@@ -456,15 +476,13 @@ def test_aws_errors_are_one_line_and_name_the_secret_and_code(provider_factory, 
     provider.delete(name, cert="api")
     with pytest.raises(ProviderError) as caught:
         with provider._errors("GetSecretValue", name):
-            provider.client.get_secret_value(SecretId=name)      # pending deletion: refused
+            provider.client.get_secret_value(SecretId=name)  # pending deletion: refused
     message = str(caught.value)
-    assert message.startswith(f"AWS Secrets Manager GetSecretValue on {name!r} failed: "
-                              f"InvalidRequestException: ")
+    assert message.startswith(f"AWS Secrets Manager GetSecretValue on {name!r} failed: InvalidRequestException: ")
     assert "\n" not in message
 
     key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
-    assert _one_line(f"Value '{key}' at 'secretString'\nfailed", key) == \
-        "Value '<payload>' at 'secretString' failed"
+    assert _one_line(f"Value '{key}' at 'secretString'\nfailed", key) == "Value '<payload>' at 'secretString' failed"
 
 
 @aws_only
@@ -474,8 +492,17 @@ def test_aws_errors_name_the_destination_from_the_config(provider_factory, emula
     from sync.config import from_dict
     from sync.reconcile.destinations import Providers
 
-    config = from_dict({"destination": {"aws-prod": {
-        "provider": "aws", "region": "us-east-1", "endpoint_url": emulators.entry("aws")["endpoint"]}}})
+    config = from_dict(
+        {
+            "destination": {
+                "aws-prod": {
+                    "provider": "aws",
+                    "region": "us-east-1",
+                    "endpoint_url": emulators.entry("aws")["endpoint"],
+                }
+            }
+        }
+    )
     assert config.destination["aws-prod"].name == "aws-prod"
     provider = Providers(config)("aws-prod")
 
@@ -494,11 +521,13 @@ def test_aws_errors_name_the_destination_from_the_config(provider_factory, emula
     def delete_meanwhile(model, **_) -> None:
         if model.name == "GetSecretValue":
             provider_factory.delete_foreign(name)
+
     provider.client.meta.events.register("before-call", delete_meanwhile)
     with pytest.raises(ProviderError) as failed:
         provider.get(name)
-    assert str(failed.value).startswith(f"destination 'aws-prod': AWS Secrets Manager GetSecretValue on {name!r} "
-                                        "failed: InvalidRequestException: ")
+    assert str(failed.value).startswith(
+        f"destination 'aws-prod': AWS Secrets Manager GetSecretValue on {name!r} failed: InvalidRequestException: "
+    )
     assert failed.value.destination == "aws-prod"
 
 
@@ -515,8 +544,10 @@ def test_aws_create_waits_for_a_force_delete_to_finish(provider_factory, emulato
         def answer(self, name):
             if name == "CreateSecret" and self.refused < 2:
                 self.refused += 1
-                body = (b'{"__type":"InvalidRequestException","message":"You can\'t create this secret because '
-                        b'a secret with this name is already scheduled for deletion."}')
+                body = (
+                    b'{"__type":"InvalidRequestException","message":"You can\'t create this secret because '
+                    b'a secret with this name is already scheduled for deletion."}'
+                )
                 return 400, {"Content-Type": "application/x-amz-json-1.1"}, body
             return None
 

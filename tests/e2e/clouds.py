@@ -1,5 +1,6 @@
 """Per-cloud pieces for end-to-end tests: the destination block certsync is given, and an official
 client that reads back (and tampers with) what certsync wrote, independently of certsync."""
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,19 @@ class Cloud:
         elif self.kind == "gcp":
             body = f'provider = "gcp"\nproject = "{self.project}"\nendpoint = "{endpoint}"\ninsecure = true'
         else:
-            body = (f'provider = "azure"\nvault_url = "{endpoint}"\nca_bundle = "{self.entry["ca_bundle"]}"\n'
-                    'verify_challenge_resource = false')
+            body = (
+                f'provider = "azure"\nvault_url = "{endpoint}"\nca_bundle = "{self.entry["ca_bundle"]}"\n'
+                "verify_challenge_resource = false"
+            )
         return f'\n[destination.{name}]\n{body}\nformat = "{fmt}"\n{extra}\n'
 
     def env(self) -> dict[str, str]:
         if self.kind == "azure":
-            return {"IDENTITY_ENDPOINT": f"{self.entry['endpoint']}/msi/token", "IDENTITY_HEADER": "certsync-e2e",
-                    "REQUESTS_CA_BUNDLE": self.entry["ca_bundle"]}
+            return {
+                "IDENTITY_ENDPOINT": f"{self.entry['endpoint']}/msi/token",
+                "IDENTITY_HEADER": "certsync-e2e",
+                "REQUESTS_CA_BUNDLE": self.entry["ca_bundle"],
+            }
         return {}
 
     # -- reading back with the official SDKs ---------------------------------------------------------
@@ -45,15 +51,16 @@ class Cloud:
 
     def _read_gcp(self, name):
         from google.api_core import exceptions
+
         try:
-            response = self._gcp().access_secret_version(
-                name=f"projects/{self.project}/secrets/{name}/versions/latest")
+            response = self._gcp().access_secret_version(name=f"projects/{self.project}/secrets/{name}/versions/latest")
         except exceptions.NotFound:
             return None
         return response.payload.data.decode()
 
     def _read_azure(self, name):
         from azure.core.exceptions import ResourceNotFoundError
+
         try:
             secret = self._azure().get_secret(name)
         except ResourceNotFoundError:
@@ -77,12 +84,20 @@ class Cloud:
         """Write calls the emulator has seen (for this test's project on GCP)."""
         if self.kind == "gcp":
             import grpc
+
             with grpc.insecure_channel(self.entry["endpoint"]) as channel:
                 stats = json.loads(channel.unary_unary("/certsync.emulator.v1.Admin/GetStats")(b""))
             calls = next((v for k, v in stats["by_project"].items() if self.project in k), {})
             calls = calls.get("calls", calls)
-            writes = ("CreateSecret", "AddSecretVersion", "UpdateSecret", "DeleteSecret", "DestroySecretVersion",
-                      "DisableSecretVersion", "EnableSecretVersion")
+            writes = (
+                "CreateSecret",
+                "AddSecretVersion",
+                "UpdateSecret",
+                "DeleteSecret",
+                "DestroySecretVersion",
+                "DisableSecretVersion",
+                "EnableSecretVersion",
+            )
             return sum(n for method, n in calls.items() if method in writes)
         if self.kind == "azure":
             context = ssl.create_default_context(cafile=self.entry["ca_bundle"])
@@ -95,14 +110,22 @@ class Cloud:
     # -- clients -----------------------------------------------------------------------------------
     def _aws(self):
         import boto3
-        return boto3.client("secretsmanager", endpoint_url=self.entry["endpoint"], region_name="us-east-1",
-                            aws_access_key_id="test", aws_secret_access_key="test")
+
+        return boto3.client(
+            "secretsmanager",
+            endpoint_url=self.entry["endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
 
     def _gcp(self):
         import grpc
         from google.cloud import secretmanager
         from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
-            SecretManagerServiceGrpcTransport)
+            SecretManagerServiceGrpcTransport,
+        )
+
         transport = SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(self.entry["endpoint"]))
         return secretmanager.SecretManagerServiceClient(transport=transport)
 
@@ -110,9 +133,14 @@ class Cloud:
         import os
         from azure.identity import ManagedIdentityCredential
         from azure.keyvault.secrets import SecretClient
+
         # the managed identity endpoint comes from the environment; the CA bundle is passed explicitly
         # (in os.environ it would reach every later HTTPS client of this process, pip among them)
         os.environ.update({k: v for k, v in self.env().items() if k != "REQUESTS_CA_BUNDLE"})
         ca = self.entry["ca_bundle"]
-        return SecretClient(self.entry["endpoint"], ManagedIdentityCredential(connection_verify=ca),
-                            verify_challenge_resource=False, connection_verify=ca)
+        return SecretClient(
+            self.entry["endpoint"],
+            ManagedIdentityCredential(connection_verify=ca),
+            verify_challenge_resource=False,
+            connection_verify=ca,
+        )

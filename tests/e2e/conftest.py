@@ -1,4 +1,5 @@
 """End-to-end: the certsync CLI, as a user runs it, against the cloud emulators."""
+
 import json
 import os
 import subprocess
@@ -41,8 +42,14 @@ class Project:
         (self.path / "sync.toml").write_text(textwrap.dedent(CA_AND_PROFILE) + textwrap.dedent(body))
 
     def run(self, *args, expect=0):
-        result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True,
-                                cwd=self.path, env=self.env, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "sync", *args],
+            capture_output=True,
+            text=True,
+            cwd=self.path,
+            env=self.env,
+            timeout=300,
+        )
         assert result.returncode == expect, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
         return result
@@ -72,5 +79,11 @@ def aws_proxy(aws_endpoint):
 @pytest.fixture
 def secretsmanager(aws_endpoint):
     import boto3
-    return boto3.client("secretsmanager", endpoint_url=aws_endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")
+
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=aws_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )

@@ -3,6 +3,7 @@
 Import, re-import into the same ARN on renewal, a no-op decided from ListCertificates + tags
 alone, delete on retire, and the config-time refusal of key types ACM's services do not take.
 """
+
 import json
 
 import boto3
@@ -33,8 +34,13 @@ destinations = ["acm", {{ to = "acm", name = "{name_prefix}-cdn" }}]
 
 @pytest.fixture
 def acm(aws_endpoint):
-    return boto3.client("acm", endpoint_url=aws_endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client(
+        "acm",
+        endpoint_url=aws_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
 
 
 def self_signed(cn):
@@ -47,31 +53,41 @@ def self_signed(cn):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False).sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
 
 
 def by_name(acm, name):
     """{Name tag: (arn, tags)} of the imported certificates whose Name tag is `name`."""
     found = []
     for page in acm.get_paginator("list_certificates").paginate(
-            Includes={"keyTypes": ["RSA_2048", "EC_prime256v1", "EC_secp384r1"]}):
+        Includes={"keyTypes": ["RSA_2048", "EC_prime256v1", "EC_secp384r1"]}
+    ):
         for summary in page["CertificateSummaryList"]:
-            tags = {t["Key"]: t["Value"] for t in
-                    acm.list_tags_for_certificate(CertificateArn=summary["CertificateArn"]).get("Tags", [])}
+            tags = {
+                t["Key"]: t["Value"]
+                for t in acm.list_tags_for_certificate(CertificateArn=summary["CertificateArn"]).get("Tags", [])
+            }
             if tags.get("Name") == name:
                 found.append((summary["CertificateArn"], tags))
     return found
 
 
-def test_import_then_noop_from_the_listing_then_renewal_keeps_the_arn_then_retire(
-        project, aws_proxy, acm, name_prefix):
+def test_import_then_noop_from_the_listing_then_renewal_keeps_the_arn_then_retire(project, aws_proxy, acm, name_prefix):
     cert = f"{name_prefix}-lb"
     project.write(config(name_prefix, aws_proxy))
     project.run("init")
@@ -140,11 +156,14 @@ def test_key_types_acm_does_not_take_are_refused_at_config_time(project, aws_pro
 
 def test_a_profile_key_acm_does_not_take_is_refused_naming_the_destination(project, aws_proxy, name_prefix):
     project.write(config(name_prefix, aws_proxy).replace('key = "ec-p256"\n', ""))
-    text = (project.path / "sync.toml").read_text().replace(
-        'renew_before = "30d"\n', 'renew_before = "30d"\nkey = "ed25519"\n', 1)
+    text = (
+        (project.path / "sync.toml")
+        .read_text()
+        .replace('renew_before = "30d"\n', 'renew_before = "30d"\nkey = "ed25519"\n', 1)
+    )
     (project.path / "sync.toml").write_text(text)
     result = project.run("plan", expect=2)
-    line, = result.stderr.strip().splitlines()
+    (line,) = result.stderr.strip().splitlines()
     assert f"certificate.{name_prefix}-lb.destinations[0]" in line and "profile 'tls-server'" in line, line
 
 
@@ -152,6 +171,7 @@ class InUseProxy(CountingProxy):
     """LocalStack's free edition has no ELB/CloudFront to attach a certificate to, so this proxy
     answers DescribeCertificate itself with the certificate in use by a load balancer, the way
     ACM describes an attached one; every other call reaches LocalStack."""
+
     LB = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/50dc6c495c0c9188"
 
     def observe(self, name, body):
@@ -175,8 +195,8 @@ def test_delete_is_refused_while_the_certificate_is_in_use_naming_the_users(proj
         result = project.run("retire", cert, expect=1)
         assert InUseProxy.LB in result.stdout + result.stderr and "in use by" in result.stdout + result.stderr
         assert "DeleteCertificate" not in proxy.calls
-        assert by_name(acm, cert) == [(arn, by_name(acm, cert)[0][1])]      # still there, same ARN
-    with CountingProxy(aws_endpoint) as plain:              # detached: the retire goes through
+        assert by_name(acm, cert) == [(arn, by_name(acm, cert)[0][1])]  # still there, same ARN
+    with CountingProxy(aws_endpoint) as plain:  # detached: the retire goes through
         project.write(config(name_prefix, plain))
         project.run("retire", cert)
         assert by_name(acm, cert) == []

@@ -7,6 +7,7 @@ The agent replaces nginx's placeholder certificate with an enrolled one (checked
 thread loops TLS handshakes against nginx: none fails during the switch, and the served serial
 changes after the agent's `nginx -s reload`. The server's audit trail holds the agent's reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ HOST = "web.example.internal"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 # skipped locally without nginx; under CI (scripts/test.sh installs it) a missing nginx fails
-pytestmark = pytest.mark.skipif(NGINX is None and not os.environ.get("CI"),
-                                reason="nginx is not installed (scripts/test.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    NGINX is None and not os.environ.get("CI"), reason="nginx is not installed (scripts/test.sh installs it)"
+)
 
 
 def free_port() -> int:
@@ -48,8 +50,9 @@ class Nginx:
         for sub in ("logs", "tmp"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         self.conf = folder / "nginx.conf"
-        temps = "\n".join(f"  {kind}_temp_path {folder}/tmp/{kind};"
-                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temps = "\n".join(
+            f"  {kind}_temp_path {folder}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         self.conf.write_text(f"""
 worker_processes 1;
 error_log {folder}/logs/error.log notice;
@@ -73,8 +76,9 @@ http {{
         return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), *args]
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -91,7 +95,7 @@ http {{
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)        # graceful shutdown
+            self.process.send_signal(signal.SIGQUIT)  # graceful shutdown
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -102,9 +106,25 @@ http {{
 def served_serial(port: int, root: Path, folder: Path) -> str | None:
     """openssl s_client against nginx, verifying the chain to the root and the host name; None
     when that fails (the placeholder nginx starts with)."""
-    result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", HOST,
-                             "-verify_hostname", HOST, "-CAfile", str(root), "-verify_return_error"],
-                            input=b"", capture_output=True, timeout=30, cwd=folder)
+    result = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            HOST,
+            "-verify_hostname",
+            HOST,
+            "-CAfile",
+            str(root),
+            "-verify_return_error",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+        cwd=folder,
+    )
     if result.returncode != 0 or b"Verify return code: 0 (ok)" not in result.stdout:
         return None
     cert = x509.load_pem_x509_certificate(result.stdout.split(b"Server certificate\n", 1)[1])
@@ -118,6 +138,7 @@ class Handshakes(threading.Thread):
     def __init__(self, port: int, root: Path) -> None:
         super().__init__(daemon=True)
         import ssl
+
         self.context = ssl.create_default_context(cafile=str(root))
         self.port, self.serials, self.failures = port, [], []
         self.halt = threading.Event()
@@ -129,7 +150,7 @@ class Handshakes(threading.Thread):
                     with self.context.wrap_socket(raw, server_hostname=HOST) as tls:
                         der = tls.getpeercert(binary_form=True)
                 self.serials.append(format(x509.load_der_x509_certificate(der).serial_number, "x"))
-            except OSError as exc:                  # ssl.SSLError is an OSError
+            except OSError as exc:  # ssl.SSLError is an OSError
                 self.failures.append(repr(exc))
 
     def seen(self) -> list[str]:
@@ -140,15 +161,40 @@ class Handshakes(threading.Thread):
 def placeholder(folder: Path) -> tuple[Path, Path]:
     """A self-signed pair nginx starts with (what a fresh host has before the agent runs)."""
     cert, key = folder / "web.fullchain.pem", folder / "web.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={HOST}", "-days", "1"],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={HOST}",
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return cert, key
 
 
 def agent(config: Path, token: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "sync", "agent", "--agent-config", str(config), *args],
-                            capture_output=True, text=True, timeout=120, env={**env(), "CERTSYNC_AGENT_TOKEN": token})
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", "agent", "--agent-config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env(), "CERTSYNC_AGENT_TOKEN": token},
+    )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -182,7 +228,7 @@ reload_timeout = "20s"
 """)
     nginx.start()
     try:
-        assert served_serial(nginx.port, server.root_pem, tmp_path) is None     # the placeholder does not verify
+        assert served_serial(nginx.port, server.root_pem, tmp_path) is None  # the placeholder does not verify
         first = json.loads(agent(config, token, "--once", "--output", "json").stdout)["certificates"][0]
         assert (first["status"], first["reported"]) == ("deployed", True), first
         # `nginx -s reload` signals the master and returns: wait for the new workers
@@ -206,10 +252,12 @@ reload_timeout = "20s"
         assert served_serial(nginx.port, server.root_pem, tmp_path) == renewed["serial"]
     finally:
         nginx.stop()
-    events = json.loads(server.cli("audit", "--output", "json", "--action", "deploy",
-                                   "--certificate", NAME).stdout)["events"]
+    events = json.loads(server.cli("audit", "--output", "json", "--action", "deploy", "--certificate", NAME).stdout)[
+        "events"
+    ]
     assert sorted((e["serial"], e["outcome"], e["detail"]["host"]) for e in events) == sorted(
-        [(first["serial"], "ok", "web-1"), (renewed["serial"], "ok", "web-1")])
+        [(first["serial"], "ok", "web-1"), (renewed["serial"], "ok", "web-1")]
+    )
 
 
 def test_agent_daemon_enrolls_and_stops_on_sigterm(tmp_path, server):
@@ -228,9 +276,13 @@ dns_names = ["daemon.example.internal"]
 fullchain = "{out}/daemon.pem"
 key = "{out}/daemon.key"
 """)
-    process = subprocess.Popen([sys.executable, "-m", "sync", "agent", "--agent-config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**env(), "CERTSYNC_AGENT_TOKEN": token})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync", "agent", "--agent-config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env(), "CERTSYNC_AGENT_TOKEN": token},
+    )
     try:
         _wait(lambda: (out / "daemon.key").exists() or process.poll() is not None, "the daemon's first deployment")
         process.send_signal(signal.SIGTERM)

@@ -1,5 +1,6 @@
 """The whole lifecycle against all three cloud emulators, read back with the official SDKs and
 checked by openssl and a real TLS handshake (Python's ssl module)."""
+
 import base64
 import json
 import socket
@@ -25,13 +26,16 @@ def cloud(request, emulators, name_prefix, project):
 
 
 def write_config(project, cloud, name_prefix, fmt=None, extra_certs=""):
-    project.write(cloud.destination("cloud", fmt or FORMATS[cloud.kind]) + f"""
+    project.write(
+        cloud.destination("cloud", fmt or FORMATS[cloud.kind])
+        + f"""
 [certificate.{name_prefix}-api]
 profile = "tls-server"
 common_name = "api.example.internal"
 dns_names = ["api.example.internal"]
 destinations = ["cloud"]
-{extra_certs}""")
+{extra_certs}"""
+    )
 
 
 def materials(cloud, payload: str, fmt: str):
@@ -39,8 +43,11 @@ def materials(cloud, payload: str, fmt: str):
     if fmt == "json":
         doc = json.loads(payload)
         chain = x509.load_pem_x509_certificates(doc["certificate_chain"].encode())
-        return (x509.load_pem_x509_certificate(doc["certificate"].encode()), chain,
-                serialization.load_pem_private_key(doc["private_key"].encode(), None))
+        return (
+            x509.load_pem_x509_certificate(doc["certificate"].encode()),
+            chain,
+            serialization.load_pem_private_key(doc["private_key"].encode(), None),
+        )
     if fmt == "pem":
         certs = x509.load_pem_x509_certificates(payload.encode())
         return certs[0], certs[1:], serialization.load_pem_private_key(payload.encode(), None)
@@ -57,9 +64,9 @@ def handshake(tmp_path, leaf, chain, key, root, server_hostname):
     """A TLS server presenting leaf+chain, a client trusting only the root. Returns the peer CN."""
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *chain])
     (tmp_path / "server.pem").write_bytes(pem)
-    (tmp_path / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                            serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
     client_ctx = ssl.create_default_context(cadata=root.public_bytes(serialization.Encoding.PEM).decode())
@@ -141,8 +148,23 @@ def test_renew_revoke_replace_and_retire(project, cloud, name_prefix, tmp_path):
     (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
     project.cert = name
     (tmp_path / "root.pem").write_bytes(root_of(project).public_bytes(serialization.Encoding.PEM))
-    ok = subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "chain.pem",
-                         "-CRLfile", "crl.pem", "leaf.pem"], cwd=tmp_path, capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "chain.pem",
+            "-CRLfile",
+            "crl.pem",
+            "leaf.pem",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert project.json("apply")["summary"] == {"unchanged": 1}  # the revoked one is never pushed again
     project.run("retire", name)
@@ -179,7 +201,9 @@ def test_no_change_apply_makes_no_writes_at_the_emulator(project, cloud, name_pr
 
 
 def test_verify_by_reading_back_and_summary_per_destination(project, cloud, name_prefix):
-    project.write(cloud.destination("cloud", FORMATS[cloud.kind], extra='verify_after_write = "read"') + f"""
+    project.write(
+        cloud.destination("cloud", FORMATS[cloud.kind], extra='verify_after_write = "read"')
+        + f"""
 [certificate.{name_prefix}-api]
 profile = "tls-server"
 common_name = "api.example.internal"
@@ -189,7 +213,8 @@ destinations = ["cloud"]
 profile = "tls-server"
 common_name = "web.example.internal"
 destinations = ["cloud"]
-""")
+"""
+    )
     project.run("init")
     first = project.json("apply")
     assert first["ok"] and first["destinations"] == {"cloud": {"created": 2}}

@@ -2,6 +2,7 @@
 to a file) and a real local HTTP server receiving the webhook, after pushes to AWS Secrets Manager
 on LocalStack. The facts arrive; no key material does, anywhere; a failing hook is reported, the
 push stays and is not redone, and the hook runs again on the next run until it succeeds."""
+
 import base64
 import json
 import os
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support.webhook import TOKEN, webhook_server
 
-HOOK = textwrap.dedent('''
+HOOK = textwrap.dedent("""
     import json, os, sys, time
     out = sys.argv[1]
     n = len([f for f in os.listdir(out) if f.startswith("call-")])
@@ -24,7 +25,7 @@ HOOK = textwrap.dedent('''
     if os.path.exists(os.path.join(out, "fail")):
         print("reload failed: nginx is down")
         sys.exit(3)
-''')
+""")
 AUTH = "Bearer hook-auth-value-not-for-logs"
 
 
@@ -34,7 +35,7 @@ def setup(project, tmp_path, aws_proxy, name_prefix, webhook_url, extra=""):
     script = tmp_path / "hook.py"
     script.write_text(HOOK)
     project.env["HOOK_AUTH"] = AUTH
-    project.env["CERTSYNC_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()   # must not reach the hook
+    project.env["CERTSYNC_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()  # must not reach the hook
     project.write(f"""
         [destination.aws]
         provider = "aws"
@@ -63,22 +64,24 @@ def key_material(secretsmanager, name):
     """Every form the pushed key could leak in: PEM, DER base64, and the whole payload."""
     payload = secretsmanager.get_secret_value(SecretId=name)["SecretString"]
     key = serialization.load_pem_private_key(json.loads(payload)["private_key"].encode(), None)
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     b64 = base64.b64encode(der).decode()
-    scalar = format(key.private_numbers().private_value, "x")     # the EC private value itself
-    return ["PRIVATE KEY", b64, b64[len(b64) // 2 - 20:len(b64) // 2 + 20], b64[-40:], scalar, payload]
+    scalar = format(key.private_numbers().private_value, "x")  # the EC private value itself
+    return ["PRIVATE KEY", b64, b64[len(b64) // 2 - 20 : len(b64) // 2 + 20], b64[-40:], scalar, payload]
 
 
 def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
-        project, tmp_path, aws_proxy, secretsmanager, name_prefix):
+    project, tmp_path, aws_proxy, secretsmanager, name_prefix
+):
     with webhook_server() as hook:
         out = setup(project, tmp_path, aws_proxy, name_prefix, hook.url)
         first = project.run("--output", "json", "apply")
         report = json.loads(first.stdout)
         assert report["ok"] and report["summary"] == {"issue": 1, "push": 1}
-        assert [(h["hook"], h["status"], h["attempt"]) for h in report["hooks"]] == [("command", "ok", 1),
-                                                                                     ("webhook", "ok", 1)]
+        assert [(h["hook"], h["status"], h["attempt"]) for h in report["hooks"]] == [
+            ("command", "ok", 1),
+            ("webhook", "ok", 1),
+        ]
         assert report["destinations"]["aws"] == {"created": 1, "hook ok": 2}
 
         [call] = calls(out)
@@ -93,7 +96,10 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         assert env["CERTSYNC_DOMAINS"] == "api.example.internal www.example.internal"
         assert env["CERTSYNC_SANS"] == "DNS:api.example.internal DNS:www.example.internal"
         assert (env["CERTSYNC_DESTINATION_NAME"], env["CERTSYNC_PROVIDER"], env["CERTSYNC_SECRET_NAME"]) == (
-            "aws", "aws", name_prefix)
+            "aws",
+            "aws",
+            name_prefix,
+        )
         assert env["CERTSYNC_LOCATION"] == f"aws:secretsmanager:us-east-1:{name_prefix}"
         assert env["CERTSYNC_ACTION"] == "created" and env["CERTSYNC_ATTEMPT"] == "1"
         assert env["CERTSYNC_REMOTE_VERSION"]
@@ -102,8 +108,13 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         # secrets of certsync's own stay out of the hook's environment
         assert "CERTSYNC_MASTER_KEY" not in env and "HOOK_AUTH" not in env
         # and a hook can run certsync itself: no fact reads as a config override (CERTSYNC_DESTINATION...)
-        inner = subprocess.run([sys.executable, "-m", "sync", "--output", "json", "list"], env=env, cwd=project.path,
-                               capture_output=True, text=True)
+        inner = subprocess.run(
+            [sys.executable, "-m", "sync", "--output", "json", "list"],
+            env=env,
+            cwd=project.path,
+            capture_output=True,
+            text=True,
+        )
         assert inner.returncode == 0 and name_prefix in inner.stdout, inner.stderr
 
         [request] = hook.received
@@ -112,7 +123,7 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         assert body["event"] == "deployed" and body["certificate"] == name_prefix
         assert {k: body[k] for k in facts} == facts
 
-        unchanged = project.json("apply")           # nothing pushed: no hook
+        unchanged = project.json("apply")  # nothing pushed: no hook
         assert unchanged["summary"] == {"unchanged": 1} and unchanged["hooks"] == []
         assert len(calls(out)) == 1 and len(hook.received) == 1
 
@@ -123,22 +134,26 @@ def test_hooks_get_the_facts_never_the_key_and_run_on_push_and_renew_only(
         assert second["CERTSYNC_SERIAL"] != env["CERTSYNC_SERIAL"] and len(hook.received) == 2
 
         forbidden = key_material(secretsmanager, name_prefix) + [project.env["CERTSYNC_MASTER_KEY"], AUTH]
-        seen = [(out / name).read_text() for name in os.listdir(out)] + [json.dumps(hook.bodies), first.stdout,
-                                                                          first.stderr]
+        seen = [(out / name).read_text() for name in os.listdir(out)] + [
+            json.dumps(hook.bodies),
+            first.stdout,
+            first.stderr,
+        ]
         for text in seen:
             for secret in forbidden:
                 assert secret not in text
 
 
 def test_a_failing_hook_is_reported_keeps_the_push_and_runs_again_until_it_succeeds(
-        project, tmp_path, aws_proxy, secretsmanager, name_prefix):
+    project, tmp_path, aws_proxy, secretsmanager, name_prefix
+):
     with webhook_server() as hook:
-        hook.statuses.extend([500, 500])               # the webhook fails (and its one retry)
+        hook.statuses.extend([500, 500])  # the webhook fails (and its one retry)
         out = setup(project, tmp_path, aws_proxy, name_prefix, hook.url)
         (out / "fail").touch()
         result = project.run("--output", "json", "apply", expect=1)
         report = json.loads(result.stdout)
-        assert report["ok"] is False and report["summary"] == {"issue": 1, "push": 1}   # the push succeeded
+        assert report["ok"] is False and report["summary"] == {"issue": 1, "push": 1}  # the push succeeded
         assert [r["status"] for r in report["results"]] == ["done", "done"]
         hooks = {h["hook"]: h for h in report["hooks"]}
         assert hooks["command"]["status"] == "failed"
@@ -149,12 +164,12 @@ def test_a_failing_hook_is_reported_keeps_the_push_and_runs_again_until_it_succe
         assert TOKEN not in result.stdout + result.stderr
         assert secretsmanager.get_secret_value(SecretId=name_prefix)["SecretString"]
 
-        plan = project.json("plan")                     # the push is recorded: nothing to push again
+        plan = project.json("plan")  # the push is recorded: nothing to push again
         assert [a["action"] for a in plan["actions"]] == ["unchanged"]
 
-        text = project.run("apply", expect=1)           # still failing: reported again, no push
+        text = project.run("apply", expect=1)  # still failing: reported again, no push
         assert "unchanged" in text.stdout and "attempt 2" in text.stderr
-        assert len(calls(out)) == 2 and len(hook.received) == 3     # the webhook succeeded this time
+        assert len(calls(out)) == 2 and len(hook.received) == 3  # the webhook succeeded this time
 
         (out / "fail").unlink()
         fixed = project.json("apply")
@@ -162,7 +177,7 @@ def test_a_failing_hook_is_reported_keeps_the_push_and_runs_again_until_it_succe
         assert [(h["hook"], h["status"], h["attempt"]) for h in fixed["hooks"]] == [("command", "ok", 3)]
         assert calls(out)[-1]["env"]["CERTSYNC_ATTEMPT"] == "3" and len(hook.received) == 3
 
-        assert project.json("apply")["hooks"] == []     # done: not run again
+        assert project.json("apply")["hooks"] == []  # done: not run again
         assert len(calls(out)) == 3
 
 
@@ -176,7 +191,7 @@ def test_a_hook_that_hangs_is_killed_at_its_timeout(project, tmp_path, aws_proxy
     assert hooks["command"]["error"] == "timed out after 2s (killed)" and hooks["webhook"]["status"] == "ok"
 
 
-WAITING_HOOK = textwrap.dedent('''
+WAITING_HOOK = textwrap.dedent("""
     import os, sys, time
     import boto3
     endpoint, names = sys.argv[1], sys.argv[2:]
@@ -188,7 +203,7 @@ WAITING_HOOK = textwrap.dedent('''
         time.sleep(0.1)
     print("the other pushes did not land while the hook ran")
     sys.exit(1)
-''')
+""")
 
 
 def test_a_running_hook_does_not_hold_up_the_other_pushes(project, tmp_path, aws_proxy, name_prefix):
@@ -197,14 +212,18 @@ def test_a_running_hook_does_not_hold_up_the_other_pushes(project, tmp_path, aws
     names = [f"{name_prefix}-{i}" for i in range(3)]
     script = tmp_path / "wait.py"
     script.write_text(WAITING_HOOK)
-    certificates = "".join(f"""
+    certificates = "".join(
+        f"""
         [certificate.{n}]
         profile = "tls-server"
         common_name = "{n}.example.internal"
         destinations = ["aws"]
-        """ for n in names)
+        """
+        for n in names
+    )
     argv = json.dumps([sys.executable, str(script), aws_proxy.url, *names])
-    project.write(f"""
+    project.write(
+        f"""
         [destination.aws]
         provider = "aws"
         region = "us-east-1"
@@ -212,7 +231,9 @@ def test_a_running_hook_does_not_hold_up_the_other_pushes(project, tmp_path, aws
         concurrency = 1
         deploy_hook = {argv}
         deploy_hook_timeout = "90s"
-        """ + certificates)
+        """
+        + certificates
+    )
     project.run("init")
     report = project.json("apply")
     assert report["summary"] == {"issue": 3, "push": 3}

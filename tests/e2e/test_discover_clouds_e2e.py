@@ -2,6 +2,7 @@
 with cryptography, not by certsync) next to certsync-managed ones; discover, adopt, plan (an update
 adopting the foreign secret), apply, discover again. Secrets holding no certificate are skipped
 and their values never appear anywhere (output, logs, the store)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,7 +11,7 @@ import json
 import os
 import stat
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from cryptography import x509
@@ -36,14 +37,21 @@ def cloud(request, emulators, name_prefix, project):
 def foreign_certificate(*names: str, rsa_key: bool = False):
     """A self-signed certificate and its key, as some other tool would have made them."""
     key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Legacy Ops")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=300))
-            .not_valid_after(now + timedelta(days=20))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(key, hashes.SHA256()))
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, names[0]), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Legacy Ops")]
+    )
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=300))
+        .not_valid_after(now + timedelta(days=20))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return cert, key
 
 
@@ -52,8 +60,9 @@ def pem(cert) -> str:
 
 
 def key_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def foreign_value(kind: str, cert, key) -> tuple[str, str | None]:
@@ -62,8 +71,9 @@ def foreign_value(kind: str, cert, key) -> tuple[str, str | None]:
         return json.dumps({"cert_pem": pem(cert), "key": key_pem(key), "owner": "legacy"}), None
     if kind == "gcp":
         return pem(cert) + key_pem(key), None
-    pfx = pkcs12.serialize_key_and_certificates(b"legacy", key, cert, None, serialization.BestAvailableEncryption(
-        PFX_PASSWORD.encode()))
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"legacy", key, cert, None, serialization.BestAvailableEncryption(PFX_PASSWORD.encode())
+    )
     return base64.b64encode(pfx).decode(), "application/x-pkcs12"
 
 
@@ -72,8 +82,13 @@ def put_foreign(cloud: Cloud, name: str, value: str, content_type: str | None = 
         cloud._aws().create_secret(Name=name, SecretString=value, Tags=[{"Key": "team", "Value": "legacy"}])
     elif cloud.kind == "gcp":
         client, parent = cloud._gcp(), f"projects/{cloud.project}"
-        client.create_secret(request={"parent": parent, "secret_id": name,
-                                      "secret": {"replication": {"automatic": {}}, "labels": {"team": "legacy"}}})
+        client.create_secret(
+            request={
+                "parent": parent,
+                "secret_id": name,
+                "secret": {"replication": {"automatic": {}}, "labels": {"team": "legacy"}},
+            }
+        )
         client.add_secret_version(request={"parent": f"{parent}/secrets/{name}", "payload": {"data": value.encode()}})
     else:
         cloud._azure().set_secret(name, value, content_type=content_type, tags={"team": "legacy"})
@@ -84,21 +99,23 @@ def disable(cloud: Cloud, name: str) -> None:
     if cloud.kind == "azure":
         cloud._azure().update_secret_properties(name, enabled=False)
     elif cloud.kind == "gcp":
-        cloud._gcp().disable_secret_version(request={
-            "name": f"projects/{cloud.project}/secrets/{name}/versions/1"})
+        cloud._gcp().disable_secret_version(request={"name": f"projects/{cloud.project}/secrets/{name}/versions/1"})
 
 
 def config(cloud: Cloud, prefix: str, adopt: bool) -> str:
     extra = f"adopt = {str(adopt).lower()}"
     if cloud.kind == "azure":
         extra += '\npkcs12_password_env = "DISCOVERY_PFX_PASSWORD"'
-    return cloud.destination("cloud", FORMATS[cloud.kind], extra) + f"""
+    return (
+        cloud.destination("cloud", FORMATS[cloud.kind], extra)
+        + f"""
 [certificate.{prefix}-api]
 profile = "tls-server"
 common_name = "api.example.internal"
 dns_names = ["api.example.internal"]
 destinations = ["cloud"]
 """
+    )
 
 
 def found_at(document: dict, location: str) -> dict | None:
@@ -110,15 +127,16 @@ def test_discover_adopt_plan_apply_rediscover(project, cloud, name_prefix):
     project.write(config(cloud, name_prefix, adopt=False))
     outputs = [project.run("init"), project.run("apply")]
 
-    legacy, legacy_key = foreign_certificate("legacy.example.internal", "legacy-www.example.internal",
-                                             rsa_key=kind == "azure")
+    legacy, legacy_key = foreign_certificate(
+        "legacy.example.internal", "legacy-www.example.internal", rsa_key=kind == "azure"
+    )
     value, content_type = foreign_value(kind, legacy, legacy_key)
     put_foreign(cloud, f"{name_prefix}-legacy", value, content_type)
     outsider, outsider_key = foreign_certificate("shop.other.example.org")
     put_foreign(cloud, f"{name_prefix}-outsider", pem(outsider) + key_pem(outsider_key))
     password = "Pa55w0rd-" + uuid.uuid4().hex
     put_foreign(cloud, f"{name_prefix}-password", password)
-    if kind != "aws":                       # Secrets Manager has no disabled state
+    if kind != "aws":  # Secrets Manager has no disabled state
         put_foreign(cloud, f"{name_prefix}-disabled", pem(outsider))
         disable(cloud, f"{name_prefix}-disabled")
 
@@ -136,25 +154,26 @@ def test_discover_adopt_plan_apply_rediscover(project, cloud, name_prefix):
     assert theirs["sans"] == ["DNS:legacy.example.internal", "DNS:legacy-www.example.internal"]
     if kind == "azure":
         assert theirs["content_type"] == "application/x-pkcs12"
-    assert found_at(first, f"{at}-password") is None          # skipped: no certificate in it
+    assert found_at(first, f"{at}-password") is None  # skipped: no certificate in it
     [mine] = [d for d in first["clouds"]["destinations"] if d["destination"] == "cloud"]
     assert mine["without_certificates"] >= 1
     if kind == "azure":
         assert f"{at}-disabled: disabled: its value cannot be read" in mine["errors"]
-    elif kind == "gcp":                     # latest version disabled: no readable value, skipped
+    elif kind == "gcp":  # latest version disabled: no readable value, skipped
         assert found_at(first, f"{at}-disabled") is None
 
     # a name the profile does not allow: exit 2, nothing appended
     before = (project.path / "sync.toml").read_text()
-    refused = project.run("adopt", f"{at}-outsider", "--as", "shop", "--profile", "tls-server", "--append",
-                          expect=2)
+    refused = project.run("adopt", f"{at}-outsider", "--as", "shop", "--profile", "tls-server", "--append", expect=2)
     assert "shop.other.example.org" in refused.stderr and "allowed_domains" in refused.stderr
     assert (project.path / "sync.toml").read_text() == before
 
     # the stanza, with the note that the destination must allow adopting
     shown = project.run("adopt", f"{at}-legacy", "--as", "legacy", "--profile", "tls-server")
-    assert '[certificate.legacy]\nprofile = "tls-server"\ncommon_name = "legacy.example.internal"\n' \
-           'dns_names = ["legacy.example.internal", "legacy-www.example.internal"]\n' in shown.stdout
+    assert (
+        '[certificate.legacy]\nprofile = "tls-server"\ncommon_name = "legacy.example.internal"\n'
+        'dns_names = ["legacy.example.internal", "legacy-www.example.internal"]\n' in shown.stdout
+    )
     assert f'destinations = [{{ to = "cloud", name = "{name_prefix}-legacy" }}]' in shown.stdout
     assert "#   [destination.cloud]\n#   adopt = true" in shown.stdout
     outputs += [refused, shown]

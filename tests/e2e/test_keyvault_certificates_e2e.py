@@ -2,6 +2,7 @@
 emulator, read back with the official azure-keyvault-certificates client: PFX and PEM imports, a
 new version on renewal, ownership tags, a no-op decided from the certificates listing, soft delete
 and purge on retire, and the config-time refusal of a format Key Vault cannot import."""
+
 import pytest
 from cryptography import x509
 
@@ -24,15 +25,21 @@ def certificates(cloud):
 
     os.environ.update({k: v for k, v in cloud.env().items() if k != "REQUESTS_CA_BUNDLE"})
     ca = cloud.entry["ca_bundle"]
-    client = CertificateClient(cloud.entry["endpoint"], ManagedIdentityCredential(connection_verify=ca),
-                               verify_challenge_resource=False, connection_verify=ca)
+    client = CertificateClient(
+        cloud.entry["endpoint"],
+        ManagedIdentityCredential(connection_verify=ca),
+        verify_challenge_resource=False,
+        connection_verify=ca,
+    )
     yield client
     client.close()
 
 
 def write(project, cloud, name_prefix, fmt="", extra=""):
     block = cloud.destination("kv", "json").replace('format = "json"\n', fmt)
-    project.write(block + f"""object = "certificate"
+    project.write(
+        block
+        + f"""object = "certificate"
 purge_on_delete = true
 {extra}
 [certificate.{name_prefix}-web]
@@ -40,7 +47,8 @@ profile = "tls-server"
 common_name = "web.example.internal"
 dns_names = ["web.example.internal"]
 destinations = ["kv"]
-""")
+"""
+    )
 
 
 def stats(cloud):
@@ -53,10 +61,10 @@ def stats(cloud):
         return {op: v["total"] for op, v in json.load(resp)["operations"].items()}
 
 
-@pytest.mark.parametrize("fmt, content_type", [("", "application/x-pkcs12"),
-                                               ('format = "pem"\n', "application/x-pem-file")])
-def test_import_then_noop_then_new_version_then_retire(project, cloud, certificates, name_prefix, fmt,
-                                                       content_type):
+@pytest.mark.parametrize(
+    "fmt, content_type", [("", "application/x-pkcs12"), ('format = "pem"\n', "application/x-pem-file")]
+)
+def test_import_then_noop_then_new_version_then_retire(project, cloud, certificates, name_prefix, fmt, content_type):
     from azure.core.exceptions import ResourceNotFoundError
 
     name = f"{name_prefix}-web"
@@ -78,7 +86,7 @@ def test_import_then_noop_then_new_version_then_retire(project, cloud, certifica
     again = project.json("apply")
     assert again["ok"] and again["summary"] == {"unchanged": 1}, again
     calls = {op: n - before.get(op, 0) for op, n in stats(cloud).items() if n != before.get(op, 0)}
-    assert set(calls) <= {"GetCertificates", "ManagedIdentityToken"}, calls   # from the listing (tags) only
+    assert set(calls) <= {"GetCertificates", "ManagedIdentityToken"}, calls  # from the listing (tags) only
 
     project.run("renew", name)
     renewed = certificates.get_certificate(name)
@@ -91,7 +99,7 @@ def test_import_then_noop_then_new_version_then_retire(project, cloud, certifica
     with pytest.raises(ResourceNotFoundError):
         certificates.get_certificate(name)
     with pytest.raises(ResourceNotFoundError):
-        certificates.get_deleted_certificate(name)          # purge_on_delete: nothing left to recover
+        certificates.get_deleted_certificate(name)  # purge_on_delete: nothing left to recover
 
 
 def test_a_soft_deleted_certificate_of_ours_is_recovered_then_written(project, cloud, certificates, name_prefix):
@@ -102,8 +110,8 @@ def test_a_soft_deleted_certificate_of_ours_is_recovered_then_written(project, c
     project.run("init")
     project.run("apply")
     first = certificates.get_certificate(name).properties.version
-    certificates.begin_delete_certificate(name).wait()        # someone deletes it (soft delete)
-    project.run("renew", name)                                # recovered (ours), then a new version
+    certificates.begin_delete_certificate(name).wait()  # someone deletes it (soft delete)
+    project.run("renew", name)  # recovered (ours), then a new version
     current = certificates.get_certificate(name)
     assert current.properties.version != first
     assert len(list(certificates.list_properties_of_certificate_versions(name))) == 2
@@ -120,8 +128,12 @@ def test_a_foreign_certificate_is_not_overwritten(project, cloud, certificates, 
     name = f"{name_prefix}-web"
     leaf_pem, key_pem = self_signed("web.example.internal")
     pfx = pkcs12.serialize_key_and_certificates(
-        b"theirs", serialization.load_pem_private_key(key_pem, None), x509.load_pem_x509_certificate(leaf_pem),
-        None, serialization.NoEncryption())
+        b"theirs",
+        serialization.load_pem_private_key(key_pem, None),
+        x509.load_pem_x509_certificate(leaf_pem),
+        None,
+        serialization.NoEncryption(),
+    )
     theirs = certificates.import_certificate(name, pfx, tags={"owner": "someone-else"})
     write(project, cloud, name_prefix)
     project.run("init")
@@ -134,5 +146,5 @@ def test_a_foreign_certificate_is_not_overwritten(project, cloud, certificates, 
 def test_a_format_key_vault_cannot_import_is_refused_at_config_time(project, cloud, name_prefix):
     write(project, cloud, name_prefix, 'format = "json"\n')
     result = project.run("plan", expect=2)
-    line, = result.stderr.strip().splitlines()
+    (line,) = result.stderr.strip().splitlines()
     assert "destination.kv.object" in line and "pkcs12" in line, line

@@ -1,6 +1,7 @@
 """A write that reached the cloud but whose answer was lost (connection reset after the create):
 the SDK retries and hears "already exists"; a secret with our tags, certificate and fingerprint
 is the write done, not a failure (providers/base.py, per-cloud `_already_exists`)."""
+
 from tests.e2e.test_aws_e2e import WRITES
 from tests.support.counting_proxy import LostResponseProxy
 
@@ -21,8 +22,8 @@ destinations = ["aws"]
         project.run("init")
         report = project.json("apply")
         assert report["summary"] == {"issue": 1, "push": 1}, report
-        assert proxy.calls["CreateSecret"] == 2 and proxy.left == 0     # the write, then the SDK's retry
-        assert "PutSecretValue" not in proxy.calls                     # the first create did the job
+        assert proxy.calls["CreateSecret"] == 2 and proxy.left == 0  # the write, then the SDK's retry
+        assert "PutSecretValue" not in proxy.calls  # the first create did the job
         described = secretsmanager.describe_secret(SecretId=f"{name_prefix}-lost")
         tags = {t["Key"]: t["Value"] for t in described["Tags"]}
         assert tags["certsync-cert"] == f"{name_prefix}-lost"

@@ -7,6 +7,7 @@ resolved from scratch) when pyproject.toml or the Python running the tests chang
 code changed, certsync alone is reinstalled (--no-deps). The install needs a package index (or
 pip's cache); a failed install fails the test.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,8 +30,21 @@ from tests.e2e.test_clouds_e2e import FORMATS, materials
 
 VENV = REPO / ".venv" / "plain-install"
 # Not copied into the source tree that pip builds from: VCS data, venvs, build output, caches.
-SKIP = shutil.ignore_patterns(".git", ".venv", "venv", "node_modules", "__pycache__", "*.pyc", "build", "dist",
-                              "*.egg-info", ".pytest_cache", ".emulators", "*.db", "certsync.key")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    "*.pyc",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".pytest_cache",
+    ".emulators",
+    "*.db",
+    "certsync.key",
+)
 
 pytestmark = pytest.mark.install
 
@@ -48,8 +62,9 @@ PIP_ENV = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE"
 
 def _run(*cmd, **kw) -> subprocess.CompletedProcess:
     result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
-    assert result.returncode == 0, \
+    assert result.returncode == 0, (
         f"{' '.join(map(str, cmd))}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     return result
 
 
@@ -64,7 +79,7 @@ def plain_install(tmp_path_factory) -> Path:
     pip = [VENV / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "-q", "install"]
     VENV.parent.mkdir(exist_ok=True)
     with open(VENV.parent / "plain-install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)           # another pytest run building the same venv
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest run building the same venv
         marker = VENV / "certsync-keys"
         keys = marker.read_text().split() if marker.exists() else []
         if keys[:1] != [deps_key]:
@@ -80,28 +95,38 @@ def plain_install(tmp_path_factory) -> Path:
 def test_plain_install_pushes_to_every_cloud(plain_install, emulators, name_prefix, tmp_path):
     clouds = {kind: Cloud(kind, emulators.entry(kind), project=name_prefix) for kind in FORMATS}
     cert = f"{name_prefix}-api"
-    (tmp_path / "sync.toml").write_text(textwrap.dedent(CA_AND_PROFILE) + "".join(
-        cloud.destination(kind, FORMATS[kind]) for kind, cloud in clouds.items()) + f"""
+    (tmp_path / "sync.toml").write_text(
+        textwrap.dedent(CA_AND_PROFILE)
+        + "".join(cloud.destination(kind, FORMATS[kind]) for kind, cloud in clouds.items())
+        + f"""
 [certificate.{cert}]
 profile = "tls-server"
 common_name = "api.example.internal"
 dns_names = ["api.example.internal"]
 destinations = {json.dumps(list(clouds))}
-""")
+"""
+    )
     # Nothing from this checkout or the test venv: the installed copy only.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CERTSYNC_", "PYTHON", "VIRTUAL_ENV")) and k != "PATH"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CERTSYNC_", "PYTHON", "VIRTUAL_ENV")) and k != "PATH"
+    }
     env.update(AWS_ENV, PATH=f"{plain_install}{os.pathsep}{os.environ.get('PATH', '')}")
     for cloud in clouds.values():
         env.update(cloud.env())
 
-    where = _run(plain_install / "python", "-c", "import sync, providers; print(sync.__file__, providers.__file__)",
-                 cwd=tmp_path, env=env).stdout.split()
-    assert len(where) == 2 and all(Path(f).is_relative_to(VENV) for f in where), where   # not the checkout
+    where = _run(
+        plain_install / "python",
+        "-c",
+        "import sync, providers; print(sync.__file__, providers.__file__)",
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
+    assert len(where) == 2 and all(Path(f).is_relative_to(VENV) for f in where), where  # not the checkout
 
     def certsync(command: str) -> str:
-        result = subprocess.run([plain_install / "certsync", command], capture_output=True, text=True,
-                                cwd=tmp_path, env=env, timeout=300)
+        result = subprocess.run(
+            [plain_install / "certsync", command], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+        )
         assert result.returncode == 0, f"certsync {command}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
         return result.stdout
@@ -120,4 +145,4 @@ destinations = {json.dumps(list(clouds))}
         assert key.public_key() == leaf.public_key()
         assert [c.subject for c in chain] == [leaf.issuer]
         serials.add(leaf.serial_number)
-    assert len(serials) == 1                       # one certificate, the same in every cloud
+    assert len(serials) == 1  # one certificate, the same in every cloud

@@ -1,6 +1,7 @@
 """A profile's deploy_to: what `certsync serve` enrolls under it is pushed to the cloud (chain only,
 the key stays with the client), in the background; one a previous server process enrolled but did
 not push is pushed when the next one starts. Read back from LocalStack with boto3."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,14 @@ from tests.support.server import CertsyncServer
 
 def csr_pem(name: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    return (x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
 
 
 def extra(endpoint: str) -> str:
@@ -62,8 +67,11 @@ def test_enrolled_through_the_api_is_pushed_chain_only(tmp_path, aws_env, aws_en
     with CertsyncServer(tmp_path, extra_toml=extra(aws_endpoint)) as server:
         token = server.token("signer", "sign", profile="deployed")
         body = json.dumps({"csr": csr_pem("app.example.internal"), "name": name}).encode()
-        request = urllib.request.Request(server.url + "/api/v1/sign", data=body, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            server.url + "/api/v1/sign",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request) as reply:
             assert reply.status == 201
         value = wait_for_secret(secretsmanager, name)["SecretString"]
@@ -72,7 +80,9 @@ def test_enrolled_through_the_api_is_pushed_chain_only(tmp_path, aws_env, aws_en
         assert tags["managed-by"] == "certsync" and tags["certsync-cert"] == name
         deadline = time.monotonic() + 10
         while True:
-            events = json.loads(server.cli("--output", "json", "audit", "--action", "certificate.push").stdout)["events"]
+            events = json.loads(server.cli("--output", "json", "audit", "--action", "certificate.push").stdout)[
+                "events"
+            ]
             if events or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -80,8 +90,7 @@ def test_enrolled_through_the_api_is_pushed_chain_only(tmp_path, aws_env, aws_en
         assert events[0]["outcome"] == "ok" and events[0]["certificate"] == name
 
 
-def test_an_enrollment_left_unpushed_is_pushed_when_the_server_starts(tmp_path, aws_env, aws_endpoint,
-                                                                      secretsmanager):
+def test_an_enrollment_left_unpushed_is_pushed_when_the_server_starts(tmp_path, aws_env, aws_endpoint, secretsmanager):
     name = f"dev-{uuid.uuid4().hex[:8]}"
     server = CertsyncServer(tmp_path, extra_toml=extra(aws_endpoint))
     (tmp_path / "dev.csr").write_text(csr_pem("dev.example.internal"))

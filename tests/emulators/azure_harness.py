@@ -11,6 +11,7 @@ and IDENTITY_HEADER (App Service managed identity). The credential must also tru
 CA for that HTTPS call: both builders below pass it (connection_verify); a client built some other
 way needs REQUESTS_CA_BUNDLE=<ca.pem>. Set the env before the first call.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "localstack" / "azure_emulator.py"
@@ -45,8 +47,9 @@ class AzureEmulator:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                token: str | None = None) -> tuple[int, dict[str, str], Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, token: str | None = None
+    ) -> tuple[int, dict[str, str], Any]:
         """Raw HTTPS call (no SDK): returns status, headers (lower-case names), parsed JSON or None."""
         data = json.dumps(body).encode() if body is not None else None
         hdrs = {"content-type": "application/json", **(headers or {})}
@@ -62,8 +65,10 @@ class AzureEmulator:
 
     def token(self) -> str:
         status, _, body = self.request(
-            "GET", "/msi/token?api-version=2019-08-01&resource=https://vault.azure.net",
-            headers={"X-IDENTITY-HEADER": "certsync-tests"})
+            "GET",
+            "/msi/token?api-version=2019-08-01&resource=https://vault.azure.net",
+            headers={"X-IDENTITY-HEADER": "certsync-tests"},
+        )
         assert status == 200, body
         return body["access_token"]
 
@@ -80,16 +85,21 @@ def running_azure_emulator(state_dir: Path, *args: str, timeout: float = 30.0) -
     """Start the emulator on a free port, wait for its READY line, stop it (SIGTERM) afterwards."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "emulator.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--port", "0", "--state-dir", str(state_dir), *args],
-                            stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--port", "0", "--state-dir", str(state_dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         line = ""
         deadline = time.monotonic() + timeout
         while not line.startswith("READY"):
             left = deadline - time.monotonic()
             if left <= 0 or proc.poll() is not None or not select.select([proc.stdout], [], [], left)[0]:
-                raise RuntimeError(f"azure emulator did not become ready: "
-                                   f"{(state_dir / 'emulator.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"azure emulator did not become ready: {(state_dir / 'emulator.log').read_text()[-2000:]}"
+                )
             line = proc.stdout.readline()
         _, url, ca = line.split()
         yield AzureEmulator(url=url, ca=Path(ca.removeprefix("ca=")), state_dir=state_dir, process=proc)
@@ -108,8 +118,13 @@ def make_secret_client(vault_url: str, ca_file: str | os.PathLike, **kwargs: Any
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
-    return SecretClient(vault_url, DefaultAzureCredential(connection_verify=str(ca_file)),
-                        verify_challenge_resource=False, connection_verify=str(ca_file), **kwargs)
+    return SecretClient(
+        vault_url,
+        DefaultAzureCredential(connection_verify=str(ca_file)),
+        verify_challenge_resource=False,
+        connection_verify=str(ca_file),
+        **kwargs,
+    )
 
 
 def make_azure_provider(vault_url: str, ca_file: str | os.PathLike, **kw: Any) -> Any:
@@ -121,8 +136,9 @@ def make_azure_provider(vault_url: str, ca_file: str | os.PathLike, **kw: Any) -
     from providers.azure import from_destination
 
     page_size = kw.pop("page_size", None)
-    dest = SimpleNamespace(provider="azure", vault_url=vault_url, ca_bundle=str(ca_file),
-                           verify_challenge_resource=False, **kw)
+    dest = SimpleNamespace(
+        provider="azure", vault_url=vault_url, ca_bundle=str(ca_file), verify_challenge_resource=False, **kw
+    )
     provider = from_destination(dest)
     provider.page_size = page_size
     return provider
@@ -141,8 +157,9 @@ def azure_contract_parts(vault_url: str, ca_file: str | os.PathLike) -> dict[str
 
     def make(*, adopt: bool = False, page_size: int | None = None, soft_delete: bool = False) -> Any:
         # Key Vault always soft-deletes; without soft_delete the adapter purges on delete.
-        return make_azure_provider(vault_url, ca_file, adopt=adopt, page_size=page_size,
-                                   purge_on_delete=not soft_delete)
+        return make_azure_provider(
+            vault_url, ca_file, adopt=adopt, page_size=page_size, purge_on_delete=not soft_delete
+        )
 
     def raw_value(name: str) -> str | None:
         try:

@@ -3,6 +3,7 @@
 Every test talks to a real emulator process over HTTPS; the SDK authenticates with an unchanged
 DefaultAzureCredential through the emulator's App Service managed-identity route.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,15 +54,19 @@ def token(emu):
 
 # --- auth ---------------------------------------------------------------------------------------
 
+
 def test_challenge_401_then_token_then_success(emu, client):
     status, headers, body = emu.request("GET", f"/secrets/anything/?{API}")
     assert status == 401
-    assert re.fullmatch(r'Bearer authorization="https://login\.microsoftonline\.com/[0-9a-f-]{36}", '
-                        r'resource="https://vault\.azure\.net"', headers["www-authenticate"])
+    assert re.fullmatch(
+        r'Bearer authorization="https://login\.microsoftonline\.com/[0-9a-f-]{36}", '
+        r'resource="https://vault\.azure\.net"',
+        headers["www-authenticate"],
+    )
     assert body["error"]["code"] == "Unauthorized"
 
     before = (emu.calls("SetSecret", 401), emu.calls("SetSecret", 200), emu.calls("ManagedIdentityToken", 200))
-    fresh = make_secret_client(emu.url, emu.ca)    # new credential and challenge cache
+    fresh = make_secret_client(emu.url, emu.ca)  # new credential and challenge cache
     fresh.set_secret(uname("challenge"), "v")
     after = (emu.calls("SetSecret", 401), emu.calls("SetSecret", 200), emu.calls("ManagedIdentityToken", 200))
     # the SDK's first request carries no token; it then fetches one and replays with the body
@@ -77,14 +82,14 @@ def test_only_tokens_from_the_emulator_are_accepted(emu):
 def test_token_route_needs_identity_header_and_resource(emu):
     path = "/msi/token?api-version=2019-08-01&resource=https://vault.azure.net"
     assert emu.request("GET", path)[0] == 401
-    assert emu.request("GET", "/msi/token?api-version=2019-08-01",
-                       headers={"X-IDENTITY-HEADER": "x"})[0] == 400
+    assert emu.request("GET", "/msi/token?api-version=2019-08-01", headers={"X-IDENTITY-HEADER": "x"})[0] == 400
     status, _, body = emu.request("GET", path, headers={"X-IDENTITY-HEADER": "x"})
     assert status == 200 and body["token_type"] == "Bearer" and body["resource"] == "https://vault.azure.net"
     assert body["expires_on"].isdigit() and int(body["expires_on"]) > time.time()
 
 
 # --- secrets ------------------------------------------------------------------------------------
+
 
 def test_set_then_get_latest_and_by_version(emu, client):
     from azure.core.exceptions import ResourceNotFoundError
@@ -98,7 +103,7 @@ def test_set_then_get_latest_and_by_version(emu, client):
     assert client.get_secret(name).value == "two"
     old = client.get_secret(name, first.properties.version)
     assert (old.value, old.properties.content_type, old.properties.tags) == ("one", "text/plain", {"a": "1"})
-    assert client.get_secret(name.upper()).value == "two"           # names are case-insensitive
+    assert client.get_secret(name.upper()).value == "two"  # names are case-insensitive
     assert old.properties.recoverable_days == 90
     assert old.properties.created_on.tzinfo is not None
 
@@ -138,7 +143,7 @@ def test_list_pages_with_max_page_size(emu, client):
         items = list(page)
         sizes.append(len(items))
         found |= {p.name for p in items}
-        assert all(p.version is None for p in items)      # list items carry the base id only
+        assert all(p.version is None for p in items)  # list items carry the base id only
     assert names <= found
     assert max(sizes) <= 2 and len(sizes) >= 3
     assert emu.calls("GetSecrets", 200) - before == len(sizes)
@@ -202,9 +207,11 @@ def test_writing_a_soft_deleted_name_is_409_conflict(client):
         client.set_secret(name, "again")
     err = conflict.value
     assert err.status_code == 409 and err.error.code == "Conflict"
-    assert err.error.message == (f"Secret {name} is currently in a deleted but recoverable state, and its "
-                                 "name cannot be reused; in this state, the secret can only be recovered "
-                                 "or purged.")
+    assert err.error.message == (
+        f"Secret {name} is currently in a deleted but recoverable state, and its "
+        "name cannot be reused; in this state, the secret can only be recovered "
+        "or purged."
+    )
     assert err.error.innererror == {"code": "ObjectIsDeletedButRecoverable"}
 
 
@@ -240,7 +247,7 @@ def test_api_version_is_required(emu, token):
 
 
 def test_unknown_routes(emu, token):
-    assert emu.request("GET", f"/keys?{API}", token=token)[0] == 404        # /certificates is served now
+    assert emu.request("GET", f"/keys?{API}", token=token)[0] == 404  # /certificates is served now
     assert emu.request("PUT", f"/deletedsecrets/x?{API}", body={}, token=token)[0] == 405
 
 
@@ -259,17 +266,24 @@ def test_keep_alive_calls_do_not_stall_on_delayed_acks(emu, token):
 
 # --- throttling ---------------------------------------------------------------------------------
 
+
 def test_throttling_429_with_retry_after_is_honoured_by_the_sdk(tmp_path_factory):
     limit, window = 3, 2
-    with running_azure_emulator(tmp_path_factory.mktemp("azure-throttled"), "--throttle-per-10s", str(limit),
-                                "--throttle-window", str(window)) as emu:
+    with running_azure_emulator(
+        tmp_path_factory.mktemp("azure-throttled"), "--throttle-per-10s", str(limit), "--throttle-window", str(window)
+    ) as emu:
         token = emu.token()
         statuses = [emu.request("GET", f"/secrets?{API}", token=token) for _ in range(limit + 1)]
         status, headers, body = statuses[-1]
         assert [s[0] for s in statuses] == [200] * limit + [429]
         assert 1 <= int(headers["retry-after"]) <= window
-        assert body == {"error": {"code": "Throttled", "message": "Request was not processed because too many "
-                                  "requests were received. Reason: VaultRequestTypeLimitReached"}}
+        assert body == {
+            "error": {
+                "code": "Throttled",
+                "message": "Request was not processed because too many "
+                "requests were received. Reason: VaultRequestTypeLimitReached",
+            }
+        }
         time.sleep(window + 0.2)
 
         with pytest.MonkeyPatch.context() as mp:
@@ -289,6 +303,7 @@ def test_throttling_429_with_retry_after_is_honoured_by_the_sdk(tmp_path_factory
 
 # --- conformance with the OpenAPI description ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def spec():
     return json.loads(SPEC_FILE.read_text())
@@ -297,7 +312,7 @@ def spec():
 def _emulator_module():
     module_spec = importlib.util.spec_from_file_location("certsync_azure_emulator", SCRIPT)
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules.setdefault(module_spec.name, module)      # dataclasses look their module up
+    sys.modules.setdefault(module_spec.name, module)  # dataclasses look their module up
     module_spec.loader.exec_module(module)
     return module
 
@@ -330,8 +345,7 @@ def conform(emu, token, spec):
     # The real service ends every listing with "nextLink": null; the spec types it as a string only.
     for listing in ("SecretListResult", "DeletedSecretListResult"):
         definitions[listing]["properties"]["nextLink"]["type"] = ["string", "null"]
-    by_id = {op["operationId"]: op for item in spec["paths"].values() for m, op in item.items()
-             if m != "parameters"}
+    by_id = {op["operationId"]: op for item in spec["paths"].values() for m, op in item.items() if m != "parameters"}
 
     def call(operation_id: str, method: str, path: str, body=None, expect: int = 200):
         status, headers, payload = emu.request(method, path, body=body, token=token)
@@ -355,14 +369,18 @@ def conform(emu, token, spec):
 
 def _local(link: str, emu) -> str:
     assert link.startswith(emu.url + "/")
-    return link[len(emu.url):]
+    return link[len(emu.url) :]
 
 
 def test_responses_match_the_spec_schemas(emu, conform):
     names = [uname("conf"), uname("conf")]
     later = int(time.time()) + 86400
-    set_body = {"value": "v1", "contentType": "application/x-pem-file", "tags": {"managed-by": "certsync"},
-                "attributes": {"enabled": True, "exp": later}}
+    set_body = {
+        "value": "v1",
+        "contentType": "application/x-pem-file",
+        "tags": {"managed-by": "certsync"},
+        "attributes": {"enabled": True, "exp": later},
+    }
     first = conform("SetSecret", "PUT", f"/secrets/{names[0]}?{API}", set_body)
     assert first["value"] == "v1" and first["attributes"]["exp"] == later
     version = first["id"].rsplit("/", 1)[1]

@@ -1,6 +1,7 @@
 """The Azure Key Vault emulator's certificate routes, checked against the official certificates
 OpenAPI description (tests/emulators/specs) and driven by the official azure-keyvault-certificates
 client, like the secrets routes in test_azure_emulator.py."""
+
 from __future__ import annotations
 
 import base64
@@ -24,13 +25,21 @@ from tests.emulators.test_azure_emulator import _emulator_module, _local, _stric
 SPEC_FILE = Path(__file__).parent / "specs" / "azure-keyvault-certificates-2025-07-01.json"
 API = "api-version=2025-07-01"
 NOT_EMULATED = {  # issuing through Key Vault, issuers, contacts, backup: certsync only imports
-    ("/certificates/{certificate-name}/create", "post"), ("/certificates/{certificate-name}/pending", "get"),
-    ("/certificates/{certificate-name}/pending", "patch"), ("/certificates/{certificate-name}/pending", "delete"),
-    ("/certificates/{certificate-name}/pending/merge", "post"), ("/certificates/{certificate-name}/policy", "patch"),
-    ("/certificates/{certificate-name}/backup", "post"), ("/certificates/restore", "post"),
-    ("/certificates/contacts", "get"), ("/certificates/contacts", "put"), ("/certificates/contacts", "delete"),
-    ("/certificates/issuers", "get"), ("/certificates/issuers/{issuer-name}", "get"),
-    ("/certificates/issuers/{issuer-name}", "put"), ("/certificates/issuers/{issuer-name}", "patch"),
+    ("/certificates/{certificate-name}/create", "post"),
+    ("/certificates/{certificate-name}/pending", "get"),
+    ("/certificates/{certificate-name}/pending", "patch"),
+    ("/certificates/{certificate-name}/pending", "delete"),
+    ("/certificates/{certificate-name}/pending/merge", "post"),
+    ("/certificates/{certificate-name}/policy", "patch"),
+    ("/certificates/{certificate-name}/backup", "post"),
+    ("/certificates/restore", "post"),
+    ("/certificates/contacts", "get"),
+    ("/certificates/contacts", "put"),
+    ("/certificates/contacts", "delete"),
+    ("/certificates/issuers", "get"),
+    ("/certificates/issuers/{issuer-name}", "get"),
+    ("/certificates/issuers/{issuer-name}", "put"),
+    ("/certificates/issuers/{issuer-name}", "patch"),
     ("/certificates/issuers/{issuer-name}", "delete"),
 }
 
@@ -41,11 +50,18 @@ def uname(tag: str) -> str:
 
 def self_signed(key, cn="kv.example.internal"):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=90))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False).sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), False)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def pfx_of(key, cert, password=None) -> bytes:
@@ -55,7 +71,8 @@ def pfx_of(key, cert, password=None) -> bytes:
 
 def pem_of(key, cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +94,12 @@ def client(emu):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in emu.env().items():
             mp.setenv(key, value)
-        sdk = CertificateClient(emu.url, ManagedIdentityCredential(connection_verify=str(emu.ca)),
-                                verify_challenge_resource=False, connection_verify=str(emu.ca))
+        sdk = CertificateClient(
+            emu.url,
+            ManagedIdentityCredential(connection_verify=str(emu.ca)),
+            verify_challenge_resource=False,
+            connection_verify=str(emu.ca),
+        )
         yield sdk
         sdk.close()
 
@@ -97,7 +118,7 @@ def test_every_served_certificate_operation_is_in_the_spec(spec):
 def conform(emu, spec):
     token = emu.token()
     definitions = _strict(copy.deepcopy(spec["definitions"]))
-    for listing in ("CertificateListResult", "DeletedCertificateListResult"):   # the service ends with null
+    for listing in ("CertificateListResult", "DeletedCertificateListResult"):  # the service ends with null
         definitions[listing]["properties"]["nextLink"]["type"] = ["string", "null"]
     by_id = {op["operationId"]: op for item in spec["paths"].values() for m, op in item.items() if m != "parameters"}
 
@@ -124,21 +145,30 @@ def test_certificate_responses_match_the_spec_schemas(emu, conform):
     cert = self_signed(key)
     names = [uname("conf"), uname("conf")]
     pfx = base64.b64encode(pfx_of(key, cert)).decode()
-    first = conform("ImportCertificate", "POST", f"/certificates/{names[0]}/import?{API}",
-                    {"value": pfx, "tags": {"managed-by": "certsync"}})
+    first = conform(
+        "ImportCertificate",
+        "POST",
+        f"/certificates/{names[0]}/import?{API}",
+        {"value": pfx, "tags": {"managed-by": "certsync"}},
+    )
     assert base64.b64decode(first["cer"]) == cert.public_bytes(serialization.Encoding.DER)
     version = first["id"].rsplit("/", 1)[1]
-    pem = {"value": base64.b64encode(pem_of(key, cert)).decode(),
-           "policy": {"secret_props": {"contentType": "application/x-pem-file"}}}
-    assert conform("ImportCertificate", "POST", f"/certificates/{names[0]}/import?{API}", pem)[
-        "contentType"] == "application/x-pem-file"
+    pem = {
+        "value": base64.b64encode(pem_of(key, cert)).decode(),
+        "policy": {"secret_props": {"contentType": "application/x-pem-file"}},
+    }
+    assert (
+        conform("ImportCertificate", "POST", f"/certificates/{names[0]}/import?{API}", pem)["contentType"]
+        == "application/x-pem-file"
+    )
     conform("ImportCertificate", "POST", f"/certificates/{names[1]}/import?{API}", {"value": pfx})
 
     assert conform("GetCertificate", "GET", f"/certificates/{names[0]}/?{API}")["id"] != first["id"]
     assert conform("GetCertificate", "GET", f"/certificates/{names[0]}/{version}?{API}")["id"] == first["id"]
     conform("GetCertificatePolicy", "GET", f"/certificates/{names[0]}/policy?{API}")
-    assert conform("UpdateCertificate", "PATCH", f"/certificates/{names[0]}/{version}?{API}",
-                   {"tags": {"x": "y"}})["tags"] == {"x": "y"}
+    assert conform("UpdateCertificate", "PATCH", f"/certificates/{names[0]}/{version}?{API}", {"tags": {"x": "y"}})[
+        "tags"
+    ] == {"x": "y"}
     page = conform("GetCertificates", "GET", f"/certificates?{API}&maxresults=1")
     assert len(page["value"]) == 1 and page["nextLink"]
     while page["nextLink"]:
@@ -165,14 +195,23 @@ def test_certificate_responses_match_the_spec_schemas(emu, conform):
     conform("RecoverDeletedCertificate", "POST", f"/deletedcertificates/{names[1]}/recover?{API}", expect=404)
     conform("DeleteCertificate", "DELETE", f"/certificates/{names[1]}?{API}", expect=404)
     conform("ImportCertificate", "POST", f"/certificates/bad_name/import?{API}", {"value": pfx}, expect=400)
-    conform("ImportCertificate", "POST", f"/certificates/{names[1]}/import?{API}", {"value": "not base64!"},
-            expect=400)
+    conform("ImportCertificate", "POST", f"/certificates/{names[1]}/import?{API}", {"value": "not base64!"}, expect=400)
     only_cert = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
-    conform("ImportCertificate", "POST", f"/certificates/{names[1]}/import?{API}",
-            {"value": only_cert, "policy": {"secret_props": {"contentType": "application/x-pem-file"}}}, expect=400)
-    other = base64.b64encode(pem_of(ec.generate_private_key(ec.SECP256R1()), cert)).decode()   # key of another
-    conform("ImportCertificate", "POST", f"/certificates/{names[1]}/import?{API}",
-            {"value": other, "policy": {"secret_props": {"contentType": "application/x-pem-file"}}}, expect=400)
+    conform(
+        "ImportCertificate",
+        "POST",
+        f"/certificates/{names[1]}/import?{API}",
+        {"value": only_cert, "policy": {"secret_props": {"contentType": "application/x-pem-file"}}},
+        expect=400,
+    )
+    other = base64.b64encode(pem_of(ec.generate_private_key(ec.SECP256R1()), cert)).decode()  # key of another
+    conform(
+        "ImportCertificate",
+        "POST",
+        f"/certificates/{names[1]}/import?{API}",
+        {"value": other, "policy": {"secret_props": {"contentType": "application/x-pem-file"}}},
+        expect=400,
+    )
 
 
 def test_official_client_imports_pfx_and_pem_reads_back_and_lists(client):
@@ -181,16 +220,21 @@ def test_official_client_imports_pfx_and_pem_reads_back_and_lists(client):
     name = uname("sdk")
     rsa_key = rsa.generate_private_key(65537, 2048)
     rsa_cert = self_signed(rsa_key, "rsa.example.internal")
-    first = client.import_certificate(name, pfx_of(rsa_key, rsa_cert, b"s3cret"), password="s3cret",
-                                      tags={"managed-by": "certsync"})
+    first = client.import_certificate(
+        name, pfx_of(rsa_key, rsa_cert, b"s3cret"), password="s3cret", tags={"managed-by": "certsync"}
+    )
     assert bytes(first.cer) == rsa_cert.public_bytes(serialization.Encoding.DER)
     assert first.policy.key_type.value == "RSA" and first.policy.key_size == 2048
     assert first.properties.x509_thumbprint == rsa_cert.fingerprint(hashes.SHA1())
 
     ec_key = ec.generate_private_key(ec.SECP384R1())
     ec_cert = self_signed(ec_key, "ec.example.internal")
-    second = client.import_certificate(name, pem_of(ec_key, ec_cert), tags={"managed-by": "certsync", "v": "2"},
-                                       policy=CertificatePolicy(content_type=CertificateContentType.pem))
+    second = client.import_certificate(
+        name,
+        pem_of(ec_key, ec_cert),
+        tags={"managed-by": "certsync", "v": "2"},
+        policy=CertificatePolicy(content_type=CertificateContentType.pem),
+    )
     got = client.get_certificate(name)
     assert got.properties.version == second.properties.version != first.properties.version
     assert bytes(got.cer) == ec_cert.public_bytes(serialization.Encoding.DER)
@@ -199,7 +243,9 @@ def test_official_client_imports_pfx_and_pem_reads_back_and_lists(client):
     old = client.get_certificate_version(name, first.properties.version)
     assert bytes(old.cer) == rsa_cert.public_bytes(serialization.Encoding.DER)
     assert {p.version for p in client.list_properties_of_certificate_versions(name)} == {
-        first.properties.version, second.properties.version}
+        first.properties.version,
+        second.properties.version,
+    }
     assert name in {p.name for p in client.list_properties_of_certificates()}
 
     client.begin_delete_certificate(name).wait()

@@ -3,6 +3,7 @@
 The provider is built the way certsync builds it (from_destination, DefaultAzureCredential via the
 emulator's managed-identity route); a raw SecretClient plays "someone else" and checks the vault.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,6 +58,7 @@ def push(provider, name: str, payload: str, content_type: str = PEM, cert: str =
 # (What every provider does -- create, update, content type, list, delete, soft delete, ownership,
 # names, sizes -- is in tests/contract, which runs against the same emulator.)
 
+
 def test_put_on_a_soft_deleted_name_recovers_it_by_default(emu, make, raw):
     provider, name = make(), uname("rec")
     push(provider, name, "v1")
@@ -65,7 +67,7 @@ def test_put_on_a_soft_deleted_name_recovers_it_by_default(emu, make, raw):
     push(provider, name, "v2")
     assert provider.get(name).value == "v2"
     assert emu.calls("RecoverDeletedSecret", 200) == recovers + 1
-    assert len(list(raw.list_properties_of_secret_versions(name))) == 2     # history kept
+    assert len(list(raw.list_properties_of_secret_versions(name))) == 2  # history kept
 
 
 def test_put_on_a_soft_deleted_name_purges_it_when_configured(emu, make, raw):
@@ -76,7 +78,7 @@ def test_put_on_a_soft_deleted_name_purges_it_when_configured(emu, make, raw):
     push(provider, name, "v2")
     assert provider.get(name).value == "v2"
     assert emu.calls("PurgeDeletedSecret", 204) == purges + 1
-    assert len(list(raw.list_properties_of_secret_versions(name))) == 1     # a fresh secret
+    assert len(list(raw.list_properties_of_secret_versions(name))) == 1  # a fresh secret
 
 
 def test_put_waits_while_the_name_is_still_being_purged(tmp_path_factory):
@@ -87,13 +89,14 @@ def test_put_waits_while_the_name_is_still_being_purged(tmp_path_factory):
                 mp.setenv(key, value)
             provider, name = make_azure_provider(emu.url, emu.ca, on_soft_deleted="purge"), uname("slow")
             push(provider, name, "v1")
-            provider.delete(name, cert="api")                  # the SDK poller waits until the delete is done
-            push(provider, name, "v2")             # 409 soft-deleted -> purge -> 409 being deleted -> ok
+            provider.delete(name, cert="api")  # the SDK poller waits until the delete is done
+            push(provider, name, "v2")  # 409 soft-deleted -> purge -> 409 being deleted -> ok
             assert provider.get(name).value == "v2"
             assert emu.calls("SetSecret", 409) >= 2
 
 
 # --- ownership ----------------------------------------------------------------------------------
+
 
 def test_a_version_set_by_hand_without_tags_does_not_make_our_secret_foreign(make, raw):
     """Key Vault tags belong to versions: a hand-made new version drops them, but the secret is
@@ -128,10 +131,11 @@ def test_soft_deleted_foreign_secret_is_not_purged_to_free_the_name(make, raw):
     raw.begin_delete_secret(name).wait()
     with pytest.raises(NotOwned, match=name):
         push(make(on_soft_deleted="purge"), name, "ours")
-    assert raw.get_deleted_secret(name).name == name           # still there, untouched
+    assert raw.get_deleted_secret(name).name == name  # still there, untouched
 
 
 # --- configuration and error mapping ------------------------------------------------------------
+
 
 def test_an_unknown_on_soft_deleted_is_a_config_error(make):
     with pytest.raises(ConfigError, match="on_soft_deleted"):
@@ -165,8 +169,10 @@ def test_throttling_beyond_the_sdk_retries_is_throttled(tmp_path_factory):
 
 
 def test_importing_the_adapter_does_not_import_the_sdk():
-    code = ("import sys, types, providers.azure as a; "
-            "a.from_destination(types.SimpleNamespace(vault_url='https://v.vault.azure.net')); "
-            "print(sorted(m for m in sys.modules if m.startswith('azure')))")
+    code = (
+        "import sys, types, providers.azure as a; "
+        "a.from_destination(types.SimpleNamespace(vault_url='https://v.vault.azure.net')); "
+        "print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,6 +17,7 @@ sqlite3, never through certsync's own bookkeeping:
 * no orphan: every certsync-tagged secret under the prefix is a configured target;
 * `PRAGMA integrity_check` is "ok".
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,15 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from tests.e2e.clouds import Cloud
 
 FORMATS = {"aws": "json", "gcp": "pem", "azure": "pkcs12"}
-AWS_WRITES = {"CreateSecret", "PutSecretValue", "UpdateSecret", "TagResource", "UntagResource", "DeleteSecret",
-              "RestoreSecret"}
+AWS_WRITES = {
+    "CreateSecret",
+    "PutSecretValue",
+    "UpdateSecret",
+    "TagResource",
+    "UntagResource",
+    "DeleteSecret",
+    "RestoreSecret",
+}
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 CA_AND_PROFILE = """
@@ -78,16 +86,17 @@ def leaf_serial(payload: str, fmt: str) -> int:
 @dataclass
 class Remote:
     """A certsync-tagged secret as an SDK lists it."""
+
     cloud: str
     name: str
     labels: dict
-    serial: int | None = None       # leaf serial of the value read back; None if unreadable
+    serial: int | None = None  # leaf serial of the value read back; None if unreadable
 
 
 @dataclass
 class Trial:
-    kind: str                       # apply | renew | revoke
-    kill: str                       # how it was killed, e.g. "t=1.23s" or "aws write #5"
+    kind: str  # apply | renew | revoke
+    kill: str  # how it was killed, e.g. "t=1.23s" or "aws write #5"
     exited_before_kill: bool = False
     violations: list[str] = field(default_factory=list)
 
@@ -121,14 +130,23 @@ class CrashRig:
         body += self.clouds["azure"].destination("azure", "pkcs12")
         for name in self.certs:
             short = name.rsplit("-", 1)[1]
-            body += (f'\n[certificate.{name}]\nprofile = "tls-server"\ncommon_name = "{short}.example.internal"\n'
-                     'destinations = ["aws", "gcp", "azure"]\n')
+            body += (
+                f'\n[certificate.{name}]\nprofile = "tls-server"\ncommon_name = "{short}.example.internal"\n'
+                'destinations = ["aws", "gcp", "azure"]\n'
+            )
         (self.path / "sync.toml").write_text(body)
 
     # -- running the CLI -----------------------------------------------------------------------------
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sync", *args], check=False, capture_output=True,
-                              text=True, cwd=self.path, env=self.env, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "sync", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=self.path,
+            env=self.env,
+            timeout=timeout,
+        )
 
     def timed(self, *args: str) -> float:
         """Run untouched; the duration (process start to exit). Fails loudly if it fails."""
@@ -140,19 +158,28 @@ class CrashRig:
     def aws_writes(self) -> int:
         return sum(n for call, n in self.proxy.calls.items() if call in AWS_WRITES)
 
-    def run_killed(self, args: tuple[str, ...], *, delay: float | None = None, writes: int | None = None,
-                   limit: float = 120) -> tuple[str, bool]:
+    def run_killed(
+        self, args: tuple[str, ...], *, delay: float | None = None, writes: int | None = None, limit: float = 120
+    ) -> tuple[str, bool]:
         """Start the CLI, SIGKILL it after `delay` seconds or once the proxy has seen `writes` more
         AWS writes. Returns (description, exited_before_kill)."""
         base = self.aws_writes()
-        proc = subprocess.Popen([sys.executable, "-m", "sync", *args], cwd=self.path, env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync", *args],
+            cwd=self.path,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         start = time.monotonic()
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - start
-                if (delay is not None and elapsed >= delay) or \
-                        (writes is not None and self.aws_writes() - base >= writes) or elapsed > limit:
+                if (
+                    (delay is not None and elapsed >= delay)
+                    or (writes is not None and self.aws_writes() - base >= writes)
+                    or elapsed > limit
+                ):
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     what = f"t={elapsed:.2f}s" if delay is not None else f"aws write #{writes} at t={elapsed:.2f}s"
@@ -172,8 +199,11 @@ class CrashRig:
         for page in aws.get_paginator("list_secrets").paginate():
             for s in page["SecretList"]:
                 tags = {t["Key"]: t["Value"] for t in s.get("Tags", [])}
-                if s["Name"].startswith(self.prefix) and tags.get("managed-by") == "certsync" \
-                        and not s.get("DeletedDate"):
+                if (
+                    s["Name"].startswith(self.prefix)
+                    and tags.get("managed-by") == "certsync"
+                    and not s.get("DeletedDate")
+                ):
                     found.append(Remote("aws", s["Name"], tags))
         for s in self._clients["gcp"].list_secrets(parent=f"projects/{self.prefix}"):
             labels = dict(s.labels)
@@ -189,7 +219,7 @@ class CrashRig:
         try:
             payload = self.clouds[remote.cloud].read(remote.name)
             remote.serial = leaf_serial(payload, FORMATS[remote.cloud]) if payload else None
-        except Exception:   # an unreadable value is reported as such by the checks  # noqa: BLE001
+        except Exception:  # an unreadable value is reported as such by the checks  # noqa: BLE001
             remote.serial = None
         return remote
 
@@ -244,13 +274,15 @@ class CrashRig:
                 if remote is None:
                     bad.append(f"{cloud}/{name}: missing")
                 elif remote.serial != latest[name]:
-                    bad.append(f"{cloud}/{name}: holds serial {_hex(remote.serial)}, store's latest is "
-                               f"{_hex(latest[name])}")
+                    bad.append(
+                        f"{cloud}/{name}: holds serial {_hex(remote.serial)}, store's latest is {_hex(latest[name])}"
+                    )
         configured = set(self.certs)
         for remote in remotes:
             if remote.serial is None or remote.serial not in known:
-                bad.append(f"LOST KEY {remote.cloud}/{remote.name}: serial {_hex(remote.serial)} is no version "
-                           "in the store")
+                bad.append(
+                    f"LOST KEY {remote.cloud}/{remote.name}: serial {_hex(remote.serial)} is no version in the store"
+                )
             if remote.name not in configured:
                 bad.append(f"ORPHAN {remote.cloud}/{remote.name}")
         return bad
@@ -262,7 +294,7 @@ class CrashRig:
         result = self.run("apply")
         problems = [] if result.returncode == 0 else [f"final apply exit {result.returncode}: {_last(result)}"]
         left = self.listing()
-        for remote in left:      # counted and reported by the caller; not left behind in shared emulators
+        for remote in left:  # counted and reported by the caller; not left behind in shared emulators
             try:
                 self.clouds[remote.cloud].delete_outside(remote.name)
             except Exception as exc:  # noqa: BLE001

@@ -1,5 +1,6 @@
 """The fault proxy itself (tests/support/fault_proxy.py) against a tiny local HTTP server: every fault
 kind arrives as a client sees it, the RNG is seeded, and the counts add up."""
+
 from __future__ import annotations
 
 import http.client
@@ -63,9 +64,11 @@ def test_429_carries_retry_after_in_the_clouds_shape(upstream, flavor):
         status, headers, body = _post(proxy)
     assert status == 429 and headers["Retry-After"] == "3"
     doc = json.loads(body)
-    assert {"aws": "ThrottlingException" == doc.get("__type"),
-            "google": doc.get("error", {}).get("status") == "RESOURCE_EXHAUSTED",
-            "azure": doc.get("error", {}).get("code") == "Throttled"}[flavor]
+    assert {
+        "aws": doc.get("__type") == "ThrottlingException",
+        "google": doc.get("error", {}).get("status") == "RESOURCE_EXHAUSTED",
+        "azure": doc.get("error", {}).get("code") == "Throttled",
+    }[flavor]
     assert upstream.seen == [] and proxy.faults == {"429": 1} and proxy.requests == 1
 
 
@@ -80,7 +83,7 @@ def test_truncate_forwards_then_cuts_the_body(upstream):
     with FaultProxy(upstream.url, rate=1.0, faults=("truncate",)) as proxy:
         with pytest.raises((http.client.IncompleteRead, ConnectionError)):
             _post(proxy, b'{"write": 1}')
-    assert upstream.seen == [b'{"write": 1}']         # the write happened; the answer was lost
+    assert upstream.seen == [b'{"write": 1}']  # the write happened; the answer was lost
     assert proxy.forwarded == 1
 
 
@@ -103,6 +106,7 @@ def test_rate_is_seeded_and_roughly_kept(upstream):
     def run(seed):
         with FaultProxy(upstream.url, rate=0.2, seed=seed, faults=("500",)) as proxy:
             return [_post(proxy)[0] for _ in range(200)]
+
     first, again = run(11), run(11)
     assert first == again
     assert 20 <= first.count(500) <= 60

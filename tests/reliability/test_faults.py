@@ -17,6 +17,7 @@ CERTSYNC_FAULT_SEED (20240601). Figures (faults injected, requests, time) are pr
 Google: drongo (REST) behind the proxy with `transport = "rest"`; the gRPC transport is faulted by our
 emulator itself (`--fault-rate`), in test_grpc_faults.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,7 +38,7 @@ from tests.support.fault_proxy import RETRIED_FAULTS, FaultProxy
 N_CERTS = int(os.environ.get("CERTSYNC_FAULT_CERTS", "30"))
 RATE = float(os.environ.get("CERTSYNC_FAULT_RATE", "0.2"))
 SEED = int(os.environ.get("CERTSYNC_FAULT_SEED", "20240601"))
-MAX_RUNS = 2              # the first run, and the run that must converge
+MAX_RUNS = 2  # the first run, and the run that must converge
 
 
 @pytest.fixture
@@ -59,36 +60,48 @@ class Clouds:
         self.proxies = {
             "aws": stack.enter_context(FaultProxy(self.aws.entry["endpoint"], rate=rate, seed=seed, flavor="aws")),
             "gcp": stack.enter_context(FaultProxy(self.drongo, rate=rate, seed=seed + 1, flavor="google")),
-            "azure": stack.enter_context(FaultProxy(
-                self.azure.entry["endpoint"], rate=rate, seed=seed + 2, flavor="azure",
-                tls=(str(azure_dir / "server.pem"), str(azure_dir / "server-key.pem")),
-                upstream_ca=self.azure.entry["ca_bundle"])),
+            "azure": stack.enter_context(
+                FaultProxy(
+                    self.azure.entry["endpoint"],
+                    rate=rate,
+                    seed=seed + 2,
+                    flavor="azure",
+                    tls=(str(azure_dir / "server.pem"), str(azure_dir / "server-key.pem")),
+                    upstream_ca=self.azure.entry["ca_bundle"],
+                )
+            ),
         }
 
     def destinations(self, only: tuple[str, ...] = ("aws", "gcp", "azure")) -> str:
         p = self.proxies
         blocks = {
             "aws": f'provider = "aws"\nregion = "us-east-1"\nendpoint_url = "{p["aws"].url}"\nformat = "json"',
-            "gcp": (f'provider = "gcp"\nproject = "{self.prefix}"\nendpoint = "{p["gcp"].hostport}"\n'
-                    'transport = "rest"\ninsecure = true\nformat = "pem"'),
-            "azure": (f'provider = "azure"\nvault_url = "{p["azure"].url}"\n'
-                      f'ca_bundle = "{self.azure.entry["ca_bundle"]}"\nverify_challenge_resource = false\n'
-                      'format = "pkcs12"'),
+            "gcp": (
+                f'provider = "gcp"\nproject = "{self.prefix}"\nendpoint = "{p["gcp"].hostport}"\n'
+                'transport = "rest"\ninsecure = true\nformat = "pem"'
+            ),
+            "azure": (
+                f'provider = "azure"\nvault_url = "{p["azure"].url}"\n'
+                f'ca_bundle = "{self.azure.entry["ca_bundle"]}"\nverify_challenge_resource = false\n'
+                'format = "pkcs12"'
+            ),
         }
         return "".join(f"\n[destination.{kind}]\n{blocks[kind]}\n" for kind in only)
 
     def env(self) -> dict[str, str]:
-        return self.azure.env()          # managed-identity tokens straight from the emulator
+        return self.azure.env()  # managed-identity tokens straight from the emulator
 
     def read_serial(self, kind: str, name: str) -> str | None:
         """The leaf serial (hex) of what the emulator behind the proxy holds, or None."""
         if kind == "gcp":
             from google.api_core import exceptions
             from providers import gcp
+
             client = gcp.build_client(self.drongo.removeprefix("http://"), "rest", insecure=True)
             try:
                 payload = client.access_secret_version(
-                    name=f"projects/{self.prefix}/secrets/{name}/versions/latest").payload.data.decode()
+                    name=f"projects/{self.prefix}/secrets/{name}/versions/latest"
+                ).payload.data.decode()
             except exceptions.NotFound:
                 return None
             leaf = x509.load_pem_x509_certificates(payload.encode())[0]
@@ -107,13 +120,16 @@ class Clouds:
 
 
 def _certificates(prefix: str, n: int) -> str:
-    return "".join(f"""
+    return "".join(
+        f"""
 [certificate.{prefix}-c{i:03d}]
 profile = "tls-server"
 common_name = "c{i}.example.internal"
 dns_names = ["c{i}.example.internal"]
 destinations = ["aws", "gcp", "azure"]
-""" for i in range(n))
+"""
+        for i in range(n)
+    )
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -140,8 +156,11 @@ def test_apply_under_faults_converges(emulators, name_prefix, project):
             assert result.returncode == 1, result.stderr
             assert lines, f"exit 1 without an error line:\n{result.stderr}"
             for line in lines:
-                assert f" {name_prefix}-c" in line and any(f"-> {d}/" in line for d in ("aws", "gcp", "azure")) \
-                    or line.startswith("error: run "), line
+                assert (
+                    f" {name_prefix}-c" in line
+                    and any(f"-> {d}/" in line for d in ("aws", "gcp", "azure"))
+                    or line.startswith("error: run ")
+                ), line
             assert len(lines) < 3 * N_CERTS, "a fault failed more than its own targets"
             failed_lines.append(len(lines))
             for proxy in clouds.proxies.values():
@@ -151,7 +170,7 @@ def test_apply_under_faults_converges(emulators, name_prefix, project):
         elapsed = time.monotonic() - started
         figures = clouds.figures()
 
-        for proxy in clouds.proxies.values():       # read back and plan without faults
+        for proxy in clouds.proxies.values():  # read back and plan without faults
             proxy.set_rate(0.0)
         project.run("plan", "--detailed-exitcode")
         listing = project.json("list")
@@ -164,21 +183,32 @@ def test_apply_under_faults_converges(emulators, name_prefix, project):
 
     injected = sum(f["failed_by_fault"] for f in figures.values())
     requests = sum(f["requests"] for f in figures.values())
-    print(f"\nfaults: {N_CERTS} certificates x 3 clouds at {RATE:.0%}, seed {SEED}: runs {runs}, "
-          f"error lines per failed run {failed_lines}, {elapsed:.1f}s in all")
+    print(
+        f"\nfaults: {N_CERTS} certificates x 3 clouds at {RATE:.0%}, seed {SEED}: runs {runs}, "
+        f"error lines per failed run {failed_lines}, {elapsed:.1f}s in all"
+    )
     for kind, f in figures.items():
         print(f"  {kind}: {f['requests']} requests, {f['forwarded']} forwarded, faults {f['faults']}")
-    print(f"  total: {injected} failing faults injected in {requests} requests "
-          f"({injected / max(requests, 1):.0%}); {sum(failed_lines)} target failures left after the SDKs' "
-          f"retries, all repaired by the next run")
+    print(
+        f"  total: {injected} failing faults injected in {requests} requests "
+        f"({injected / max(requests, 1):.0%}); {sum(failed_lines)} target failures left after the SDKs' "
+        f"retries, all repaired by the next run"
+    )
     assert injected > 0
 
 
 def _apply(project):
     import subprocess
     import sys
-    result = subprocess.run([sys.executable, "-m", "sync", "apply"], capture_output=True, text=True,
-                            cwd=project.path, env=project.env, timeout=600)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", "apply"],
+        capture_output=True,
+        text=True,
+        cwd=project.path,
+        env=project.env,
+        timeout=600,
+    )
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -193,13 +223,16 @@ def test_non_retryable_errors_fail_their_destination_only(emulators, name_prefix
         other = "gcp" if kind != "gcp" else "aws"
         project.env.update(clouds.env())
         clouds.proxies[kind].deny("", status)
-        body = clouds.destinations((kind, other)) + "".join(f"""
+        body = clouds.destinations((kind, other)) + "".join(
+            f"""
 [certificate.{name_prefix}-d{i}]
 profile = "tls-server"
 common_name = "d{i}.example.internal"
 dns_names = ["d{i}.example.internal"]
 destinations = ["{kind}", "{other}"]
-""" for i in range(n))
+"""
+            for i in range(n)
+        )
         project.write(body)
         project.run("init")
         t0 = time.monotonic()
@@ -212,7 +245,9 @@ destinations = ["{kind}", "{other}"]
         refused = clouds.proxies[kind].denied
         for i in range(n):
             assert clouds.read_serial(other, f"{name_prefix}-d{i}") is not None
-    print(f"\n{kind} refusing with {status}: {refused} calls refused for {n} certificates, "
-          f"{len(lines)} error lines, {elapsed:.1f}s")
+    print(
+        f"\n{kind} refusing with {status}: {refused} calls refused for {n} certificates, "
+        f"{len(lines)} error lines, {elapsed:.1f}s"
+    )
     assert refused <= 4 * n + 4, f"{refused} calls to a destination that refuses with {status}: retried"
     assert elapsed < 60

@@ -2,6 +2,7 @@
 acme-client in a cached folder, both installed once under a file lock so xdist workers share
 them), a tiny http-01 token server, a tiny DNS server answering TXT, and a bare-bones JWS client
 for the requests real clients never send (wrong url, reused nonce, someone else's order)."""
+
 from __future__ import annotations
 
 import http.server
@@ -49,8 +50,12 @@ def certbot() -> Path:
     with FileLock(str(REPO / ".venv-certbot.lock")):
         if not binary.exists():
             subprocess.run([sys.executable, "-m", "venv", str(CERTBOT_VENV)], check=True, timeout=300)
-            subprocess.run([str(CERTBOT_VENV / "bin" / "pip"), "install", "-q", "certbot"], check=True, timeout=900,
-                           env=_installer_env())
+            subprocess.run(
+                [str(CERTBOT_VENV / "bin" / "pip"), "install", "-q", "certbot"],
+                check=True,
+                timeout=900,
+                env=_installer_env(),
+            )
     return binary
 
 
@@ -60,9 +65,21 @@ def acme_client() -> Path:
     NODE_DIR.mkdir(parents=True, exist_ok=True)
     with FileLock(str(NODE_DIR.parent / "acme-client.lock")):
         if not (modules / "acme-client" / "package.json").exists():
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR),
-                            f"acme-client@{ACME_CLIENT_VERSION}"], check=True, timeout=600, capture_output=True,
-                           env=_installer_env())
+            subprocess.run(
+                [
+                    "npm",
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                    str(NODE_DIR),
+                    f"acme-client@{ACME_CLIENT_VERSION}",
+                ],
+                check=True,
+                timeout=600,
+                capture_output=True,
+                env=_installer_env(),
+            )
     return modules
 
 
@@ -89,7 +106,7 @@ class TokenServer:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def __enter__(self) -> "TokenServer":
+    def __enter__(self) -> TokenServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,14 +172,16 @@ class Client:
         self.directory_url = directory_url
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.kid: str | None = None
-        self.saved_nonce: str | None = None          # the last answer's Replay-Nonce, used by the next request
+        self.saved_nonce: str | None = None  # the last answer's Replay-Nonce, used by the next request
         self.directory = self.request("GET", directory_url).json
 
-    def request(self, method: str, url: str, body: dict | None = None, content_type: str = "application/jose+json"
-                ) -> Reply:
+    def request(
+        self, method: str, url: str, body: dict | None = None, content_type: str = "application/jose+json"
+    ) -> Reply:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": content_type} if data else {})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": content_type} if data else {}
+        )
         try:
             with urllib.request.urlopen(req, context=self.ssl, timeout=30) as resp:
                 reply = Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
@@ -181,8 +200,17 @@ class Client:
     def thumbprint(self) -> str:
         return b64(josepy.JWKEC(key=self.key.public_key()).thumbprint(hash_function=hashes.SHA256))
 
-    def jws(self, url: str, payload: dict | None, *, nonce: str | None = None, use_jwk: bool = False,
-            key=None, url_header: str | None = None, with_nonce: bool = True) -> dict:
+    def jws(
+        self,
+        url: str,
+        payload: dict | None,
+        *,
+        nonce: str | None = None,
+        use_jwk: bool = False,
+        key=None,
+        url_header: str | None = None,
+        with_nonce: bool = True,
+    ) -> dict:
         key = key or self.key
         protected: dict = {"alg": "ES256", "url": url_header or url}
         if with_nonce:

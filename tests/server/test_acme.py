@@ -1,6 +1,7 @@
 """ACME (RFC 8555) against a real `certsync serve`, with real clients: certbot (obtain, renew,
 revoke, EAB) and npm's acme-client (http-01, dns-01), plus a bare JWS client for the refusals
 real clients never provoke, and two servers sharing one PostgreSQL store."""
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,12 @@ validity = "30d"
 
 
 def acme_toml(http_port: int, dns_port: int | None = None, *, require_eab: bool = False) -> str:
-    lines = ["[server.acme]", 'profiles = ["web"]', f"http_port = {http_port}",
-             'resolve = {"*.example.internal" = "127.0.0.1", "example.internal" = "127.0.0.1"}']
+    lines = [
+        "[server.acme]",
+        'profiles = ["web"]',
+        f"http_port = {http_port}",
+        'resolve = {"*.example.internal" = "127.0.0.1", "example.internal" = "127.0.0.1"}',
+    ]
     if dns_port:
         lines.append(f'dns_resolver = "127.0.0.1:{dns_port}"')
     if require_eab:
@@ -49,8 +54,9 @@ def dns(tmp_path_factory):
 def acme(tmp_path_factory, dns):
     """One TLS server for the module: profile web has ACME, profile other does not."""
     port = free_port()
-    server = CertsyncServer(tmp_path_factory.mktemp("acme"), tls=True, extra_toml=acme_toml(port, dns.port),
-                            server_toml="rate_limit = 0")       # every test here comes from 127.0.0.1
+    server = CertsyncServer(
+        tmp_path_factory.mktemp("acme"), tls=True, extra_toml=acme_toml(port, dns.port), server_toml="rate_limit = 0"
+    )  # every test here comes from 127.0.0.1
     with server:
         server.http_port = port
         server.directory = f"{server.url}/acme/web/directory"
@@ -59,17 +65,42 @@ def acme(tmp_path_factory, dns):
 
 def certbot_run(server: CertsyncServer, folder: Path, *args: str) -> subprocess.CompletedProcess:
     binary = acme_support.certbot()
-    command = [str(binary), *args, "--config-dir", str(folder / "config"), "--work-dir", str(folder / "work"),
-               "--logs-dir", str(folder / "logs"), "--non-interactive", "--server", server.directory]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "REQUESTS_CA_BUNDLE": str(server.root_pem)})
-    assert result.returncode == 0, f"certbot {args[0]} failed:\n{result.stdout}\n{result.stderr}\n{server.log()[-3000:]}"
+    command = [
+        str(binary),
+        *args,
+        "--config-dir",
+        str(folder / "config"),
+        "--work-dir",
+        str(folder / "work"),
+        "--logs-dir",
+        str(folder / "logs"),
+        "--non-interactive",
+        "--server",
+        server.directory,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "REQUESTS_CA_BUNDLE": str(server.root_pem)},
+    )
+    assert result.returncode == 0, (
+        f"certbot {args[0]} failed:\n{result.stdout}\n{result.stderr}\n{server.log()[-3000:]}"
+    )
     return result
 
 
 def standalone(server: CertsyncServer) -> list[str]:
-    return ["--standalone", "--http-01-port", str(server.http_port), "--http-01-address", "127.0.0.1",
-            "--preferred-challenges", "http"]
+    return [
+        "--standalone",
+        "--http-01-port",
+        str(server.http_port),
+        "--http-01-address",
+        "127.0.0.1",
+        "--preferred-challenges",
+        "http",
+    ]
 
 
 def audit_events(server: CertsyncServer) -> list[dict]:
@@ -77,17 +108,32 @@ def audit_events(server: CertsyncServer) -> list[dict]:
 
 
 def ocsp_status(server: CertsyncServer, cert: Path) -> str:
-    result = subprocess.run(["openssl", "ocsp", "-issuer", str(server.chain_pem), "-cert", str(cert),
-                             "-url", f"{server.url}/ocsp/issuing", "-CAfile", str(server.root_pem)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            "openssl",
+            "ocsp",
+            "-issuer",
+            str(server.chain_pem),
+            "-cert",
+            str(cert),
+            "-url",
+            f"{server.url}/ocsp/issuing",
+            "-CAfile",
+            str(server.root_pem),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Response verify OK" in result.stderr + result.stdout, result.stderr + result.stdout
     return result.stdout
 
 
 # -- certbot ------------------------------------------------------------------------------------------------
 def test_certbot_obtains_renews_and_revokes(acme, tmp_path):
-    certbot_run(acme, tmp_path, "certonly", *standalone(acme), "-d", NAME, "--agree-tos",
-                "--register-unsafely-without-email")
+    certbot_run(
+        acme, tmp_path, "certonly", *standalone(acme), "-d", NAME, "--agree-tos", "--register-unsafely-without-email"
+    )
     live = tmp_path / "config" / "live" / NAME
     first = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
     chain = x509.load_pem_x509_certificates((live / "fullchain.pem").read_bytes())
@@ -99,8 +145,16 @@ def test_certbot_obtains_renews_and_revokes(acme, tmp_path):
     assert renewed.serial_number != first.serial_number
     assert "good" in ocsp_status(acme, live / "cert.pem")
 
-    certbot_run(acme, tmp_path, "revoke", "--cert-path", str(live / "cert.pem"), "--reason", "keycompromise",
-                "--no-delete-after-revoke")
+    certbot_run(
+        acme,
+        tmp_path,
+        "revoke",
+        "--cert-path",
+        str(live / "cert.pem"),
+        "--reason",
+        "keycompromise",
+        "--no-delete-after-revoke",
+    )
     status = ocsp_status(acme, live / "cert.pem")
     assert ": revoked" in status and "keyCompromise" in status
 
@@ -122,15 +176,29 @@ def test_certbot_with_external_account_binding(tmp_path):
         assert refused.status == 403 and refused.problem.endswith(":externalAccountRequired")
 
         mac_key = server.cli("acme", "eab", "create", "team-a", "--profile", "web").stdout.decode().strip()
-        store = b"".join(p.read_bytes() for p in server.folder.glob("certsync.db*"))     # with the WAL
+        store = b"".join(p.read_bytes() for p in server.folder.glob("certsync.db*"))  # with the WAL
         assert b"team-a" in store
-        assert base64.urlsafe_b64decode(mac_key + "=" * (-len(mac_key) % 4)) not in store   # sealed, not in clear
-        certbot_run(server, tmp_path, "certonly", *standalone(server), "-d", NAME, "--agree-tos",
-                    "--register-unsafely-without-email", "--eab-kid", "team-a", "--eab-hmac-key", mac_key)
+        assert base64.urlsafe_b64decode(mac_key + "=" * (-len(mac_key) % 4)) not in store  # sealed, not in clear
+        certbot_run(
+            server,
+            tmp_path,
+            "certonly",
+            *standalone(server),
+            "-d",
+            NAME,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "--eab-kid",
+            "team-a",
+            "--eab-hmac-key",
+            mac_key,
+        )
         assert (tmp_path / "config" / "live" / NAME / "cert.pem").exists()
 
-        second = Client(server.directory, server.root_pem)      # a used key id opens no second account
-        reused = second.register({"termsOfServiceAgreed": True, "externalAccountBinding": second.eab("team-a", mac_key)})
+        second = Client(server.directory, server.root_pem)  # a used key id opens no second account
+        reused = second.register(
+            {"termsOfServiceAgreed": True, "externalAccountBinding": second.eab("team-a", mac_key)}
+        )
         assert reused.status == 403 and reused.problem.endswith(":unauthorized")
         listed = server.cli("acme", "eab", "list").stdout.decode()
         assert "team-a" in listed and mac_key not in listed and "unused" not in listed
@@ -141,9 +209,13 @@ def node_client(server: CertsyncServer, tmp_path: Path, name: str, kind: str, wh
     modules = acme_support.acme_client()
     out = tmp_path / f"{kind}.pem"
     script = Path(__file__).with_name("acme_client.js")
-    result = subprocess.run(["node", str(script), server.directory, name, kind, where, str(out)], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "NODE_PATH": str(modules),
-                                                         "NODE_EXTRA_CA_CERTS": str(server.root_pem)})
+    result = subprocess.run(
+        ["node", str(script), server.directory, name, kind, where, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(modules), "NODE_EXTRA_CA_CERTS": str(server.root_pem)},
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{server.log()[-3000:]}"
     chain = x509.load_pem_x509_certificates(out.read_bytes())
     assert len(chain) == 2
@@ -153,13 +225,15 @@ def node_client(server: CertsyncServer, tmp_path: Path, name: str, kind: str, wh
 def test_acme_client_http_01(acme, tmp_path):
     cert = node_client(acme, tmp_path, "node.example.internal", "http-01", str(acme.http_port))
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName) == ["node.example.internal"]
+        x509.DNSName
+    ) == ["node.example.internal"]
 
 
 def test_acme_client_dns_01_wildcard(acme, dns, tmp_path):
     cert = node_client(acme, tmp_path, "*.example.internal", "dns-01", str(dns.records_file))
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName) == ["*.example.internal"]
+        x509.DNSName
+    ) == ["*.example.internal"]
 
 
 # -- refusals ------------------------------------------------------------------------------------------------
@@ -195,14 +269,16 @@ def test_nonce_url_and_signature_checks(acme):
     no_nonce = client.request("POST", order_url, client.jws(order_url, payload, with_nonce=False))
     assert no_nonce.problem.endswith(":badNonce")
 
-    wrong_url = client.request("POST", order_url, client.jws(order_url, payload, url_header=client.directory["newAccount"]))
+    wrong_url = client.request(
+        "POST", order_url, client.jws(order_url, payload, url_header=client.directory["newAccount"])
+    )
     assert wrong_url.status == 403 and wrong_url.problem.endswith(":unauthorized")
 
-    forged = client.jws(order_url, payload, key=ec.generate_private_key(ec.SECP256R1()))   # kid of client, other key
+    forged = client.jws(order_url, payload, key=ec.generate_private_key(ec.SECP256R1()))  # kid of client, other key
     assert client.request("POST", order_url, forged).problem.endswith(":unauthorized")
 
     with_jwk = client.request("POST", order_url, client.jws(order_url, payload, use_jwk=True))
-    assert with_jwk.status == 400                       # newOrder wants the account's kid, not a bare key
+    assert with_jwk.status == 400  # newOrder wants the account's kid, not a bare key
     plain_json = client.request("POST", order_url, client.jws(order_url, payload), content_type="application/json")
     assert plain_json.status == 415
 
@@ -217,11 +293,16 @@ def test_garbage_is_a_problem_not_a_crash(acme):
     url = client.directory["newOrder"]
     good = client.jws(url, {"identifiers": [{"type": "dns", "value": NAME}]})
     protected = json.loads(base64.urlsafe_b64decode(good["protected"] + "=="))
-    bodies = [[], {"protected": 1, "payload": "", "signature": ""}, {**good, "header": {}},
-              {**good, "signature": "***"}, {**good, "payload": b64(b"[1]")},
-              {**good, "protected": b64(json.dumps({**protected, "kid": "http://[::1"}).encode())},
-              {**good, "protected": b64(json.dumps({**protected, "alg": "none"}).encode())},
-              {**good, "protected": b64(json.dumps({**protected, "alg": "RS256"}).encode())}]
+    bodies = [
+        [],
+        {"protected": 1, "payload": "", "signature": ""},
+        {**good, "header": {}},
+        {**good, "signature": "***"},
+        {**good, "payload": b64(b"[1]")},
+        {**good, "protected": b64(json.dumps({**protected, "kid": "http://[::1"}).encode())},
+        {**good, "protected": b64(json.dumps({**protected, "alg": "none"}).encode())},
+        {**good, "protected": b64(json.dumps({**protected, "alg": "RS256"}).encode())},
+    ]
     for body in bodies:
         reply = client.request("POST", url, body)
         assert 400 <= reply.status < 500 and reply.problem.startswith("urn:ietf:params:acme:error:"), (body, reply.body)
@@ -238,7 +319,7 @@ def test_account_cannot_touch_another_accounts_order(acme):
     for url, payload in ((finalize, {"csr": csr}), (order.headers["location"], None), (authz, None)):
         reply = mallory.post(url, payload)
         assert reply.status == 403 and reply.problem.endswith(":unauthorized"), (url, reply.body)
-    not_ready = alice.post(finalize, {"csr": csr})            # not validated yet
+    not_ready = alice.post(finalize, {"csr": csr})  # not validated yet
     assert not_ready.status == 403 and not_ready.problem.endswith(":orderNotReady")
 
 
@@ -251,7 +332,7 @@ def test_only_return_existing_and_deactivation(acme):
     assert again.status == 200 and again.headers["location"] == client.kid
     assert client.post(client.kid, {"status": "deactivated"}).json["status"] == "deactivated"
     assert client.new_order(NAME).problem.endswith(":unauthorized")
-    assert client.register().problem.endswith(":unauthorized")          # no way back in with that key
+    assert client.register().problem.endswith(":unauthorized")  # no way back in with that key
 
 
 def test_unknown_acme_profile_fails_the_start(tmp_path):
@@ -265,19 +346,22 @@ def test_key_rollover(acme):
     assert client.register().status == 201
     new_key = ec.generate_private_key(ec.SECP256R1())
     url = client.directory["keyChange"]
-    inner = client.jws(url, {"account": client.kid, "oldKey": client.jwk()}, key=new_key, use_jwk=True,
-                       with_nonce=False)
+    inner = client.jws(
+        url, {"account": client.kid, "oldKey": client.jwk()}, key=new_key, use_jwk=True, with_nonce=False
+    )
     assert client.post(url, inner).status == 200
-    assert client.new_order(NAME).problem.endswith(":unauthorized")      # the old key no longer signs
+    assert client.new_order(NAME).problem.endswith(":unauthorized")  # the old key no longer signs
     client.key = new_key
     assert client.new_order(NAME).status == 201
 
 
 def _csr(key, *names: str) -> str:
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return b64(csr.public_bytes(serialization.Encoding.DER))
 
 
@@ -303,7 +387,8 @@ def test_csr_names_must_equal_the_order(acme):
 
     # revokeCert: not by a stranger's account; by the certificate's own key (jwk), once
     der = x509.load_pem_x509_certificates(client.post(done.json["certificate"], None).body)[0].public_bytes(
-        serialization.Encoding.DER)
+        serialization.Encoding.DER
+    )
     stranger = Client(acme.directory, acme.root_pem)
     stranger.register()
     url, payload = client.directory["revokeCert"], {"certificate": b64(der), "reason": 4}
@@ -327,7 +412,7 @@ def test_failed_validation_invalidates_the_order(acme, dns):
     dns.set("_acme-challenge.fail2.example.internal", "wrong")
     assert client.post(dns_challenge["url"], {}).json["error"]["type"].endswith(":incorrectResponse")
     assert client.post(order["finalize"].rsplit("/", 1)[0], None).json["status"] == "invalid"
-    again = client.post(challenge["url"], {}).json                       # no second try on an invalid authz
+    again = client.post(challenge["url"], {}).json  # no second try on an invalid authz
     assert again["status"] == "invalid"
 
 
@@ -335,6 +420,7 @@ def test_failed_validation_invalidates_the_order(acme, dns):
 @pytest.mark.postgres
 def test_one_order_across_two_servers(tmp_path, monkeypatch):
     from tests.support import postgres
+
     try:
         cluster = postgres.Cluster().start()
     except postgres.PostgresUnavailable as exc:
@@ -351,17 +437,19 @@ def test_one_order_across_two_servers(tmp_path, monkeypatch):
             order = on_a.new_order("shared.example.internal")
             assert order.status == 201
             on_b = Client(f"{b.url}/acme/web/directory")
-            on_b.key, on_b.kid = on_a.key, on_a.kid          # the same account, talking to server B
+            on_b.key, on_b.kid = on_a.key, on_a.kid  # the same account, talking to server B
             nonce_from_a = on_a.nonce()
             order_on_b = order.headers["location"].replace(a.url, b.url)
-            assert on_b.post(order_on_b, None, nonce=nonce_from_a).status == 200       # A's nonce works on B once
+            assert on_b.post(order_on_b, None, nonce=nonce_from_a).status == 200  # A's nonce works on B once
             assert on_b.post(order_on_b, None, nonce=nonce_from_a).problem.endswith(":badNonce")
             moved = {**order.json, "authorizations": [u.replace(a.url, b.url) for u in order.json["authorizations"]]}
             validate_http(on_b, moved, tokens)
             key = ec.generate_private_key(ec.SECP256R1())
-            done = on_b.post(order.json["finalize"].replace(a.url, b.url), {"csr": _csr(key, "shared.example.internal")})
+            done = on_b.post(
+                order.json["finalize"].replace(a.url, b.url), {"csr": _csr(key, "shared.example.internal")}
+            )
             assert done.json["status"] == "valid", done.body
-            pem = on_a.post(on_a.post(order.headers["location"], None).json["certificate"], None)   # download from A
+            pem = on_a.post(on_a.post(order.headers["location"], None).json["certificate"], None)  # download from A
             assert pem.headers["content-type"].startswith("application/pem-certificate-chain")
             assert len(x509.load_pem_x509_certificates(pem.body)) == 2
     finally:

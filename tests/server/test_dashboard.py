@@ -3,6 +3,7 @@ against a real `certsync serve` over a store with certificates fresh, expiring, 
 stale copy, and foreign certificates found by `certsync discover`. The pages must show what
 `certsync list --output json` (and `list --discovered`) says. One server and one browser session
 for the module; screenshots go to the test's tmp dir."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,13 @@ import pytest
 from tests.support import dashboard, tls_endpoints
 
 pytestmark = pytest.mark.usefixtures("chromium")
-PAGES = ["/dashboard/", "/dashboard/certificates", "/dashboard/certificates/stale-web", "/dashboard/discovery",
-         "/dashboard/activity"]
+PAGES = [
+    "/dashboard/",
+    "/dashboard/certificates",
+    "/dashboard/certificates/stale-web",
+    "/dashboard/discovery",
+    "/dashboard/activity",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +36,14 @@ def server(tmp_path_factory):
     running = dashboard.seeded_server(tmp_path_factory.mktemp("dashboard"), endpoints)
     try:
         with running:
-            issuer = running.token("issuer", "issue")          # one issuance through the API: activity
-            reply = http(running, "POST", "/api/v1/certificates", json.dumps(
-                {"name": "api-made", "dns_names": ["made.example.internal"]}).encode(),
-                headers={"Authorization": f"Bearer {issuer}", "Content-Type": "application/json"})
+            issuer = running.token("issuer", "issue")  # one issuance through the API: activity
+            reply = http(
+                running,
+                "POST",
+                "/api/v1/certificates",
+                json.dumps({"name": "api-made", "dns_names": ["made.example.internal"]}).encode(),
+                headers={"Authorization": f"Bearer {issuer}", "Content-Type": "application/json"},
+            )
             assert reply[0] == 201, reply
             running.reader = running.token("viewer", "read")
             running.listed = dashboard.listed(running)
@@ -73,6 +83,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def wait_for(driver, condition, timeout: float = 20):
     from selenium.webdriver.support.ui import WebDriverWait
+
     return WebDriverWait(driver, timeout).until(condition)
 
 
@@ -99,24 +110,31 @@ def test_unauthenticated_requests_get_401_and_no_data(server):
 
 def test_sign_in_sets_a_strict_httponly_cookie_and_refusals_never_echo_the_token(server):
     origin = {"Origin": server.url, "Content-Type": "application/x-www-form-urlencoded"}
-    status, headers, _ = http(server, "POST", "/dashboard/login",
-                              f"token={server.reader}&next=/dashboard/discovery".encode(), origin)
+    status, headers, _ = http(
+        server, "POST", "/dashboard/login", f"token={server.reader}&next=/dashboard/discovery".encode(), origin
+    )
     assert status == 303 and headers["location"] == "/dashboard/discovery"
     cookie = headers["set-cookie"]
     assert cookie.startswith(f"certsync_dashboard={server.reader};")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
-    assert "Secure" not in cookie            # plain HTTP on loopback; under TLS it is Secure (test below)
+    assert "Secure" not in cookie  # plain HTTP on loopback; under TLS it is Secure (test below)
     wrong = "cst_" + "x" * 43
     status, _, body = http(server, "POST", "/dashboard/login", f"token={wrong}".encode(), origin)
     assert status == 401 and wrong not in body and "unknown token" in body
     issuer_only = server.token("no-read", "issue")
     status, _, body = http(server, "POST", "/dashboard/login", f"token={issuer_only}".encode(), origin)
     assert status == 403 and issuer_only not in body and "read" in body
-    status, _, _ = http(server, "POST", "/dashboard/login", f"token={server.reader}".encode(),
-                        {**origin, "Origin": "http://evil.example"})
+    status, _, _ = http(
+        server,
+        "POST",
+        "/dashboard/login",
+        f"token={server.reader}".encode(),
+        {**origin, "Origin": "http://evil.example"},
+    )
     assert status == 403
-    status, _, _ = http(server, "POST", "/dashboard/login", f"token={server.reader}&next=https://evil.example/".encode(),
-                        origin)
+    status, _, _ = http(
+        server, "POST", "/dashboard/login", f"token={server.reader}&next=https://evil.example/".encode(), origin
+    )
     assert status == 303
 
 
@@ -140,7 +158,12 @@ def test_certificates_table_matches_list(browser, server, tmp_path):
     assert [r["name"] for r in rows] == [c["name"] for c in listed]
     for row, fact in zip(rows, listed):
         name, profile, ca, state, version, serial, not_after, days, in_sync, _copies = row["cells"]
-        assert (name, state, int(version), row["serial"]) == (fact["name"], fact["state"], fact["version"], fact["serial"])
+        assert (name, state, int(version), row["serial"]) == (
+            fact["name"],
+            fact["state"],
+            fact["version"],
+            fact["serial"],
+        )
         assert not_after == minute(fact["not_after"])
         assert float(days) == pytest.approx(fact["days_left"], abs=0.11)
         assert in_sync == f"{fact['destinations_in_sync']}/{fact['destinations']}"
@@ -162,13 +185,14 @@ def test_timeline_draws_every_certificate_and_ca_with_its_renewal_window(browser
           width: g.querySelector('rect.life').getBoundingClientRect().width}))""")
     by_name = {lane["name"]: lane for lane in lanes}
     listed = server.listed
-    assert sorted(by_name) == sorted([c["name"] for c in listed["certificates"]]
-                                     + [f"CA {ca['name']}" for ca in listed["cas"]])
+    assert sorted(by_name) == sorted(
+        [c["name"] for c in listed["certificates"]] + [f"CA {ca['name']}" for ca in listed["cas"]]
+    )
     for fact in listed["certificates"]:
         lane = by_name[fact["name"]]
         assert minute(lane["notAfter"]) == minute(fact["not_after"])
         assert lane["width"] > 0
-        assert lane["renewBar"] == (fact["state"] == "active" and fact["name"] != "api-made")   # api-made: no config
+        assert lane["renewBar"] == (fact["state"] == "active" and fact["name"] != "api-made")  # api-made: no config
     for ca in listed["cas"]:
         assert minute(by_name[f"CA {ca['name']}"]["notAfter"]) == minute(ca["not_after"])
     counts = {k: browser.find_element("id", f"count-{k}").text for k in ("certificates", "revoked", "stale")}
@@ -178,11 +202,14 @@ def test_timeline_draws_every_certificate_and_ca_with_its_renewal_window(browser
 
 def test_filters_in_the_browser_and_on_the_server_agree(browser, server):
     from selenium.webdriver.support.ui import Select
-    cases = [({"state": "revoked"}, {"revoked-old"}),
-             ({"destination": "aws-dr"}, {"fresh-api", "stale-web"}),
-             ({"expiring": "7"}, {"expiring-cache"}),
-             ({"profile": "short"}, {"expiring-cache"}),
-             ({"q": "stale"}, {"stale-web"})]
+
+    cases = [
+        ({"state": "revoked"}, {"revoked-old"}),
+        ({"destination": "aws-dr"}, {"fresh-api", "stale-web"}),
+        ({"expiring": "7"}, {"expiring-cache"}),
+        ({"profile": "short"}, {"expiring-cache"}),
+        ({"q": "stale"}, {"stale-web"}),
+    ]
     for query, expected in cases:
         open_page(browser, server, "/dashboard/certificates")
         for key, value in query.items():
@@ -191,8 +218,11 @@ def test_filters_in_the_browser_and_on_the_server_agree(browser, server):
             else:
                 Select(browser.find_element("id", f"f-{key}")).select_by_value(value)
         wait_for(browser, lambda d: int(d.find_element("id", "shown").text) == len(expected))
-        visible = set(browser.execute_script(
-            "return Array.from(document.querySelectorAll('#certificates tbody tr:not([hidden])')).map(r => r.dataset.name)"))
+        visible = set(
+            browser.execute_script(
+                "return Array.from(document.querySelectorAll('#certificates tbody tr:not([hidden])')).map(r => r.dataset.name)"
+            )
+        )
         assert visible == expected, query
         # without script: the same query answered by the server
         url = "/dashboard/certificates?" + "&".join(f"{k}={v}" for k, v in query.items())
@@ -203,8 +233,10 @@ def test_filters_in_the_browser_and_on_the_server_agree(browser, server):
 def test_certificate_page_shows_its_facts_versions_copies_and_commands(browser, server, tmp_path):
     fact = next(c for c in server.listed["certificates"] if c["name"] == "stale-web")
     open_page(browser, server, "/dashboard/certificates/stale-web")
-    text = {key: browser.find_element("id", f"f-{key}").text for key in
-            ("state", "version", "serial", "sans", "not-after", "key", "in-sync", "revocation", "renew")}
+    text = {
+        key: browser.find_element("id", f"f-{key}").text
+        for key in ("state", "version", "serial", "sans", "not-after", "key", "in-sync", "revocation", "renew")
+    }
     assert text["state"] == "active" and text["version"] == str(fact["version"]) and text["serial"] == fact["serial"]
     assert text["not-after"] == minute(fact["not_after"]) and text["sans"] == "DNS:www.example.internal"
     assert text["in-sync"] == f"{fact['destinations_in_sync']}/{fact['destinations']}"
@@ -212,14 +244,16 @@ def test_certificate_page_shows_its_facts_versions_copies_and_commands(browser, 
     assert text["renew"] != "not scheduled"
     versions = browser.find_elements("css selector", "#versions tbody tr")
     assert [v.find_elements("tag name", "td")[2].text for v in versions] == ["active", "superseded"]
-    copies = {tr.find_elements("tag name", "td")[0].text: tr.get_attribute("class")
-              for tr in browser.find_elements("css selector", "#copies tbody tr")}
+    copies = {
+        tr.find_elements("tag name", "td")[0].text: tr.get_attribute("class")
+        for tr in browser.find_elements("css selector", "#copies tbody tr")
+    }
     assert copies == {"aws-dr": "copy stale", "aws-prod": "copy in-sync"}
     assert len(browser.find_elements("css selector", "#chain > li")) == 3
     commands = browser.find_element("id", "commands").text
     assert "certsync renew stale-web" in commands and "certsync revoke stale-web" in commands
     forms = browser.find_elements("tag name", "form")
-    assert [f.get_attribute("action").rsplit("/", 1)[1] for f in forms] == ["logout"]     # no write action
+    assert [f.get_attribute("action").rsplit("/", 1)[1] for f in forms] == ["logout"]  # no write action
     browser.save_screenshot(str(tmp_path / "certificate.png"))
 
     open_page(browser, server, "/dashboard/certificates/revoked-old")
@@ -258,6 +292,7 @@ def test_activity_shows_the_audit_trail(browser, server):
 
 def test_keyboard_and_labels(browser, server):
     from selenium.webdriver.common.keys import Keys
+
     open_page(browser, server, "/dashboard/certificates")
     browser.find_element("tag name", "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.get_attribute("class") == "skip"

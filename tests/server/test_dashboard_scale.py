@@ -1,6 +1,7 @@
 """The certificates page with 5,000 certificates in headless Chromium: every row is there with the
 facts of `certsync list --output json`, and the filters show exactly the right rows. How fast it
 renders and filters is measured by bench/dashboard.py (no timed assertion here)."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ def scaled(tmp_path_factory):
 
 def visible(driver) -> list[str]:
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#certificates tbody tr:not([hidden])')).map(r => r.dataset.name)")
+        "return Array.from(document.querySelectorAll('#certificates tbody tr:not([hidden])')).map(r => r.dataset.name)"
+    )
 
 
 def test_all_5000_rows_render_with_the_listed_facts(scaled):
@@ -39,23 +41,24 @@ def test_all_5000_rows_render_with_the_listed_facts(scaled):
           tr => [tr.dataset.name, tr.dataset.state, tr.dataset.serial])""")
     assert rows == [[c["name"], c["state"], c["serial"]] for c in listed]
     assert driver.find_element("id", "shown").text == str(N)
-    assert visible(driver) == [c["name"] for c in listed][:200]          # the first 200 laid out, the rest hidden
+    assert visible(driver) == [c["name"] for c in listed][:200]  # the first 200 laid out, the rest hidden
     assert driver.find_element("id", "drawn").text == "200"
 
 
 def test_filters_pick_exactly_the_right_rows_among_5000(scaled):
     from selenium.webdriver.support.ui import Select, WebDriverWait
+
     server, driver, listed = scaled
     profile = Select(driver.find_element("id", "f-profile"))
     profile.select_by_value("short")
     WebDriverWait(driver, 30).until(lambda d: d.find_element("id", "shown").text == str(N // 10))
     short = [c["name"] for i, c in enumerate(listed) if i % 10 == 0]
     assert visible(driver) == short[:200]
-    driver.find_element("id", "show-all").click()                        # lift the cap: every match
+    driver.find_element("id", "show-all").click()  # lift the cap: every match
     WebDriverWait(driver, 30).until(lambda d: len(visible(d)) == len(short))
     assert visible(driver) == short
     assert not driver.find_element("id", "capped").is_displayed()
-    driver.get(server.url + "/dashboard/certificates")                  # the cap again (and a fresh form)
+    driver.get(server.url + "/dashboard/certificates")  # the cap again (and a fresh form)
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
     search = driver.find_element("id", "f-q")
     search.send_keys("c0001")
@@ -66,11 +69,13 @@ def test_filters_pick_exactly_the_right_rows_among_5000(scaled):
 
 def test_without_script_the_server_caps_and_show_all_lifts_it(scaled):
     import urllib.request
+
     server, driver, listed = scaled
     secret = driver.get_cookie("certsync_dashboard")["value"]
     for query, drawn in (("profile=short", 200), ("profile=short&all=1", N // 10)):
-        request = urllib.request.Request(f"{server.url}/dashboard/certificates?{query}",
-                                         headers={"Cookie": f"certsync_dashboard={secret}"})
+        request = urllib.request.Request(
+            f"{server.url}/dashboard/certificates?{query}", headers={"Cookie": f"certsync_dashboard={secret}"}
+        )
         with urllib.request.urlopen(request, timeout=120) as reply:
             body = reply.read().decode()
         assert body.count("<tr data-name=") == N and body.count(" hidden><th") == N - drawn
@@ -79,6 +84,7 @@ def test_without_script_the_server_caps_and_show_all_lifts_it(scaled):
 def test_the_overview_draws_5000_lanes(scaled):
     server, driver, listed = scaled
     from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(server.url + "/dashboard/")
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
     assert driver.execute_script("return document.querySelectorAll('figure.timeline g.lane.certificate').length") == N

@@ -1,6 +1,7 @@
 """The dashboard over TLS (no browser needed): the session cookie is Secure there, a client
 certificate listed in `[server] dashboard_clients` reads the pages without a token, and one that
 is not listed (though it chains to certsync's CA) is refused."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ dns_names = ["other.example.internal"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with CertsyncServer(tmp_path_factory.mktemp("dashboard-tls"), tls=True, extra_toml=EXTRA,
-                        server_toml='rate_limit = 0\ndashboard_clients = ["CN=ops.example.internal"]') as running:
+    with CertsyncServer(
+        tmp_path_factory.mktemp("dashboard-tls"),
+        tls=True,
+        extra_toml=EXTRA,
+        server_toml='rate_limit = 0\ndashboard_clients = ["CN=ops.example.internal"]',
+    ) as running:
         yield running
 
 
@@ -51,6 +56,7 @@ def fetch(server, path: str, ctx: ssl.SSLContext, *, data: bytes | None = None, 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
+
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
     try:
         with opener.open(request, timeout=60) as reply:
@@ -62,12 +68,18 @@ def fetch(server, path: str, ctx: ssl.SSLContext, *, data: bytes | None = None, 
 def test_the_session_cookie_is_secure_under_tls(server):
     reader = server.token("tls-viewer", "read")
     origin = server.url.replace("127.0.0.1", "localhost")
-    status, headers, _ = fetch(server, "/dashboard/login", context(server), data=f"token={reader}".encode(),
-                               headers={"Origin": origin, "Content-Type": "application/x-www-form-urlencoded"})
+    status, headers, _ = fetch(
+        server,
+        "/dashboard/login",
+        context(server),
+        data=f"token={reader}".encode(),
+        headers={"Origin": origin, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert status == 303
     assert "Secure" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
-    status, _, body = fetch(server, "/dashboard/certificates", context(server),
-                            headers={"Cookie": f"certsync_dashboard={reader}"})
+    status, _, body = fetch(
+        server, "/dashboard/certificates", context(server), headers={"Cookie": f"certsync_dashboard={reader}"}
+    )
     assert status == 200 and "ops-reader" in body
 
 

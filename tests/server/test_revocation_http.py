@@ -1,13 +1,14 @@
 """CRL distribution and the OCSP responder of `certsync serve`, checked with openssl as the
 relying party: `openssl ocsp` for good / revoked / unknown, `openssl verify -crl_check
 -crl_download` fetching the CRL from the URL written into the certificate."""
+
 from __future__ import annotations
 
 import base64
 import subprocess
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -30,8 +31,11 @@ dns_names = ["www.example.internal"]
 
 def split_pem(text: str) -> list[str]:
     blocks = text.split("-----END CERTIFICATE-----")
-    return [b[b.index("-----BEGIN CERTIFICATE-----"):] + "-----END CERTIFICATE-----\n"
-            for b in blocks if "-----BEGIN CERTIFICATE-----" in b]
+    return [
+        b[b.index("-----BEGIN CERTIFICATE-----") :] + "-----END CERTIFICATE-----\n"
+        for b in blocks
+        if "-----BEGIN CERTIFICATE-----" in b
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +43,12 @@ def server(tmp_path_factory):
     """A server whose public_url is its own address: the certificates point at it. The port is
     chosen first (the URLs are written into the certificates at issuance)."""
     import socket
+
     folder = tmp_path_factory.mktemp("revocation")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    s = CertsyncServer(folder, extra_toml=CERTS, apply=True,
-                       server_toml=f'public_url = "http://127.0.0.1:{port}"')
+    s = CertsyncServer(folder, extra_toml=CERTS, apply=True, server_toml=f'public_url = "http://127.0.0.1:{port}"')
     for name in ("api", "www"):
         (folder / f"{name}.pem").write_text(split_pem(s.cli("export", name).stdout.decode())[0])
     s.cli("revoke", "www", "--reason", "keyCompromise")
@@ -67,12 +71,23 @@ def test_certificates_point_at_the_server(server):
 
 @pytest.mark.parametrize("name, status", [("api", "good"), ("www", "revoked")])
 def test_openssl_ocsp_good_and_revoked(server, name, status):
-    result = openssl("ocsp", "-issuer", "issuing.pem", "-cert", f"{name}.pem", "-url", f"{server.url}/ocsp/issuing",
-                     "-CAfile", "root.pem", "-resp_text", cwd=server.folder)
+    result = openssl(
+        "ocsp",
+        "-issuer",
+        "issuing.pem",
+        "-cert",
+        f"{name}.pem",
+        "-url",
+        f"{server.url}/ocsp/issuing",
+        "-CAfile",
+        "root.pem",
+        "-resp_text",
+        cwd=server.folder,
+    )
     out = result.stdout + result.stderr
     assert f"{name}.pem: {status}" in out, out
     assert "Response verify OK" in out
-    assert "OCSP Nonce" in out                              # openssl sends one; it is echoed
+    assert "OCSP Nonce" in out  # openssl sends one; it is echoed
     assert "This Update" in out and "Next Update" in out
     if status == "revoked":
         assert "Reason: keyCompromise" in out
@@ -83,8 +98,9 @@ def test_delegated_responder_signs_with_ocsp_signing_eku(server):
     issuer = x509.load_pem_x509_certificate(server.chain_pem.read_bytes())
     request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
     der = request.public_bytes(serialization.Encoding.DER)
-    http = urllib.request.Request(f"{server.url}/ocsp/issuing", data=der,
-                                  headers={"Content-Type": "application/ocsp-request"})
+    http = urllib.request.Request(
+        f"{server.url}/ocsp/issuing", data=der, headers={"Content-Type": "application/ocsp-request"}
+    )
     with urllib.request.urlopen(http) as reply:
         assert reply.headers["Content-Type"] == "application/ocsp-response"
         response = ocsp.load_der_ocsp_response(reply.read())
@@ -99,8 +115,12 @@ def test_delegated_responder_signs_with_ocsp_signing_eku(server):
 def test_ocsp_get_form_is_cacheable(server):
     cert = x509.load_pem_x509_certificate((server.folder / "api.pem").read_bytes())
     issuer = x509.load_pem_x509_certificate(server.chain_pem.read_bytes())
-    der = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build() \
+    der = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(cert, issuer, hashes.SHA1())
+        .build()
         .public_bytes(serialization.Encoding.DER)
+    )
     encoded = urllib.request.quote(base64.b64encode(der).decode(), safe="")
     with urllib.request.urlopen(f"{server.url}/ocsp/issuing/{encoded}") as reply:
         response = ocsp.load_der_ocsp_response(reply.read())
@@ -112,18 +132,25 @@ def test_ocsp_get_form_is_cacheable(server):
 def test_unknown_serial_and_malformed_and_unknown_ca(server):
     issuer = x509.load_pem_x509_certificate(server.chain_pem.read_bytes())
     cert = x509.load_pem_x509_certificate((server.folder / "api.pem").read_bytes())
-    request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-        *ocsp_hashes(cert, issuer), 12345, hashes.SHA1()).build()
-    assert post_ocsp(server, "issuing", request.public_bytes(serialization.Encoding.DER)).certificate_status \
+    request = (
+        ocsp.OCSPRequestBuilder().add_certificate_by_hash(*ocsp_hashes(cert, issuer), 12345, hashes.SHA1()).build()
+    )
+    assert (
+        post_ocsp(server, "issuing", request.public_bytes(serialization.Encoding.DER)).certificate_status
         == ocsp.OCSPCertStatus.UNKNOWN
+    )
     assert post_ocsp(server, "issuing", b"not DER").response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     assert post_ocsp(server, "issuing", b"\x00" * 20000).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     good = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
-    assert post_ocsp(server, "nope", good.public_bytes(serialization.Encoding.DER)).response_status \
+    assert (
+        post_ocsp(server, "nope", good.public_bytes(serialization.Encoding.DER)).response_status
         == ocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
     # the root answers for what it issued (the issuing CA), not for the leaf
-    assert post_ocsp(server, "root", good.public_bytes(serialization.Encoding.DER)).response_status \
+    assert (
+        post_ocsp(server, "root", good.public_bytes(serialization.Encoding.DER)).response_status
         == ocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
 
 
 def ocsp_hashes(cert, issuer):
@@ -132,19 +159,38 @@ def ocsp_hashes(cert, issuer):
 
 
 def post_ocsp(server, ca: str, body: bytes) -> ocsp.OCSPResponse:
-    http = urllib.request.Request(f"{server.url}/ocsp/{ca}", data=body,
-                                  headers={"Content-Type": "application/ocsp-request"})
+    http = urllib.request.Request(
+        f"{server.url}/ocsp/{ca}", data=body, headers={"Content-Type": "application/ocsp-request"}
+    )
     with urllib.request.urlopen(http) as reply:
         assert reply.status == 200
         return ocsp.load_der_ocsp_response(reply.read())
 
 
 def test_crl_fetched_from_the_certificate_by_openssl_verify(server):
-    revoked = openssl("verify", "-crl_check", "-crl_download", "-CAfile", "root.pem", "-untrusted", "issuing.pem",
-                      "www.pem", cwd=server.folder)
+    revoked = openssl(
+        "verify",
+        "-crl_check",
+        "-crl_download",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "issuing.pem",
+        "www.pem",
+        cwd=server.folder,
+    )
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
-    good = openssl("verify", "-crl_check", "-crl_download", "-CAfile", "root.pem", "-untrusted", "issuing.pem",
-                   "api.pem", cwd=server.folder)
+    good = openssl(
+        "verify",
+        "-crl_check",
+        "-crl_download",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "issuing.pem",
+        "api.pem",
+        cwd=server.folder,
+    )
     assert good.returncode == 0, good.stdout + good.stderr
 
 
@@ -182,6 +228,8 @@ def test_a_fresh_crl_is_served_as_is(server):
     with urllib.request.urlopen(f"{server.url}/crl/root.crl") as reply:
         second = x509.load_der_x509_crl(reply.read())
     number = x509.CRLNumber
-    assert first.extensions.get_extension_for_class(number).value.crl_number \
-        == second.extensions.get_extension_for_class(number).value.crl_number    # fresh: not re-signed
-    assert first.last_update_utc <= datetime.now(timezone.utc)
+    assert (
+        first.extensions.get_extension_for_class(number).value.crl_number
+        == second.extensions.get_extension_for_class(number).value.crl_number
+    )  # fresh: not re-signed
+    assert first.last_update_utc <= datetime.now(UTC)

@@ -1,6 +1,7 @@
 """`certsync serve` itself: health, metrics behind a token, rate limits, the access log (never a
 secret), plain HTTP refused off loopback, the plain-HTTP revocation listener, the server's own
 certificate renewed without a restart, and a clean stop on SIGTERM."""
+
 from __future__ import annotations
 
 import json
@@ -68,12 +69,17 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path):
         status, headers, body = get(s.url + "/crl/issuing.crl")
         assert status == 429 and int(headers["retry-after"]) >= 1
         assert json.loads(body)["status"] == 429
-        assert get(s.url + "/healthz")[0] == 200           # probes are never limited
+        assert get(s.url + "/healthz")[0] == 200  # probes are never limited
 
 
 def run_cli(server: CertsyncServer, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sync", "--config", str(server.config), *args],
-                          capture_output=True, text=True, env=env(), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sync", "--config", str(server.config), *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+    )
 
 
 def test_plain_http_off_loopback_is_refused(tmp_path):
@@ -82,14 +88,15 @@ def test_plain_http_off_loopback_is_refused(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: server.listen: 0.0.0.0:0 is not a loopback address and no TLS is configured: set tls_certificate "
-        "(or tls_cert_file + tls_key_file), or plain_http = true behind a TLS-terminating proxy"]
+        "(or tls_cert_file + tls_key_file), or plain_http = true behind a TLS-terminating proxy"
+    ]
     bad = run_cli(s, "serve", "--listen", "nonsense")
     assert bad.returncode == 2 and "--listen" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_server_config_errors_are_one_line(tmp_path):
     s = CertsyncServer(tmp_path)
-    s.config.write_text(s.config.read_text().replace('[server]\n', '[server]\nclient_cert_header = "X-Cert"\n'))
+    s.config.write_text(s.config.read_text().replace("[server]\n", '[server]\nclient_cert_header = "X-Cert"\n'))
     result = run_cli(s, "serve")
     assert result.returncode == 2
     assert "server: client_cert_header needs trusted_proxies" in result.stderr.replace("Value error, ", "")
@@ -111,7 +118,7 @@ def test_plain_http_listener_serves_only_revocation(tmp_path):
             time.sleep(0.05)
         assert get(plain + "/crl/issuing.crl")[0] == 200
         assert get(plain + "/healthz")[0] == 200
-        assert get(plain + "/metrics")[0] == 404        # the rest only over TLS
+        assert get(plain + "/metrics")[0] == 404  # the rest only over TLS
         assert s.url.startswith("https://")
 
 

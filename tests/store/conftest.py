@@ -7,6 +7,7 @@ its own database (CREATE DATABASE with a unique name, dropped at the end), empti
 test. Without PostgreSQL installed the PostgreSQL cases fail and say how to get it; set
 CERTSYNC_TEST_POSTGRES=skip to skip them instead. Select or leave them out with `-m postgres`.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,7 @@ def postgres_database(postgres_server):
     name = f"certsync_test_{worker}_{uuid.uuid4().hex[:8]}"
     url = postgres.create_database(postgres_server, name)
     yield url
-    if os.environ.get(postgres.URL_ENV):     # a throwaway cluster goes away whole
+    if os.environ.get(postgres.URL_ENV):  # a throwaway cluster goes away whole
         postgres.drop_database(postgres_server, name)
 
 
@@ -94,7 +95,7 @@ def postgres_url(postgres_database):
 
 @dataclass
 class Backend:
-    name: str          # sqlite | postgresql
+    name: str  # sqlite | postgresql
     url: str
 
 
@@ -119,6 +120,7 @@ def store_dir(backend, tmp_path, monkeypatch) -> Path:
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """`certsync ARGS` in this process: (exit code, stdout, stderr)."""
     from sync.cli import main
+
     capsys.readouterr()
     try:
         main(list(args))

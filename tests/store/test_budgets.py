@@ -1,4 +1,5 @@
 """A quota domain's budget shared through the store (revision 0008), on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import time
@@ -27,6 +28,6 @@ def test_runners_reserving_from_one_budget_queue_behind_each_other(url):
     assert delays[-1] >= 0.7 - elapsed - 1e-6
     assert delays == sorted(delays)
     with runners[0].transaction(serialized=True) as tx:
-        assert tx.budgets.reserve("azure:https://v:writes", 10, 100.0) < 0.02    # a fresh budget: at once
+        assert tx.budgets.reserve("azure:https://v:writes", 10, 100.0) < 0.02  # a fresh budget: at once
     for store in runners:
         store.close()

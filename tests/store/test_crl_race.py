@@ -1,6 +1,7 @@
 """CRL publication under concurrency, on both backends, with real `certsync` processes: several
 `certsync crl` and one `certsync revoke` started together never make two different CRLs with one
 number, the CRLs after the revocation list the revoked serial, and the final CRL is the newest."""
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,21 @@ def _number(crl: x509.CertificateRevocationList) -> int:
 
 def _start(store_dir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "sync", "--output", "json", *args], cwd=store_dir, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sync", "--output", "json", *args],
+        cwd=store_dir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture
 def crl_store(store_dir, backend):
     """A store whose CRLs are past half their life almost at once (crl_lifetime 1s): every
     `certsync crl` signs a new one, so they race to publish."""
-    text = STORE_CONFIG.format(url=backend.url).replace(
-        'validity = "1825d"', 'validity = "1825d"\ncrl_lifetime = "1s"')
+    text = STORE_CONFIG.format(url=backend.url).replace('validity = "1825d"', 'validity = "1825d"\ncrl_lifetime = "1s"')
     (store_dir / "sync.toml").write_text(text)
     with App(config.load(store_dir / "sync.toml")) as app:
         app.init()
@@ -66,14 +72,15 @@ def test_concurrent_crl_and_revoke_publish_one_crl_per_number(crl_store, backend
     by_number: dict[int, set[bytes]] = {}
     for crl in crls:
         by_number.setdefault(_number(crl), set()).add(crl.tbs_certlist_bytes)
-    assert all(len(v) == 1 for v in by_number.values()), \
+    assert all(len(v) == 1 for v in by_number.values()), (
         f"two different CRLs with one number: {sorted(n for n, v in by_number.items() if len(v) > 1)}"
+    )
     assert _number(final) == max(by_number) and _number(final) >= revoke_number
     assert final.get_revoked_certificate_by_serial_number(serial) is not None, "the final CRL lacks the revocation"
-    for crl in crls:              # every CRL numbered from the revocation's on lists it
+    for crl in crls:  # every CRL numbered from the revocation's on lists it
         if _number(crl) >= revoke_number:
             assert crl.get_revoked_certificate_by_serial_number(serial) is not None, _number(crl)
-    ordered = sorted(crls, key=_number)   # numbers strictly increase with time
+    ordered = sorted(crls, key=_number)  # numbers strictly increase with time
     for older, newer in zip(ordered, ordered[1:]):
         if _number(older) != _number(newer):
             assert older.last_update_utc <= newer.last_update_utc

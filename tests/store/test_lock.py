@@ -1,5 +1,6 @@
 """The run lock on both backends: exclusive, waits up to store.lock_timeout, names the holder when
 it gives up, takes over a lock past its TTL; two real `certsync apply` processes never both issue."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ from sync.store.models import Certificate, Lock
 from tests.store.conftest import CERT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
-HELD = re.compile(r"another run holds the store lock \((?P<owner>[^,]+:\d+:[0-9a-f]{8}), "
-                  r"since (?P<since>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
+HELD = re.compile(
+    r"another run holds the store lock \((?P<owner>[^,]+:\d+:[0-9a-f]{8}), "
+    r"since (?P<since>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)"
+)
 
 
 @pytest.fixture
@@ -62,11 +65,11 @@ def test_lock_is_exclusive_and_fails_at_once_by_default(url):
     with _lock(holder, clock).held(heartbeat=False):
         with pytest.raises(LockError) as caught:
             _lock(other, clock).acquire()
-    assert clock.slept == 0                       # timeout 0: no wait at all
+    assert clock.slept == 0  # timeout 0: no wait at all
     message = str(caught.value)
     assert HELD.match(message) and "\n" not in message and caught.value.exit_code == 1
     assert message.endswith("; set store.lock_timeout to wait for it")
-    with _lock(other, clock).held(heartbeat=False):            # released
+    with _lock(other, clock).held(heartbeat=False):  # released
         pass
     holder.close(), other.close()
 
@@ -75,7 +78,7 @@ def test_lock_waits_for_the_holder_up_to_lock_timeout(url):
     holder, waiter, clock = _store(url), _store(url), FakeClock()
     held = _lock(holder, clock)
     held.acquire()
-    clock.on_sleep = lambda: clock.slept >= 0.5 and held.release()   # the holder finishes after 0.5 s
+    clock.on_sleep = lambda: clock.slept >= 0.5 and held.release()  # the holder finishes after 0.5 s
     with _lock(waiter, clock, timeout=30).held(heartbeat=False):
         pass
     assert 0.5 <= clock.slept < 2
@@ -89,15 +92,22 @@ def test_lock_gives_up_after_lock_timeout_naming_the_holder(url):
             _lock(waiter, clock, timeout=0.6).acquire()
     assert clock.slept == pytest.approx(0.6)
     assert HELD.match(str(caught.value)) and str(caught.value).endswith(
-        "; gave up after waiting 0.6s (store.lock_timeout)")
+        "; gave up after waiting 0.6s (store.lock_timeout)"
+    )
     holder.close(), waiter.close()
 
 
 def test_a_stale_lock_is_taken_over(url):
     store, clock = _store(url), FakeClock()
-    with store.session() as s:      # a runner that crashed two hours ago, its TTL past
-        s.add(Lock(name="apply", owner="crashed-runner:4242:deadbeef",
-                   acquired_at=clock.now - timedelta(hours=2, minutes=1), expires_at=clock.now - timedelta(minutes=1)))
+    with store.session() as s:  # a runner that crashed two hours ago, its TTL past
+        s.add(
+            Lock(
+                name="apply",
+                owner="crashed-runner:4242:deadbeef",
+                acquired_at=clock.now - timedelta(hours=2, minutes=1),
+                expires_at=clock.now - timedelta(minutes=1),
+            )
+        )
     with _lock(store, clock).held(heartbeat=False):
         with store.session() as s:
             assert s.get(Lock, "apply").owner != "crashed-runner:4242:deadbeef"
@@ -114,7 +124,7 @@ def _lose(store: Store, lock: RunLock) -> None:
         pid = lock.guard.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
-            for _ in range(100):    # until the server has let go of it
+            for _ in range(100):  # until the server has let go of it
                 if not conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar():
                     break
                 time.sleep(0.02)
@@ -131,7 +141,7 @@ def test_a_long_run_keeps_its_lock_by_renewing_it(url):
     ttl = timedelta(minutes=10)
     holder = _lock(store, clock, ttl=ttl)
     holder.acquire()
-    for _ in range(12):                      # three TTLs, renewed every quarter
+    for _ in range(12):  # three TTLs, renewed every quarter
         clock.now += ttl / 4
         holder.renew()
     with pytest.raises(LockError, match="another run holds the store lock"):
@@ -141,7 +151,7 @@ def test_a_long_run_keeps_its_lock_by_renewing_it(url):
         _lock(other, clock, ttl=ttl).acquire()
     clock.now += timedelta(seconds=1)
     holder.renew()
-    _lose(store, holder)                     # its row still says it holds the lock until TTL ahead
+    _lose(store, holder)  # its row still says it holds the lock until TTL ahead
     taker = _lock(other, clock, ttl=ttl)
     taker.acquire()
     with other.session() as s:
@@ -158,7 +168,7 @@ def test_the_heartbeat_renews_in_the_background(url):
         with store.session() as s:
             first = s.get(Lock, "apply").expires_at
         clock.now += timedelta(hours=1)
-        for _ in range(200):                 # until the next beat has written the new expiry
+        for _ in range(200):  # until the next beat has written the new expiry
             with store.session() as s:
                 if s.get(Lock, "apply").expires_at > first:
                     break
@@ -170,11 +180,17 @@ def test_the_heartbeat_renews_in_the_background(url):
 
 # -- real processes ---------------------------------------------------------------------------------
 
+
 def _start_apply(store_dir: Path, lock_timeout: str, tag: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CERTSYNC_STORE__LOCK_TIMEOUT": lock_timeout,
-           "PGAPPNAME": tag}
-    return subprocess.Popen([sys.executable, "-m", "sync", "apply"], cwd=store_dir, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CERTSYNC_STORE__LOCK_TIMEOUT": lock_timeout, "PGAPPNAME": tag}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sync", "apply"],
+        cwd=store_dir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_until_connected(store: Store, backend_name: str, tag: str, procs: list[subprocess.Popen]) -> None:
@@ -184,8 +200,9 @@ def _wait_until_connected(store: Store, backend_name: str, tag: str, procs: list
     while time.monotonic() < deadline:
         if backend_name == "postgresql":
             with store.engine.connect() as conn:
-                seen = conn.exec_driver_sql("SELECT count(DISTINCT pid) FROM pg_stat_activity "
-                                            "WHERE application_name = %s", (tag,)).scalar()
+                seen = conn.exec_driver_sql(
+                    "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = %s", (tag,)
+                ).scalar()
         else:
             database = store.url.removeprefix("sqlite:///")
             seen = sum(1 for p in procs if _has_open(p.pid, database))
@@ -273,6 +290,7 @@ def test_apply_exits_1_with_one_line_when_the_lock_is_held(url, store_dir):
 
 # -- the database's clock, and fencing --------------------------------------------------------------
 
+
 def _skew_local_clock(monkeypatch, skew: timedelta) -> None:
     """This process's idea of the time (sync.clock.utcnow) moves by `skew`; the database's does not."""
     import sync.clock
@@ -320,7 +338,7 @@ def test_a_holder_whose_row_is_taken_knows_it_lost_the_lock(url):
     store, other, clock = _store(url), _store(url), FakeClock()
     holder = _lock(store, clock)
     holder.acquire()
-    holder.check()                                    # held: no error
+    holder.check()  # held: no error
     _lose(store, holder)
     taker = _lock(other, clock)
     taker.acquire()
@@ -358,6 +376,7 @@ def test_sqlite_lock_file_is_private_and_not_inherited(backend, url):
     if backend.name != "sqlite":
         pytest.skip("SQLite's lock file")
     import fcntl
+
     store = _store(url)
     with RunLock(store).held(heartbeat=False) as held:
         path = Path(store.engine.url.database + ".lock")
@@ -370,7 +389,7 @@ def test_a_deleted_lock_row_is_lost_and_a_failed_heartbeat_too(url, monkeypatch)
     store, clock = _store(url), FakeClock()
     holder = _lock(store, clock)
     holder.acquire()
-    with store.session() as s:                        # someone deleted our row
+    with store.session() as s:  # someone deleted our row
         s.execute(Lock.__table__.delete())
     holder.renew()
     with pytest.raises(LockError, match="lost the store lock"):
@@ -382,7 +401,7 @@ def test_a_deleted_lock_row_is_lost_and_a_failed_heartbeat_too(url, monkeypatch)
         raise StoreError("store error: OperationalError: server closed the connection")
 
     with second.held():
-        monkeypatch.setattr(second, "renew", broken)     # the heartbeat's next renewal fails
+        monkeypatch.setattr(second, "renew", broken)  # the heartbeat's next renewal fails
         for _ in range(100):
             if second.lost:
                 break
@@ -404,10 +423,11 @@ def test_apply_stops_before_its_next_write_once_the_lock_is_lost(url, store_dir)
     with app.lock() as held:
         with app.store.session() as s:
             s.execute(Lock.__table__.delete())
-        held.renew()                                  # what the heartbeat does every quarter TTL
+        held.renew()  # what the heartbeat does every quarter TTL
         with pytest.raises(LockError, match="lost the store lock") as caught:
             from sync.reconcile.apply import execute
             from sync.reconcile.snapshot import snapshot
+
             snap = snapshot(cfg, app.store, app.providers)
             execute(app, snap.plan(app.now))
     assert "\n" not in str(caught.value)
@@ -418,10 +438,13 @@ def test_apply_stops_before_its_next_write_once_the_lock_is_lost(url, store_dir)
 # -- a crashed run never blocks the next ----------------------------------------------------------
 
 SLOW_CERTS = [f"slow{i}" for i in range(8)]
-SLOW_CONFIG = '\n[profile.slow]\nca = "issuing"\nkey = "rsa-4096"\nvalidity = "90d"\n' \
-              'allowed_domains = ["*.example.internal"]\n' + "".join(
-                  f'\n[certificate.{name}]\nprofile = "slow"\ndns_names = ["{name}.example.internal"]\n'
-                  for name in SLOW_CERTS)
+SLOW_CONFIG = (
+    '\n[profile.slow]\nca = "issuing"\nkey = "rsa-4096"\nvalidity = "90d"\n'
+    'allowed_domains = ["*.example.internal"]\n'
+    + "".join(
+        f'\n[certificate.{name}]\nprofile = "slow"\ndns_names = ["{name}.example.internal"]\n' for name in SLOW_CERTS
+    )
+)
 
 HOLDER = """
 import sys, time
@@ -440,8 +463,15 @@ def _lock_row(store: Store) -> Lock | None:
 
 def _apply(store_dir: Path, lock_timeout: str = "0") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CERTSYNC_STORE__LOCK_TIMEOUT": lock_timeout}
-    return subprocess.run([sys.executable, "-m", "sync", "apply"], cwd=store_dir, env=env, text=True,
-                          capture_output=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sync", "apply"],
+        cwd=store_dir,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_a_killed_apply_never_blocks_the_next(url, store_dir):
@@ -451,26 +481,31 @@ def test_a_killed_apply_never_blocks_the_next(url, store_dir):
     with open(store_dir / "sync.toml", "a") as f:
         f.write(SLOW_CONFIG)
     store = _store(url)
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "apply"], cwd=store_dir, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync", "apply"],
+        cwd=store_dir,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while _lock_row(store) is None:
             assert proc.poll() is None, "the apply ended before it held the lock"
             assert time.monotonic() < deadline, "the apply never took the lock"
             time.sleep(0.02)
-        time.sleep(0.3)                               # well inside its work: the rsa-4096 keys
+        time.sleep(0.3)  # well inside its work: the rsa-4096 keys
         assert proc.poll() is None, "the apply finished before it could be killed: make it slower"
     finally:
         proc.kill()
         proc.wait(timeout=30)
     assert proc.returncode == -9
-    assert _lock_row(store) is not None               # the crashed run's record is still there
+    assert _lock_row(store) is not None  # the crashed run's record is still there
     rerun = _apply(store_dir, "0")
     assert rerun.returncode == 0, rerun.stderr
     assert _versions(store) == {name: [1] for name in sorted(CERT_NAMES + SLOW_CERTS)}
-    assert _lock_row(store) is None                   # released at the end of the rerun
+    assert _lock_row(store) is None  # released at the end of the rerun
     store.close()
 
 
@@ -478,8 +513,12 @@ def test_a_live_holder_in_another_process_still_blocks_and_its_death_frees_the_l
     """A helper process holds the lock: apply fails at once (exit 1, one line naming the helper),
     or waits lock_timeout and gives up; once the helper is SIGKILLed, the next apply runs (exit 0)."""
     store = _store(url)
-    helper = subprocess.Popen([sys.executable, "-c", HOLDER, url], env={**os.environ, "PYTHONPATH": str(REPO)},
-                              text=True, stdout=subprocess.PIPE)
+    helper = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+        stdout=subprocess.PIPE,
+    )
     try:
         owner = helper.stdout.readline().strip()
         assert owner, "the helper did not take the lock"
@@ -489,7 +528,8 @@ def test_a_live_holder_in_another_process_still_blocks_and_its_death_frees_the_l
         assert len(lines) == 1 and (m := HELD.match(lines[0].removeprefix("error: "))) and m["owner"] == owner
         waited = _apply(store_dir, "1s")
         assert waited.returncode == 1 and waited.stderr.strip().endswith(
-            "gave up after waiting 1s (store.lock_timeout)"), waited.stderr
+            "gave up after waiting 1s (store.lock_timeout)"
+        ), waited.stderr
         assert _versions(store) == {}
     finally:
         helper.kill()

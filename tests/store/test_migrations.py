@@ -1,6 +1,7 @@
 """Alembic migrations on both backends: the migrated schema equals the models, a store behind head
 is refused with one line until `certsync init` upgrades it (data kept), a store from before
 migrations is adopted, a store from a newer certsync is refused."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,21 +66,25 @@ def test_store_behind_head_is_refused_until_init_upgrades_it(store_dir, backend,
     cfg = config.load("sync.toml")
     App(cfg).init()
     App(cfg).apply()
-    _alembic(backend.url, "downgrade", migrations.INITIAL)      # as a certsync of revision 0001 left it
+    _alembic(backend.url, "downgrade", migrations.INITIAL)  # as a certsync of revision 0001 left it
 
-    with pytest.raises(StoreError, match=rf"schema is out of date \(at {migrations.INITIAL}, this certsync needs "
-                                         rf"{migrations.head()}\): run `certsync init` to upgrade it"):
+    with pytest.raises(
+        StoreError,
+        match=rf"schema is out of date \(at {migrations.INITIAL}, this certsync needs "
+        rf"{migrations.head()}\): run `certsync init` to upgrade it",
+    ):
         App(cfg).inventory()
     code, _, err = run_cli(capsys, "list")
     assert code == 1
     assert err.strip().splitlines() == [
         f"error: the store's schema is out of date (at {migrations.INITIAL}, this certsync needs "
-        f"{migrations.head()}): run `certsync init` to upgrade it"]
+        f"{migrations.head()}): run `certsync init` to upgrade it"
+    ]
 
     code, _, err = run_cli(capsys, "init")
     assert code == 0, err
     assert _diffs(backend.url) == []
-    assert [c.name for c in App(cfg).inventory().certificates] == CERT_NAMES     # data kept
+    assert [c.name for c in App(cfg).inventory().certificates] == CERT_NAMES  # data kept
     assert App(cfg).apply().results == []
 
 
@@ -116,14 +121,17 @@ def test_upgrade_to_0004_tags_the_stored_certificates_once_checked(store_dir, ba
     """0004 adds the integrity tags empty (a migration has no master key); the `init` that upgrades
     tags every row that checks, and what is exported afterwards is checked against them."""
     from sync.pki.render import RenderOptions
+
     cfg = config.load("sync.toml")
     App(cfg).init()
     App(cfg).apply()
     _alembic(backend.url, "downgrade", "0003")
     _alembic(backend.url, "upgrade", "0004")
     engine = create_engine(backend.url)
-    untagged = "SELECT (SELECT count(*) FROM authorities WHERE cert_tag IS NULL) + " \
-               "(SELECT count(*) FROM certificates WHERE cert_tag IS NULL)"
+    untagged = (
+        "SELECT (SELECT count(*) FROM authorities WHERE cert_tag IS NULL) + "
+        "(SELECT count(*) FROM certificates WHERE cert_tag IS NULL)"
+    )
     with engine.connect() as conn:
         assert conn.execute(text(untagged)).scalar() == 2 + len(CERT_NAMES)
     assert App(cfg).init().untagged == []

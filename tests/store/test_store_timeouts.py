@@ -1,6 +1,7 @@
 """PostgreSQL connections have a connect timeout and a statement timeout ([store] connect_timeout,
 statement_timeout): a server that never answers, and a statement that runs too long, end in one
 line (StoreError, exit 1) instead of a hang."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,7 @@ def test_defaults():
 def test_a_server_that_never_answers_fails_after_the_connect_timeout(silent_port):
     started = time.monotonic()
     with pytest.raises(StoreError) as caught:
-        Store(f"postgresql+psycopg://certsync@127.0.0.1:{silent_port}/certsync",
-              connect_timeout=timedelta(seconds=2))
+        Store(f"postgresql+psycopg://certsync@127.0.0.1:{silent_port}/certsync", connect_timeout=timedelta(seconds=2))
     assert time.monotonic() - started < 8
     message = str(caught.value)
     assert "\n" not in message and message.startswith("cannot open store postgresql+psycopg://certsync@127.0.0.1")
@@ -49,16 +49,24 @@ def test_a_server_that_never_answers_fails_after_the_connect_timeout(silent_port
 
 
 def test_cli_exits_1_with_one_line_after_the_connect_timeout(silent_port, tmp_path):
-    (tmp_path / "sync.toml").write_text(textwrap.dedent("""
+    (tmp_path / "sync.toml").write_text(
+        textwrap.dedent("""
         [store]
         url = "postgresql+psycopg://certsync@127.0.0.1:{port}/certsync"
         connect_timeout = "2s"
         [ca.root]
         subject = "CN=Root"
-        """).format(port=silent_port))
+        """).format(port=silent_port)
+    )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "sync", "plan"], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", "plan"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
     assert time.monotonic() - started < 30
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -77,7 +85,8 @@ def test_a_closed_port_fails_at_once_with_one_line():
 @pytest.mark.postgres
 def test_a_statement_past_the_statement_timeout_is_one_line(postgres_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "sync.toml").write_text(textwrap.dedent(f"""
+    (tmp_path / "sync.toml").write_text(
+        textwrap.dedent(f"""
         [store]
         url = "{postgres_url}"
         key_file = "certsync.key"
@@ -85,7 +94,8 @@ def test_a_statement_past_the_statement_timeout_is_one_line(postgres_url, tmp_pa
         [ca.root]
         subject = "CN=Root"
         key = "ec-p256"
-        """))
+        """)
+    )
     with App(config.load("sync.toml")) as app:
         app.init()
         started = time.monotonic()

@@ -4,6 +4,7 @@ It sits between certsync and the emulator, so the counts are independent of cert
 bookkeeping. AWS JSON calls are named by their X-Amz-Target header, anything else by method
 and path. Subclasses may answer some calls themselves (`answer`), e.g. ThrottlingProxy.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -31,7 +32,7 @@ class CountingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "CountingProxy":
+    def __enter__(self) -> CountingProxy:
         self._thread.start()
         return self
 
@@ -95,13 +96,14 @@ class CountingProxy:
                     conn.close()
                 proxy.settled(name, response.status)
                 if proxy.lose_response(name):
-                    self.close_connection = True      # RST: the client sees a reset, not an answer
+                    self.close_connection = True  # RST: the client sees a reset, not an answer
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 self._reply(response.status, response.getheaders(), data, response.reason)
 
-            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes,
-                       reason: str | None = None) -> None:
+            def _reply(
+                self, status: int, headers: list[tuple[str, str]], data: bytes, reason: str | None = None
+            ) -> None:
                 self.send_response(status, reason)
                 for key, value in headers:
                     if key.lower() not in _HOP and key.lower() != "content-length":

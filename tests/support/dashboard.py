@@ -7,6 +7,7 @@ on the old version), pushed by certsync's own apply/renew/revoke to in-memory de
 Also a headless Chromium from Debian (/usr/bin/chromium + /usr/bin/chromedriver) driven by
 Selenium, given the driver's path so that Selenium Manager never downloads anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,24 +71,35 @@ def browser(width: int = 1280, height: int = 900):
     """A headless Chromium session (Selenium) on the Debian binaries."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking", f"--window-size={width},{height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(arg)
-    os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager: never fetch a driver
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never fetch a driver
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
 def app_for(server: CertsyncServer, clouds: dict[str, MemoryCloud]):
     from sync import config
     from sync.app import App
+
     made: dict[str, MemoryProvider] = {}
 
     def provider(destination: str) -> MemoryProvider:
         if destination not in made:
             made[destination] = MemoryProvider(clouds.setdefault(destination, MemoryCloud()), destination=destination)
         return made[destination]
+
     app = App(config.load(server.config), providers=provider)
     return app, made
 
@@ -99,10 +111,10 @@ def seed(server: CertsyncServer, endpoints: tls_endpoints.Servers) -> None:
     try:
         report = app.apply()
         assert not report.failed, report
-        made["aws-dr"].fail = True                    # the DR copy of stale-web stays on version 1
+        made["aws-dr"].fail = True  # the DR copy of stale-web stays on version 1
         app.renew("stale-web")
         made["aws-dr"].fail = False
-        app.revoke("revoked-old", "keyCompromise")    # its copy now holds a revoked version
+        app.revoke("revoked-old", "keyCompromise")  # its copy now holds a revoked version
     finally:
         app.close()
     _discovered(server, endpoints)
@@ -112,11 +124,15 @@ def _discovered(server: CertsyncServer, endpoints: tls_endpoints.Servers) -> Non
     """A weak self-signed certificate expiring in 5 days on a TLS endpoint (untrusted, weak key,
     expiring), and one of ours (fresh-api) in a folder (managed)."""
     now = tls_endpoints.NOW
-    foreign = tls_endpoints.make("legacy.example.internal", sans=["legacy.example.internal"],
-                                 not_before=now - timedelta(days=360), not_after=now + timedelta(days=5),
-                                 key=tls_endpoints.rsa_key(1024))
+    foreign = tls_endpoints.make(
+        "legacy.example.internal",
+        sans=["legacy.example.internal"],
+        not_before=now - timedelta(days=360),
+        not_after=now + timedelta(days=5),
+        key=tls_endpoints.rsa_key(1024),
+    )
     cert, key = tls_endpoints.write_chain(server.folder, "legacy", [foreign])
-    port, = endpoints.start([tls_endpoints.server_context(cert, key)])
+    (port,) = endpoints.start([tls_endpoints.server_context(cert, key)])
     found = server.folder / "found"
     found.mkdir(exist_ok=True)
     exported = json.loads(server.cli("export", "fresh-api", "--format", "json").stdout)
@@ -124,8 +140,9 @@ def _discovered(server: CertsyncServer, endpoints: tls_endpoints.Servers) -> Non
     server.cli("discover", "--tls", f"127.0.0.1:{port}", "--files", str(found))
 
 
-def seeded_server(folder: Path, endpoints: tls_endpoints.Servers, *, server_toml: str = "rate_limit = 0"
-                  ) -> CertsyncServer:
+def seeded_server(
+    folder: Path, endpoints: tls_endpoints.Servers, *, server_toml: str = "rate_limit = 0"
+) -> CertsyncServer:
     server = CertsyncServer(folder, server_toml=server_toml, extra_toml=DESTINATIONS + CERTIFICATES)
     seed(server, endpoints)
     return server
@@ -142,18 +159,23 @@ def discovered(server: CertsyncServer) -> list[dict]:
 
 def have_chromium_or_skip():
     import pytest
+
     if not chromium_available():
-        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver; "
-                    "scripts/test.sh installs them)")
-
-
-
+        pytest.skip(
+            f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver; "
+            "scripts/test.sh installs them)"
+        )
 
 
 def scale_toml(n: int) -> str:
     """n certificates for the 5,000-row checks: every tenth from the 6-day profile `short`."""
-    lines = ["[profile.short]", 'ca = "issuing"', 'allowed_domains = ["*.example.internal"]', 'validity = "6d"',
-             'renew_before = "2d"']
+    lines = [
+        "[profile.short]",
+        'ca = "issuing"',
+        'allowed_domains = ["*.example.internal"]',
+        'validity = "6d"',
+        'renew_before = "2d"',
+    ]
     for i in range(n):
         profile = "short" if i % 10 == 0 else "web"
         lines.append(f'[certificate.c{i:05d}]\nprofile = "{profile}"\ndns_names = ["c{i:05d}.example.internal"]')
@@ -162,14 +184,15 @@ def scale_toml(n: int) -> str:
 
 def scale_server(folder: Path, n: int = 5000) -> CertsyncServer:
     """A server over n certificates issued by `certsync apply` (no destinations: the table's cost)."""
-    return CertsyncServer(folder, server_toml="rate_limit = 0", extra_toml=scale_toml(n), apply=True,
-                          start_timeout=120)
+    return CertsyncServer(folder, server_toml="rate_limit = 0", extra_toml=scale_toml(n), apply=True, start_timeout=120)
 
 
 def sign_in(driver, server: CertsyncServer, secret: str, path: str = "/dashboard/") -> None:
     from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(server.url + path)
     driver.find_element("id", "token").send_keys(secret)
     driver.find_element("css selector", "form.login button").click()
-    WebDriverWait(driver, 60).until(lambda d: d.current_url.endswith(path)
-                                    and d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 60).until(
+        lambda d: d.current_url.endswith(path) and d.execute_script("return document.readyState") == "complete"
+    )

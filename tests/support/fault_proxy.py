@@ -24,6 +24,7 @@ its X-Amz-Target, others by method and path).
 For an HTTPS upstream (the Azure emulator) pass `tls=(cert_pem, key_pem)` (the proxy serves those)
 and `upstream_ca` (a CA file the proxy trusts for its own connection to the upstream).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -45,31 +46,63 @@ ALL_FAULTS = ("429", "500", "503", "reset", "truncate", "slow")
 RETRIED_FAULTS = ("429", "503", "slow")
 
 # Error bodies each cloud's SDK parses (and, for 429/5xx, retries).
-_AWS_CODES = {429: "ThrottlingException", 500: "InternalServiceError", 503: "ServiceUnavailable",
-              403: "AccessDeniedException", 400: "InvalidRequestException"}
-_GOOGLE_STATUS = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
-                  403: "PERMISSION_DENIED", 400: "INVALID_ARGUMENT"}
-_AZURE_CODES = {429: "Throttled", 500: "InternalServerError", 503: "ServiceUnavailable",
-                403: "Forbidden", 400: "BadParameter"}
+_AWS_CODES = {
+    429: "ThrottlingException",
+    500: "InternalServiceError",
+    503: "ServiceUnavailable",
+    403: "AccessDeniedException",
+    400: "InvalidRequestException",
+}
+_GOOGLE_STATUS = {
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    403: "PERMISSION_DENIED",
+    400: "INVALID_ARGUMENT",
+}
+_AZURE_CODES = {
+    429: "Throttled",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+    403: "Forbidden",
+    400: "BadParameter",
+}
 
 
 def error_response(flavor: str, status: int, message: str) -> tuple[dict[str, str], bytes]:
     """(headers, body) of an error as the cloud of `flavor` (aws | google | azure) spells it."""
     if flavor == "aws":
-        return ({"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "fault-proxy"},
-                json.dumps({"__type": _AWS_CODES.get(status, "InternalFailure"), "message": message}).encode())
+        return (
+            {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "fault-proxy"},
+            json.dumps({"__type": _AWS_CODES.get(status, "InternalFailure"), "message": message}).encode(),
+        )
     if flavor == "google":
-        return ({"Content-Type": "application/json"},
-                json.dumps({"error": {"code": status, "message": message,
-                                      "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}).encode())
-    return ({"Content-Type": "application/json"},
-            json.dumps({"error": {"code": _AZURE_CODES.get(status, "Unknown"), "message": message}}).encode())
+        return (
+            {"Content-Type": "application/json"},
+            json.dumps(
+                {"error": {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}}
+            ).encode(),
+        )
+    return (
+        {"Content-Type": "application/json"},
+        json.dumps({"error": {"code": _AZURE_CODES.get(status, "Unknown"), "message": message}}).encode(),
+    )
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 0, flavor: str = "aws",
-                 faults: tuple[str, ...] = ALL_FAULTS, slow_seconds: float = 0.3, retry_after: int = 1,
-                 tls: tuple[str, str] | None = None, upstream_ca: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rate: float = 0.0,
+        seed: int = 0,
+        flavor: str = "aws",
+        faults: tuple[str, ...] = ALL_FAULTS,
+        slow_seconds: float = 0.3,
+        retry_after: int = 1,
+        tls: tuple[str, str] | None = None,
+        upstream_ca: str | None = None,
+    ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be within 0..1, not {rate}")
         unknown = set(faults) - set(ALL_FAULTS)
@@ -126,10 +159,15 @@ class FaultProxy:
         return sum(n for kind, n in self.faults.items() if kind != "slow")
 
     def figures(self) -> dict:
-        return {"requests": self.requests, "forwarded": self.forwarded, "faults": dict(self.faults),
-                "failed_by_fault": self.injected, "denied": self.denied}
+        return {
+            "requests": self.requests,
+            "forwarded": self.forwarded,
+            "faults": dict(self.faults),
+            "failed_by_fault": self.injected,
+            "denied": self.denied,
+        }
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 
@@ -157,8 +195,9 @@ class FaultProxy:
     # -- the server ----------------------------------------------------------------------------------
     def _upstream(self) -> http.client.HTTPConnection:
         if self.upstream_https:
-            return http.client.HTTPSConnection(self.upstream_host, self.upstream_port, timeout=60,
-                                               context=self.upstream_context)
+            return http.client.HTTPSConnection(
+                self.upstream_host, self.upstream_port, timeout=60, context=self.upstream_context
+            )
         return http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
 
     def _handler(self):
@@ -226,14 +265,25 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.forwarded += 1
                 if action == "fault" and detail == "truncate":
-                    self._reply(response.status, response.getheaders(), data, response.reason,
-                                cut=max(1, len(data) // 2) if data else 0)
+                    self._reply(
+                        response.status,
+                        response.getheaders(),
+                        data,
+                        response.reason,
+                        cut=max(1, len(data) // 2) if data else 0,
+                    )
                     self._reset()
                     return
                 self._reply(response.status, response.getheaders(), data, response.reason)
 
-            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes,
-                       reason: str | None = None, cut: int | None = None) -> None:
+            def _reply(
+                self,
+                status: int,
+                headers: list[tuple[str, str]],
+                data: bytes,
+                reason: str | None = None,
+                cut: int | None = None,
+            ) -> None:
                 self.send_response(status, reason)
                 for key, value in headers:
                     if key.lower() not in _HOP and key.lower() != "content-length":

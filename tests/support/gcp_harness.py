@@ -8,6 +8,7 @@ Shared by tests/emulators and tests/contract, so that test modules never import 
     emulator_stats(endpoint)["by_project"]["my-project"]["ListSecrets"]
     stop(proc)
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,11 @@ EMULATOR = ROOT / "localstack" / "gcp_emulator.py"
 
 # drongo 0.8's standalone server, with Nagle's algorithm off on its handler (otherwise each
 # call waits ~44 ms for delayed ACKs). Its CLI cannot set that, so start it like this:
-DRONGO_CODE = ("import sys, drongo.server as s; "
-               "s.DrongoHTTPRequestHandler.disable_nagle_algorithm = True; "
-               "s.run(host='127.0.0.1', port=int(sys.argv[1]))")
+DRONGO_CODE = (
+    "import sys, drongo.server as s; "
+    "s.DrongoHTTPRequestHandler.disable_nagle_algorithm = True; "
+    "s.run(host='127.0.0.1', port=int(sys.argv[1]))"
+)
 
 
 def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
@@ -46,16 +49,24 @@ def _wait_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
 
 def start_gcp_emulator(*args: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
     """Our emulator on a free port: (process, "127.0.0.1:port"), ready to serve."""
-    proc = subprocess.Popen([sys.executable, str(EMULATOR), "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(EMULATOR), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=tempfile.TemporaryFile(),
+        text=True,
+    )
     line = _wait_line(proc, "READY port=", timeout)
     return proc, f"127.0.0.1:{int(line.split('=')[1])}"
 
 
 def start_drongo(timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
     """drongo on a free port; ready once GET /drongo/health answers 200."""
-    proc = subprocess.Popen([sys.executable, "-u", "-c", DRONGO_CODE, "0"],
-                            stdout=subprocess.PIPE, stderr=tempfile.TemporaryFile(), text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", DRONGO_CODE, "0"],
+        stdout=subprocess.PIPE,
+        stderr=tempfile.TemporaryFile(),
+        text=True,
+    )
     line = _wait_line(proc, "drongo server listening on http://", timeout)
     endpoint = line.rsplit("http://", 1)[1]
     with urllib.request.urlopen(f"http://{endpoint}/drongo/health", timeout=5) as resp:

@@ -5,13 +5,15 @@ through the contract suite (tests/contract, kit "memory") like every other provi
 It stands in for an AWS destination (`kind = "aws"`, AWS's name rule and payload limit): the
 unit tests configure `provider = "aws"` and pass `providers=lambda d: MemoryProvider()`.
 """
+
 from __future__ import annotations
 
 import itertools
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 from providers import aws
 from providers.base import BaseProvider, RemoteSecret
@@ -39,13 +41,15 @@ class Unreachable(MemoryCloud):
 
 class MemoryProvider(BaseProvider[RemoteSecret]):
     """`fail = True` makes every write fail (a simulated outage)."""
+
     kind = "aws"
     service = "memory (standing in for AWS Secrets Manager)"
     name_rule = aws.NAME_RULE
     max_payload = aws.MAX_PAYLOAD
 
-    def __init__(self, cloud: MemoryCloud | None = None, *, adopt: bool = False,
-                 destination: str | None = None) -> None:
+    def __init__(
+        self, cloud: MemoryCloud | None = None, *, adopt: bool = False, destination: str | None = None
+    ) -> None:
         super().__init__(adopt=adopt, destination=destination)
         self.cloud = MemoryCloud() if cloud is None else cloud
         self.fail = False
@@ -68,20 +72,38 @@ class MemoryProvider(BaseProvider[RemoteSecret]):
     def _read(self, name: str, current: RemoteSecret) -> RemoteSecret:
         return current
 
-    def _write(self, name: str, current: RemoteSecret | None, payload: str | bytes, content_type: str,
-               labels: Mapping[str, str]) -> RemoteSecret:
+    def _write(
+        self,
+        name: str,
+        current: RemoteSecret | None,
+        payload: str | bytes,
+        content_type: str,
+        labels: Mapping[str, str],
+    ) -> RemoteSecret:
         """Value, content type and labels at once; labels set by others are kept (as AWS tags)."""
         if self.fail:
             raise ProviderError("simulated outage")
         with self.cloud.lock:
             old = self.cloud.get(name)
-            secret = RemoteSecret(name, {**(old.labels if old else {}), **labels}, str(next(self.cloud.versions)),
-                                  updated=datetime.now(timezone.utc), value=payload, content_type=content_type)
+            secret = RemoteSecret(
+                name,
+                {**(old.labels if old else {}), **labels},
+                str(next(self.cloud.versions)),
+                updated=datetime.now(UTC),
+                value=payload,
+                content_type=content_type,
+            )
             self.cloud[name] = secret
         return secret
 
-    def _relabel(self, name: str, current: RemoteSecret | None, written: RemoteSecret, content_type: str,
-                 labels: Mapping[str, str]) -> RemoteSecret:
+    def _relabel(
+        self,
+        name: str,
+        current: RemoteSecret | None,
+        written: RemoteSecret,
+        content_type: str,
+        labels: Mapping[str, str],
+    ) -> RemoteSecret:
         return replace(written, value=None)
 
     def _remove(self, name: str, current: RemoteSecret, *, purge: bool) -> None:

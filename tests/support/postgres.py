@@ -6,6 +6,7 @@ so initdb and the server run as the `postgres` user (the Debian package creates 
 are found under /usr/lib/postgresql/*/bin (Debian keeps them off PATH), else on PATH;
 scripts/test.sh installs the package when they are missing.
 """
+
 from __future__ import annotations
 
 import glob
@@ -55,8 +56,10 @@ class Cluster:
     def __init__(self) -> None:
         self.bin = bindir()
         if self.bin is None:
-            raise PostgresUnavailable("PostgreSQL is not installed (no pg_ctl under /usr/lib/postgresql/*/bin "
-                                      f"or on PATH): run scripts/test.sh, apt-get install postgresql, or set {URL_ENV}")
+            raise PostgresUnavailable(
+                "PostgreSQL is not installed (no pg_ctl under /usr/lib/postgresql/*/bin "
+                f"or on PATH): run scripts/test.sh, apt-get install postgresql, or set {URL_ENV}"
+            )
         self.dir = Path(tempfile.mkdtemp(prefix="certsync-pg-"))
         self.data = self.dir / "data"
         self.port = 0
@@ -67,8 +70,12 @@ class Cluster:
             except KeyError:
                 raise PostgresUnavailable("running as root and there is no `postgres` user to run the server") from None
             os.chown(self.dir, user.pw_uid, user.pw_gid)
-            self._as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
-                        "env": {**os.environ, "HOME": str(self.dir)}}
+            self._as = {
+                "user": user.pw_uid,
+                "group": user.pw_gid,
+                "extra_groups": [],
+                "env": {**os.environ, "HOME": str(self.dir)},
+            }
         self.url = ""
 
     def _run(self, *args: str, timeout: float = 60) -> None:
@@ -76,19 +83,44 @@ class Cluster:
         if result.returncode != 0:
             log = self.dir / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise PostgresUnavailable(f"{Path(args[0]).name} failed ({result.returncode}): "
-                                      f"{result.stderr.strip() or result.stdout.strip()}\n{tail}")
+            raise PostgresUnavailable(
+                f"{Path(args[0]).name} failed ({result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}\n{tail}"
+            )
 
-    def start(self) -> "Cluster":
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-        for attempt in range(3):             # a port picked free can be taken before the server binds it
+    def start(self) -> Cluster:
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
+        for attempt in range(3):  # a port picked free can be taken before the server binds it
             self.port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='{self.dir}' "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='{self.dir}' "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
             try:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                          "-o", options, "-w", "-t", "30", "start")
+                self._run(
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.dir / "server.log"),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                )
                 break
             except PostgresUnavailable:
                 if attempt == 2:
@@ -121,7 +153,9 @@ def drop_database(server_url: str, name: str) -> None:
 def reset_database(url: str) -> None:
     """Empty a test database between tests: other sessions cut off, the public schema recreated."""
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")

@@ -16,13 +16,14 @@ groups per secret (SecretId or Name) that the upstream carried out (2xx: a retri
 heard "already exists" wrote nothing). `latency` (seconds) delays every call before it is
 admitted or throttled: a network's round trip, for benchmarks.
 """
+
 from __future__ import annotations
 
 import collections
 import json
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tests.support.counting_proxy import CountingProxy
 from tests.support.throttling_proxy import THROTTLED_BODY
@@ -32,16 +33,28 @@ from tests.support.throttling_proxy import THROTTLED_BODY
 # every other control-plane API on that page. DescribeSecret + GetSecretValue: 10,000/s (page), so
 # they never throttle here.
 AWS_LIMITS: dict[str, tuple[frozenset[str], int]] = {
-    "PutSecretValue+UpdateSecret": (frozenset({
-        "PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage", "RemoveRegionsFromReplication",
-        "ReplicateSecretToRegions", "StopReplicationToReplica"}), 50),
+    "PutSecretValue+UpdateSecret": (
+        frozenset(
+            {
+                "PutSecretValue",
+                "UpdateSecret",
+                "UpdateSecretVersionStage",
+                "RemoveRegionsFromReplication",
+                "ReplicateSecretToRegions",
+                "StopReplicationToReplica",
+            }
+        ),
+        50,
+    ),
     "TagResource+UntagResource": (frozenset({"TagResource", "UntagResource"}), 50),
-    "CreateSecret": (frozenset({"CreateSecret"}), 50),                       # assumed
-    "DeleteSecret": (frozenset({"DeleteSecret"}), 50),                       # assumed
+    "CreateSecret": (frozenset({"CreateSecret"}), 50),  # assumed
+    "DeleteSecret": (frozenset({"DeleteSecret"}), 50),  # assumed
     "RestoreSecret": (frozenset({"RestoreSecret"}), 50),
     "RotateSecret+CancelRotateSecret": (frozenset({"RotateSecret", "CancelRotateSecret"}), 50),
-    "ResourcePolicy": (frozenset({"DeleteResourcePolicy", "GetResourcePolicy", "PutResourcePolicy",
-                                  "ValidateResourcePolicy"}), 50),
+    "ResourcePolicy": (
+        frozenset({"DeleteResourcePolicy", "GetResourcePolicy", "PutResourcePolicy", "ValidateResourcePolicy"}),
+        50,
+    ),
     "DescribeSecret+GetSecretValue": (frozenset({"DescribeSecret", "GetSecretValue"}), 10_000),
     "ListSecrets": (frozenset({"ListSecrets", "ListSecretVersionIds"}), 100),
     "BatchGetSecretValue": (frozenset({"BatchGetSecretValue"}), 100),
@@ -49,11 +62,18 @@ AWS_LIMITS: dict[str, tuple[frozenset[str], int]] = {
 
 
 class RateLimitingProxy(CountingProxy):
-    def __init__(self, upstream: str, limits: Mapping[str, tuple[frozenset[str], int]] = AWS_LIMITS, *,
-                 window: float = 1.0, clock: Callable[[], float] = time.monotonic, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        limits: Mapping[str, tuple[frozenset[str], int]] = AWS_LIMITS,
+        *,
+        window: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        latency: float = 0.0,
+    ) -> None:
         super().__init__(upstream)
         self.latency = latency
-        self._call = threading.local()          # the secret the handler thread's call names
+        self._call = threading.local()  # the secret the handler thread's call names
         self.writes_by_secret: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits = {group: limit for group, (_, limit) in limits.items()}
         self.group_of = {call: group for group, (calls, _) in limits.items() for call in calls}
@@ -109,8 +129,7 @@ class RateLimitingProxy(CountingProxy):
                 self.admitted[group] += 1
                 self.times[group].append(now)
                 return None
-        return 400, {"Content-Type": "application/x-amz-json-1.1",
-                     "x-amzn-RequestId": f"throttled-{n}"}, THROTTLED_BODY
+        return 400, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": f"throttled-{n}"}, THROTTLED_BODY
 
 
 def limit_is_write(group: str) -> bool:

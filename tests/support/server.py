@@ -7,6 +7,7 @@ the server started as a subprocess on a free port (port 0, the port read from it
         server.cli("token", "create", "t1", "--profile", "web")   # the CLI on the same config
         server.root_pem       # the root CA (PEM file) to trust
 """
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,17 @@ def env() -> dict[str, str]:
 
 
 class CertsyncServer:
-    def __init__(self, folder: Path, *, extra_toml: str = "", server_toml: str = "", tls: bool = False,
-                 store_url: str | None = None, start_timeout: float = 30.0, apply: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        extra_toml: str = "",
+        server_toml: str = "",
+        tls: bool = False,
+        store_url: str | None = None,
+        start_timeout: float = 30.0,
+        apply: bool = False,
+    ) -> None:
         """server_toml: lines of the [server] table; extra_toml: more tables (certificates, profiles).
         tls: the server presents the managed certificate `certsync-server` (localhost, 127.0.0.1)."""
         self.folder = Path(folder)
@@ -69,8 +79,9 @@ class CertsyncServer:
             server_lines.append('tls_certificate = "certsync-server"')
         store = f'[store]\nurl = "{store_url}"\n' if store_url else ""
         self.config = self.folder / "sync.toml"
-        self.config.write_text(store + "[server]\n" + "\n".join(server_lines) + "\n" + BASE_TOML
-                               + (TLS_TOML if tls else "") + extra_toml)
+        self.config.write_text(
+            store + "[server]\n" + "\n".join(server_lines) + "\n" + BASE_TOML + (TLS_TOML if tls else "") + extra_toml
+        )
         self.cli("init")
         if tls or apply:
             self.cli("apply")
@@ -80,11 +91,18 @@ class CertsyncServer:
 
     # -- the CLI on the same config --------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "sync", "--config", str(self.config), *args],
-                                capture_output=True, env=env(), cwd=self.folder, input=input, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "sync", "--config", str(self.config), *args],
+            capture_output=True,
+            env=env(),
+            cwd=self.folder,
+            input=input,
+            timeout=120,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"certsync {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr.decode(errors='replace')}")
+            raise AssertionError(
+                f"certsync {' '.join(args)} exited {result.returncode}: {result.stderr.decode(errors='replace')}"
+            )
         return result
 
     def token(self, name: str, *scopes: str, profile: str = "web") -> str:
@@ -94,22 +112,34 @@ class CertsyncServer:
         return self.cli(*args).stdout.decode().strip()
 
     def _write_ca_files(self) -> None:
-        code = ("import sys; from sync import config; from sync.app import App; "
-                "from cryptography.hazmat.primitives.serialization import Encoding as E\n"
-                "a = App(config.load(sys.argv[1]))\n"
-                "with a.store.transaction() as tx:\n"
-                "    for n in ('root', 'issuing'):\n"
-                "        open(sys.argv[2] + '/' + n + '.pem', 'wb').write("
-                "tx.authorities.checked(tx.authorities.active(n)).public_bytes(E.PEM))\n"
-                "a.close()\n")
-        subprocess.run([sys.executable, "-c", code, str(self.config), str(self.folder)], check=True, env=env(),
-                       cwd=self.folder, timeout=60)
+        code = (
+            "import sys; from sync import config; from sync.app import App; "
+            "from cryptography.hazmat.primitives.serialization import Encoding as E\n"
+            "a = App(config.load(sys.argv[1]))\n"
+            "with a.store.transaction() as tx:\n"
+            "    for n in ('root', 'issuing'):\n"
+            "        open(sys.argv[2] + '/' + n + '.pem', 'wb').write("
+            "tx.authorities.checked(tx.authorities.active(n)).public_bytes(E.PEM))\n"
+            "a.close()\n"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, str(self.config), str(self.folder)],
+            check=True,
+            env=env(),
+            cwd=self.folder,
+            timeout=60,
+        )
 
     # -- the server ------------------------------------------------------------------------------------
-    def start(self, *extra: str) -> "CertsyncServer":
+    def start(self, *extra: str) -> CertsyncServer:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "sync", "--config", str(self.config), "serve", *extra],
-                                        stdout=log, stderr=log, env=env(), cwd=self.folder)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sync", "--config", str(self.config), "serve", *extra],
+            stdout=log,
+            stderr=log,
+            env=env(),
+            cwd=self.folder,
+        )
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -140,7 +170,7 @@ class CertsyncServer:
             self.process.kill()
             return self.process.wait()
 
-    def __enter__(self) -> "CertsyncServer":
+    def __enter__(self) -> CertsyncServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc) -> None:

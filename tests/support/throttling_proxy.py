@@ -9,6 +9,7 @@ standard mode retries ThrottlingException) turns a throttled call into a success
         ...
         assert proxy.throttled == 2
 """
+
 from __future__ import annotations
 
 import json
@@ -16,22 +17,34 @@ import json
 from tests.support.counting_proxy import CountingProxy
 
 # Secrets Manager calls that change something (the AWS quotas page limits these per second).
-WRITE_CALLS = frozenset({
-    "CreateSecret", "PutSecretValue", "UpdateSecret", "UpdateSecretVersionStage", "DeleteSecret",
-    "RestoreSecret", "TagResource", "UntagResource", "PutResourcePolicy", "DeleteResourcePolicy",
-    "RotateSecret", "CancelRotateSecret", "ReplicateSecretToRegions",
-    "RemoveRegionsFromReplication", "StopReplicationToReplica",
-})
+WRITE_CALLS = frozenset(
+    {
+        "CreateSecret",
+        "PutSecretValue",
+        "UpdateSecret",
+        "UpdateSecretVersionStage",
+        "DeleteSecret",
+        "RestoreSecret",
+        "TagResource",
+        "UntagResource",
+        "PutResourcePolicy",
+        "DeleteResourcePolicy",
+        "RotateSecret",
+        "CancelRotateSecret",
+        "ReplicateSecretToRegions",
+        "RemoveRegionsFromReplication",
+        "StopReplicationToReplica",
+    }
+)
 THROTTLED_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
 
 
 class ThrottlingProxy(CountingProxy):
-    def __init__(self, upstream: str, *, throttle_first: int,
-                 calls: frozenset[str] = WRITE_CALLS) -> None:
+    def __init__(self, upstream: str, *, throttle_first: int, calls: frozenset[str] = WRITE_CALLS) -> None:
         super().__init__(upstream)
         self.throttle_first = throttle_first
         self.throttled_calls = calls
-        self.throttled = 0                  # throttling answers sent so far
+        self.throttled = 0  # throttling answers sent so far
 
     def answer(self, name: str) -> tuple[int, dict[str, str], bytes] | None:
         if name not in self.throttled_calls:
@@ -40,5 +53,8 @@ class ThrottlingProxy(CountingProxy):
             if self.throttled >= self.throttle_first:
                 return None
             self.throttled += 1
-        return 400, {"Content-Type": "application/x-amz-json-1.1",
-                     "x-amzn-RequestId": f"throttled-{self.throttled}"}, THROTTLED_BODY
+        return (
+            400,
+            {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": f"throttled-{self.throttled}"},
+            THROTTLED_BODY,
+        )

@@ -1,13 +1,14 @@
 """Local TLS endpoints for the discovery tests and bench: certificates made here (expired,
 self-signed, wrong host, served without their intermediate) and Python TLS servers on loopback
 ports, many in one event loop in a background thread (or a child process for the bench)."""
+
 from __future__ import annotations
 
 import asyncio
 import ssl
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @dataclass
@@ -28,35 +29,51 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
 
-def make(cn: str, *, issuer: Issued | None = None, sans: list[str] | None = None, ca: bool = False,
-         not_before: datetime | None = None, not_after: datetime | None = None, key=None,
-         hash_alg=None) -> Issued:
+def make(
+    cn: str,
+    *,
+    issuer: Issued | None = None,
+    sans: list[str] | None = None,
+    ca: bool = False,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    key=None,
+    hash_alg=None,
+) -> Issued:
     key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     signer = issuer.key if issuer else key
-    builder = (x509.CertificateBuilder().subject_name(name)
-               .issuer_name(issuer.cert.subject if issuer else name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(not_before or NOW - timedelta(days=1))
-               .not_valid_after(not_after or NOW + timedelta(days=90))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.cert.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - timedelta(days=1))
+        .not_valid_after(not_after or NOW + timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
     if issuer:
-        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                                        critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
     else:
         names = [x509.IPAddress(ip_address(s)) if s[0].isdigit() else x509.DNSName(s) for s in (sans or [cn])]
-        builder = (builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                                  critical=True))
+        builder = (
+            builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        )
     return Issued(builder.sign(signer, hash_alg or hashes.SHA256()), key)
 
 
@@ -74,7 +91,7 @@ def write_chain(folder: Path, name: str, chain: list[Issued]) -> tuple[Path, Pat
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.set_ciphers("ALL:@SECLEVEL=0")          # serve the weak ones too: the scan must see them
+    ctx.set_ciphers("ALL:@SECLEVEL=0")  # serve the weak ones too: the scan must see them
     ctx.load_cert_chain(cert, key)
     return ctx
 
@@ -92,8 +109,9 @@ class Servers:
         self.thread.start()
         self.servers: list[asyncio.AbstractServer] = []
 
-    def start(self, contexts: list[ssl.SSLContext], *, smtp: bool = False, imap: bool = False,
-              port: int = 0) -> list[int]:
+    def start(
+        self, contexts: list[ssl.SSLContext], *, smtp: bool = False, imap: bool = False, port: int = 0
+    ) -> list[int]:
         starttls = _smtp_handler if smtp else _imap_handler if imap else None
         return asyncio.run_coroutine_threadsafe(self._start(contexts, starttls, port), self.loop).result(60)
 
@@ -103,6 +121,7 @@ class Servers:
                 server.close()
                 await server.wait_closed()
                 self.servers.remove(server)
+
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
 
     async def _start(self, contexts: list[ssl.SSLContext], starttls, port: int) -> list[int]:
@@ -111,8 +130,9 @@ class Servers:
             if starttls:
                 server = await asyncio.start_server(starttls(ctx), "127.0.0.1", port)
             else:
-                server = await asyncio.start_server(_answer, "127.0.0.1", port, ssl=ctx, backlog=1024,
-                                                    reuse_address=True)
+                server = await asyncio.start_server(
+                    _answer, "127.0.0.1", port, ssl=ctx, backlog=1024, reuse_address=True
+                )
             self.servers.append(server)
             ports.append(server.sockets[0].getsockname()[1])
         return ports
@@ -121,6 +141,7 @@ class Servers:
         async def stop():
             for server in self.servers:
                 server.close()
+
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -136,6 +157,7 @@ def _smtp_handler(ctx: ssl.SSLContext):
         await writer.drain()
         await writer.start_tls(ctx)
         writer.close()
+
     return handle
 
 
@@ -147,4 +169,5 @@ def _imap_handler(ctx: ssl.SSLContext):
         await writer.drain()
         await writer.start_tls(ctx)
         writer.close()
+
     return handle

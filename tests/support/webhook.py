@@ -1,5 +1,6 @@
 """A local webhook receiver (http.server on 127.0.0.1, a free port, in a thread), for the alerting
 tests. (The in-memory provider they use is in tests/support/memory.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ TOKEN = "XXsecretTOKENdoNotLeakXX"
 class Webhook:
     url: str
     received: list[dict] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)    # answers to give, in order; then 200
+    statuses: list[int] = field(default_factory=list)  # answers to give, in order; then 200
 
     @property
     def bodies(self) -> list[dict]:
@@ -29,9 +30,14 @@ class _Server:
             def do_POST(self):  # noqa: N802
                 hook: Webhook = hook_ref["hook"]
                 data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.received.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
-                                      "authorization": self.headers.get("Authorization"),
-                                      "body": json.loads(data)})
+                hook.received.append(
+                    {
+                        "path": self.path,
+                        "content_type": self.headers.get("Content-Type"),
+                        "authorization": self.headers.get("Authorization"),
+                        "body": json.loads(data),
+                    }
+                )
                 status = hook.statuses.pop(0) if hook.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "2")

@@ -2,6 +2,7 @@
 restore), the checks a new pair must pass, and a deployment's run with rollback. The server is
 stood in for by `LocalServer`, a CA made here with sync.pki that signs the agent's real CSRs; the
 agent against a real `certsync serve` and nginx is tests/e2e/test_agent_nginx.py."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ class LocalServer:
     def __init__(self, validity: timedelta = timedelta(days=30)) -> None:
         root_key, issuing_key = certs.generate_key("ec-p256"), certs.generate_key("ec-p256")
         self.root = certs.create_ca("CN=Agent Test Root", root_key, timedelta(days=365))
-        issuing = certs.create_ca("CN=Agent Test Issuing", issuing_key, timedelta(days=300),
-                                  parent=certs.Issuer(self.root, root_key))
+        issuing = certs.create_ca(
+            "CN=Agent Test Issuing", issuing_key, timedelta(days=300), parent=certs.Issuer(self.root, root_key)
+        )
         self.issuer = certs.Issuer(issuing, issuing_key)
         self.validity = validity
         self.names: set[str] = set()
@@ -71,9 +73,13 @@ class LocalServer:
     def _enroll(self, csr_pem: str) -> Enrollment:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
         sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        leaf = certs.issue_leaf(self.issuer, csr.public_key(), common_name=None,
-                                dns_names=[*sans.get_values_for_type(x509.DNSName), *self.extra_names],
-                                validity=self.validity)
+        leaf = certs.issue_leaf(
+            self.issuer,
+            csr.public_key(),
+            common_name=None,
+            dns_names=[*sans.get_values_for_type(x509.DNSName), *self.extra_names],
+            validity=self.validity,
+        )
         chain = leaf.public_bytes(PEM) + self.issuer.certificate.public_bytes(PEM)
         return Enrollment(format(leaf.serial_number, "x"), 1, leaf.public_bytes(PEM).decode(), chain.decode())
 
@@ -111,9 +117,10 @@ def files_of(folder: Path) -> dict[str, bytes]:
 def test_config_from_an_agent_table_with_defaults(tmp_path):
     server = LocalServer()
     write_config(tmp_path, server)
-    (tmp_path / "sync.toml").write_text("[store]\nurl = 'sqlite:///x.db'\n[agent]\n"
-                                        + (tmp_path / "agent.toml").read_text().replace("[certificate.",
-                                                                                         "[agent.certificate."))
+    (tmp_path / "sync.toml").write_text(
+        "[store]\nurl = 'sqlite:///x.db'\n[agent]\n"
+        + (tmp_path / "agent.toml").read_text().replace("[certificate.", "[agent.certificate.")
+    )
     config = agent_config.load(tmp_path / "sync.toml")
     spec = config.certificate["web"]
     assert config.root_file() == tmp_path / "root.pem"
@@ -121,17 +128,23 @@ def test_config_from_an_agent_table_with_defaults(tmp_path):
     assert spec.files()["key"].mode is None and agent_config.DEFAULT_MODES["key"] == 0o600
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ('server = "https://pki.example.internal:8443"', 'server = "http://pki.example.internal"',
-     "server: http is allowed only on loopback"),
-    ('server = "https://pki.example.internal:8443"', 'server = "ftp://x"', "server: must be an http(s) URL"),
-    ('key = "/', 'key = "relative/', "certificate.web.key.path: must be an absolute path"),
-    ('[certificate.web]', '[certificate.web]\nreload_timeout = "soon"', "certificate.web.reload_timeout: must be"),
-    ('cert = "', 'cert = { path = "/tmp/k", mode = "0999" }\nx = "', 'certificate.web.cert.mode: must be an octal'),
-    ('chain = "', 'chain = "/tmp/same"\nfullchain_ = "', "unknown key"),
-    ('host = "web-1"', 'colour = "blue"', "colour: unknown key"),
-    ('[certificate.web]', '[certificate.Web]', "certificate: 'Web': store names are"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            'server = "https://pki.example.internal:8443"',
+            'server = "http://pki.example.internal"',
+            "server: http is allowed only on loopback",
+        ),
+        ('server = "https://pki.example.internal:8443"', 'server = "ftp://x"', "server: must be an http(s) URL"),
+        ('key = "/', 'key = "relative/', "certificate.web.key.path: must be an absolute path"),
+        ("[certificate.web]", '[certificate.web]\nreload_timeout = "soon"', "certificate.web.reload_timeout: must be"),
+        ('cert = "', 'cert = { path = "/tmp/k", mode = "0999" }\nx = "', "certificate.web.cert.mode: must be an octal"),
+        ('chain = "', 'chain = "/tmp/same"\nfullchain_ = "', "unknown key"),
+        ('host = "web-1"', 'colour = "blue"', "colour: unknown key"),
+        ("[certificate.web]", "[certificate.Web]", "certificate: 'Web': store names are"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path, old, new, message):
     path = write_config(tmp_path, LocalServer())
     path.write_text(path.read_text().replace(old, new, 1))
@@ -150,11 +163,16 @@ def test_the_same_file_twice_is_refused(tmp_path):
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     path = write_config(tmp_path, LocalServer())
     path.write_text(path.read_text().replace('dns_names = ["web.example.internal"]', ""))
-    result = subprocess.run([sys.executable, "-m", "sync", "agent", "--once", "--agent-config", str(path)],
-                            capture_output=True, text=True, env={**os.environ, "CERTSYNC_AGENT_TOKEN": "t"})
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", "agent", "--once", "--agent-config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CERTSYNC_AGENT_TOKEN": "t"},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {path}: certificate.web: give at least one of dns_names, ip_addresses, common_name"]
+        f"error: {path}: certificate.web: give at least one of dns_names, ip_addresses, common_name"
+    ]
 
 
 def test_token_from_file_or_env_never_from_config(tmp_path, monkeypatch):
@@ -179,28 +197,36 @@ def test_install_sets_modes_and_restore_puts_the_old_set_back(tmp_path):
     spec = config.certificate["web"]
     found = agent_files.targets(spec, "certificate.web")
     (tmp_path / "tls" / "web.key").write_bytes(b"old key")
-    (tmp_path / "tls" / "web.key").chmod(0o644)                     # an old file's mode is not kept
+    (tmp_path / "tls" / "web.key").chmod(0o644)  # an old file's mode is not kept
     saved = agent_files.snapshot(found)
     key = certs.generate_key("ec-p256")
-    leaf = certs.issue_leaf(server.issuer, key.public_key(), common_name=None, dns_names=["web.example.internal"],
-                            validity=timedelta(days=1))
+    leaf = certs.issue_leaf(
+        server.issuer,
+        key.public_key(),
+        common_name=None,
+        dns_names=["web.example.internal"],
+        validity=timedelta(days=1),
+    )
     agent_files.install(found, agent_files.render(verify.Pair(key, leaf, [server.issuer.certificate])))
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "tls").iterdir()}
     assert modes == {"web.key": 0o600, "web.crt": 0o644, "web.chain.pem": 0o644, "web.fullchain.pem": 0o644}
     assert agent_files.read_pair(spec).leaf == leaf
-    assert not [p for p in (tmp_path / "tls").iterdir() if p.name.startswith(".")]   # no temp file left
+    assert not [p for p in (tmp_path / "tls").iterdir() if p.name.startswith(".")]  # no temp file left
     agent_files.restore(found, saved)
-    assert files_of(tmp_path) == {"web.key": b"old key"}              # the others were absent before
+    assert files_of(tmp_path) == {"web.key": b"old key"}  # the others were absent before
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_owner_group_and_mode_from_config(tmp_path):
     server = LocalServer()
     path = write_config(tmp_path, server)
-    path.write_text(path.read_text().replace(f'key = "{tmp_path}/tls/web.key"',
-                                             f'key = {{ path = "{tmp_path}/tls/web.key", owner = "nobody", '
-                                             f'group = "nogroup", mode = "0640" }}'))
-    outcome = run_once(Deployer(agent_config.load(path), server))[0]       # type: ignore[arg-type]
+    path.write_text(
+        path.read_text().replace(
+            f'key = "{tmp_path}/tls/web.key"',
+            f'key = {{ path = "{tmp_path}/tls/web.key", owner = "nobody", group = "nogroup", mode = "0640" }}',
+        )
+    )
+    outcome = run_once(Deployer(agent_config.load(path), server))[0]  # type: ignore[arg-type]
     assert outcome.status == "deployed", outcome.message
     info = (tmp_path / "tls" / "web.key").stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o640)
@@ -209,16 +235,21 @@ def test_owner_group_and_mode_from_config(tmp_path):
 def test_unknown_owner_is_a_config_error(tmp_path):
     server = LocalServer()
     path = write_config(tmp_path, server)
-    path.write_text(path.read_text().replace(f'cert = "{tmp_path}/tls/web.crt"',
-                                             f'cert = {{ path = "{tmp_path}/tls/web.crt", owner = "no-such-user-x" }}'))
+    path.write_text(
+        path.read_text().replace(
+            f'cert = "{tmp_path}/tls/web.crt"',
+            f'cert = {{ path = "{tmp_path}/tls/web.crt", owner = "no-such-user-x" }}',
+        )
+    )
     with pytest.raises(ConfigError, match="certificate.web.cert.owner: no user 'no-such-user-x' on this host"):
-        run_once(Deployer(agent_config.load(path), server))                 # type: ignore[arg-type]
+        run_once(Deployer(agent_config.load(path), server))  # type: ignore[arg-type]
     assert server.calls == []
 
 
 # -- verification --------------------------------------------------------------------------------------------
-def _pair(server: LocalServer, *, names=("web.example.internal",), validity=timedelta(days=1), key=None,
-          issuer=None) -> verify.Pair:
+def _pair(
+    server: LocalServer, *, names=("web.example.internal",), validity=timedelta(days=1), key=None, issuer=None
+) -> verify.Pair:
     key = key or certs.generate_key("ec-p256")
     issuer = issuer or server.issuer
     leaf = certs.issue_leaf(issuer, key.public_key(), common_name=None, dns_names=list(names), validity=validity)
@@ -253,13 +284,13 @@ def test_enroll_then_up_to_date_then_forced_renewal(tmp_path):
     pair = agent_files.read_pair(agent.config.certificate["web"])
     assert pair.serial == first.serial
     key_text = (tmp_path / "tls" / "web.key").read_text()
-    assert "PRIVATE KEY" in key_text                                  # made here, never sent
+    assert "PRIVATE KEY" in key_text  # made here, never sent
     again = run_once(agent)[0]
     assert again.status == "up-to-date" and server.calls == ["sign"]
     assert again.next_check == renew_time(pair.leaf, agent.config.certificate["web"])
     renewed = run_once(agent, force=True)[0]
     assert renewed.status == "deployed" and server.calls == ["sign", "renew"] and renewed.serial != first.serial
-    assert (tmp_path / "tls" / "web.key").read_text() != key_text     # a new key on every renewal
+    assert (tmp_path / "tls" / "web.key").read_text() != key_text  # a new key on every renewal
     assert [r[2] for r in server.reports] == ["deployed", "deployed"]
 
 
@@ -279,13 +310,16 @@ def test_failed_reload_restores_the_previous_files_and_reloads_them(tmp_path):
     ok = [sys.executable, "-c", f"open({str(counter)!r}, 'a').write('x')"]
     run_once(deployer(tmp_path, server, ok))
     before = files_of(tmp_path)
-    failing = [sys.executable, "-c", (f"import sys; open({str(counter)!r}, 'a').write('x'); "
-                                      "sys.exit('nginx: [emerg] cannot load certificate')")]
+    failing = [
+        sys.executable,
+        "-c",
+        (f"import sys; open({str(counter)!r}, 'a').write('x'); sys.exit('nginx: [emerg] cannot load certificate')"),
+    ]
     outcome = run_once(deployer(tmp_path, server, failing), force=True)[0]
     assert outcome.status == "rolled-back"
     assert "exited 1: nginx: [emerg] cannot load certificate; previous files restored" in outcome.message
-    assert files_of(tmp_path) == before                               # byte for byte
-    assert counter.read_text() == "xxx"                               # first deploy, failed reload, reload of the old
+    assert files_of(tmp_path) == before  # byte for byte
+    assert counter.read_text() == "xxx"  # first deploy, failed reload, reload of the old
     assert server.reports[-1][2] == "rolled-back" and "cannot load certificate" in server.reports[-1][3]
 
 
@@ -293,8 +327,9 @@ def test_reload_timeout_is_a_failure(tmp_path):
     server = LocalServer()
     run_once(deployer(tmp_path, server))
     before = files_of(tmp_path)
-    slow = deployer(tmp_path, server, [sys.executable, "-c", "import time; time.sleep(30)"],
-                    extra='reload_timeout = "1s"')
+    slow = deployer(
+        tmp_path, server, [sys.executable, "-c", "import time; time.sleep(30)"], extra='reload_timeout = "1s"'
+    )
     outcome = run_once(slow, force=True)[0]
     assert outcome.status == "rolled-back" and "did not finish within 1s" in outcome.message
     assert files_of(tmp_path) == before
@@ -304,7 +339,7 @@ def test_a_bad_new_pair_never_touches_the_files(tmp_path):
     server = LocalServer()
     run_once(deployer(tmp_path, server))
     before = files_of(tmp_path)
-    server.validity = timedelta(seconds=0)            # already expired when it arrives
+    server.validity = timedelta(seconds=0)  # already expired when it arrives
     outcome = run_once(deployer(tmp_path, server), force=True)[0]
     assert outcome.status == "failed" and "the new certificate is refused" in outcome.message
     assert "is not valid at" in outcome.message
@@ -319,9 +354,9 @@ def test_unreachable_server_fails_with_retry_after_and_backoff_grows_with_jitter
     assert (outcome.status, outcome.retry_after) == ("failed", 7) and "connection refused" in outcome.message
     assert not (tmp_path / "tls" / "web.key").exists()
     assert [backoff(n, 3600, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
-    assert backoff(1, 3600, rand=lambda: 0.0) == 5                      # jitter: half to all of the step
-    assert backoff(20, 600, rand=lambda: 1.0) == 600                    # capped
-    assert backoff(1, 3600, retry_after=30, rand=lambda: 0.0) == 30     # never before Retry-After
+    assert backoff(1, 3600, rand=lambda: 0.0) == 5  # jitter: half to all of the step
+    assert backoff(20, 600, rand=lambda: 1.0) == 600  # capped
+    assert backoff(1, 3600, retry_after=30, rand=lambda: 0.0) == 30  # never before Retry-After
 
 
 def test_revoked_or_refused_renewal_enrolls_anew(tmp_path):
@@ -330,7 +365,8 @@ def test_revoked_or_refused_renewal_enrolls_anew(tmp_path):
 
     def refuse(name, csr):
         raise Refused("409 certificate 'web' is revoked", 409)
-    server.renew = refuse                                              # type: ignore[method-assign]
+
+    server.renew = refuse  # type: ignore[method-assign]
     assert run_once(deployer(tmp_path, server), force=True)[0].status == "deployed"
     assert server.calls == ["sign", "sign"]
 
@@ -362,14 +398,20 @@ def test_deploy_examples_are_well_formed():
 
 def test_cli_once_with_the_server_down_exits_1_with_one_line_per_certificate(tmp_path):
     path = write_config(tmp_path, LocalServer())
-    with socket.socket() as s:                        # a loopback port nobody listens on
+    with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path.write_text(path.read_text().replace("https://pki.example.internal:8443", f"https://127.0.0.1:{port}"))
-    result = subprocess.run([sys.executable, "-m", "sync", "agent", "--once", "-q", "--agent-config", str(path)],
-                            capture_output=True, text=True, env={**os.environ, "CERTSYNC_AGENT_TOKEN": "cst_secret-x"})
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", "agent", "--once", "-q", "--agent-config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CERTSYNC_AGENT_TOKEN": "cst_secret-x"},
+    )
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"web: failed: GET https://127.0.0.1:{port}/api/v1/certificates/web: ")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"web: failed: GET https://127.0.0.1:{port}/api/v1/certificates/web: "
+    )
     assert "cst_secret-x" not in result.stderr
     assert not (tmp_path / "tls" / "web.key").exists()

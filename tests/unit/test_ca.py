@@ -1,4 +1,5 @@
 """The CA's certificates checked by tools nobody here wrote: pkilint and openssl verify."""
+
 import subprocess
 import sys
 from datetime import timedelta
@@ -34,8 +35,9 @@ def hierarchy(tmp_path_factory):
     inter = certs.create_ca("CN=Test Issuing CA,O=certsync", inter_key, timedelta(days=1825), parent=root_issuer)
     (d / "root.pem").write_bytes(pem(root))
     (d / "inter.pem").write_bytes(pem(inter))
-    issuer = certs.Issuer(inter, inter_key, "http://pki.example.internal/crl/issuing.crl",
-                       "http://pki.example.internal/ocsp")
+    issuer = certs.Issuer(
+        inter, inter_key, "http://pki.example.internal/crl/issuing.crl", "http://pki.example.internal/ocsp"
+    )
     return d, issuer
 
 
@@ -51,24 +53,49 @@ def test_ca_certificates_pass_pkilint(hierarchy, name):
 def test_leaf_passes_pkilint_and_openssl_verify(hierarchy, key_type, usages):
     d, issuer = hierarchy
     key = certs.generate_key(key_type)
-    leaf = certs.issue_leaf(issuer, key.public_key(), common_name="api.example.internal",
-                         dns_names=["api.example.internal", "www.example.internal"], ip_addresses=["10.1.2.3"],
-                         usages=usages, validity=timedelta(days=90))
+    leaf = certs.issue_leaf(
+        issuer,
+        key.public_key(),
+        common_name="api.example.internal",
+        dns_names=["api.example.internal", "www.example.internal"],
+        ip_addresses=["10.1.2.3"],
+        usages=usages,
+        validity=timedelta(days=90),
+    )
     path = d / f"leaf-{key_type}-{'-'.join(usages)}.pem"
     path.write_bytes(pem(leaf))
     result = pkilint(path)
     assert result.returncode == 0, result.stdout + result.stderr
     purpose = "sslserver" if "serverAuth" in usages else "sslclient"
-    verify = subprocess.run(["openssl", "verify", "-purpose", purpose, "-CAfile", str(d / "root.pem"),
-                             "-untrusted", str(d / "inter.pem"), str(path)], capture_output=True, text=True)
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            str(d / "root.pem"),
+            "-untrusted",
+            str(d / "inter.pem"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0 and verify.stdout.strip().endswith(": OK"), verify.stdout + verify.stderr
 
 
 def test_leaf_profile_details(hierarchy):
     _, issuer = hierarchy
     key = certs.generate_key("ec-p256")
-    leaf = certs.issue_leaf(issuer, key.public_key(), common_name="api.example.internal", dns_names=[],
-                         usages=["serverAuth"], validity=timedelta(days=90))
+    leaf = certs.issue_leaf(
+        issuer,
+        key.public_key(),
+        common_name="api.example.internal",
+        dns_names=[],
+        usages=["serverAuth"],
+        validity=timedelta(days=90),
+    )
     ext = leaf.extensions
     assert ext.get_extension_for_class(x509.BasicConstraints).critical
     assert not ext.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -85,16 +112,26 @@ def test_leaf_profile_details(hierarchy):
     assert [[n.value for n in p.full_name] for p in points] == [["http://pki.example.internal/crl/issuing.crl"]]
     access = ext.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [(d.access_method, d.access_location.value) for d in access] == [
-        (AuthorityInformationAccessOID.OCSP, "http://pki.example.internal/ocsp")]
-    rsa_leaf = certs.issue_leaf(issuer, certs.generate_key("rsa-2048").public_key(), common_name="a.example.internal",
-                             validity=timedelta(days=1))
+        (AuthorityInformationAccessOID.OCSP, "http://pki.example.internal/ocsp")
+    ]
+    rsa_leaf = certs.issue_leaf(
+        issuer,
+        certs.generate_key("rsa-2048").public_key(),
+        common_name="a.example.internal",
+        validity=timedelta(days=1),
+    )
     assert rsa_leaf.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
 
 
 def test_empty_subject_makes_san_critical(hierarchy, tmp_path):
     _, issuer = hierarchy
-    leaf = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name=None,
-                         dns_names=["svc.example.internal"], validity=timedelta(days=30))
+    leaf = certs.issue_leaf(
+        issuer,
+        certs.generate_key("ec-p256").public_key(),
+        common_name=None,
+        dns_names=["svc.example.internal"],
+        validity=timedelta(days=30),
+    )
     assert len(leaf.subject) == 0
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
     path = tmp_path / "nosubject.pem"
@@ -104,8 +141,12 @@ def test_empty_subject_makes_san_critical(hierarchy, tmp_path):
 
 def test_leaf_never_outlives_issuer(hierarchy):
     _, issuer = hierarchy
-    leaf = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name="a.example.internal",
-                         validity=timedelta(days=100000))
+    leaf = certs.issue_leaf(
+        issuer,
+        certs.generate_key("ec-p256").public_key(),
+        common_name="a.example.internal",
+        validity=timedelta(days=100000),
+    )
     assert leaf.not_valid_after_utc <= issuer.certificate.not_valid_after_utc
 
 

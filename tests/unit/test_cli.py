@@ -1,4 +1,5 @@
 """The CLI as a user runs it, offline (no destinations): exit codes, help, JSON output."""
+
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def test_every_command_has_help(name):
 def test_init_plan_apply_list_export(workdir):
     first = run("init", cwd=workdir).stdout
     assert "created  CA root" in first and f"created  store (schema {migrations.head()})" in first
-    assert "store" not in run("init", cwd=workdir).stdout   # nothing new the second time
+    assert "store" not in run("init", cwd=workdir).stdout  # nothing new the second time
     plan = run("--output", "json", "plan", cwd=workdir)
     assert json.loads(plan.stdout)["actions"][0]["action"] == "issue"
     assert run("plan", "--detailed-exitcode", cwd=workdir, check=False).returncode == 2
@@ -74,8 +75,10 @@ def test_policy_violation_fails_that_certificate_only(workdir):
     result = run("apply", cwd=workdir, check=False)
     assert result.returncode == 1
     assert "issue      api" in result.stdout
-    assert result.stderr == ("error: issue evil -> evil: profile 'tls-server': DNS name 'evil.example.com' "
-                             "is not within allowed_domains (*.example.internal, example.internal)\n")
+    assert result.stderr == (
+        "error: issue evil -> evil: profile 'tls-server': DNS name 'evil.example.com' "
+        "is not within allowed_domains (*.example.internal, example.internal)\n"
+    )
 
 
 def _public_key(workdir):
@@ -125,8 +128,11 @@ def test_list_warns_when_a_ca_expires_before_what_it_signs(workdir):
 def test_new_issuing_ca_moves_the_chain(workdir):
     run("init", cwd=workdir)
     run("apply", cwd=workdir)
-    text = (workdir / "sync.toml").read_text().replace('[profile.tls-server]\nca = "issuing"',
-                                                       '[profile.tls-server]\nca = "issuing2"')
+    text = (
+        (workdir / "sync.toml")
+        .read_text()
+        .replace('[profile.tls-server]\nca = "issuing"', '[profile.tls-server]\nca = "issuing2"')
+    )
     text += '\n[ca.issuing2]\nparent = "root"\nsubject = "CN=Test Issuing CA 2,O=certsync tests"\nkey = "ec-p256"\n'
     (workdir / "sync.toml").write_text(text)
     # CA not created yet: plan shows the reissue, apply says to run init
@@ -170,11 +176,11 @@ def test_plan_list_metrics_and_a_current_crl_need_no_master_key(workdir):
     """A pull-request plan job runs without the key: only commands that open a private key need it."""
     run("init", cwd=workdir)
     run("apply", cwd=workdir)
-    run("crl", "issuing", "--pem", cwd=workdir)              # publishes the first CRL (needs the key)
+    run("crl", "issuing", "--pem", cwd=workdir)  # publishes the first CRL (needs the key)
     (workdir / "certsync.key").rename(workdir / "elsewhere.key")
     assert json.loads(run("--output", "json", "plan", cwd=workdir).stdout)["changes"] == 0
     assert json.loads(run("--output", "json", "list", cwd=workdir).stdout)["certificates"][0]["name"] == "api"
     assert "certsync_certificate_not_after_seconds" in run("metrics", cwd=workdir).stdout
     assert "BEGIN X509 CRL" in run("crl", "issuing", "--pem", cwd=workdir).stdout
-    export = run("export", "api", cwd=workdir, check=False)       # a private key: the key is needed
+    export = run("export", "api", cwd=workdir, check=False)  # a private key: the key is needed
     assert export.returncode == 1 and export.stderr.startswith("error: no master key") and "BEGIN" not in export.stdout

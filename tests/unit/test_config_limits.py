@@ -1,5 +1,6 @@
 """Durations too large for any clock and malformed environment overrides are config errors: one
 line naming the field, exit 2, never an internal error."""
+
 import subprocess
 import sys
 
@@ -14,18 +15,23 @@ from .test_config import load_error
 HUGE = "99999999999d"
 
 
-@pytest.mark.parametrize("extra, key", [
-    (f'[ca.other]\nsubject = "CN=Other"\nvalidity = "{HUGE}"\n', "ca.other.validity"),
-    (f'[ca.other]\nsubject = "CN=Other"\ncrl_lifetime = "{HUGE}"\n', "ca.other.crl_lifetime"),
-    (f'[profile.p]\nca = "issuing"\nvalidity = "{HUGE}"\n', "profile.p.validity"),
-    (f'[profile.p]\nca = "issuing"\nrenew_before = "{HUGE}"\n', "profile.p.renew_before"),
-    ('[profile.p]\nca = "issuing"\nvalidity = "36501d"\n', "profile.p.validity"),
-    ('[profile.p]\nca = "issuing"\nvalidity = "' + "9" * 5000 + 'd"\n', "profile.p.validity"),
-    (f'[store]\nlock_timeout = "{HUGE}"\n', "store.lock_timeout"),
-    (f'[notify]\nexpiring_within = "{HUGE}"\n', "notify.expiring_within"),
-    (f'[certificate.x]\nprofile = "tls-server"\ncommon_name = "x.example.internal"\nvalidity = "{HUGE}"\n',
-     "certificate.x.validity"),
-])
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (f'[ca.other]\nsubject = "CN=Other"\nvalidity = "{HUGE}"\n', "ca.other.validity"),
+        (f'[ca.other]\nsubject = "CN=Other"\ncrl_lifetime = "{HUGE}"\n', "ca.other.crl_lifetime"),
+        (f'[profile.p]\nca = "issuing"\nvalidity = "{HUGE}"\n', "profile.p.validity"),
+        (f'[profile.p]\nca = "issuing"\nrenew_before = "{HUGE}"\n', "profile.p.renew_before"),
+        ('[profile.p]\nca = "issuing"\nvalidity = "36501d"\n', "profile.p.validity"),
+        ('[profile.p]\nca = "issuing"\nvalidity = "' + "9" * 5000 + 'd"\n', "profile.p.validity"),
+        (f'[store]\nlock_timeout = "{HUGE}"\n', "store.lock_timeout"),
+        (f'[notify]\nexpiring_within = "{HUGE}"\n', "notify.expiring_within"),
+        (
+            f'[certificate.x]\nprofile = "tls-server"\ncommon_name = "x.example.internal"\nvalidity = "{HUGE}"\n',
+            "certificate.x.validity",
+        ),
+    ],
+)
 def test_a_huge_duration_is_a_config_error(tmp_path, extra, key):
     message = load_error(tmp_path, extra)
     assert len(message.splitlines()) == 1, message
@@ -37,11 +43,14 @@ def test_the_largest_duration_is_accepted(tmp_path):
     assert cfg.profile["p"].validity.days == 36500
 
 
-@pytest.mark.parametrize("env, field", [
-    ({"CERTSYNC_STORE": "{"}, "store"),
-    ({"CERTSYNC_CERTIFICATE__API__DNS_NAMES": "not json"}, "certificate"),
-    ({"CERTSYNC_PROFILE": "[1, 2"}, "profile"),
-])
+@pytest.mark.parametrize(
+    "env, field",
+    [
+        ({"CERTSYNC_STORE": "{"}, "store"),
+        ({"CERTSYNC_CERTIFICATE__API__DNS_NAMES": "not json"}, "certificate"),
+        ({"CERTSYNC_PROFILE": "[1, 2"}, "profile"),
+    ],
+)
 def test_a_malformed_environment_override_is_a_config_error(tmp_path, monkeypatch, env, field):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -60,17 +69,26 @@ def test_an_environment_override_of_a_huge_duration_names_the_field(tmp_path, mo
 
 def _cli(tmp_path, *args, env=None):
     import os
-    return subprocess.run([sys.executable, "-m", "sync", "--config", str(tmp_path / "sync.toml"), *args],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, **(env or {})})
+
+    return subprocess.run(
+        [sys.executable, "-m", "sync", "--config", str(tmp_path / "sync.toml"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
 
 
-@pytest.mark.parametrize("args, env, needle", [
-    (["plan"], {"CERTSYNC_STORE": "{"}, ": store: "),
-    (["plan"], {"CERTSYNC_CA__ROOT__VALIDITY": HUGE}, ": ca.root.validity: "),
-    (["apply", "--max-duration", HUGE], {}, "--max-duration"),
-    (["list", "--expiring", HUGE], {}, "--expiring"),
-    (["list", "--expiring", "9" * 5000 + "d"], {}, "--expiring"),
-])
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (["plan"], {"CERTSYNC_STORE": "{"}, ": store: "),
+        (["plan"], {"CERTSYNC_CA__ROOT__VALIDITY": HUGE}, ": ca.root.validity: "),
+        (["apply", "--max-duration", HUGE], {}, "--max-duration"),
+        (["list", "--expiring", HUGE], {}, "--expiring"),
+        (["list", "--expiring", "9" * 5000 + "d"], {}, "--expiring"),
+    ],
+)
 def test_cli_exits_2_with_one_line(tmp_path, args, env, needle):
     write_config(tmp_path / "sync.toml")
     result = _cli(tmp_path, *args, env=env)

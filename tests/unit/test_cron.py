@@ -1,5 +1,6 @@
 """Cron safety: --max-duration stops starting new actions, --log-format json writes one JSON
 object per line on stderr, -q keeps warnings and errors only, and nothing secret is ever logged."""
+
 import json
 import subprocess
 import sys
@@ -57,8 +58,11 @@ def test_deadline():
 
 @pytest.fixture
 def three_certs(workdir):
-    extra = "".join(f'\n[certificate.{name}]\nprofile = "tls-server"\ncommon_name = "{name}.example.internal"\n'
-                    f'destinations = ["vault"]\n' for name in ("web", "db", "mq"))
+    extra = "".join(
+        f'\n[certificate.{name}]\nprofile = "tls-server"\ncommon_name = "{name}.example.internal"\n'
+        f'destinations = ["vault"]\n'
+        for name in ("web", "db", "mq")
+    )
     write_config(workdir / "sync.toml", '\n[destination.vault]\nprovider = "aws"\nregion = "eu-west-1"\n' + extra)
     cfg = config.load("sync.toml")
     App(cfg).init()
@@ -110,14 +114,17 @@ def test_json_logs_one_object_per_line_and_nothing_secret(workdir, master_key_en
     assert result.returncode == 1
     records = json_lines(result.stderr)
     assert [(r["level"], r["event"], r["certificate"]) for r in records] == [
-        ("info", "issue.done", "api"), ("error", "issue.failed", "evil"), ("info", "run.finished", None)]
+        ("info", "issue.done", "api"),
+        ("error", "issue.failed", "evil"),
+        ("info", "run.finished", None),
+    ]
     assert "allowed_domains" in records[1]["message"] and records[1]["status"] == "failed"
     assert records[2]["command"] == "apply" and records[2]["message"] == "1 failed, 1 issue"
-    assert "issue      api" in result.stdout                     # the report still goes to stdout
+    assert "issue      api" in result.stdout  # the report still goes to stdout
     for text in (result.stdout, result.stderr):
         assert master_key_env not in text and "PRIVATE KEY" not in text
 
-    quiet = run("-q", "--log-format", "json", "push", "api", cwd=workdir)   # -q: warnings and errors only
+    quiet = run("-q", "--log-format", "json", "push", "api", cwd=workdir)  # -q: warnings and errors only
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
 
@@ -140,10 +147,13 @@ def test_text_logs_stay_as_they_were(workdir):
 def test_redaction():
     pem = "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----"
     logs.add_secret("hunter2-is-a-password")
-    text = logs.redact(f"key {pem} url https://user:pw@db.example/x?sig=abc&se=1 hooks.slack.com/services/T/B/C "
-                       "and hunter2-is-a-password")
-    assert text == ("key [redacted PEM] url https://[redacted]@db.example/x?[redacted] "
-                    "hooks.slack.com/[redacted] and [redacted]")
+    text = logs.redact(
+        f"key {pem} url https://user:pw@db.example/x?sig=abc&se=1 hooks.slack.com/services/T/B/C "
+        "and hunter2-is-a-password"
+    )
+    assert text == (
+        "key [redacted PEM] url https://[redacted]@db.example/x?[redacted] hooks.slack.com/[redacted] and [redacted]"
+    )
     record = logs.logging.LogRecord("certsync.apply", logs.logging.ERROR, __file__, 1, "failed: %s", (pem,), None)
     record.event, record.certificate = "push.failed", "api"
     document = json.loads(logs.JsonFormatter().format(record))
@@ -166,6 +176,7 @@ def test_json_logs_of_pushes_name_destination(three_certs, capsys):
 def test_json_mode_turns_other_libraries_warnings_into_json(capsys):
     """SDK loggers (and Python warnings, through logging.captureWarnings) never print plain text."""
     import logging
+
     logs.setup("json", quiet=True)
     try:
         logging.getLogger("providers.gcp").warning("pruning failed for %s", "api")

@@ -1,4 +1,5 @@
 """CSR enrollment checks, with CSRs made by `openssl req` (a tool nobody here wrote) and by cryptography."""
+
 import ipaddress
 import subprocess
 from datetime import timedelta
@@ -16,8 +17,13 @@ from sync.pki.csr import CsrRequest, check_csr, load_csr
 from sync.errors import PolicyError, UsageError
 
 ALL_KEYS = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
-PROFILE = ProfileConfig(ca="issuing", key="ec-p256", allowed_keys=ALL_KEYS,
-                        allowed_domains=["*.example.internal", "example.internal"], allowed_ips=["10.0.0.0/8"])
+PROFILE = ProfileConfig(
+    ca="issuing",
+    key="ec-p256",
+    allowed_keys=ALL_KEYS,
+    allowed_domains=["*.example.internal", "example.internal"],
+    allowed_ips=["10.0.0.0/8"],
+)
 NEWKEY = {
     "rsa-2048": ["-newkey", "rsa:2048"],
     "rsa-1024": ["-newkey", "rsa:1024"],
@@ -27,12 +33,32 @@ NEWKEY = {
 }
 
 
-def openssl_csr(tmp_path: Path, key: str, *, subject: str = "/CN=api.example.internal",
-                san: str | None = "subjectAltName=DNS:www.example.internal,IP:10.1.2.3",
-                extra: tuple[str, ...] = (), outform: str = "PEM") -> bytes:
+def openssl_csr(
+    tmp_path: Path,
+    key: str,
+    *,
+    subject: str = "/CN=api.example.internal",
+    san: str | None = "subjectAltName=DNS:www.example.internal,IP:10.1.2.3",
+    extra: tuple[str, ...] = (),
+    outform: str = "PEM",
+) -> bytes:
     out = tmp_path / f"{key}.csr"
-    args = ["openssl", "req", "-new", *NEWKEY[key], "-nodes", "-keyout", str(tmp_path / f"{key}.key"),
-            "-subj", subject, "-outform", outform, "-out", str(out), *extra]
+    args = [
+        "openssl",
+        "req",
+        "-new",
+        *NEWKEY[key],
+        "-nodes",
+        "-keyout",
+        str(tmp_path / f"{key}.key"),
+        "-subj",
+        subject,
+        "-outform",
+        outform,
+        "-out",
+        str(out),
+        *extra,
+    ]
     if san:
         args += ["-addext", san]
     result = subprocess.run(args, capture_output=True, text=True)
@@ -40,8 +66,15 @@ def openssl_csr(tmp_path: Path, key: str, *, subject: str = "/CN=api.example.int
     return out.read_bytes()
 
 
-def make_csr(*, key_type: str = "ec-p256", cn: str | None = "api.example.internal", dns=(), ips=(),
-             extensions=(), extra_subject=()) -> x509.CertificateSigningRequest:
+def make_csr(
+    *,
+    key_type: str = "ec-p256",
+    cn: str | None = "api.example.internal",
+    dns=(),
+    ips=(),
+    extensions=(),
+    extra_subject=(),
+) -> x509.CertificateSigningRequest:
     key = certs.generate_key(key_type)
     attrs = ([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []) + list(extra_subject)
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
@@ -54,6 +87,7 @@ def make_csr(*, key_type: str = "ec-p256", cn: str | None = "api.example.interna
 
 
 # --- openssl-made CSRs --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key,key_type", [("rsa-2048", "rsa-2048"), ("ec-p256", "ec-p256"), ("ed25519", "ed25519")])
 def test_openssl_csrs_are_accepted(tmp_path, key, key_type):
@@ -91,29 +125,69 @@ def test_openssl_ca_request_is_refused(tmp_path):
 
 def test_issued_certificate_takes_names_from_policy_not_the_csr(tmp_path):
     """O/OU and requested extensions (EKU codeSigning, KU) stay out of the certificate."""
-    data = openssl_csr(tmp_path, "ec-p256", subject="/CN=api.example.internal/O=Evil Corp/OU=Takeover",
-                       extra=("-addext", "extendedKeyUsage=codeSigning",
-                              "-addext", "keyUsage=critical,digitalSignature,nonRepudiation"))
+    data = openssl_csr(
+        tmp_path,
+        "ec-p256",
+        subject="/CN=api.example.internal/O=Evil Corp/OU=Takeover",
+        extra=(
+            "-addext",
+            "extendedKeyUsage=codeSigning",
+            "-addext",
+            "keyUsage=critical,digitalSignature,nonRepudiation",
+        ),
+    )
     request = check_csr(load_csr(data), "tls-server", PROFILE)
     root_key, issuing_key = certs.generate_key("ec-p256"), certs.generate_key("ec-p256")
     root = certs.create_ca("CN=Test Root CA", root_key, timedelta(days=30))
-    issuing = certs.create_ca("CN=Test Issuing CA", issuing_key, timedelta(days=20), parent=certs.Issuer(root, root_key))
-    leaf = certs.issue_leaf(certs.Issuer(issuing, issuing_key), request.public_key, common_name=request.common_name,
-                         dns_names=request.dns_names, ip_addresses=request.ip_addresses,
-                         usages=PROFILE.usages, validity=PROFILE.validity)
+    issuing = certs.create_ca(
+        "CN=Test Issuing CA", issuing_key, timedelta(days=20), parent=certs.Issuer(root, root_key)
+    )
+    leaf = certs.issue_leaf(
+        certs.Issuer(issuing, issuing_key),
+        request.public_key,
+        common_name=request.common_name,
+        dns_names=request.dns_names,
+        ip_addresses=request.ip_addresses,
+        usages=PROFILE.usages,
+        validity=PROFILE.validity,
+    )
     for name, obj in (("root", root), ("issuing", issuing), ("leaf", leaf)):
         (tmp_path / f"{name}.pem").write_bytes(obj.public_bytes(serialization.Encoding.PEM))
-    shown = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "leaf.pem"), "-noout", "-subject",
-                            "-ext", "subjectAltName,extendedKeyUsage,keyUsage"], capture_output=True, text=True)
+    shown = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-in",
+            str(tmp_path / "leaf.pem"),
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName,extendedKeyUsage,keyUsage",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "subject=CN = api.example.internal\n" in shown.stdout, shown.stdout
     assert "Evil" not in shown.stdout and "Takeover" not in shown.stdout
     assert "DNS:api.example.internal, DNS:www.example.internal, IP Address:10.1.2.3" in shown.stdout
     assert "TLS Web Server Authentication" in shown.stdout and "Code Signing" not in shown.stdout
     assert "Non Repudiation" not in shown.stdout
-    verify = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(tmp_path / "root.pem"),
-                             "-untrusted", str(tmp_path / "issuing.pem"), str(tmp_path / "leaf.pem")],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            str(tmp_path / "root.pem"),
+            "-untrusted",
+            str(tmp_path / "issuing.pem"),
+            str(tmp_path / "leaf.pem"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # the key in the certificate is the one whose private half openssl wrote
     key = serialization.load_pem_private_key((tmp_path / "ec-p256.key").read_bytes(), None)
@@ -121,6 +195,7 @@ def test_issued_certificate_takes_names_from_policy_not_the_csr(tmp_path):
 
 
 # --- cryptography-made CSRs ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key_type", ALL_KEYS)
 def test_every_issued_key_type_is_accepted(key_type):
@@ -131,9 +206,11 @@ def test_every_issued_key_type_is_accepted(key_type):
 @pytest.mark.parametrize("curve", [ec.SECP521R1(), ec.SECP224R1(), ec.BrainpoolP256R1()])
 def test_other_curves_are_refused(curve):
     key = ec.generate_private_key(curve)
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
+        .sign(key, hashes.SHA256())
+    )
     with pytest.raises(UsageError, match=f"EC curve {curve.name} is not accepted"):
         check_csr(csr, "tls-server", PROFILE)
 
@@ -153,9 +230,17 @@ def test_broken_signature_is_refused(tmp_path, maker):
 
 
 def test_key_cert_sign_request_is_refused():
-    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
-                          encipher_only=False, decipher_only=False)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
     with pytest.raises(UsageError, match="keyCertSign"):
         check_csr(make_csr(extensions=[usage]), "tls-server", PROFILE)
 
@@ -167,13 +252,18 @@ def test_ca_true_request_is_refused():
     check_csr(make_csr(extensions=[x509.BasicConstraints(ca=False, path_length=None)]), "tls-server", PROFILE)
 
 
-@pytest.mark.parametrize("kwargs,rule", [
-    ({"cn": "api.evil.example"}, r"DNS name 'api.evil.example' is not within allowed_domains"),
-    ({"dns": ["www.example.internal", "deep.api.example.internal"]},
-     r"DNS name 'deep.api.example.internal' is not within allowed_domains"),
-    ({"ips": ["192.168.1.1"]}, r"IP address 192.168.1.1 is not within allowed_ips"),
-    ({"cn": "172.16.0.1"}, r"IP address 172.16.0.1 is not within allowed_ips"),
-])
+@pytest.mark.parametrize(
+    "kwargs,rule",
+    [
+        ({"cn": "api.evil.example"}, r"DNS name 'api.evil.example' is not within allowed_domains"),
+        (
+            {"dns": ["www.example.internal", "deep.api.example.internal"]},
+            r"DNS name 'deep.api.example.internal' is not within allowed_domains",
+        ),
+        ({"ips": ["192.168.1.1"]}, r"IP address 192.168.1.1 is not within allowed_ips"),
+        ({"cn": "172.16.0.1"}, r"IP address 172.16.0.1 is not within allowed_ips"),
+    ],
+)
 def test_names_outside_the_profile_are_refused_naming_the_rule(kwargs, rule):
     with pytest.raises(PolicyError, match=f"profile 'tls-server': {rule}"):
         check_csr(make_csr(**kwargs), "tls-server", PROFILE)
@@ -204,28 +294,42 @@ def test_no_usable_name_is_refused():
 
 
 def test_other_san_types_are_refused():
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
-           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("a@example.internal")]), critical=False))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("a@example.internal")]), critical=False)
+    )
     key = certs.generate_key("ec-p256")
     with pytest.raises(UsageError, match="email"):
         check_csr(csr.sign(key, hashes.SHA256()), "tls-server", PROFILE)
 
 
-@pytest.mark.parametrize("name", ["under_score.example.internal", "a..example.internal", "-a.example.internal",
-                                  "*.*.example.internal", "a.*.example.internal", "trailing.example.internal."])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "under_score.example.internal",
+        "a..example.internal",
+        "-a.example.internal",
+        "*.*.example.internal",
+        "a.*.example.internal",
+        "trailing.example.internal.",
+    ],
+)
 def test_invalid_dns_sans_are_refused(name):
     with pytest.raises(UsageError, match="not a valid DNS name"):
         check_csr(make_csr(cn=None, dns=[name]), "tls-server", PROFILE)
 
 
-@pytest.mark.parametrize("data", [
-    b"",
-    b"garbage",
-    b"-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgY3Ny\n-----END CERTIFICATE REQUEST-----\n",
-    b"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n",
-    b"\x30\x82\x01\x00\x30",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage",
+        b"-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgY3Ny\n-----END CERTIFICATE REQUEST-----\n",
+        b"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n",
+        b"\x30\x82\x01\x00\x30",
+    ],
+)
 def test_malformed_input_is_refused(data):
     with pytest.raises(UsageError, match="^CSR: not a PEM or DER certificate signing request$"):
         load_csr(data)

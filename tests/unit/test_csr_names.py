@@ -2,6 +2,7 @@
 sign`): a wildcard and its apex never share a name, the same names again make a new version (client
 renewal), and a different CSR whose generated name is taken by other names is refused, not filed as
 a new version of an unrelated certificate."""
+
 import pytest
 
 from sync import config
@@ -20,9 +21,24 @@ def cfg(workdir):
 
 def csr(workdir, cn: str | None, *sans: str, out: str = "client.csr") -> str:
     """An openssl CSR; cn None: no CN (the names are the SANs only)."""
-    result = openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                     "-keyout", out + ".key", "-out", out, "-subj", f"/CN={cn}" if cn else "/O=certsync tests",
-                     "-addext", "subjectAltName=" + ",".join(f"DNS:{s}" for s in (sans or (cn,))), cwd=workdir)
+    result = openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        out + ".key",
+        "-out",
+        out,
+        "-subj",
+        f"/CN={cn}" if cn else "/O=certsync tests",
+        "-addext",
+        "subjectAltName=" + ",".join(f"DNS:{s}" for s in (sans or (cn,))),
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -39,10 +55,14 @@ def test_a_wildcard_and_its_apex_are_two_certificates(cfg, workdir):
     run("sign", "--csr", csr(workdir, "example.internal"), "--profile", "tls-server", cwd=workdir)
     with App(cfg) as app:
         with app.store.transaction() as tx:
-            found = {name: [v.sans for v in tx.certificates.versions_of(name)]
-                     for name in ("wildcard-example-internal", "example-internal")}
-    assert found == {"wildcard-example-internal": [["DNS:*.example.internal"]],
-                     "example-internal": [["DNS:example.internal"]]}
+            found = {
+                name: [v.sans for v in tx.certificates.versions_of(name)]
+                for name in ("wildcard-example-internal", "example-internal")
+            }
+    assert found == {
+        "wildcard-example-internal": [["DNS:*.example.internal"]],
+        "example-internal": [["DNS:example.internal"]],
+    }
 
 
 def test_the_same_names_again_are_a_new_version(cfg, workdir):

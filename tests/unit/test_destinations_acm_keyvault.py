@@ -1,4 +1,5 @@
 """Config rules of the aws-acm destination and of Key Vault certificate objects (no cloud needed)."""
+
 import pytest
 
 from providers import aws_acm
@@ -30,9 +31,13 @@ def test_acm_takes_pem_only_and_its_key_types():
         load({"provider": "aws-acm"}, profile={"key": "ed25519"})
     # a deploy_to profile whose allowed keys ACM cannot take
     with pytest.raises(config.ConfigError, match=r"profile\.p\.deploy_to\[0\]"):
-        config.from_dict({**BASE, "destination": {"d": {"provider": "aws-acm"}},
-                          "profile": {"p": {"ca": "root", "deploy_to": ["d"],
-                                            "allowed_keys": ["ec-p256", "ed25519"]}}})
+        config.from_dict(
+            {
+                **BASE,
+                "destination": {"d": {"provider": "aws-acm"}},
+                "profile": {"p": {"ca": "root", "deploy_to": ["d"], "allowed_keys": ["ec-p256", "ed25519"]}},
+            }
+        )
 
 
 def test_acm_is_paced_under_its_import_quota():

@@ -2,6 +2,7 @@
 TLS servers with a certsync-issued certificate (with and without its intermediate), an expired
 self-signed one, a wrong-host one and a weak (RSA-1024, SHA-1) one; then `list --discovered`,
 metrics, the gone marking on a rescan, and one-line errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from tests.unit.conftest import write_config
 
 
 def cli(*args, cwd, check=True):
-    result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=120, env={**os.environ, "COLUMNS": "250"})
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -36,8 +43,18 @@ def free_port() -> int:
 
 def s_server(cert, key, chain=None) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    args = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key), "-www",
-            "-quiet"] + (["-cert_chain", str(chain)] if chain else [])
+    args = [
+        "openssl",
+        "s_server",
+        "-accept",
+        f"127.0.0.1:{port}",
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        "-www",
+        "-quiet",
+    ] + (["-cert_chain", str(chain)] if chain else [])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -58,29 +75,62 @@ def lab(tmp_path_factory):
     cli("apply", "-q", cwd=work)
     pem = cli("export", "api", "--format", "pem", cwd=work).stdout
     blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", pem, re.S)
-    key = load_pem_private_key(re.search(r"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----\n", pem,
-                                         re.S).group(0).encode(), None)
+    key = load_pem_private_key(
+        re.search(r"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----\n", pem, re.S).group(0).encode(), None
+    )
     (work / "api.crt").write_text(blocks[0])
     (work / "inter.crt").write_text(blocks[1])
     from cryptography.hazmat.primitives import serialization
-    (work / "api.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
+
+    (work / "api.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     managed, p_managed = s_server(work / "api.crt", work / "api.key", work / "inter.crt")
-    missing, p_missing = s_server(work / "api.crt", work / "api.key")           # intermediate left out
+    missing, p_missing = s_server(work / "api.crt", work / "api.key")  # intermediate left out
     expired = make("old.test", not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=2))
     root = make("Foreign Root", ca=True)
     wrong = make("www.other.test", issuer=root, sans=["www.other.test"])
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:1024", "-sha1", "-nodes", "-subj", "/CN=weak.test",
-                    "-days", "60", "-keyout", str(work / "weak.key"), "-out", str(work / "weak.crt")],
-                   check=True, capture_output=True)       # cryptography no longer signs with SHA-1
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-sha1",
+            "-nodes",
+            "-subj",
+            "/CN=weak.test",
+            "-days",
+            "60",
+            "-keyout",
+            str(work / "weak.key"),
+            "-out",
+            str(work / "weak.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # cryptography no longer signs with SHA-1
     servers = Servers()
-    ports = servers.start([server_context(*write_chain(work, n, c))
-                           for n, c in (("expired", [expired]), ("wrong", [wrong, root]))]
-                          + [server_context(work / "weak.crt", work / "weak.key")])
+    ports = servers.start(
+        [server_context(*write_chain(work, n, c)) for n, c in (("expired", [expired]), ("wrong", [wrong, root]))]
+        + [server_context(work / "weak.crt", work / "weak.key")]
+    )
     smtp = servers.start([server_context(work / "api.crt", work / "api.key")], smtp=True)[0]
     imap = servers.start([server_context(*write_chain(work, "imap", [wrong, root]))], imap=True)[0]
-    yield {"work": work, "managed": p_managed, "missing": p_missing, "expired": ports[0], "wrong": ports[1],
-           "weak": ports[2], "smtp": smtp, "imap": imap, "servers": servers, "expired_cert": expired, "ctx": server_context}
+    yield {
+        "work": work,
+        "managed": p_managed,
+        "missing": p_missing,
+        "expired": ports[0],
+        "wrong": ports[1],
+        "weak": ports[2],
+        "smtp": smtp,
+        "imap": imap,
+        "servers": servers,
+        "expired_cert": expired,
+        "ctx": server_context,
+    }
     servers.close()
     for proc in (managed, missing):
         proc.terminate()
@@ -98,10 +148,16 @@ def leaf_details(row, location) -> dict:
 
 def test_discover_endpoints_facts_and_listing(lab):
     work, p = lab["work"], lab
-    targets = [f"127.0.0.1:{p['managed']}/api.example.internal", f"127.0.0.1:{p['missing']}/api.example.internal",
-               f"localhost:{p['expired']}", f"127.0.0.1:{p['wrong']}/www.wrong.test", f"127.0.0.1:{p['weak']}",
-               f"smtp://127.0.0.1:{p['smtp']}/api.example.internal", f"imap://127.0.0.1:{p['imap']}/www.other.test",
-               f"127.0.0.1:{free_port()}"]
+    targets = [
+        f"127.0.0.1:{p['managed']}/api.example.internal",
+        f"127.0.0.1:{p['missing']}/api.example.internal",
+        f"localhost:{p['expired']}",
+        f"127.0.0.1:{p['wrong']}/www.wrong.test",
+        f"127.0.0.1:{p['weak']}",
+        f"smtp://127.0.0.1:{p['smtp']}/api.example.internal",
+        f"imap://127.0.0.1:{p['imap']}/www.other.test",
+        f"127.0.0.1:{free_port()}",
+    ]
     args = [a for t in targets for a in ("--tls", t)]
     result = cli("discover", *args, "--output", "json", cwd=work)
     summary = json.loads(result.stdout)
@@ -110,11 +166,15 @@ def test_discover_endpoints_facts_and_listing(lab):
     assert (summary["found"], summary["managed"], summary["new"]) == (6, 2, 6), summary
     assert [e["location"] for e in summary["errors"]] == [f"tls://127.0.0.1:{targets[-1].split(':')[1]}"]
     assert summary["errors"][0]["error"] == "connection refused"
-    assert "connection refused" in result.stderr                 # reported, not fatal (exit 0)
+    assert "connection refused" in result.stderr  # reported, not fatal (exit 0)
 
     rows = by_subject(work)
     api = rows["CN=api.example.internal"]
-    assert api["managed"] and api["sans"] == ["DNS:api.example.internal", "DNS:www.example.internal"] and api["key"] == "ec-p256"
+    assert (
+        api["managed"]
+        and api["sans"] == ["DNS:api.example.internal", "DNS:www.example.internal"]
+        and api["key"] == "ec-p256"
+    )
     assert api["issuer"] == "CN=Test Issuing CA,O=certsync tests" and not api["self_signed"]
     managed = leaf_details(api, f"tls://127.0.0.1:{p['managed']}/api.example.internal")
     assert managed["verifies_certsync"] and not managed["verifies_system"] and managed["hostname_match"]
@@ -122,7 +182,7 @@ def test_discover_endpoints_facts_and_listing(lab):
     missing = leaf_details(api, f"tls://127.0.0.1:{p['missing']}/api.example.internal")
     assert not missing["verifies_certsync"] and not missing["chain_complete"] and missing["chain_length"] == 1
     assert leaf_details(api, f"tls://127.0.0.1:{p['smtp']}/api.example.internal")["starttls"] == "smtp"
-    assert set(api["problems"]) == {"incomplete-chain", "untrusted"}      # where served without its intermediate
+    assert set(api["problems"]) == {"incomplete-chain", "untrusted"}  # where served without its intermediate
 
     old = rows["CN=old.test"]
     assert old["self_signed"] and not old["managed"] and old["days_left"] < 0
@@ -152,8 +212,11 @@ def test_discover_endpoints_facts_and_listing(lab):
     metrics = cli("metrics", cwd=work).stdout
     fp = old["fingerprint"][:16]
     assert f'certsync_discovered_problem{{fingerprint="{fp}",problem="expired"}} 1.0' in metrics
-    assert re.search(rf'certsync_discovered_not_after_seconds{{fingerprint="{fp}",managed="false",'
-                     r'subject="CN=old.test"} [0-9.e+]+', metrics)
+    assert re.search(
+        rf'certsync_discovered_not_after_seconds{{fingerprint="{fp}",managed="false",'
+        r'subject="CN=old.test"} [0-9.e+]+',
+        metrics,
+    )
 
 
 def test_rescan_marks_gone_only_what_answered_differently(lab):
@@ -170,28 +233,36 @@ def test_rescan_marks_gone_only_what_answered_differently(lab):
     rows = by_subject(work)
     assert "CN=fresh.test" in rows
     assert all(loc["location"] != f"tls://{expired}" for loc in rows.get("CN=old.test", {"locations": []})["locations"])
-    assert f"tls://{weak}" in [loc["location"] for loc in rows["CN=weak.test"]["locations"]]   # down is not gone
+    assert f"tls://{weak}" in [loc["location"] for loc in rows["CN=weak.test"]["locations"]]  # down is not gone
 
 
 def test_cidr_on_loopback(lab):
-    out = json.loads(cli("discover", "--cidr", "127.0.0.1/32", "--ports", str(lab["managed"]), "--output", "json",
-                         cwd=lab["work"]).stdout)
+    out = json.loads(
+        cli(
+            "discover", "--cidr", "127.0.0.1/32", "--ports", str(lab["managed"]), "--output", "json", cwd=lab["work"]
+        ).stdout
+    )
     assert (out["found"], out["managed"], out["errors"]) == (2, 2, [])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tls", "nonsense"], "'nonsense' is not a TLS target"),
-    (["--tls", "host:99999"], "is not a TLS target"),
-    (["--cidr", "10.0.0.0/8", "--ports", "443"], "10.0.0.0/8 has 16777216 addresses, more than max_hosts (65536)"),
-    (["--cidr", "10.0.0.0/24", "--max-hosts", "16"], "more than max_hosts (16)"),
-    (["--cidr", "not-a-network"], "is not an IP network"),
-    (["--cidr", "127.0.0.1/32", "--ports", "443,http"], "is not a port"),
-    ([], "nothing to scan"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tls", "nonsense"], "'nonsense' is not a TLS target"),
+        (["--tls", "host:99999"], "is not a TLS target"),
+        (["--cidr", "10.0.0.0/8", "--ports", "443"], "10.0.0.0/8 has 16777216 addresses, more than max_hosts (65536)"),
+        (["--cidr", "10.0.0.0/24", "--max-hosts", "16"], "more than max_hosts (16)"),
+        (["--cidr", "not-a-network"], "is not an IP network"),
+        (["--cidr", "127.0.0.1/32", "--ports", "443,http"], "is not a port"),
+        ([], "nothing to scan"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(lab, args, message):
     result = cli("discover", *args, cwd=lab["work"], check=False)
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+    assert (
+        message in result.stderr and len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+    )
 
 
 def test_unmanaged_needs_discovered(lab):

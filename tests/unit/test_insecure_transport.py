@@ -1,6 +1,7 @@
 """Insecure transports (a plaintext Google channel, an http:// AWS endpoint, Azure's challenge
 check off) are for emulators on this machine: refused for any other host unless the destination
 says allow_insecure_transport = true, and warned about (one stderr line per destination) whenever used."""
+
 import subprocess
 import sys
 
@@ -36,13 +37,21 @@ def test_insecure_transport_off_loopback_is_refused(tmp_path, extra, key):
     assert "allow_insecure_transport = true" in message and "localhost, 127.0.0.0/8 or ::1" in message
 
 
-@pytest.mark.parametrize("extra", [
-    GCP.format(host="localhost:8085"), GCP.format(host="127.0.0.1:8085"), GCP.format(host="[::1]:8085"),
-    GCP.format(host="127.3.4.5:8085"), AWS.format(host="http://127.0.0.1:4566"),
-    AWS.format(host="http://LOCALHOST:4566/"), AWS.format(host="http://[::1]:4566"),
-    AWS.format(host="https://secrets.example.internal"), AZURE.format(host="https://127.0.0.1:8443"),
-    AZURE.format(host="https://localhost:8443/"),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        GCP.format(host="localhost:8085"),
+        GCP.format(host="127.0.0.1:8085"),
+        GCP.format(host="[::1]:8085"),
+        GCP.format(host="127.3.4.5:8085"),
+        AWS.format(host="http://127.0.0.1:4566"),
+        AWS.format(host="http://LOCALHOST:4566/"),
+        AWS.format(host="http://[::1]:4566"),
+        AWS.format(host="https://secrets.example.internal"),
+        AZURE.format(host="https://127.0.0.1:8443"),
+        AZURE.format(host="https://localhost:8443/"),
+    ],
+)
 def test_insecure_transport_on_loopback_is_allowed(tmp_path, extra):
     config.load(write_config(tmp_path / "ok.toml", extra))
 
@@ -53,14 +62,19 @@ def test_allow_insecure_transport_overrides(tmp_path, extra):
 
 
 def test_the_override_alone_is_no_excuse_for_gcp_without_an_endpoint(tmp_path):
-    message = load_error(tmp_path, '[destination.g]\nprovider = "gcp"\nproject = "p"\ninsecure = true\n'
-                                   'allow_insecure_transport = true\n')
+    message = load_error(
+        tmp_path, '[destination.g]\nprovider = "gcp"\nproject = "p"\ninsecure = true\nallow_insecure_transport = true\n'
+    )
     assert f"{tmp_path / 'bad.toml'}: destination.g.insecure: " in message and "endpoint" in message
 
 
 def _run(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "sync", "--config", str(tmp_path / "sync.toml"), *args],
-                          capture_output=True, text=True, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "sync", "--config", str(tmp_path / "sync.toml"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
 
 
 def test_cli_refuses_with_one_line_exit_2_and_writes_nothing(tmp_path):
@@ -73,9 +87,14 @@ def test_cli_refuses_with_one_line_exit_2_and_writes_nothing(tmp_path):
 
 
 def test_cli_warns_once_per_insecure_destination(tmp_path):
-    write_config(tmp_path / "sync.toml", GCP.format(host="127.0.0.1:8085") + AWS.format(host="http://127.0.0.1:4566")
-                 + AZURE.format(host="https://v.vault.azure.net") + "allow_insecure_transport = true\n"
-                 + '[destination.safe]\nprovider = "aws"\nregion = "us-east-1"\n')
+    write_config(
+        tmp_path / "sync.toml",
+        GCP.format(host="127.0.0.1:8085")
+        + AWS.format(host="http://127.0.0.1:4566")
+        + AZURE.format(host="https://v.vault.azure.net")
+        + "allow_insecure_transport = true\n"
+        + '[destination.safe]\nprovider = "aws"\nregion = "us-east-1"\n',
+    )
     result = _run(tmp_path, "init")
     assert result.returncode == 0, result.stderr
     warnings = [l for l in result.stderr.splitlines() if l.startswith("warning: ")]

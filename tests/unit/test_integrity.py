@@ -2,6 +2,7 @@
 who can write to it but has no master key) is refused wherever certsync would send it out with, or
 next to, a private key, and nothing reaches a destination. The tags are HMACs under a key derived
 from the master key, bound to the row (name, version or generation, issuer link)."""
+
 import json
 import re
 import sqlite3
@@ -32,8 +33,10 @@ common_name = "web.example.internal"
 destinations = ["vault"]
 """
 ALTERED = "stored certificate does not match its integrity tag (altered in the database?)"
-UNTAGGED = ("stored certificate has no integrity tag and does not match its sealed key or its issuer's "
-            "signature (altered in the database?)")
+UNTAGGED = (
+    "stored certificate has no integrity tag and does not match its sealed key or its issuer's "
+    "signature (altered in the database?)"
+)
 
 
 def der(cert) -> bytes:
@@ -74,7 +77,7 @@ def assert_refused_everywhere(cfg, workdir, message: str):
     assert report.failed and [r.error for r in report.results if r.status == "failed"] == [message]
     report = App(cfg, providers=lambda d: MemoryProvider(cloud)).apply()
     assert report.failed and message in [r.error for r in report.results if r.status == "failed"]
-    assert dict(cloud) == {}                                  # nothing written
+    assert dict(cloud) == {}  # nothing written
     with pytest.raises(CertsyncError, match=f"^{re.escape(message)}$"):
         App(cfg).export("web", RenderOptions("json"))
     result = cli("export", "web", "--format", "pem", cwd=workdir)
@@ -100,8 +103,7 @@ def test_a_forged_chain_around_the_real_key_is_refused(cfg, workdir):
         real = tx.certificates.current("web").certificate
     root = forged_ca("CN=Test Root CA,O=certsync tests")
     issuing = forged_ca("CN=Test Issuing CA,O=certsync tests", parent=root)
-    leaf = certs.issue_leaf(issuing, real.public_key(), common_name="web.example.internal",
-                            validity=timedelta(days=90))
+    leaf = certs.issue_leaf(issuing, real.public_key(), common_name="web.example.internal", validity=timedelta(days=90))
     sql(workdir, "UPDATE authorities SET cert_der = ? WHERE name = 'root'", der(root.certificate))
     sql(workdir, "UPDATE authorities SET cert_der = ? WHERE name = 'issuing'", der(issuing.certificate))
     sql(workdir, "UPDATE certificates SET cert_der = ? WHERE name = 'web'", der(leaf))
@@ -117,7 +119,7 @@ def test_a_substituted_issuing_ca_does_not_sign(cfg, workdir):
     assert dict(cloud) == {}
     with App(cfg).store.transaction() as tx:
         assert [v.version for v in tx.certificates.versions_of("web")] == [1]
-    result = cli("revoke", "web", "--reason", "superseded", cwd=workdir)       # signing a CRL: refused too
+    result = cli("revoke", "web", "--reason", "superseded", cwd=workdir)  # signing a CRL: refused too
     assert result.returncode == 1 and result.stderr == f"error: CA 'issuing' generation 1: {ALTERED}\n"
     with App(cfg).store.transaction() as tx:
         assert tx.certificates.current("web").state == "active"
@@ -137,11 +139,11 @@ def test_rows_from_before_the_tags_are_tagged_once_checked(cfg, workdir):
     sql(workdir, "UPDATE authorities SET cert_tag = NULL")
     sql(workdir, "UPDATE certificates SET cert_tag = NULL")
     cloud = MemoryCloud()
-    report = App(cfg, providers=lambda d: MemoryProvider(cloud)).push("web")      # first use
+    report = App(cfg, providers=lambda d: MemoryProvider(cloud)).push("web")  # first use
     assert not report.failed and len(cloud) == 1
     assert sql(workdir, tags.format("authorities")) == [("issuing", 1), ("root", 1)]
     assert sql(workdir, tags.format("certificates")) == [("api", 0), ("web", 1)]
-    App(cfg).init()                                                               # init tags the rest
+    App(cfg).init()  # init tags the rest
     assert sql(workdir, tags.format("certificates")) == [("api", 1), ("web", 1)]
     json.loads(App(cfg).export("api", RenderOptions("json")).body)
 
@@ -151,12 +153,12 @@ def test_an_untagged_row_that_does_not_check_is_refused(cfg, workdir):
         real = tx.certificates.current("web").certificate
     root = forged_ca("CN=Test Root CA,O=certsync tests")
     issuing = forged_ca("CN=Test Issuing CA,O=certsync tests", parent=root)
-    leaf = certs.issue_leaf(issuing, real.public_key(), common_name="web.example.internal",
-                            validity=timedelta(days=90))
+    leaf = certs.issue_leaf(issuing, real.public_key(), common_name="web.example.internal", validity=timedelta(days=90))
     sql(workdir, "UPDATE authorities SET cert_tag = NULL, cert_der = ? WHERE name = 'root'", der(root.certificate))
-    sql(workdir, "UPDATE authorities SET cert_tag = NULL, cert_der = ? WHERE name = 'issuing'",
-        der(issuing.certificate))
+    sql(
+        workdir, "UPDATE authorities SET cert_tag = NULL, cert_der = ? WHERE name = 'issuing'", der(issuing.certificate)
+    )
     sql(workdir, "UPDATE certificates SET cert_tag = NULL, cert_der = ? WHERE name = 'web'", der(leaf))
-    App(cfg).init()                           # does not tag what does not check, and does not fail
+    App(cfg).init()  # does not tag what does not check, and does not fail
     assert sql(workdir, "SELECT cert_tag IS NULL FROM certificates WHERE name = 'web'") == [(1,)]
-    assert_refused_everywhere(cfg, workdir, f"CA 'root' generation 1: {UNTAGGED}")   # checked root first
+    assert_refused_everywhere(cfg, workdir, f"CA 'root' generation 1: {UNTAGGED}")  # checked root first

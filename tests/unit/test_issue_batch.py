@@ -1,5 +1,6 @@
 """Batched issuance (issue_many behind `apply`): one transaction per batch, and a
 certificate that fails still fails alone."""
+
 from datetime import timedelta
 
 import pytest
@@ -18,11 +19,14 @@ MANY = """
 [certificate.bad]
 profile = "tls-server"
 common_name = "bad.elsewhere.test"
-""" + "".join(f"""
+""" + "".join(
+    f"""
 [certificate.c{i}]
 profile = "tls-server"
 common_name = "c{i}.example.internal"
-""" for i in range(7))
+"""
+    for i in range(7)
+)
 
 
 @pytest.fixture
@@ -41,14 +45,14 @@ def count_commits(store):
 
 def test_batches_share_transactions_and_a_policy_failure_stays_alone(cfg):
     store = App(cfg).store
-    store.master_key()                  # loaded once, on first use: its read is not a batch
+    store.master_key()  # loaded once, on first use: its read is not a batch
     commits = count_commits(store)
     names = ["api", "bad", *(f"c{i}" for i in range(7))]
     results = list(issue_many(cfg, store, [IssueRequest(n) for n in names], utcnow(), batch_size=3))
-    assert [r.name for r, _ in results] == names                      # request order
+    assert [r.name for r, _ in results] == names  # request order
     failed = {r.name: str(o) for r, o in results if isinstance(o, Exception)}
     assert list(failed) == ["bad"] and "allowed_domains" in failed["bad"]
-    assert len(commits) == 3                                           # 9 requests, batches of 3
+    assert len(commits) == 3  # 9 requests, batches of 3
     with store.transaction() as tx:
         latest = {row.name: (row.version, row.state) for row in tx.certificates.latest_versions()}
     assert latest == {n: (1, "active") for n in names if n != "bad"}
@@ -65,8 +69,7 @@ def test_apply_reports_like_before_and_renewal_supersedes(cfg):
     assert report.summary() == {"renew": 8, "failed": 1}
     store = App(cfg).store
     with store.transaction() as tx:
-        assert [(v.version, v.state) for v in tx.certificates.versions_of("c3")] == [
-            (2, "active"), (1, "superseded")]
+        assert [(v.version, v.state) for v in tx.certificates.versions_of("c3")] == [(2, "active"), (1, "superseded")]
         assert len(tx.certificates.current_many(["api", "c0", "bad"])) == 2
 
 

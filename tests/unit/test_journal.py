@@ -3,6 +3,7 @@
 Pushes are recorded as they land (small batches from the main thread), a copy found in a listing
 with our tags and a fingerprint we hold but no record is adopted into the records, and `retire`
 or a removal from config finds copies by record and by tagged listing."""
+
 import itertools
 import threading
 
@@ -47,8 +48,10 @@ class Crash(MemoryProvider):
 
 def certs_config(workdir, names=NAMES, extra_dest=""):
     body = '\n[destination.vault]\nprovider = "aws"\nregion = "eu-west-1"\nconcurrency = 1\n' + extra_dest
-    body += "".join(f'\n[certificate.{n}]\nprofile = "tls-server"\ncommon_name = "{n}.example.internal"\n'
-                    f'destinations = ["vault"]\n' for n in names)
+    body += "".join(
+        f'\n[certificate.{n}]\nprofile = "tls-server"\ncommon_name = "{n}.example.internal"\ndestinations = ["vault"]\n'
+        for n in names
+    )
     write_config(workdir / "sync.toml", body)
     cfg = config.load("sync.toml")
     App(cfg).init()
@@ -76,7 +79,7 @@ def test_pushes_that_landed_before_a_crash_are_recorded(cfg):
 
 def test_a_copy_that_landed_unrecorded_is_adopted_by_the_next_run(cfg):
     cloud = MemoryCloud()
-    provider = Crash(cloud, at=2, after_write=True)     # the second put landed, its answer was lost
+    provider = Crash(cloud, at=2, after_write=True)  # the second put landed, its answer was lost
     with pytest.raises(SystemExit):
         App(cfg, providers=lambda d: provider).apply()
     orphan = provider.died_on
@@ -91,10 +94,10 @@ def test_a_copy_that_landed_unrecorded_is_adopted_by_the_next_run(cfg):
 
     report = App(cfg, providers=lambda d: plain).apply()
     assert not report.failed
-    assert cloud[orphan].version == version                 # adopted: recorded, not written again
+    assert cloud[orphan].version == version  # adopted: recorded, not written again
     assert recorded(cfg) == {("vault", n): n for n in NAMES}
     assert {c.name: c.in_sync for c in App(cfg).inventory().certificates if c.name in NAMES} == {n: 1 for n in NAMES}
-    again = App(cfg, providers=lambda d: plain).plan()      # then nothing more to do
+    again = App(cfg, providers=lambda d: plain).plan()  # then nothing more to do
     assert not again.changes
 
 
@@ -108,15 +111,13 @@ def test_retire_deletes_a_tagged_copy_without_a_record(cfg, workdir):
     orphan = provider.died_on
     assert orphan in cloud and ("vault", orphan) not in recorded(cfg)
     # a copy elsewhere, tagged for the same certificate, and one of another certificate
-    MemoryProvider(other).put(orphan, "x", content_type="text/plain",
-                              labels={**cloud[orphan].labels})
-    MemoryProvider(other).put("keep", "x", content_type="text/plain",
-                              labels={**cloud[orphan].labels, CERT_LABEL: "a5"})
+    MemoryProvider(other).put(orphan, "x", content_type="text/plain", labels={**cloud[orphan].labels})
+    MemoryProvider(other).put("keep", "x", content_type="text/plain", labels={**cloud[orphan].labels, CERT_LABEL: "a5"})
     report = App(cfg, providers=lambda d: MemoryProvider(clouds[d])).retire(orphan)
     assert not report.failed
     assert orphan not in cloud and orphan not in other and "keep" in other
     with App(cfg) as app, app.store.transaction() as tx:
-        assert tx.certificates.current(orphan) is None      # retired
+        assert tx.certificates.current(orphan) is None  # retired
 
 
 def test_removal_from_config_deletes_a_tagged_copy_without_a_record(cfg, workdir):

@@ -1,5 +1,6 @@
 """Keys leaving the store: `export --out` (and sign/crl/metrics --out) write atomically, with the
 right mode, never through a symlink; the master key file is fsynced with its folder."""
+
 import os
 import stat
 import subprocess
@@ -32,7 +33,7 @@ def test_export_over_a_0644_file_ends_0600_and_leaves_no_temp_file(issued):
     run("export", "api", "--format", "pem", "--out", "api.pem", cwd=issued)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert "BEGIN PRIVATE KEY" in out.read_text()
-    assert set(os.listdir(issued)) == before                 # no temporary file left behind
+    assert set(os.listdir(issued)) == before  # no temporary file left behind
 
 
 @pytest.mark.parametrize("dangling", [False, True])
@@ -56,21 +57,41 @@ def test_sign_crl_and_metrics_out_refuse_symlinks_too(issued):
     victim = issued / "victim.txt"
     victim.write_text("precious\n")
     (issued / "link").symlink_to(victim)
-    made = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                           "-keyout", str(issued / "c.key"), "-out", str(issued / "c.csr"),
-                           "-subj", "/CN=svc.example.internal"], capture_output=True, text=True)
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(issued / "c.key"),
+            "-out",
+            str(issued / "c.csr"),
+            "-subj",
+            "/CN=svc.example.internal",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode == 0, made.stderr
-    for args in (("crl", "issuing", "--pem", "--out", "link"), ("metrics", "--out", "link"),
-                 ("sign", "--csr", "c.csr", "--profile", "tls-server", "--out", "link")):
+    for args in (
+        ("crl", "issuing", "--pem", "--out", "link"),
+        ("metrics", "--out", "link"),
+        ("sign", "--csr", "c.csr", "--profile", "tls-server", "--out", "link"),
+    ):
         result = run(*args, cwd=issued, expect=2)
         assert result.stderr == "error: --out: link is a symbolic link; refusing to write through it\n"
     assert victim.read_text() == "precious\n"
     listed = run("--output", "json", "list", cwd=issued).stdout
-    assert "svc-example-internal" not in listed                  # sign refused before issuing
+    assert "svc-example-internal" not in listed  # sign refused before issuing
     run("sign", "--csr", "c.csr", "--profile", "tls-server", "--out", "chain.pem", cwd=issued)
     assert stat.S_IMODE((issued / "chain.pem").stat().st_mode) == 0o644
     run("crl", "issuing", "--out", "issuing.crl", cwd=issued)
-    assert stat.S_IMODE((issued / "issuing.crl").stat().st_mode) == 0o644   # public: readable by others
+    assert stat.S_IMODE((issued / "issuing.crl").stat().st_mode) == 0o644  # public: readable by others
 
 
 def test_the_writer_uses_an_exclusive_0600_temp_file_fsyncs_and_renames(tmp_path, monkeypatch):
@@ -91,6 +112,7 @@ def test_the_writer_uses_an_exclusive_0600_temp_file_fsyncs_and_renames(tmp_path
     def spy_replace(src, dst):
         replaced.append((str(src), str(dst)))
         return real_replace(src, dst)
+
     monkeypatch.setattr(os, "open", spy_open)
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
@@ -98,11 +120,11 @@ def test_the_writer_uses_an_exclusive_0600_temp_file_fsyncs_and_renames(tmp_path
     files.write_atomic(target, "new secret\n", mode=0o600)
 
     temp, flags, mode = next(o for o in opened if o[0] != str(tmp_path))
-    assert os.path.dirname(temp) == str(tmp_path)                  # same folder: the rename is atomic
+    assert os.path.dirname(temp) == str(tmp_path)  # same folder: the rename is atomic
     assert flags & os.O_EXCL and flags & os.O_CREAT and flags & os.O_NOFOLLOW and mode == 0o600
     assert replaced == [(temp, str(target))]
-    assert target.stat().st_ino in synced                          # the file's data...
-    assert tmp_path.stat().st_ino in synced                        # ...and the rename, in its folder
+    assert target.stat().st_ino in synced  # the file's data...
+    assert tmp_path.stat().st_ino in synced  # ...and the rename, in its folder
     assert target.read_text() == "new secret\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert os.listdir(tmp_path) == ["secret.pem"]
 
@@ -117,12 +139,14 @@ def test_the_writer_leaves_the_old_file_on_failure(tmp_path):
 
 def test_master_key_file_and_its_folder_are_fsynced(tmp_path, monkeypatch):
     from sync.store import keyring
+
     synced = []
     real_fsync = os.fsync
 
     def spy_fsync(fd):
         synced.append(os.fstat(fd).st_ino)
         return real_fsync(fd)
+
     monkeypatch.setattr(os, "fsync", spy_fsync)
     key_file = tmp_path / "keys" / "master.key"
     keyring.create_key_file(key_file)
@@ -145,11 +169,16 @@ def _pfx_app(workdir, cloud):
     from sync import config
     from sync.app import App
     from tests.support.memory import MemoryProvider
+
     text = (workdir / "sync.toml").read_text()
     if "[destination.vault]" not in text:
-        text = text.replace('dns_names = ["api.example.internal", "www.example.internal"]',
-                            'dns_names = ["api.example.internal", "www.example.internal"]\n'
-                            'destinations = ["vault"]') + PFX_DESTINATION
+        text = (
+            text.replace(
+                'dns_names = ["api.example.internal", "www.example.internal"]',
+                'dns_names = ["api.example.internal", "www.example.internal"]\ndestinations = ["vault"]',
+            )
+            + PFX_DESTINATION
+        )
         (workdir / "sync.toml").write_text(text)
     return App(config.load(workdir / "sync.toml"), providers=lambda d: MemoryProvider(cloud, destination=d))
 
@@ -160,6 +189,7 @@ def test_a_pfx_password_change_is_pushed_again(workdir, monkeypatch):
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     from tests.support.memory import MemoryCloud
+
     cloud = MemoryCloud()
     monkeypatch.setenv("PFX_PW", "first-Secret-1")
     with _pfx_app(workdir, cloud) as app:
@@ -191,6 +221,7 @@ def test_the_pfx_password_tag_is_keyed_by_the_master_key(workdir, monkeypatch, t
     import hashlib
 
     from sync.store import keyring
+
     key_a = keyring.MasterKey(os.urandom(32), "a")
     key_b = keyring.MasterKey(os.urandom(32), "b")
     tag_a = key_a.password_tag("vault", b"hunter2-pass")
@@ -198,9 +229,10 @@ def test_the_pfx_password_tag_is_keyed_by_the_master_key(workdir, monkeypatch, t
     assert tag_a != key_b.password_tag("vault", b"hunter2-pass")
     assert tag_a != key_a.password_tag("vault", b"hunter2-pasS")
     assert tag_a != key_a.password_tag("other", b"hunter2-pass")
-    assert hashlib.sha256(b"hunter2-pass").hexdigest()[:len(tag_a)] != tag_a
+    assert hashlib.sha256(b"hunter2-pass").hexdigest()[: len(tag_a)] != tag_a
 
     from tests.support.memory import MemoryCloud
+
     cloud = MemoryCloud()
     monkeypatch.setenv("PFX_PW", "hunter2-pass")
     with _pfx_app(workdir, cloud) as app:
@@ -218,6 +250,7 @@ def test_plan_without_pfx_passwords_needs_no_master_key(workdir, monkeypatch):
     from sync import config
     from sync.app import App
     from tests.support.memory import MemoryCloud, MemoryProvider
+
     cloud = MemoryCloud()
     monkeypatch.setenv("PFX_PW", "pw-One-1")
     with _pfx_app(workdir, cloud) as app:
@@ -229,6 +262,5 @@ def test_plan_without_pfx_passwords_needs_no_master_key(workdir, monkeypatch):
             app.plan()
     text = (workdir / "sync.toml").read_text().replace('pkcs12_password_env = "PFX_PW"\n', "")
     (workdir / "sync.toml").write_text(text)
-    with App(config.load(workdir / "sync.toml"),
-             providers=lambda d: MemoryProvider(cloud, destination=d)) as app:
-        assert [a.kind for a in app.plan().changes] == ["push"]      # password removed: re-push planned
+    with App(config.load(workdir / "sync.toml"), providers=lambda d: MemoryProvider(cloud, destination=d)) as app:
+        assert [a.kind for a in app.plan().changes] == ["push"]  # password removed: re-push planned

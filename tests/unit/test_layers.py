@@ -1,4 +1,5 @@
 """The layer contracts in pyproject.toml ([tool.importlinter]) hold: run by import-linter itself."""
+
 import shutil
 import subprocess
 import sys

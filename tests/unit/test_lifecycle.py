@@ -1,5 +1,6 @@
 """The lifecycle offline: renewal on a controlled clock, revocation checked by openssl (CRL and
 OCSP), CSR enrollment. No cloud here; tests/e2e covers the pushes."""
+
 import json
 import subprocess
 import sys
@@ -17,8 +18,7 @@ from sync.pki.crl import REVOKE_REASONS
 
 
 def run(*args, cwd, expect=0, stdin=None):
-    result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, cwd=cwd,
-                            input=stdin)
+    result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, cwd=cwd, input=stdin)
     assert result.returncode == expect, result.stderr
     assert "Traceback" not in result.stderr
     return result
@@ -38,6 +38,7 @@ def cfg(workdir):
 def chain_files(cfg, workdir, name="api"):
     """leaf.pem, chain.pem (intermediate) and root.pem of the active version of `name`."""
     from sync.pki.render import RenderOptions
+
     document = json.loads(App(cfg).export(name, RenderOptions("json")).body)
     (workdir / "leaf.pem").write_text(document["certificate"])
     (workdir / "chain.pem").write_text(document["certificate_chain"])
@@ -46,8 +47,18 @@ def chain_files(cfg, workdir, name="api"):
 
 
 def verify_with_crl(workdir, leaf="leaf.pem"):
-    return openssl("verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "chain.pem",
-                   "-CRLfile", "crl.pem", leaf, cwd=workdir)
+    return openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "chain.pem",
+        "-CRLfile",
+        "crl.pem",
+        leaf,
+        cwd=workdir,
+    )
 
 
 def test_server_driven_renewal_on_a_controlled_clock(cfg):
@@ -68,8 +79,11 @@ def test_server_driven_renewal_on_a_controlled_clock(cfg):
 
 @pytest.mark.parametrize("rotation, same_key", [("rotate", False), ("reuse", True)])
 def test_key_rotation_setting(workdir, rotation, same_key):
-    text = (workdir / "sync.toml").read_text().replace('renew_before = "30d"',
-                                                       f'renew_before = "30d"\nkey_rotation = "{rotation}"')
+    text = (
+        (workdir / "sync.toml")
+        .read_text()
+        .replace('renew_before = "30d"', f'renew_before = "30d"\nkey_rotation = "{rotation}"')
+    )
     (workdir / "sync.toml").write_text(text)
     cfg = config.load("sync.toml")
     App(cfg).init()
@@ -104,8 +118,12 @@ def test_crl_numbers_increase_and_der_output(cfg, workdir):
     run("crl", "issuing", "--out", "first.crl", cwd=workdir)
     run("revoke", "api", "--reason", "superseded", cwd=workdir)
     run("crl", "issuing", "--out", "second.crl", cwd=workdir)
-    numbers = [x509.load_der_x509_crl((workdir / f).read_bytes()).extensions.get_extension_for_class(
-        x509.CRLNumber).value.crl_number for f in ("first.crl", "second.crl")]
+    numbers = [
+        x509.load_der_x509_crl((workdir / f).read_bytes())
+        .extensions.get_extension_for_class(x509.CRLNumber)
+        .value.crl_number
+        for f in ("first.crl", "second.crl")
+    ]
     assert numbers[1] > numbers[0]
     parsed = openssl("crl", "-inform", "DER", "-in", "second.crl", "-noout", "-text", cwd=workdir)
     assert parsed.returncode == 0 and "Revoked Certificates:" in parsed.stdout
@@ -135,8 +153,20 @@ def ocsp_status(workdir, cfg, leaf="leaf.pem"):
     (workdir / "trust.pem").write_text((workdir / "root.pem").read_text() + (workdir / "chain.pem").read_text())
     # -cert makes openssl build its own request, so its nonce check is off here (nonce echo is
     # covered in test_revocation.py)
-    check = openssl("ocsp", "-respin", "resp.der", "-issuer", "chain.pem", "-CAfile", "trust.pem",
-                    "-cert", leaf, "-resp_text", "-no_nonce", cwd=workdir)
+    check = openssl(
+        "ocsp",
+        "-respin",
+        "resp.der",
+        "-issuer",
+        "chain.pem",
+        "-CAfile",
+        "trust.pem",
+        "-cert",
+        leaf,
+        "-resp_text",
+        "-no_nonce",
+        cwd=workdir,
+    )
     assert "Response verify OK" in check.stderr + check.stdout, check.stderr
     return check.stdout
 
@@ -150,19 +180,37 @@ def test_ocsp_good_revoked_unknown(cfg, workdir):
     assert "leaf.pem: revoked" in out and "Reason: keyCompromise" in out and "Revocation Time" in out
     # a certificate this CA never issued (same issuer name and key, unknown serial) is "unknown"
     from sync.pki import certs
+
     with App(cfg).store.transaction() as tx:
         issuer = tx.authorities.issuer(tx.authorities.active("issuing"), None, None)
-    stranger = certs.issue_leaf(issuer, certs.generate_key("ec-p256").public_key(), common_name="x.example.internal",
-                             validity=timedelta(days=1))
+    stranger = certs.issue_leaf(
+        issuer, certs.generate_key("ec-p256").public_key(), common_name="x.example.internal", validity=timedelta(days=1)
+    )
     (workdir / "stranger.pem").write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
     assert "stranger.pem: unknown" in ocsp_status(workdir, cfg, "stranger.pem")
 
 
 def make_csr(workdir, subj="/CN=svc.example.internal/O=Evil Corp", key="ec", san="DNS:svc.example.internal"):
-    newkey = {"ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "rsa1024": ["-newkey", "rsa:1024"],
-              "ed25519": ["-newkey", "ed25519"]}[key]
-    result = openssl("req", "-new", *newkey, "-nodes", "-keyout", "client.key", "-out", "client.csr",
-                     "-subj", subj, "-addext", f"subjectAltName={san}", cwd=workdir)
+    newkey = {
+        "ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "rsa1024": ["-newkey", "rsa:1024"],
+        "ed25519": ["-newkey", "ed25519"],
+    }[key]
+    result = openssl(
+        "req",
+        "-new",
+        *newkey,
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        subj,
+        "-addext",
+        f"subjectAltName={san}",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -186,10 +234,13 @@ def test_csr_enrollment(cfg, workdir):
     run("revoke", "svc-example-internal", "--reason", "cessationOfOperation", cwd=workdir)
 
 
-@pytest.mark.parametrize("kind, args, message", [
-    ("weak", dict(key="rsa1024"), "RSA"),
-    ("outside", dict(subj="/CN=svc.example.com", san="DNS:svc.example.com"), "allowed_domains"),
-])
+@pytest.mark.parametrize(
+    "kind, args, message",
+    [
+        ("weak", dict(key="rsa1024"), "RSA"),
+        ("outside", dict(subj="/CN=svc.example.com", san="DNS:svc.example.com"), "allowed_domains"),
+    ],
+)
 def test_bad_csr_is_refused_with_one_line(cfg, workdir, kind, args, message):
     make_csr(workdir, **args)
     result = run("sign", "--csr", "client.csr", "--profile", "tls-server", cwd=workdir, expect=2)
@@ -212,8 +263,9 @@ def test_revoke_replace_of_a_csr_enrollment_is_refused_before_anything_is_writte
     result = run("revoke", "svc-example-internal", "--reason", "keyCompromise", "--replace", cwd=workdir, expect=2)
     assert result.stderr.count("\n") == 1 and "--replace" in result.stderr
     with App(cfg).store.transaction() as tx:
-        assert [(v.version, v.state, v.revoked_at) for v in tx.certificates.versions_of("svc-example-internal")] \
-            == [(1, "active", None)]
+        assert [(v.version, v.state, v.revoked_at) for v in tx.certificates.versions_of("svc-example-internal")] == [
+            (1, "active", None)
+        ]
         authority = tx.authorities.active("issuing")
         assert (authority.crl_number, authority.crl_der) == crl_before
     run("crl", "issuing", "--out", "after.crl", cwd=workdir)
@@ -228,7 +280,11 @@ def spki_of(cert: x509.Certificate) -> bytes:
 def test_key_compromise_revokes_the_key_not_one_version(workdir, target):
     """reuse: three versions share a key (and a CSR enrolled with it under another name); a
     keyCompromise revocation of one revokes all four, the CRL lists them, the key is refused afterwards."""
-    text = (workdir / "sync.toml").read_text().replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    text = (
+        (workdir / "sync.toml")
+        .read_text()
+        .replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    )
     (workdir / "sync.toml").write_text(text)
     cfg = config.load("sync.toml")
     App(cfg).init()
@@ -240,8 +296,19 @@ def test_key_compromise_revokes_the_key_not_one_version(workdir, target):
     (workdir / "root.pem").write_text(document["ca_certificate"])
     (workdir / "chain.pem").write_text(document["certificate_chain"])
     # the same key enrolled under another name through a CSR
-    made = openssl("req", "-new", "-key", "api.key", "-out", "same.csr", "-subj", "/CN=svc.example.internal",
-                   "-addext", "subjectAltName=DNS:svc.example.internal", cwd=workdir)
+    made = openssl(
+        "req",
+        "-new",
+        "-key",
+        "api.key",
+        "-out",
+        "same.csr",
+        "-subj",
+        "/CN=svc.example.internal",
+        "-addext",
+        "subjectAltName=DNS:svc.example.internal",
+        cwd=workdir,
+    )
     assert made.returncode == 0, made.stderr
     run("sign", "--csr", "same.csr", "--profile", "tls-server", cwd=workdir)
     with App(cfg).store.transaction() as tx:
@@ -283,7 +350,11 @@ def test_key_compromise_revokes_the_key_not_one_version(workdir, target):
 
 def test_renewal_never_reuses_a_key_recorded_as_compromised(workdir):
     """Defence in depth: even with an active version still holding it, a compromised key is not reused."""
-    text = (workdir / "sync.toml").read_text().replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    text = (
+        (workdir / "sync.toml")
+        .read_text()
+        .replace('renew_before = "30d"', 'renew_before = "30d"\nkey_rotation = "reuse"')
+    )
     (workdir / "sync.toml").write_text(text)
     cfg = config.load("sync.toml")
     App(cfg).init()
@@ -292,7 +363,7 @@ def test_renewal_never_reuses_a_key_recorded_as_compromised(workdir):
     with App(cfg).store.transaction() as tx:
         first, second = reversed(tx.certificates.versions_of("api"))
         key = certs.spki_sha256(first.certificate.public_key())
-        assert certs.spki_sha256(second.certificate.public_key()) == key       # reuse
+        assert certs.spki_sha256(second.certificate.public_key()) == key  # reuse
         tx.certificates.record_compromised(key, "keyCompromise", utcnow(), second)
     App(cfg).renew("api")
     with App(cfg).store.transaction() as tx:

@@ -1,5 +1,6 @@
 """The token bucket paces calls; checked by counting, not by timing assertions on a noisy machine:
 a fake clock drives it."""
+
 import pytest
 
 from sync.reconcile import pacing
@@ -53,10 +54,18 @@ def test_never_more_than_the_sliding_window_allows(clock):
 
 def test_quota_domains():
     from sync.config import from_dict
-    cfg = from_dict({"destination": {
-        "a": {"provider": "aws", "region": "eu-west-1"}, "b": {"provider": "aws", "region": "eu-west-1"},
-        "g": {"provider": "gcp", "project": "p1"}, "z": {"provider": "azure", "vault_url": "https://V.vault.azure.net/"},
-        "fast": {"provider": "gcp", "project": "p2", "max_calls_per_second": 2.5}}})
+
+    cfg = from_dict(
+        {
+            "destination": {
+                "a": {"provider": "aws", "region": "eu-west-1"},
+                "b": {"provider": "aws", "region": "eu-west-1"},
+                "g": {"provider": "gcp", "project": "p1"},
+                "z": {"provider": "azure", "vault_url": "https://V.vault.azure.net/"},
+                "fast": {"provider": "gcp", "project": "p2", "max_calls_per_second": 2.5},
+            }
+        }
+    )
     quotas = {name: pacing.quota_of(d) for name, d in cfg.destination.items()}
     assert quotas["a"].domain == quotas["b"].domain  # one region, one quota
     assert quotas["a"].calls_per_second == pytest.approx(47.5)
@@ -67,14 +76,15 @@ def test_quota_domains():
 
 # --- every call counted, adaptive, shared ---------------------------------------------------------
 
+
 def test_throttling_slows_the_bucket_down_then_it_recovers(clock):
     bucket = pacing.AdaptiveBucket(10.0, clock=clock.monotonic, sleep=clock.sleep)
     bucket.throttle()
-    bucket.throttle()                       # one burst of answers: one cut
+    bucket.throttle()  # one burst of answers: one cut
     assert bucket.adaptive.current() == pytest.approx(7.0)
     for _ in range(71):
         bucket.take()
-    assert 7.0 * 1.05 < clock.now < 10.0    # 70 calls: slower than at 10/s, faster than at 7/s (recovering)
+    assert 7.0 * 1.05 < clock.now < 10.0  # 70 calls: slower than at 10/s, faster than at 7/s (recovering)
     clock.now += 60
     assert bucket.adaptive.current() == pytest.approx(10.0)
     for _ in range(5):
@@ -108,9 +118,9 @@ def test_runners_sharing_a_budget_stay_under_it_together(clock):
         stamps.append(clock.now)
     for i, t in enumerate(stamps):
         calls = sum(3 if j % 2 else 1 for j in range(i, len(stamps)) if stamps[j] < t + 1.0)
-        assert calls <= 20 + 3 + 3 * 20 * pacing.SharedBucket.CHUNK_SECONDS   # debt of one push, blocks ahead
-    assert clock.now == pytest.approx(600 / 20, rel=0.1)   # 600 tokens at 20/s: the budget, not 3x it
-    assert store.calls < 300                                # blocks: not one store call per take
+        assert calls <= 20 + 3 + 3 * 20 * pacing.SharedBucket.CHUNK_SECONDS  # debt of one push, blocks ahead
+    assert clock.now == pytest.approx(600 / 20, rel=0.1)  # 600 tokens at 20/s: the budget, not 3x it
+    assert store.calls < 300  # blocks: not one store call per take
 
 
 class CountingPacer:
@@ -131,6 +141,7 @@ def test_every_call_counts_against_its_domain():
     """A push costs its writes and its look-up; a verify read, a delete and each listing page count too."""
     from providers.registry import descriptor
     from sync.config import from_dict
+
     dest = from_dict({"destination": {"g": {"provider": "gcp", "project": "p"}}}).destination["g"]
 
     class Bare:
@@ -156,20 +167,21 @@ def test_every_call_counts_against_its_domain():
     provider.get("s")
     provider.delete("s", cert="c")
     assert len(list(provider.list_managed())) == 25_001
-    assert pacer.taken == [(3.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0), (0.0, 1.0)]   # 2 pages
-    bare.on_throttle()                      # the SDK hook reaches the domain's buckets
+    assert pacer.taken == [(3.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0), (0.0, 1.0)]  # 2 pages
+    bare.on_throttle()  # the SDK hook reaches the domain's buckets
     assert pacer.taken[-1] == "throttled"
 
 
 def test_concurrency_is_sized_from_latency():
     from providers.registry import descriptor
     from sync.config import from_dict
+
     dest = from_dict({"destination": {"a": {"provider": "aws", "region": "us-east-1"}}}).destination["a"]
     pacer = pacing.Pacer(pacing.quota_of(dest), descriptor("aws").quota, None, None)
-    assert pacer.workers(8) == 15               # 47.5 pushes/s x 2 calls x 100 ms x 1.5
+    assert pacer.workers(8) == 15  # 47.5 pushes/s x 2 calls x 100 ms x 1.5
     for _ in range(20):
-        pacer.observe(0.02)                     # loopback
-    assert pacer.workers(8) == 8                # never below the configured concurrency
+        pacer.observe(0.02)  # loopback
+    assert pacer.workers(8) == 8  # never below the configured concurrency
     for _ in range(40):
         pacer.observe(2.0)
-    assert pacer.workers(8) == 64               # a slow network: capped
+    assert pacer.workers(8) == 64  # a slow network: capped

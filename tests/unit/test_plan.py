@@ -1,18 +1,33 @@
 """plan.make_plan is pure: these cases need no store and no cloud."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import datetime, timedelta, UTC
 
 from providers.base import RemoteSecret, ownership_labels
 from sync.reconcile.plan import Current, Deployed, Desired, make_plan
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-WANT = Desired("api", "issuing", ("DNS:api.example.internal",), "ec-p256", timedelta(days=30), None,
-               (("aws", "api"), ("gcp", "api")))
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+WANT = Desired(
+    "api",
+    "issuing",
+    ("DNS:api.example.internal",),
+    "ec-p256",
+    timedelta(days=30),
+    None,
+    (("aws", "api"), ("gcp", "api")),
+)
 
 
 def current(not_after=NOW + timedelta(days=60), **kw):
-    base = dict(name="api", version=1, ca="issuing", sans=WANT.sans, key_type="ec-p256",
-                not_before=not_after - timedelta(days=90), not_after=not_after,
-                fingerprints={"aws": "f" * 32, "gcp": "e" * 32})
+    base = dict(
+        name="api",
+        version=1,
+        ca="issuing",
+        sans=WANT.sans,
+        key_type="ec-p256",
+        not_before=not_after - timedelta(days=90),
+        not_after=not_after,
+        fingerprints={"aws": "f" * 32, "gcp": "e" * 32},
+    )
     base.update(kw)
     return Current(**base)
 
@@ -23,7 +38,10 @@ def remote(name, fp, version="v1"):
 
 def in_sync():
     listings = {"aws": {"api": remote("api", "f" * 32)}, "gcp": {"api": remote("api", "e" * 32)}}
-    deployed = [Deployed("api", "aws", "api", "f" * 32, "v1", True), Deployed("api", "gcp", "api", "e" * 32, "v1", True)]
+    deployed = [
+        Deployed("api", "aws", "api", "f" * 32, "v1", True),
+        Deployed("api", "gcp", "api", "e" * 32, "v1", True),
+    ]
     return listings, deployed
 
 
@@ -40,8 +58,11 @@ def test_nothing_to_do_when_listing_matches():
 
 def test_new_certificate_is_issued_and_pushed_everywhere():
     plan = make_plan([WANT], {}, [], {"aws": {}, "gcp": {}}, NOW)
-    assert kinds(plan) == [("issue", None, "not issued yet"), ("push", "aws", "new certificate version"),
-                           ("push", "gcp", "new certificate version")]
+    assert kinds(plan) == [
+        ("issue", None, "not issued yet"),
+        ("push", "aws", "new certificate version"),
+        ("push", "gcp", "new certificate version"),
+    ]
 
 
 def test_renewal_window():
@@ -55,7 +76,10 @@ def test_renewal_window():
 def test_renewal_by_fraction_of_lifetime():
     want = Desired(**{**WANT.__dict__, "renew_window": None, "renew_fraction": 0.5})
     listings, deployed = in_sync()
-    assert make_plan([want], {"api": current(NOW + timedelta(days=44))}, deployed, listings, NOW).actions[0].kind == "renew"
+    assert (
+        make_plan([want], {"api": current(NOW + timedelta(days=44))}, deployed, listings, NOW).actions[0].kind
+        == "renew"
+    )
     assert not make_plan([want], {"api": current(NOW + timedelta(days=46))}, deployed, listings, NOW).changes
 
 
@@ -70,8 +94,10 @@ def test_drift_is_detected_from_the_listing():
     listings["aws"] = {}
     listings["gcp"] = {"api": remote("api", "e" * 32, version="v2")}
     plan = make_plan([WANT], {"api": current()}, deployed, listings, NOW)
-    assert kinds(plan) == [("push", "aws", "drift: deleted outside certsync"),
-                           ("push", "gcp", "drift: value replaced outside certsync")]
+    assert kinds(plan) == [
+        ("push", "aws", "drift: deleted outside certsync"),
+        ("push", "gcp", "drift: value replaced outside certsync"),
+    ]
 
 
 def test_changed_fingerprint_label():

@@ -1,4 +1,5 @@
 """providers/registry.py: one descriptor per cloud, and everything else follows from it."""
+
 import subprocess
 import sys
 
@@ -12,8 +13,10 @@ from sync.errors import NameError_
 
 
 def test_loading_every_provider_and_the_config_imports_no_cloud_sdk():
-    code = ("import sys, providers.registry as r, sync.config; r.descriptors(); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'google', 'azure'}))")
+    code = (
+        "import sys, providers.registry as r, sync.config; r.descriptors(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'google', 'azure'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -29,13 +32,24 @@ def test_one_descriptor_per_module_and_the_config_union_follows():
 
 def test_descriptors_drive_names_and_quotas():
     with pytest.raises(config.ConfigError, match="name 'under_score' is invalid for azure destination 'z'"):
-        config.from_dict({"destination": {"z": {"provider": "azure", "vault_url": "https://v"}},
-                          "ca": {"root": {"subject": "CN=Root"}}, "profile": {"p": {"ca": "root"}},
-                          "certificate": {"api": {"profile": "p", "common_name": "api.example",
-                                                  "destinations": [{"to": "z", "name": "under_score"}]}}})
-    purging = config.from_dict({"destination": {"z": {"provider": "azure", "vault_url": "https://v",
-                                                       "purge_on_delete": True}}}).destination["z"]
-    assert pacing.quota_of(purging).calls_per_delete == 5.0     # GET, DELETE, a poll; GET and PURGE
+        config.from_dict(
+            {
+                "destination": {"z": {"provider": "azure", "vault_url": "https://v"}},
+                "ca": {"root": {"subject": "CN=Root"}},
+                "profile": {"p": {"ca": "root"}},
+                "certificate": {
+                    "api": {
+                        "profile": "p",
+                        "common_name": "api.example",
+                        "destinations": [{"to": "z", "name": "under_score"}],
+                    }
+                },
+            }
+        )
+    purging = config.from_dict(
+        {"destination": {"z": {"provider": "azure", "vault_url": "https://v", "purge_on_delete": True}}}
+    ).destination["z"]
+    assert pacing.quota_of(purging).calls_per_delete == 5.0  # GET, DELETE, a poll; GET and PURGE
 
 
 def test_the_names_other_code_imported_from_providers_base_still_work():

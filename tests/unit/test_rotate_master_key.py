@@ -1,5 +1,6 @@
 """certsync rotate-master-key: every sealed key and integrity tag moves to the new key in one
 transaction; the old key no longer opens the store, the new one does, and nothing is lost."""
+
 import base64
 import os
 import sqlite3
@@ -11,23 +12,30 @@ from cryptography.hazmat.primitives import serialization
 
 
 def run(*args, cwd, env=None, expect=0):
-    result = subprocess.run([sys.executable, "-m", "sync", *args], capture_output=True, text=True, cwd=cwd,
-                            env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == expect, result.stderr
     return result
 
 
 def key_of(pem: str) -> bytes:
-    key_pem = pem[pem.index("-----BEGIN PRIVATE KEY"):]
+    key_pem = pem[pem.index("-----BEGIN PRIVATE KEY") :]
     key = serialization.load_pem_private_key(key_pem.encode(), None)
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def blobs(workdir):
     with sqlite3.connect(workdir / "certsync.db") as db:
-        return sorted(row[0] for row in db.execute("select key_enc from authorities union all "
-                                                   "select key_enc from certificates"))
+        return sorted(
+            row[0] for row in db.execute("select key_enc from authorities union all select key_enc from certificates")
+        )
 
 
 def test_rotation_to_a_new_key_file(workdir):
@@ -38,19 +46,19 @@ def test_rotation_to_a_new_key_file(workdir):
     assert "rotated  2 CA key(s) and 1 certificate version(s)" in out
     assert stat.S_IMODE(os.stat(workdir / "new.key").st_mode) == 0o600
     assert blobs(workdir) != before_blobs and len(blobs(workdir)) == len(before_blobs)
-    old = run("export", "api", cwd=workdir, expect=1)                 # the old key no longer opens it
+    old = run("export", "api", cwd=workdir, expect=1)  # the old key no longer opens it
     assert old.stderr.startswith("error: the master key from") and "does not match this store" in old.stderr
     (workdir / "certsync.key").unlink()
     (workdir / "new.key").rename(workdir / "certsync.key")
-    assert key_of(run("export", "api", cwd=workdir).stdout) == before_key   # the same private key
-    run("renew", "api", cwd=workdir)                                   # the CA key opens and signs
+    assert key_of(run("export", "api", cwd=workdir).stdout) == before_key  # the same private key
+    run("renew", "api", cwd=workdir)  # the CA key opens and signs
     assert run("plan", "--detailed-exitcode", cwd=workdir).returncode == 0
 
 
 def test_rotation_from_an_environment_variable_and_refusals(workdir):
     run("init", cwd=workdir)
     run("apply", cwd=workdir)
-    run("rotate-master-key", "--new-key-file", "certsync.key", cwd=workdir, expect=2)   # never over a key
+    run("rotate-master-key", "--new-key-file", "certsync.key", cwd=workdir, expect=2)  # never over a key
     current = (workdir / "certsync.key").read_text().strip()
     same = run("rotate-master-key", "--new-key-env", "SAME", cwd=workdir, env={"SAME": current}, expect=2)
     assert same.stderr == "error: rotate-master-key: the new key is the current key\n"

@@ -1,4 +1,5 @@
 """Keys at rest: encrypted, bound to their row, and a missing or wrong master key is an error."""
+
 import base64
 import os
 import sqlite3
@@ -29,17 +30,17 @@ def test_private_keys_are_not_stored_in_clear(workdir):
     App(cfg).init()
     App(cfg).apply()
     payload = App(cfg).export("api", RenderOptions("pem"))
-    key_pem = payload.body[payload.body.index("-----BEGIN PRIVATE KEY"):]
+    key_pem = payload.body[payload.body.index("-----BEGIN PRIVATE KEY") :]
     key = serialization.load_pem_private_key(key_pem.encode(), None)
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     raw = (workdir / "certsync.db").read_bytes()
     for extra in workdir.glob("certsync.db-*"):
         raw += extra.read_bytes()
     assert der not in raw and key_pem.encode() not in raw
     with sqlite3.connect(workdir / "certsync.db") as db:
-        blobs = [row[0] for row in db.execute("select key_enc from certificates")] + \
-                [row[0] for row in db.execute("select key_enc from authorities")]
+        blobs = [row[0] for row in db.execute("select key_enc from certificates")] + [
+            row[0] for row in db.execute("select key_enc from authorities")
+        ]
     assert len(blobs) == 3 and all(b[:1] == b"\x01" and der not in b for b in blobs)
 
 
@@ -48,7 +49,7 @@ def test_missing_master_key_is_an_error_not_a_new_key(workdir):
     App(cfg).init()
     App(cfg).apply()
     (workdir / "certsync.key").unlink()
-    assert App(cfg).inventory().certificates[0].name == "api"     # reading facts needs no key
+    assert App(cfg).inventory().certificates[0].name == "api"  # reading facts needs no key
     with pytest.raises(MasterKeyError, match="does not exist"):
         App(cfg).export("api", RenderOptions("pem"))
     with pytest.raises(MasterKeyError):
@@ -86,8 +87,10 @@ def test_key_blob_bound_to_its_row(workdir):
         root_blob = db.execute("select key_enc from authorities where name='root'").fetchone()[0]
         db.execute("update authorities set key_enc=? where name='issuing'", (root_blob,))
     report = App(cfg).apply()
-    assert [r.error for r in report.failed] == [f"cannot decrypt authority:issuing:1: wrong master key "
-                                                f"({workdir / 'certsync.key'}) or the stored value was altered"]
+    assert [r.error for r in report.failed] == [
+        f"cannot decrypt authority:issuing:1: wrong master key "
+        f"({workdir / 'certsync.key'}) or the stored value was altered"
+    ]
 
 
 def test_store_lock_is_exclusive(workdir):

@@ -1,4 +1,5 @@
 """Verify before and after write: key/leaf pairing, chain order, and what the cloud reports."""
+
 from dataclasses import replace
 from datetime import timedelta
 
@@ -18,8 +19,9 @@ def bundle():
     inter_key = certs.generate_key("ec-p256")
     inter = certs.create_ca("CN=Inter", inter_key, timedelta(days=10), parent=certs.Issuer(root, root_key))
     key = certs.generate_key("ec-p256")
-    leaf = certs.issue_leaf(certs.Issuer(inter, inter_key), key.public_key(), common_name="a.example.internal",
-                         validity=timedelta(days=1))
+    leaf = certs.issue_leaf(
+        certs.Issuer(inter, inter_key), key.public_key(), common_name="a.example.internal", validity=timedelta(days=1)
+    )
     return Bundle("a", 1, leaf, key, [inter], root)
 
 

@@ -1,5 +1,6 @@
 """Directory, accounts (RFC 8555 7.1.1, 7.3): newAccount (with External Account Binding),
 account update and deactivation, the account's orders, key rollover."""
+
 from __future__ import annotations
 
 import re
@@ -18,15 +19,25 @@ _MAILTO = re.compile(r"^mailto:[^@\s,;]+@[A-Za-z0-9.-]+$")
 
 
 def directory(ctx: Ctx) -> Reply:
-    return Reply({"newNonce": ctx.link("new-nonce"), "newAccount": ctx.link("new-account"),
-                  "newOrder": ctx.link("new-order"), "revokeCert": ctx.link("revoke-cert"),
-                  "keyChange": ctx.link("key-change"),
-                  "meta": {"externalAccountRequired": ctx.config.require_eab}})
+    return Reply(
+        {
+            "newNonce": ctx.link("new-nonce"),
+            "newAccount": ctx.link("new-account"),
+            "newOrder": ctx.link("new-order"),
+            "revokeCert": ctx.link("revoke-cert"),
+            "keyChange": ctx.link("key-change"),
+            "meta": {"externalAccountRequired": ctx.config.require_eab},
+        }
+    )
 
 
 def account_view(ctx: Ctx, row) -> dict:
-    return {"status": row.status, "contact": row.contact, "orders": ctx.link("acct", row.id, "orders"),
-            "createdAt": row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "status": row.status,
+        "contact": row.contact,
+        "orders": ctx.link("acct", row.id, "orders"),
+        "createdAt": row.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def _contacts(payload: dict) -> list[str]:
@@ -60,8 +71,14 @@ def new_account(ctx: Ctx) -> Reply:
         if binding is None and ctx.config.require_eab:
             raise AcmeError("externalAccountRequired", "this directory requires an External Account Binding")
         eab = _check_binding(ctx, tx, binding, key) if binding is not None else None
-        row = tx.acme.add_account(profile=ctx.profile, thumbprint=thumb, jwk=jose.public_jwk(key), contact=contact,
-                                  eab_kid=eab.kid if eab is not None else None, now=ctx.now)
+        row = tx.acme.add_account(
+            profile=ctx.profile,
+            thumbprint=thumb,
+            jwk=jose.public_jwk(key),
+            contact=contact,
+            eab_kid=eab.kid if eab is not None else None,
+            now=ctx.now,
+        )
         if eab is not None:
             eab.account_id = row.id
         audit(ctx, tx, "acme.account", actor=f"acme:{row.id}", detail={"eab_kid": row.eab_kid})
@@ -105,7 +122,7 @@ def account(ctx: Ctx) -> Reply:
         status = payload.get("status")
         if status is not None:
             if status != "deactivated":
-                raise AcmeError("malformed", "status: only \"deactivated\" may be asked for")
+                raise AcmeError("malformed", 'status: only "deactivated" may be asked for')
             row.status = "deactivated"
             audit(ctx, tx, "acme.deactivate")
         return Reply(account_view(ctx, row), 200, {"Location": ctx.link("acct", row.id)})

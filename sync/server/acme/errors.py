@@ -1,4 +1,5 @@
 """ACME problem documents (RFC 8555 6.7): urn:ietf:params:acme:error:TYPE, application/problem+json."""
+
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
@@ -8,11 +9,27 @@ from sync.server import problems
 NS = "urn:ietf:params:acme:error:"
 
 # RFC 8555 6.7 types this server sends, and their HTTP status
-STATUS = {"accountDoesNotExist": 400, "alreadyRevoked": 400, "badCSR": 400, "badNonce": 400,
-          "badPublicKey": 400, "badRevocationReason": 400, "badSignatureAlgorithm": 400, "connection": 400,
-          "dns": 400, "externalAccountRequired": 403, "incorrectResponse": 403, "invalidContact": 400, "malformed": 400,
-          "orderNotReady": 403, "rejectedIdentifier": 400, "serverInternal": 500, "unauthorized": 403,
-          "unsupportedIdentifier": 400, "userActionRequired": 403}
+STATUS = {
+    "accountDoesNotExist": 400,
+    "alreadyRevoked": 400,
+    "badCSR": 400,
+    "badNonce": 400,
+    "badPublicKey": 400,
+    "badRevocationReason": 400,
+    "badSignatureAlgorithm": 400,
+    "connection": 400,
+    "dns": 400,
+    "externalAccountRequired": 403,
+    "incorrectResponse": 403,
+    "invalidContact": 400,
+    "malformed": 400,
+    "orderNotReady": 403,
+    "rejectedIdentifier": 400,
+    "serverInternal": 500,
+    "unauthorized": 403,
+    "unsupportedIdentifier": 400,
+    "userActionRequired": 403,
+}
 
 
 class AcmeError(Exception):

@@ -1,6 +1,7 @@
 """JWS as ACME uses it (RFC 8555 6.2, RFC 7515 flattened JSON): parse, check the protected
 header, verify the signature with the account's key. Keys come from josepy (JWK parsing and RFC
 7638 thumbprints); signatures are checked by cryptography. No crypto is written here."""
+
 from __future__ import annotations
 
 import binascii
@@ -17,8 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sync.server.acme.errors import AcmeError
 
 # alg -> (key type, EC curve or None, hash); ES curves fixed by RFC 7518 3.4
-ALGORITHMS = {"RS256": ("RSA", None, hashes.SHA256), "ES256": ("EC", "secp256r1", hashes.SHA256),
-              "ES384": ("EC", "secp384r1", hashes.SHA384)}
+ALGORITHMS = {
+    "RS256": ("RSA", None, hashes.SHA256),
+    "ES256": ("EC", "secp256r1", hashes.SHA256),
+    "ES384": ("EC", "secp384r1", hashes.SHA384),
+}
 MIN_RSA_BITS = 2048
 
 
@@ -38,7 +42,7 @@ def b64encode(data: bytes) -> str:
 @dataclass(frozen=True)
 class Jws:
     protected: dict
-    payload: bytes                 # b"" : POST-as-GET
+    payload: bytes  # b"" : POST-as-GET
     signing_input: bytes
     signature: bytes
 
@@ -95,8 +99,9 @@ def check_header(jws: Jws, url: str, *, use_jwk: bool | None) -> None:
     use_jwk is True, kid where False, either where None). The nonce is checked by the caller."""
     header = jws.protected
     if header.get("alg") not in ALGORITHMS:
-        raise AcmeError("badSignatureAlgorithm", f"alg {header.get('alg')!r} is not supported",
-                        algorithms=sorted(ALGORITHMS))
+        raise AcmeError(
+            "badSignatureAlgorithm", f"alg {header.get('alg')!r} is not supported", algorithms=sorted(ALGORITHMS)
+        )
     if header.get("url") != url:
         raise AcmeError("unauthorized", "the JWS url header is not this request's URL")
     if ("jwk" in header) == ("kid" in header):
@@ -114,7 +119,7 @@ def load_jwk(jwk: object) -> josepy.JWK:
     if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC") or "d" in jwk:
         raise AcmeError("badPublicKey", "jwk: an RSA or EC public key is required")
     try:
-        key: Any = josepy.JWK.from_json(jwk)     # a JWKRSA or JWKEC (kty checked above)
+        key: Any = josepy.JWK.from_json(jwk)  # a JWKRSA or JWKEC (kty checked above)
     except (josepy.errors.Error, ValueError, TypeError, KeyError):
         raise AcmeError("badPublicKey", "jwk: not a valid public key") from None
     if jwk["kty"] == "RSA" and key.key.key_size < MIN_RSA_BITS:
@@ -148,8 +153,9 @@ def verify(jws: Jws, key: josepy.JWK) -> None:
             s = int.from_bytes(jws.signature[size:], "big")
             public.verify(encode_dss_signature(r, s), jws.signing_input, ec.ECDSA(hash_cls()))
         else:
-            raise AcmeError("badSignatureAlgorithm", f"alg {jws.alg} does not fit the account key",
-                            algorithms=sorted(ALGORITHMS))
+            raise AcmeError(
+                "badSignatureAlgorithm", f"alg {jws.alg} does not fit the account key", algorithms=sorted(ALGORITHMS)
+            )
     except InvalidSignature:
         raise AcmeError("unauthorized", "the JWS signature does not verify") from None
 

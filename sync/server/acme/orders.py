@@ -1,6 +1,7 @@
 """Orders, authorizations, challenges, finalize and certificate download (RFC 8555 7.1.3-7.5,
 7.4.2). Names are checked against the profile when the order is made (rejectedIdentifier), and
 the CSR at finalize exactly as `certsync sign` checks it, its names equal to the order's."""
+
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -43,10 +44,13 @@ def refresh(ctx: Ctx, tx: Transaction, order) -> list:
 
 
 def order_view(ctx: Ctx, order, authzs: list) -> dict:
-    view = {"status": order.status, "expires": _time(order.expires_at),
-            "identifiers": [{"type": "dns", "value": name} for name in order.identifiers],
-            "authorizations": [ctx.link("authz", a.id) for a in authzs],
-            "finalize": ctx.link("order", order.id, "finalize")}
+    view = {
+        "status": order.status,
+        "expires": _time(order.expires_at),
+        "identifiers": [{"type": "dns", "value": name} for name in order.identifiers],
+        "authorizations": [ctx.link("authz", a.id) for a in authzs],
+        "finalize": ctx.link("order", order.id, "finalize"),
+    }
     if order.certificate_serial:
         view["certificate"] = ctx.link("cert", order.id)
     if order.error:
@@ -55,8 +59,12 @@ def order_view(ctx: Ctx, order, authzs: list) -> dict:
 
 
 def challenge_view(ctx: Ctx, challenge) -> dict:
-    view = {"type": challenge.type, "url": ctx.link("chall", challenge.id), "status": challenge.status,
-            "token": challenge.token}
+    view = {
+        "type": challenge.type,
+        "url": ctx.link("chall", challenge.id),
+        "status": challenge.status,
+        "token": challenge.token,
+    }
     if challenge.validated_at is not None:
         view["validated"] = _time(challenge.validated_at)
     if challenge.error:
@@ -65,9 +73,12 @@ def challenge_view(ctx: Ctx, challenge) -> dict:
 
 
 def authz_view(ctx: Ctx, tx: Transaction, authz) -> dict:
-    view = {"identifier": {"type": "dns", "value": authz.identifier}, "status": authz.status,
-            "expires": _time(authz.expires_at),
-            "challenges": [challenge_view(ctx, c) for c in tx.acme.challenges(authz.id)]}
+    view = {
+        "identifier": {"type": "dns", "value": authz.identifier},
+        "status": authz.status,
+        "expires": _time(authz.expires_at),
+        "challenges": [challenge_view(ctx, c) for c in tx.acme.challenges(authz.id)],
+    }
     if authz.wildcard:
         view["wildcard"] = True
     return view
@@ -80,8 +91,13 @@ def new_order(ctx: Ctx) -> Reply:
         raise AcmeError("malformed", "notBefore/notAfter are not supported: the profile sets the validity")
     identifiers = _identifiers(ctx, payload.get("identifiers"))
     with ctx.state.transaction(serialized=True) as tx:
-        order = tx.acme.add_order(account_id=ctx.account(), profile=ctx.profile, identifiers=identifiers,
-                                  expires_at=ctx.now + ctx.config.order_lifetime, now=ctx.now)
+        order = tx.acme.add_order(
+            account_id=ctx.account(),
+            profile=ctx.profile,
+            identifiers=identifiers,
+            expires_at=ctx.now + ctx.config.order_lifetime,
+            now=ctx.now,
+        )
         authzs = tx.acme.authorizations(order.id)
         return Reply(order_view(ctx, order, authzs), 201, {"Location": ctx.link("order", order.id)})
 
@@ -92,20 +108,21 @@ def _identifiers(ctx: Ctx, given: object) -> list[str]:
     found: list[str] = []
     for item in given:
         if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-            raise AcmeError("malformed", "identifiers: each is {\"type\": \"dns\", \"value\": NAME}")
+            raise AcmeError("malformed", 'identifiers: each is {"type": "dns", "value": NAME}')
         if item.get("type") != "dns":
             raise AcmeError("unsupportedIdentifier", f"identifier type {item.get('type')!r}: only dns is supported")
         name = item["value"].lower().rstrip(".")
         if name not in found:
             found.append(name)
     profile = ctx.state.config.profile[ctx.profile]
-    key_type = (profile.allowed_keys or [profile.key])[0]      # names only here; the CSR's key is checked later
+    key_type = (profile.allowed_keys or [profile.key])[0]  # names only here; the CSR's key is checked later
     for name in found:
         if not csr_checks._is_dns_name(name.removeprefix("*.")):
             raise AcmeError("rejectedIdentifier", f"{name!r} is not a DNS name")
         try:
-            policy.check_request(ctx.profile, profile, dns_names=[name], ip_addresses=[], key_type=key_type,
-                                 validity=profile.validity)
+            policy.check_request(
+                ctx.profile, profile, dns_names=[name], ip_addresses=[], key_type=key_type, validity=profile.validity
+            )
             check_name_constraints(ctx.state.config, profile.ca, [name], [])
         except CertsyncError as exc:
             raise AcmeError("rejectedIdentifier", exc.message) from None
@@ -148,7 +165,7 @@ def get_authz(ctx: Ctx) -> Reply:
                 raise AcmeError("malformed", f"the authorization is {authz.status}")
             authz.status = "deactivated"
         elif payload:
-            raise AcmeError("malformed", "an authorization accepts only {\"status\": \"deactivated\"}")
+            raise AcmeError("malformed", 'an authorization accepts only {"status": "deactivated"}')
         refresh(ctx, tx, order)
         return Reply(authz_view(ctx, tx, authz))
 
@@ -210,11 +227,17 @@ def finalize(ctx: Ctx) -> Reply:
         try:
             name = enroll_names.store_name(ctx.state.config, tx, ctx.profile, csr_der)
             row = issue_from_csr(ctx.state.config, tx, name, ctx.profile, csr_der, ctx.now)
-        except UsageError as exc:                       # PolicyError too: what `certsync sign` refuses
+        except UsageError as exc:  # PolicyError too: what `certsync sign` refuses
             raise AcmeError("badCSR", exc.message) from None
         order.status, order.certificate_serial = "valid", row.serial
-        audit(ctx, tx, "issue", certificate=row.name, serial=row.serial,
-              detail={"order": order.id, "names": list(order.identifiers)})
+        audit(
+            ctx,
+            tx,
+            "issue",
+            certificate=row.name,
+            serial=row.serial,
+            detail={"order": order.id, "names": list(order.identifiers)},
+        )
         view = order_view(ctx, order, authzs)
     ctx.state.enrolled("acme", row.name, ctx.profile)
     return Reply(view, 200, {"Location": ctx.link("order", order.id)})
@@ -227,8 +250,9 @@ def _check_csr_names(ctx: Ctx, order, csr_der: bytes) -> None:
         raise AcmeError("badCSR", exc.message) from None
     if request.ip_addresses or sorted(set(request.dns_names)) != sorted(order.identifiers):
         asked = names.san_strings(request.dns_names, request.ip_addresses)
-        raise AcmeError("badCSR", f"the CSR's names ({', '.join(asked)}) are not the order's "
-                        f"({', '.join(order.identifiers)})")
+        raise AcmeError(
+            "badCSR", f"the CSR's names ({', '.join(asked)}) are not the order's ({', '.join(order.identifiers)})"
+        )
 
 
 def certificate(ctx: Ctx) -> Reply:

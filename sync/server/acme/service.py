@@ -1,11 +1,12 @@
 """What every ACME request goes through: the profile's directory must exist, the body is a JWS
 whose url, nonce and signature are checked, and every answer carries a fresh Replay-Nonce and
 the directory's Link. Handlers are synchronous (the store is), run in the thread pool."""
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import josepy
@@ -38,6 +39,7 @@ class Reply:
 @dataclass
 class Caller:
     """Who signed a request: an account (kid) or a bare key (jwk: newAccount, revokeCert by key)."""
+
     key: josepy.JWK
     account_id: str | None = None
 
@@ -117,6 +119,7 @@ class Ctx:
 def endpoint(state: ServerState, handler: Callable[[Ctx], Reply], *, methods: str = "POST"):
     """An ASGI endpoint around a synchronous handler: directory check, errors as ACME problems,
     Replay-Nonce and Link on every answer."""
+
     async def serve(request: Request) -> Response:
         profile = request.path_params["profile"]
         if profile not in state.server.acme.profiles or profile not in state.config.profile:
@@ -127,15 +130,18 @@ def endpoint(state: ServerState, handler: Callable[[Ctx], Reply], *, methods: st
             return AcmeError("malformed", "request body too large", status=413).response()
         ctx = Ctx(state, request, profile, body)
         return await run_in_threadpool(answer, ctx, handler)
+
     return serve
 
 
 def answer(ctx: Ctx, handler: Callable[[Ctx], Reply]) -> Response:
     try:
         reply = handler(ctx)
-        response: Response = (JSONResponse(reply.body, reply.status, media_type=reply.media_type)
-                              if isinstance(reply.body, dict)
-                              else Response(reply.body, reply.status, media_type=reply.media_type))
+        response: Response = (
+            JSONResponse(reply.body, reply.status, media_type=reply.media_type)
+            if isinstance(reply.body, dict)
+            else Response(reply.body, reply.status, media_type=reply.media_type)
+        )
         response.headers.update(reply.headers)
     except AcmeError as exc:
         response = _denied(ctx, exc).response()
@@ -145,7 +151,7 @@ def answer(ctx: Ctx, handler: Callable[[Ctx], Reply]) -> Response:
         with ctx.state.transaction() as tx:
             response.headers["Replay-Nonce"] = tx.acme.new_nonce(ctx.now, ctx.config.nonce_lifetime)
     except StoreError:
-        pass                                            # the answer itself says what is wrong
+        pass  # the answer itself says what is wrong
     response.headers["Cache-Control"] = "no-store"
     response.headers.append("Link", f'<{ctx.prefix}/directory>;rel="index"')
     return response
@@ -177,8 +183,25 @@ def owned(ctx: Ctx, account_id: str) -> None:
         raise AcmeError("unauthorized", "this resource belongs to another account")
 
 
-def audit(ctx: Ctx, tx: Transaction, action: str, *, certificate: str | None = None, serial: str | None = None,
-          outcome: str = "ok", detail: dict | None = None, actor: str | None = None) -> None:
-    tx.audit.record(at=ctx.now, actor=actor or f"acme:{ctx.caller.account_id if ctx.caller else '?'}",
-                    action=action, protocol="acme", outcome=outcome, certificate=certificate, serial=serial,
-                    remote_addr=ctx.remote, detail={"profile": ctx.profile, **(detail or {})})
+def audit(
+    ctx: Ctx,
+    tx: Transaction,
+    action: str,
+    *,
+    certificate: str | None = None,
+    serial: str | None = None,
+    outcome: str = "ok",
+    detail: dict | None = None,
+    actor: str | None = None,
+) -> None:
+    tx.audit.record(
+        at=ctx.now,
+        actor=actor or f"acme:{ctx.caller.account_id if ctx.caller else '?'}",
+        action=action,
+        protocol="acme",
+        outcome=outcome,
+        certificate=certificate,
+        serial=serial,
+        remote_addr=ctx.remote,
+        detail={"profile": ctx.profile, **(detail or {})},
+    )

@@ -1,6 +1,7 @@
 """Challenge checks (RFC 8555 8.3, 8.4): http-01 fetches the key authorization from the name's
 port 80 (http_port), dns-01 reads the TXT record _acme-challenge.NAME from the configured
 resolver. Each returns nothing or raises AcmeError (stored on the challenge, shown to the client)."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -60,14 +61,18 @@ def http_01(name: str, token: str, expected: str, config: AcmeConfig) -> None:
         response = connection.getresponse()
         body = response.read(MAX_BODY + 1)
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise AcmeError("connection", f"http-01: cannot fetch http://{name}:{config.http_port}/.well-known/"
-                        f"acme-challenge/...: {exc.__class__.__name__}") from None
+        raise AcmeError(
+            "connection",
+            f"http-01: cannot fetch http://{name}:{config.http_port}/.well-known/"
+            f"acme-challenge/...: {exc.__class__.__name__}",
+        ) from None
     finally:
         deadline.cancel()
         connection.close()
     if response.status != 200:
-        raise AcmeError("incorrectResponse", f"http-01: http://{name}/.well-known/acme-challenge/... answered "
-                        f"{response.status}")
+        raise AcmeError(
+            "incorrectResponse", f"http-01: http://{name}/.well-known/acme-challenge/... answered {response.status}"
+        )
     if body.decode("ascii", "replace").strip() != expected:
         raise AcmeError("incorrectResponse", "http-01: the response is not the key authorization")
 

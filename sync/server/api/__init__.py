@@ -11,6 +11,7 @@
 
 Bearer tokens (`certsync token create`), each bound to one profile and a set of scopes.
 """
+
 from __future__ import annotations
 
 from starlette.requests import Request
@@ -21,10 +22,16 @@ from sync.server.api import handlers, openapi
 from sync.server.api.http import endpoint
 from sync.server.state import ServerState
 
-_HANDLERS = {"listCertificates": handlers.list_certificates, "issueCertificate": handlers.issue,
-             "getCertificate": handlers.get_certificate, "getChain": handlers.get_chain,
-             "renewCertificate": handlers.renew, "revokeCertificate": handlers.revoke, "signCsr": handlers.sign,
-             "reportDeployment": handlers.report_deployment}
+_HANDLERS = {
+    "listCertificates": handlers.list_certificates,
+    "issueCertificate": handlers.issue,
+    "getCertificate": handlers.get_certificate,
+    "getChain": handlers.get_chain,
+    "renewCertificate": handlers.renew,
+    "revokeCertificate": handlers.revoke,
+    "signCsr": handlers.sign,
+    "reportDeployment": handlers.report_deployment,
+}
 
 
 def routes(state: ServerState) -> list[BaseRoute]:
@@ -32,16 +39,19 @@ def routes(state: ServerState) -> list[BaseRoute]:
     by_path: dict[str, dict[str, object]] = {}
     for method, path, scope, op_id, *_ in openapi.OPERATIONS:
         by_path.setdefault(path, {})[method.upper()] = endpoint(state, scope, _HANDLERS[op_id](state))
-    found: list[BaseRoute] = [Route(path, _dispatch(methods), methods=list(methods))
-                              for path, methods in by_path.items()]
+    found: list[BaseRoute] = [
+        Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()
+    ]
     document = openapi.document(state.server.public_url)
 
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(document)
+
     return [*found, Route("/openapi.json", openapi_json, methods=["GET"])]
 
 
 def _dispatch(methods: dict):
     async def run(request: Request):
         return await methods[request.method if request.method != "HEAD" else "GET"](request)
+
     return run

@@ -1,9 +1,11 @@
 """What every REST endpoint does around its work: the token (deny by default), the body (size,
 media type, strict model), the one error shape, and JSON out."""
+
 from __future__ import annotations
 
 import json
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +18,7 @@ from sync.server.auth import Principal, authenticate
 from sync.server.state import ServerState
 
 MAX_BODY = 64 * 1024
-RETRY_AFTER = "5"           # seconds: a run (apply, renew) holds the lock, or the store is away
+RETRY_AFTER = "5"  # seconds: a run (apply, renew) holds the lock, or the store is away
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -30,8 +32,10 @@ class Invalid(Exception):
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """pydantic's errors as (field, message), never echoing the value sent (it may be anything)."""
-    return [{"field": prefix + (".".join(str(p) for p in e["loc"]) or "body"), "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)]
+    return [
+        {"field": prefix + (".".join(str(p) for p in e["loc"]) or "body"), "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 async def read_json(request: Request, model: type[M]) -> M:
@@ -95,14 +99,16 @@ Handler = Callable[[Request, Principal], Awaitable[Response]]
 def endpoint(state: ServerState, scope: str, handler: Handler):
     """An ASGI endpoint: authenticate for `scope` first (nothing about the request is looked at
     before the token is known good), then the handler; CertsyncErrors become problems."""
+
     async def run(request: Request) -> Response:
         try:
             principal = await run_in_threadpool(authenticate, state, request, scope, None, protocol="api")
-            if principal.profile is None:       # a token always has one; deny rather than see everything
+            if principal.profile is None:  # a token always has one; deny rather than see everything
                 raise Forbidden("this credential is bound to no profile")
             return await handler(request, principal)
         except (CertsyncError, Invalid) as exc:
             return error_response(exc)
+
     return run
 
 

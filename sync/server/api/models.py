@@ -5,6 +5,7 @@ JSON Schema draws the line the server enforces with 422: a body that matches the
 still be refused for its content (400: a CSR that does not parse; 403: names the profile
 forbids), which no schema can say.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -27,7 +28,7 @@ STATES = ("active", "superseded", "revoked", "retired")
 
 KeyType = Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ed25519"]
 State = Literal["active", "superseded", "revoked", "retired"]
-Reason = Literal[REVOKE_REASONS]      # type: ignore[valid-type]
+Reason = Literal[REVOKE_REASONS]  # type: ignore[valid-type]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="A store name: 1-63 lowercase letters, digits, '-'.")]
 DnsName = Annotated[str, Field(pattern=DNS_PATTERN, max_length=253)]
 
@@ -40,8 +41,11 @@ def _ip(value: str) -> str:
     return str(ipaddress.ip_address(value))
 
 
-IpAddress = Annotated[str, AfterValidator(_ip), WithJsonSchema(
-    {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}], "maxLength": 45})]
+IpAddress = Annotated[
+    str,
+    AfterValidator(_ip),
+    WithJsonSchema({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}], "maxLength": 45}),
+]
 Pem = Annotated[str, Field(min_length=1, max_length=60000)]
 
 
@@ -57,6 +61,7 @@ class _Response(BaseModel):
 class IssueRequest(_Request):
     """CSR-less issuance: certsync makes the key (the profile's key type unless key_type says
     another it allows) and returns it once. At least one DNS name or IP address (or a common name)."""
+
     name: Name | None = Field(None, description="Store name; default: made from the first name.")
     common_name: str | None = Field(None, min_length=1, max_length=64)
     dns_names: list[DnsName] = Field(default_factory=list, max_length=100)
@@ -64,22 +69,27 @@ class IssueRequest(_Request):
     key_type: KeyType | None = None
 
     @model_validator(mode="after")
-    def _named(self) -> "IssueRequest":
+    def _named(self) -> IssueRequest:
         if not (self.dns_names or self.ip_addresses or self.common_name):
             raise ValueError("give at least one of dns_names, ip_addresses, common_name")
         return self
 
 
 # the same rule, for the schema (and so for clients generated from it)
-IssueRequest.model_config["json_schema_extra"] = {"examples": [{"dns_names": ["app.example.internal"]}], "anyOf": [
-    {"required": ["dns_names"], "properties": {"dns_names": {"minItems": 1}}},
-    {"required": ["ip_addresses"], "properties": {"ip_addresses": {"minItems": 1}}},
-    {"required": ["common_name"], "properties": {"common_name": {"type": "string"}}}]}
+IssueRequest.model_config["json_schema_extra"] = {
+    "examples": [{"dns_names": ["app.example.internal"]}],
+    "anyOf": [
+        {"required": ["dns_names"], "properties": {"dns_names": {"minItems": 1}}},
+        {"required": ["ip_addresses"], "properties": {"ip_addresses": {"minItems": 1}}},
+        {"required": ["common_name"], "properties": {"common_name": {"type": "string"}}},
+    ],
+}
 IssueRequest.model_rebuild(force=True)
 
 
 class SignRequest(_Request):
     """A client's PKCS#10 CSR (PEM), enrolled as by `certsync sign`."""
+
     csr: Pem
     name: Name | None = Field(None, description="Store name; default: made from the CSR's first name.")
 
@@ -87,6 +97,7 @@ class SignRequest(_Request):
 class RenewRequest(_Request):
     """Client-driven renewal. A CSR enrollment: `csr`, a new key for the same names (rekey). A
     certificate certsync holds the key of: `reuse_key` (omitted: the profile's key_rotation)."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{"reuse_key": False}]})
     csr: Pem | None = None
     reuse_key: bool | None = None
@@ -95,16 +106,19 @@ class RenewRequest(_Request):
 class RevokeRequest(_Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "superseded"}]})
     reason: Reason = Field(description="RFC 5280 reason; keyCompromise revokes every certificate with the key.")
-    serial: str | None = Field(None, pattern=SERIAL_PATTERN, description="An older version (hex serial); "
-                               "default: the active version.")
+    serial: str | None = Field(
+        None, pattern=SERIAL_PATTERN, description="An older version (hex serial); default: the active version."
+    )
 
 
 class DeploymentReport(_Request):
     """What a host's agent did with a version of the certificate (`certsync agent`): deployed
     (files written, service reloaded), failed, or rolled-back (the reload failed; the previous
     files are back). Recorded in the audit trail (action `deploy`)."""
-    model_config = ConfigDict(json_schema_extra={"examples": [{"serial": "1f2e", "host": "web-1",
-                                                               "outcome": "deployed"}]})
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"serial": "1f2e", "host": "web-1", "outcome": "deployed"}]}
+    )
     serial: str = Field(pattern=SERIAL_PATTERN, description="The version deployed (hex serial).")
     host: str = Field(pattern=HOST_PATTERN, description="The reporting host (its name for itself).")
     outcome: Literal["deployed", "failed", "rolled-back"]
@@ -166,8 +180,11 @@ class Pushed(_Response):
 
 
 class Renewed(Enrolled):
-    pushes: list[Pushed] = Field(default_factory=list, description="Pushes of the new version to the "
-                                 "certificate's destinations (certificates certsync holds the key of).")
+    pushes: list[Pushed] = Field(
+        default_factory=list,
+        description="Pushes of the new version to the "
+        "certificate's destinations (certificates certsync holds the key of).",
+    )
 
 
 class AlsoRevoked(_Response):
@@ -189,6 +206,7 @@ class Revoked(_Response):
 
 class Deployment(_Response):
     """The report, as recorded."""
+
     certificate: str
     version: int
     serial: str
@@ -204,6 +222,7 @@ class FieldError(_Response):
 
 class Problem(BaseModel):
     """RFC 9457 problem details."""
+
     model_config = ConfigDict(extra="allow")
     type: str
     title: str
@@ -214,6 +233,7 @@ class Problem(BaseModel):
 
 class ListQuery(BaseModel):
     """?expiring_within=30d&state=active&limit=100&cursor=NAME (unknown parameters are ignored)."""
+
     model_config = ConfigDict(extra="ignore")
     expiring_within: str | None = Field(None, pattern=DURATION_PATTERN)
     state: State | None = None

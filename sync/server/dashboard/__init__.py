@@ -10,6 +10,7 @@ audit record of each token use.
     GET  /dashboard/activity               the audit trail
     GET|POST /dashboard/login, POST /dashboard/logout, GET /dashboard/static/{file}
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,21 @@ from sync.server.state import ServerState
 log = logging.getLogger("certsync.server")
 MAX_FORM = 8192
 STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
-HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-           "X-Frame-Options": "DENY",
-           "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                      "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"}
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
 
-_env = Environment(loader=PackageLoader("sync.server.dashboard", "templates"), autoescape=select_autoescape(),
-                   trim_blocks=True, lstrip_blocks=True)
+_env = Environment(
+    loader=PackageLoader("sync.server.dashboard", "templates"),
+    autoescape=select_autoescape(),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _env.filters["day"] = lambda at: f"{at:%Y-%m-%d}" if at else ""
 _env.filters["minute"] = lambda at: f"{at:%Y-%m-%d %H:%M}" if at else ""
 _env.filters["urlpart"] = lambda value: quote(value, safe="")
@@ -47,26 +56,33 @@ def render(name: str, status: int = 200, **context) -> HTMLResponse:
 
 
 def routes(state: ServerState) -> list[BaseRoute]:
-    return [Route("/dashboard", lambda request: RedirectResponse("/dashboard/", 308), methods=["GET"]),
-            Route("/dashboard/", page(state, overview_page), methods=["GET"]),
-            Route("/dashboard/certificates", page(state, certificates_page), methods=["GET"]),
-            Route("/dashboard/certificates/{name}", page(state, certificate_page), methods=["GET"]),
-            Route("/dashboard/discovery", page(state, discovery_page), methods=["GET"]),
-            Route("/dashboard/activity", page(state, activity_page), methods=["GET"]),
-            Route("/dashboard/login", login(state), methods=["GET", "POST"]),
-            Route("/dashboard/logout", logout(state), methods=["POST"]),
-            Route("/dashboard/static/{file}", static, methods=["GET"])]
+    return [
+        Route("/dashboard", lambda request: RedirectResponse("/dashboard/", 308), methods=["GET"]),
+        Route("/dashboard/", page(state, overview_page), methods=["GET"]),
+        Route("/dashboard/certificates", page(state, certificates_page), methods=["GET"]),
+        Route("/dashboard/certificates/{name}", page(state, certificate_page), methods=["GET"]),
+        Route("/dashboard/discovery", page(state, discovery_page), methods=["GET"]),
+        Route("/dashboard/activity", page(state, activity_page), methods=["GET"]),
+        Route("/dashboard/login", login(state), methods=["GET", "POST"]),
+        Route("/dashboard/logout", logout(state), methods=["POST"]),
+        Route("/dashboard/static/{file}", static, methods=["GET"]),
+    ]
 
 
 def page(state: ServerState, build):
     """A page for a reader only: without one, 401 and the sign-in form (no data); `build` runs in a
     thread (the store is synchronous) and returns (template, context)."""
+
     async def endpoint(request: Request) -> Response:
         try:
             reader = await run_in_threadpool(session.principal, state, request)
         except AuthError as exc:
-            return login_form(request, status=401, error=exc.message if request.cookies.get(session.COOKIE) else None,
-                              next_path=request.url.path)
+            return login_form(
+                request,
+                status=401,
+                error=exc.message if request.cookies.get(session.COOKIE) else None,
+                next_path=request.url.path,
+            )
         except Forbidden as exc:
             return render("error.html", 403, title="Forbidden", message=exc.message, reader=None)
         try:
@@ -75,17 +91,27 @@ def page(state: ServerState, build):
             return render("error.html", 404, title="Not found", message=exc.message, reader=reader)
         except CertsyncError as exc:
             log.warning("dashboard: %s", exc.message)
-            return render("error.html", 503, title="Unavailable", message="the store cannot be read now; "
-                          "the server log says why", reader=reader)
+            return render(
+                "error.html",
+                503,
+                title="Unavailable",
+                message="the store cannot be read now; the server log says why",
+                reader=reader,
+            )
         return render(template, reader=reader, path=request.url.path, **context)
+
     return endpoint
 
 
 # -- pages ---------------------------------------------------------------------------------------
 def overview_page(state: ServerState, request: Request):
     found = views.overview(state)
-    return "overview.html", {"o": found, "timeline": timeline.layout(_timeline_items(state, found), found.facts.now),
-                             "events": views.activity(state, 10), "now": found.facts.now}
+    return "overview.html", {
+        "o": found,
+        "timeline": timeline.layout(_timeline_items(state, found), found.facts.now),
+        "events": views.activity(state, 10),
+        "now": found.facts.now,
+    }
 
 
 def _timeline_items(state: ServerState, found: views.Overview) -> list[timeline.Item]:
@@ -93,22 +119,40 @@ def _timeline_items(state: ServerState, found: views.Overview) -> list[timeline.
         cas = [(name, row) for name in state.config.ca if (row := tx.authorities.active(name)) is not None]
         items = [timeline.Item(f"CA {name}", "ca", "active", row.not_before, row.not_after, None) for name, row in cas]
     certs = sorted(found.certificates, key=lambda v: v.row.not_after)
-    return items + [timeline.Item(v.row.name, "certificate", v.row.state, v.row.not_before or v.row.not_after,
-                                  v.row.not_after, v.renew_from, "certificates/" + quote(v.row.name, safe=""))
-                    for v in certs]
+    return items + [
+        timeline.Item(
+            v.row.name,
+            "certificate",
+            v.row.state,
+            v.row.not_before or v.row.not_after,
+            v.row.not_after,
+            v.renew_from,
+            "certificates/" + quote(v.row.name, safe=""),
+        )
+        for v in certs
+    ]
 
 
 def certificates_page(state: ServerState, request: Request):
     found = views.overview(state)
-    query = {k: v for k, v in request.query_params.items() if k in ("q", "profile", "ca", "state", "destination",
-                                                                    "expiring")}
+    query = {
+        k: v for k, v in request.query_params.items() if k in ("q", "profile", "ca", "state", "destination", "expiring")
+    }
     shown = [v for v in found.certificates if views.matches(v, query)]
     limit = None if request.query_params.get("all") else views.PAGE_ROWS
     drawn = {v.row.name for v in shown[:limit]}
     hidden = {v.row.name for v in found.certificates} - drawn
-    return "certificates.html", {"o": found, "shown": shown, "drawn": len(drawn), "limit": views.PAGE_ROWS,
-                                 "rows": rows.table_rows(found.certificates, hidden), "all": limit is None, "query": query, "choices": views.EXPIRING_CHOICES,
-                                 "now": found.facts.now}
+    return "certificates.html", {
+        "o": found,
+        "shown": shown,
+        "drawn": len(drawn),
+        "limit": views.PAGE_ROWS,
+        "rows": rows.table_rows(found.certificates, hidden),
+        "all": limit is None,
+        "query": query,
+        "choices": views.EXPIRING_CHOICES,
+        "now": found.facts.now,
+    }
 
 
 def certificate_page(state: ServerState, request: Request):
@@ -146,12 +190,14 @@ def login(state: ServerState):
         next_path = _safe_next(form.get("next") or "/dashboard/")
         try:
             await run_in_threadpool(session.sign_in, state, request, secret)
-        except (AuthError, Forbidden) as exc:       # the message names the token at most, never its secret
-            return login_form(request, status=401 if isinstance(exc, AuthError) else 403, error=exc.message,
-                              next_path=next_path)
+        except (AuthError, Forbidden) as exc:  # the message names the token at most, never its secret
+            return login_form(
+                request, status=401 if isinstance(exc, AuthError) else 403, error=exc.message, next_path=next_path
+            )
         response = RedirectResponse(next_path, 303, headers=HEADERS)
         response.set_cookie(value=secret, max_age=session.MAX_AGE, **session.cookie_options(state, request))
         return response
+
     return endpoint
 
 
@@ -163,6 +209,7 @@ def logout(state: ServerState):
         options = session.cookie_options(state, request)
         response.delete_cookie(options.pop("key"), **options)
         return response
+
     return endpoint
 
 
@@ -182,8 +229,12 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _safe_next(path: str) -> str:
     """Only a dashboard page: never another site, nor the login page itself."""
-    if not path.startswith("/dashboard/") or path.startswith(("/dashboard/login", "/dashboard/logout")) \
-            or "//" in path or "\\" in path:
+    if (
+        not path.startswith("/dashboard/")
+        or path.startswith(("/dashboard/login", "/dashboard/logout"))
+        or "//" in path
+        or "\\" in path
+    ):
         return "/dashboard/"
     return path
 
@@ -193,5 +244,6 @@ async def static(request: Request) -> Response:
     if name not in STATIC:
         return Response("not found", 404, media_type="text/plain")
     body = resources.files("sync.server.dashboard").joinpath("static", name).read_bytes()
-    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "max-age=3600",
-                                                            "X-Content-Type-Options": "nosniff"})
+    return Response(
+        body, media_type=STATIC[name], headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
+    )

@@ -7,6 +7,7 @@ Nothing is kept on the server, so any replica accepts it, and revoking the token
 A client certificate listed in `[server] dashboard_clients` is let in without a token (mTLS);
 a bearer header works too (scripts, curl).
 """
+
 from __future__ import annotations
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from sync.server.state import ServerState
 
 COOKIE = "certsync_dashboard"
 PATH = "/dashboard"
-MAX_AGE = 8 * 3600               # a working day; the token's own expiry and revocation apply on every request
+MAX_AGE = 8 * 3600  # a working day; the token's own expiry and revocation apply on every request
 SCOPE = "read"
 
 

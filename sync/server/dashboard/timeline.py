@@ -1,6 +1,7 @@
 """The expiry timeline's geometry (pure): one lane per CA and certificate, a bar from notBefore to
 notAfter, the renewal window (from when renewal is due to notAfter) drawn over its end, a line at
 now. The template turns it into inline SVG (no script, no library)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,17 +9,17 @@ from datetime import datetime, timedelta
 
 from markupsafe import Markup, escape
 
-WIDTH = 1000                 # viewBox units; the SVG scales to the page
-LABEL = 190                  # left column with the names
-AXIS = 28                    # room for the month ticks at the top
-ROOMY, COMPACT = 18, 5       # lane heights: with a name, and (beyond ROOMY_MAX lanes) without
+WIDTH = 1000  # viewBox units; the SVG scales to the page
+LABEL = 190  # left column with the names
+AXIS = 28  # room for the month ticks at the top
+ROOMY, COMPACT = 18, 5  # lane heights: with a name, and (beyond ROOMY_MAX lanes) without
 ROOMY_MAX = 300
 
 
 @dataclass(frozen=True)
 class Item:
     label: str
-    kind: str                # ca | certificate
+    kind: str  # ca | certificate
     state: str
     not_before: datetime
     not_after: datetime
@@ -33,7 +34,7 @@ class Lane:
     x0: float
     x1: float
     renew_x: float | None
-    clipped: bool            # it goes on past the right edge
+    clipped: bool  # it goes on past the right edge
     title: str
 
 
@@ -63,11 +64,21 @@ def layout(items: list[Item], now: datetime) -> Geometry:
 
     labels = len(items) <= ROOMY_MAX
     height = ROOMY if labels else COMPACT
-    lanes = [Lane(item, AXIS + n * height, x(item.not_before), x(item.not_after),
-                  x(item.renew_from) if item.renew_from else None, item.not_after > end, _title(item, now))
-             for n, item in enumerate(items)]
-    return Geometry(WIDTH, AXIS + len(items) * height + 6, height, labels, x(now), lanes,
-                    _ticks(start, end, x), start, end)
+    lanes = [
+        Lane(
+            item,
+            AXIS + n * height,
+            x(item.not_before),
+            x(item.not_after),
+            x(item.renew_from) if item.renew_from else None,
+            item.not_after > end,
+            _title(item, now),
+        )
+        for n, item in enumerate(items)
+    ]
+    return Geometry(
+        WIDTH, AXIS + len(items) * height + 6, height, labels, x(now), lanes, _ticks(start, end, x), start, end
+    )
 
 
 def _title(item: Item, now: datetime) -> str:
@@ -82,7 +93,7 @@ def _title(item: Item, now: datetime) -> str:
 def _ticks(start: datetime, end: datetime, x) -> list[tuple[float, str]]:
     """The first of each month (every third one beyond a year)."""
     step = 1 if (end - start).days <= 400 else 3
-    ticks = []
+    ticks: list[tuple[float, str]] = []
     year, month = start.year, start.month + 1
     while True:
         if month > 12:
@@ -102,6 +113,7 @@ def svg_lanes(g: Geometry) -> Markup:
 
     def title(lane: Lane) -> str:
         return f"<title>{escape(lane.title)}</title>" if g.labels else ""
+
     out = []
     for lane in g.lanes:
         item = lane.item
@@ -113,10 +125,16 @@ def svg_lanes(g: Geometry) -> Markup:
             text = f'<text class="name" x="4" y="{lane.y + 13}">{short}</text>'
             if item.href:
                 text = f'<a href="{escape(item.href)}">{text}</a>'
-        window = (f'<rect class="renew" x="{lane.renew_x}" y="{lane.y + 3}" width="{max(lane.x1 - lane.renew_x, 1):.1f}" '
-                  f'height="{bar}"/>' if lane.renew_x is not None else "")
-        out.append(f'<g class="lane {item.kind} state-{item.state}" data-name="{label}" '
-                   f'data-not-after="{item.not_after.isoformat()}"{renew}>{title(lane)}{text}'
-                   f'<rect class="life" x="{lane.x0}" y="{lane.y + 3}" width="{max(lane.x1 - lane.x0, 1):.1f}" '
-                   f'height="{bar}"/>{window}</g>\n')
-    return Markup("".join(out))
+        window = (
+            f'<rect class="renew" x="{lane.renew_x}" y="{lane.y + 3}" width="{max(lane.x1 - lane.renew_x, 1):.1f}" '
+            f'height="{bar}"/>'
+            if lane.renew_x is not None
+            else ""
+        )
+        out.append(
+            f'<g class="lane {item.kind} state-{item.state}" data-name="{label}" '
+            f'data-not-after="{item.not_after.isoformat()}"{renew}>{title(lane)}{text}'
+            f'<rect class="life" x="{lane.x0}" y="{lane.y + 3}" width="{max(lane.x1 - lane.x0, 1):.1f}" '
+            f'height="{bar}"/>{window}</g>\n'
+        )
+    return Markup("".join(out))  # noqa: S704  labels and titles escaped above; kinds, states and numbers are ours

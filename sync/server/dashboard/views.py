@@ -3,11 +3,12 @@
 `App.audit()` for the activity, the store's versions for one certificate. Nothing is recomputed
 here but presentation (which copy holds what, where a bar starts) and the table's filters.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Mapping
+from collections.abc import Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,18 +20,18 @@ from sync.inventory import Facts, InventoryRow
 from sync.reconcile import plan, snapshot
 from sync.server.state import ServerState
 
-EXPIRING_CHOICES = (7, 30, 90)          # "expiring within" filter, in days
-PAGE_ROWS = 200                          # rows laid out at once; every row is in the page, the rest hidden
-                                         # until "show all" (a browser lays out 5,000 table rows slowly)
-ACTIVITY_HIDDEN = ("token.use",)        # page views of the dashboard itself (allowed ones) are noise here
+EXPIRING_CHOICES = (7, 30, 90)  # "expiring within" filter, in days
+PAGE_ROWS = 200  # rows laid out at once; every row is in the page, the rest hidden
+# until "show all" (a browser lays out 5,000 table rows slowly)
+ACTIVITY_HIDDEN = ("token.use",)  # page views of the dashboard itself (allowed ones) are noise here
 
 
 @dataclass(frozen=True)
 class Copy:
     destination: str
     remote_name: str
-    status: str                          # in-sync | revoked (holds the newest version, revoked) | stale | missing
-    version: int | None                  # the version the copy holds (None: missing, or unknown)
+    status: str  # in-sync | revoked (holds the newest version, revoked) | stale | missing
+    version: int | None  # the version the copy holds (None: missing, or unknown)
     pushed_at: datetime | None = None
 
 
@@ -38,7 +39,7 @@ class Copy:
 class CertificateView:
     row: InventoryRow
     copies: list[Copy]
-    renew_from: datetime | None          # when renewal is due (None: not configured, or no active version)
+    renew_from: datetime | None  # when renewal is due (None: not configured, or no active version)
 
     @property
     def destinations(self) -> list[str]:
@@ -96,17 +97,27 @@ def overview(state: ServerState) -> Overview:
         renew = None
         if rule is not None and row.state == "active" and row.not_before is not None:
             renew = row.not_after - plan.window_of(*rule, row.not_after - row.not_before)
-        views.append(CertificateView(row, sorted(by_cert.get(row.name, []), key=lambda c: (c.destination, c.remote_name)),
-                                     renew))
+        views.append(
+            CertificateView(row, sorted(by_cert.get(row.name, []), key=lambda c: (c.destination, c.remote_name)), renew)
+        )
     rows = facts.inventory.certificates
-    counts = {"certificates": len(rows),
-              "expiring": sum(1 for r in rows if r.state == "active" and r.days_left <= 30),
-              "revoked": sum(1 for r in rows if r.state == "revoked"),
-              "stale": sum(v.stale for v in views),
-              "discovered": len(facts.discovered),
-              "unmanaged": sum(1 for f in facts.discovered if not f.managed)}
-    return Overview(facts, views, sorted({r.profile for r in rows}), sorted({r.ca for r in rows}),
-                    sorted({c.destination for v in views for c in v.copies}), sorted({r.state for r in rows}), counts)
+    counts = {
+        "certificates": len(rows),
+        "expiring": sum(1 for r in rows if r.state == "active" and r.days_left <= 30),
+        "revoked": sum(1 for r in rows if r.state == "revoked"),
+        "stale": sum(v.stale for v in views),
+        "discovered": len(facts.discovered),
+        "unmanaged": sum(1 for f in facts.discovered if not f.managed),
+    }
+    return Overview(
+        facts,
+        views,
+        sorted({r.profile for r in rows}),
+        sorted({r.ca for r in rows}),
+        sorted({c.destination for v in views for c in v.copies}),
+        sorted({r.state for r in rows}),
+        counts,
+    )
 
 
 # -- the certificates table's filters (the page's script applies the same rules in the browser) ------
@@ -121,9 +132,7 @@ def matches(view: CertificateView, query: Mapping[str, str]) -> bool:
     if query.get("destination") and query["destination"] not in view.destinations:
         return False
     within = query.get("expiring", "")
-    if within.isdigit() and not (row.state == "active" and row.days_left <= int(within)):
-        return False
-    return True
+    return not within.isdigit() or (row.state == "active" and row.days_left <= int(within))
 
 
 # -- one certificate -------------------------------------------------------------------------------
@@ -163,20 +172,34 @@ def detail(state: ServerState, name: str) -> Detail:
         newest = rows[0]
         cert = tx.certificates.checked(newest)
         intermediates, root = tx.authorities.checked_chain(newest.authority)
-        versions = [Version(r.version, r.serial, r.state, r.not_before, r.not_after, r.revoked_at,
-                            r.revocation_reason) for r in rows]
+        versions = [
+            Version(r.version, r.serial, r.state, r.not_before, r.not_after, r.revoked_at, r.revocation_reason)
+            for r in rows
+        ]
         source = newest.source
     chain = [_brief(c) for c in (cert, *intermediates, root)]
-    return Detail(view, cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), _sans(cert), _key(cert),
-                  cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "ed25519",
-                  cert.fingerprint(hashes.SHA256()).hex(), chain, versions, source,
-                  name in state.config.certificate)
+    return Detail(
+        view,
+        cert.subject.rfc4514_string(),
+        cert.issuer.rfc4514_string(),
+        _sans(cert),
+        _key(cert),
+        cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "ed25519",
+        cert.fingerprint(hashes.SHA256()).hex(),
+        chain,
+        versions,
+        source,
+        name in state.config.certificate,
+    )
 
 
 def _brief(cert: x509.Certificate) -> dict:
-    return {"subject": cert.subject.rfc4514_string(), "not_after": rfc3339(cert.not_valid_after_utc),
-            "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
-            "pem": cert.public_bytes(serialization.Encoding.PEM).decode()}
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "not_after": rfc3339(cert.not_valid_after_utc),
+        "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
+        "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
+    }
 
 
 def _sans(cert: x509.Certificate) -> list[str]:
@@ -184,10 +207,12 @@ def _sans(cert: x509.Certificate) -> list[str]:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)] + \
-        [f"IP:{n}" for n in ext.get_values_for_type(x509.IPAddress)] + \
-        [f"URI:{n}" for n in ext.get_values_for_type(x509.UniformResourceIdentifier)] + \
-        [f"email:{n}" for n in ext.get_values_for_type(x509.RFC822Name)]
+    return (
+        [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+        + [f"IP:{n}" for n in ext.get_values_for_type(x509.IPAddress)]
+        + [f"URI:{n}" for n in ext.get_values_for_type(x509.UniformResourceIdentifier)]
+        + [f"email:{n}" for n in ext.get_values_for_type(x509.RFC822Name)]
+    )
 
 
 def _key(cert: x509.Certificate) -> str:
@@ -211,9 +236,11 @@ def activity(state: ServerState, limit: int = 100) -> list[dict]:
 def commands(detail: Detail) -> list[tuple[str, str]]:
     """What a user would run (the page never acts): (what it does, the command)."""
     name = detail.view.row.name
-    return [("renew it now and push the new version", f"certsync renew {name}"),
-            ("push it again to every destination", f"certsync push {name}"),
-            ("revoke it and issue a successor", f"certsync revoke {name} --reason superseded --replace")]
+    return [
+        ("renew it now and push the new version", f"certsync renew {name}"),
+        ("push it again to every destination", f"certsync push {name}"),
+        ("revoke it and issue a successor", f"certsync revoke {name} --reason superseded --replace"),
+    ]
 
 
 def adopt_command(found: dict) -> str:

@@ -9,6 +9,7 @@ Revisions live in `versions/` and must stay portable (SQLite and PostgreSQL): wr
 MESSAGE` (autogenerates against a scratch SQLite store at head), then review it and run
 tests/store (which checks the migrated schema against the models on both backends).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sync.errors import StoreError
 
 SCRIPT_LOCATION = "sync.store:migrations"
-INITIAL = "0001"          # the schema certsync created with create_all before it had migrations
+INITIAL = "0001"  # the schema certsync created with create_all before it had migrations
 # Concurrent `certsync init` runs against one PostgreSQL store: the second waits, then finds the
 # schema at head. (The run lock lives in a table, which does not exist before the first upgrade.)
 _PG_MIGRATION_LOCK = 0x63657274  # "cert"
@@ -46,7 +47,7 @@ def _scripts() -> ScriptDirectory:
 
 def head() -> str:
     revision = _scripts().get_current_head()
-    assert revision is not None     # the package ships its revisions
+    assert revision is not None  # the package ships its revisions
     return revision
 
 
@@ -75,7 +76,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
             raise _newer(before)
         cfg = alembic_config(conn)
         if before is None and _has_tables(conn):
-            command.stamp(cfg, INITIAL)     # made before migrations existed: its schema is 0001
+            command.stamp(cfg, INITIAL)  # made before migrations existed: its schema is 0001
             before = INITIAL
         if before != head():
             command.upgrade(cfg, "head")
@@ -93,10 +94,13 @@ def check(connection: Connection) -> None:
         revision = "unversioned"
     elif not _known(revision):
         raise _newer(revision)
-    raise StoreError(f"the store's schema is out of date (at {revision}, this certsync needs {head()}): "
-                     "run `certsync init` to upgrade it")
+    raise StoreError(
+        f"the store's schema is out of date (at {revision}, this certsync needs {head()}): "
+        "run `certsync init` to upgrade it"
+    )
 
 
 def _newer(revision: str) -> StoreError:
-    return StoreError(f"the store's schema ({revision}) is newer than this certsync knows "
-                      f"(it needs {head()}): upgrade certsync")
+    return StoreError(
+        f"the store's schema ({revision}) is newer than this certsync knows (it needs {head()}): upgrade certsync"
+    )

@@ -1,8 +1,9 @@
 """Developer helpers (certsync itself runs migrations from `certsync init`):
 
-    python -m sync.store.migrations revision "add a column"   autogenerate a new revision in versions/
-    python -m sync.store.migrations sql [postgresql|sqlite]    print the upgrade SQL (for a DBA to read)
+python -m sync.store.migrations revision "add a column"   autogenerate a new revision in versions/
+python -m sync.store.migrations sql [postgresql|sqlite]    print the upgrade SQL (for a DBA to read)
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """Alembic environment. Run from code (sync.store.migrations): the caller passes its open connection in
 config.attributes["connection"]; `sqlalchemy.url` is used when there is none (or offline, --sql)."""
+
 from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool

@@ -4,10 +4,11 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-02
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-UTC = sa.DateTime(timezone=True)     # sync.store.models.UTCDateTime
+UTC = sa.DateTime(timezone=True)  # sync.store.models.UTCDateTime
 
 revision = "0006"
 down_revision = "0005"

@@ -4,10 +4,11 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02
 """
+
 import sqlalchemy as sa
 from alembic import op
 
-UTC = sa.DateTime(timezone=True)     # sync.store.models.UTCDateTime
+UTC = sa.DateTime(timezone=True)  # sync.store.models.UTCDateTime
 
 
 revision = "0007"
