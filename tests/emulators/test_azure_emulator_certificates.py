@@ -1,6 +1,8 @@
 """The Azure Key Vault emulator's certificate routes, checked against the official certificates
-OpenAPI description (tests/emulators/specs) and driven by the official azure-keyvault-certificates
-client, like the secrets routes in test_azure_emulator.py."""
+OpenAPI description (tests/emulators/specs: the published certificates.json of
+Azure/azure-rest-api-specs at commit 8464ba7893e0c947e24cae018a2f2fbed838fa8e, path
+specification/keyvault/data-plane/Microsoft.KeyVault/stable/2025-07-01, unmodified) and driven by the
+official azure-keyvault-certificates client, like the secrets routes in test_azure_emulator.py."""
 
 from __future__ import annotations
 
