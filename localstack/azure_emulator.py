@@ -33,9 +33,10 @@ What is emulated (shapes follow the 2025-07-01 OpenAPI description of the secret
 Not part of the Key Vault API (emulator only):
   GET    /_emulator/stats   per-operation request counts, by HTTP status (JSON, no auth)
   DELETE /_emulator/stats   reset the counts
-The stats also hold `writes_by_secret` (admitted SetSecret/UpdateSecret/DeleteSecret per name) and
-`per_second` (admitted transactions, the quota's unit, per wall-clock second). --latency-ms delays
-every vault call (a network's round trip, for benchmarks).
+The stats also hold `writes_by_secret` (admitted SetSecret/UpdateSecret/DeleteSecret per name),
+`calls_by_secret` (every call that names a secret or certificate, per name and operation; for tests
+that share the emulator) and `per_second` (admitted transactions, the quota's unit, per wall-clock
+second). --latency-ms delays every vault call (a network's round trip, for benchmarks).
 Counts use the OpenAPI operationIds (SetSecret, GetSecret, ...); every request to a vault route is
 counted, including 401 challenges and 429 throttles (see by_status), plus ManagedIdentityToken.
 """
@@ -553,12 +554,15 @@ class Stats:
         with self.lock:
             self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             self.writes_by_secret: collections.Counter[str] = collections.Counter()
+            self.calls_by_secret: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             self.per_second: collections.Counter[int] = collections.Counter()
             self.since = int(time.time())
 
     def add(self, op: str, status: int, name: str | None = None) -> None:
         with self.lock:
             self.counts[op][str(status)] += 1
+            if name:
+                self.calls_by_secret[name.lower()][op] += 1
             if status not in (401, 429) and op not in ("ManagedIdentityToken", "Unknown"):
                 self.per_second[int(time.time())] += 1
                 if op in self.WRITES and status < 300 and name:
@@ -571,12 +575,14 @@ class Stats:
                 for op, c in sorted(self.counts.items())
             }
             writes = dict(self.writes_by_secret)
+            by_secret = {name: dict(ops) for name, ops in self.calls_by_secret.items()}
             per_second = {str(k): v for k, v in sorted(self.per_second.items())}
         return {
             "since": self.since,
             "total": sum(o["total"] for o in ops.values()),
             "operations": ops,
             "writes_by_secret": writes,
+            "calls_by_secret": by_secret,
             "per_second": per_second,
         }
 

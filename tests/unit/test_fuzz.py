@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sync import config as cfgmod
+from sync import config as cfgmod, durations as durations_mod
 from sync.errors import CertsyncError, UsageError
 
 settings.register_profile(
@@ -260,7 +260,7 @@ durations = st.one_of(st.text(max_size=20), st.from_regex(r"\s*[+-]?[0-9٠-٩]{0
 
 @given(durations)
 def test_durations_parse_or_raise_value_error(text):
-    for parse in (cfgmod.parse_duration, cfgmod.parse_wait, cfgmod.parse_renew_before):
+    for parse in (durations_mod.parse_duration, durations_mod.parse_wait, durations_mod.parse_renew_before):
         try:
             parse(text)
         except ValueError as exc:
