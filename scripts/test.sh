@@ -49,4 +49,4 @@ if [ $# -eq 0 ] && [ "${CERTSYNC_COVERAGE:-1}" != 0 ]; then
 elif [ "${CERTSYNC_COVERAGE:-0}" = 1 ]; then
   coverage=(--cov --cov-report=term)
 fi
-.venv/bin/python -m pytest -n 2 "${coverage[@]}" "$@"
+.venv/bin/python -m pytest -n 2 --durations=15 "${coverage[@]}" "$@"
