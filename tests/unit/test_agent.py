@@ -415,3 +415,13 @@ def test_cli_once_with_the_server_down_exits_1_with_one_line_per_certificate(tmp
     )
     assert "cst_secret-x" not in result.stderr
     assert not (tmp_path / "tls" / "web.key").exists()
+
+
+def test_reload_command_does_not_inherit_the_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("CERTSYNC_AGENT_TOKEN", "cst_reload-must-not-see-this")
+    seen = tmp_path / "env.json"
+    dump = [sys.executable, "-c", f"import json, os; open({str(seen)!r}, 'w').write(json.dumps(dict(os.environ)))"]
+    assert run_once(deployer(tmp_path, LocalServer(), dump))[0].status == "deployed"
+    env = json.loads(seen.read_text())
+    assert "CERTSYNC_AGENT_TOKEN" not in env and "cst_reload-must-not-see-this" not in env.values()
+    assert env.get("PATH") == os.environ.get("PATH")  # the rest of the environment is passed on
