@@ -17,6 +17,17 @@ TIMEOUT_SECONDS = 10.0
 RETRY_PAUSE_SECONDS = 1.0
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a 301/302/303 with our headers (Authorization) to any host: refuse; the
+    3xx becomes an HTTPError ("HTTP 302"), a failed delivery."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 class DeliveryError(Exception):
     """Says what went wrong without the URL (it may embed a token)."""
 
@@ -68,7 +79,7 @@ def send(
             headers={"Content-Type": "application/json", "User-Agent": "certsync", **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  http(s) only
+            with _opener.open(request, timeout=timeout) as response:  # http(s) only: checked above
                 response.read()
             return
         except Exception as exc:  # urllib raises several kinds; all become one line without the URL

@@ -42,10 +42,19 @@ class Enrollment:
     chain_pem: str  # leaf, then intermediates
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx becomes an HTTPError (Refused) instead of a request carrying the token elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class Client:
     def __init__(self, server: str, token: str, *, ca_bundle: Path | None, timeout: float = 30.0) -> None:
         self.server, self._token, self.timeout = server.rstrip("/"), token, timeout
         self._ssl = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        # no redirects: urllib would follow one with the Authorization header, to any host or to http
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._ssl), _NoRedirect)
 
     # -- the endpoints ---------------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -79,7 +88,7 @@ class Client:
         request = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)  # noqa: S310
         where = f"{method} {self.server}{path}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:  # noqa: S310
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             raise _http_error(where, exc) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -147,7 +148,7 @@ class Deployer:
             agent_files.restore(found, saved)
             message = exc.message if isinstance(exc, CertsyncError) else f"writing the files failed: {exc}"
             return self._reported(Outcome(name, "failed", message, new.serial), new)
-        failure = run_reload(spec)
+        failure = run_reload(spec, self.config.token_env)
         if failure is None:
             renew_at = renew_time(new.leaf, spec)
             return self._reported(
@@ -166,7 +167,7 @@ class Deployer:
                 Outcome(name, "failed", f"{failure}; first deployment: the new files stay", new.serial), new
             )
         agent_files.restore(found, saved)
-        again = run_reload(spec)
+        again = run_reload(spec, self.config.token_env)
         message = f"{failure}; previous files restored" + (
             f", but reloading them failed too: {again}" if again else " and reloaded"
         )
@@ -195,14 +196,20 @@ def renew_time(leaf: x509.Certificate, spec: CertificateSpec) -> datetime:
     return end - timedelta(seconds=(end - begin).total_seconds() * (before.fraction or 0))
 
 
-def run_reload(spec: CertificateSpec) -> str | None:
-    """Run the reload command (argv, no shell); None when it succeeded, else one line saying why."""
+def run_reload(spec: CertificateSpec, token_env: str) -> str | None:
+    """Run the reload command (argv, no shell); None when it succeeded, else one line saying why.
+    It gets our environment less the variable holding the API token."""
     if not spec.reload:
         return None
     program = spec.reload[0]
+    env = {k: v for k, v in os.environ.items() if k != token_env}
     try:
         done = subprocess.run(  # noqa: S603  the operator's reload argv from the agent config; no shell
-            spec.reload, capture_output=True, timeout=spec.reload_timeout.total_seconds(), stdin=subprocess.DEVNULL
+            spec.reload,
+            capture_output=True,
+            timeout=spec.reload_timeout.total_seconds(),
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return f"reload command {program!r} did not finish within {spec.reload_timeout.total_seconds():g}s"

@@ -119,9 +119,11 @@ PASSED_ON = {"CERTSYNC_CONFIG", "CERTSYNC_LOG_FORMAT"}  # not secret; a hook may
 
 def environment(config: Config, facts: dict, attempt: int) -> dict[str, str]:
     """The command's environment: ours without secrets (every CERTSYNC_* but the config path and log
-    format: the master key, a store URL with a password; the PFX passwords and webhook
-    Authorization the config names), plus the facts."""
+    format: the master key, a store URL with a password; the PFX passwords (destinations' and
+    discovery's) and webhook Authorization the config names), plus the facts."""
     hidden = {n for d in config.destination.values() for n in (d.pkcs12_password_env, d.deploy_webhook_auth_env) if n}
+    if config.discovery is not None and config.discovery.files.pkcs12_password_env:
+        hidden.add(config.discovery.files.pkcs12_password_env)  # discovery's PFX password too
     env = {
         k: v
         for k, v in os.environ.items()

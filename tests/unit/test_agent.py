@@ -415,3 +415,46 @@ def test_cli_once_with_the_server_down_exits_1_with_one_line_per_certificate(tmp
     )
     assert "cst_secret-x" not in result.stderr
     assert not (tmp_path / "tls" / "web.key").exists()
+
+
+def test_reload_command_does_not_inherit_the_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("CERTSYNC_AGENT_TOKEN", "cst_reload-must-not-see-this")
+    seen = tmp_path / "env.json"
+    dump = [sys.executable, "-c", f"import json, os; open({str(seen)!r}, 'w').write(json.dumps(dict(os.environ)))"]
+    assert run_once(deployer(tmp_path, LocalServer(), dump))[0].status == "deployed"
+    env = json.loads(seen.read_text())
+    assert "CERTSYNC_AGENT_TOKEN" not in env and "cst_reload-must-not-see-this" not in env.values()
+    assert env.get("PATH") == os.environ.get("PATH")  # the rest of the environment is passed on
+
+
+def test_client_token_does_not_follow_a_redirect(tmp_path):
+    import http.server
+    import threading
+
+    from sync.agent.client import Client
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(302 if self.path.startswith("/api/") else 200)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/elsewhere")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_address[1]}", "cst_redirect-secret", ca_bundle=None)
+        with pytest.raises(Refused) as err:
+            client.exists("web")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert err.value.status == 302 and "cst_redirect-secret" not in err.value.message
+    assert [path for path, _ in seen] == ["/api/v1/certificates/web"]  # nothing sent on to the redirect's target
