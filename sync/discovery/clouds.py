@@ -160,10 +160,9 @@ def _paced_listing(listing: Iterator[RemoteSecret], bucket: TokenBucket, page: i
 
 
 def pfx_passwords(config: Config, destination: str) -> list[bytes | None]:
-    """None first, then the destination's pkcs12_password_env and [discovery]'s password env(s), if set."""
+    """None first, then the destination's pkcs12_password_env and [discovery.files]' one, if set."""
     names = [config.destination[destination].pkcs12_password_env]
-    extra = getattr(config.discovery, "pkcs12_password_env", None) if config.discovery else None
-    names += extra if isinstance(extra, list) else [extra]
+    names.append(config.discovery.files.pkcs12_password_env if config.discovery else None)
     found: list[bytes | None] = [None]
     for env in names:
         value = os.environ.get(env) if env else None

@@ -134,3 +134,18 @@ def test_a_failed_listing_marks_nothing_gone(app):
     app.providers = lambda d: (_ for _ in ()).throw(ProviderError("memory: unreachable"))
     result = app.discover_clouds(["two"])
     assert result.destinations[0].listing_failed and result.summary.locations_gone == 0
+
+
+def test_pfx_passwords_include_the_discovery_files_password(workdir, monkeypatch):
+    """A cloud PFX is tried with no password, the destination's, and [discovery.files]' password."""
+    write_config(
+        workdir / "sync.toml",
+        DESTS.replace(
+            'region = "us-east-1"\n', 'region = "us-east-1"\nformat = "pkcs12"\npkcs12_password_env = "DEST_PFX"\n', 1
+        )
+        + '\n[discovery.files]\nroots = ["."]\npkcs12_password_env = "FOUND_PFX"\n',
+    )
+    monkeypatch.setenv("DEST_PFX", "dest-secret")
+    monkeypatch.setenv("FOUND_PFX", "found-secret")
+    cfg = config_mod.load("sync.toml")
+    assert clouds.pfx_passwords(cfg, "one") == [None, b"dest-secret", b"found-secret"]
