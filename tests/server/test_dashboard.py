@@ -88,8 +88,7 @@ def wait_for(driver, condition, timeout: float = 20):
 
 
 def open_page(driver, server, path: str):
-    driver.get(server.url + path)
-    wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete")
+    dashboard.load(driver, server.url + path)
 
 
 def minute(rfc3339: str) -> str:

@@ -46,6 +46,7 @@ def test_all_5000_rows_render_with_the_listed_facts(scaled):
 
 
 def test_filters_pick_exactly_the_right_rows_among_5000(scaled):
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     server, driver, listed = scaled
@@ -58,12 +59,14 @@ def test_filters_pick_exactly_the_right_rows_among_5000(scaled):
     WebDriverWait(driver, 30).until(lambda d: len(visible(d)) == len(short))
     assert visible(driver) == short
     assert not driver.find_element("id", "capped").is_displayed()
-    driver.get(server.url + "/dashboard/certificates")  # the cap again (and a fresh form)
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    dashboard.load(driver, server.url + "/dashboard/certificates")  # the cap again (and a fresh form)
     search = driver.find_element("id", "f-q")
-    search.send_keys("c0001")
-    WebDriverWait(driver, 30).until(lambda d: d.find_element("id", "shown").text == "10")
-    assert visible(driver) == [f"c0001{i}" for i in range(10)]
+    search.send_keys("c0001" + Keys.ENTER)  # Enter applies at once (the script's filter, or the form's GET)
+    # the search matches names and serials: a random serial may hold "c0001" too (1 run in 6 at 5,000)
+    expected = [c["name"] for c in listed if "c0001" in c["name"] or "c0001" in c["serial"].lower()]
+    assert {f"c0001{i}" for i in range(10)} <= set(expected)
+    WebDriverWait(driver, 30).until(lambda d: d.find_element("id", "shown").text == str(len(expected)))
+    assert visible(driver) == expected[:200]
     assert driver.current_url.endswith("/dashboard/certificates?q=c0001")
 
 
@@ -83,8 +86,6 @@ def test_without_script_the_server_caps_and_show_all_lifts_it(scaled):
 
 def test_the_overview_draws_5000_lanes(scaled):
     server, driver, listed = scaled
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(server.url + "/dashboard/")
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    dashboard.load(driver, server.url + "/dashboard/")
     assert driver.execute_script("return document.querySelectorAll('figure.timeline g.lane.certificate').length") == N

@@ -192,7 +192,24 @@ def sign_in(driver, server: CertsyncServer, secret: str, path: str = "/dashboard
 
     driver.get(server.url + path)
     driver.find_element("id", "token").send_keys(secret)
+    # the sign-in page is complete already and has the same address: wait for the page after it
+    driver.execute_script("window.certsyncPageBefore = true")
     driver.find_element("css selector", "form.login button").click()
     WebDriverWait(driver, 60).until(
-        lambda d: d.current_url.endswith(path) and d.execute_script("return document.readyState") == "complete"
+        lambda d: (
+            d.current_url.endswith(path)
+            and d.execute_script("return !window.certsyncPageBefore && document.readyState === 'complete'")
+        )
+    )
+
+
+def load(driver, url: str, timeout: float = 60) -> None:
+    """driver.get(url), then wait for the new document to be complete. driver.get can return before
+    a very large page has loaded, and the page before it (complete already) must not pass for it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("window.certsyncPageBefore = true")
+    driver.get(url)
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script("return !window.certsyncPageBefore && document.readyState === 'complete'")
     )
